@@ -1,0 +1,544 @@
+"""Cluster file (TOML or JSON) -> validated ``Cluster``, with every error at once.
+
+Errors are one line each, ``<field path>: <what is wrong>``, for example
+``services[2].backends[0]: unknown server "web9"``. ``parse_cluster`` collects
+all of them and raises one ``ValidationError``; it never raises anything else
+for any input (hypothesis tests hold it to that).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lvsdr.errors import InputError, ValidationError
+
+from .model import (
+    ARP_METHODS,
+    AUTO_FWMARK_BASE,
+    CHECK_TYPES,
+    HOOK_MODES,
+    IPV6_METHODS,
+    PROTOCOLS,
+    REDIRECT_METHODS,
+    SCHEDULERS,
+    Backend,
+    Check,
+    Cluster,
+    Director,
+    IPAddress,
+    RealServer,
+    Service,
+    SorryServer,
+)
+
+CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
+ZONE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,16}")
+# nothing that keepalived's parser treats specially: no blanks, quotes,
+# braces, comment starters (# !) or control characters
+PATH_RE = re.compile(r"/[A-Za-z0-9._/+-]*")
+URL_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;-]*")
+HOST_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
+
+T = TypeVar("T")
+
+
+class _Missing:
+    pass
+
+
+MISSING: Any = _Missing()
+
+
+class Errors:
+    """Collects one-line errors; every reader returns a usable value or None."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str, msg: str) -> None:
+        self.lines.append(f"{where}: {msg}")
+
+
+def _typename(v: object) -> str:
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "list"
+    if isinstance(v, dict):
+        return "table"
+    return type(v).__name__
+
+
+class Table:
+    """A TOML table being read: typed getters that record errors, unknown-key check."""
+
+    def __init__(self, data: dict[str, Any], where: str, errors: Errors) -> None:
+        self.data = data
+        self.where = where
+        self.errors = errors
+        self.seen: set[str] = set()
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def raw(self, key: str, default: Any = MISSING) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is MISSING:
+                self.errors.add(self.path(key), "required key is missing")
+            return None if default is MISSING else default
+        return self.data[key]
+
+    def get(self, key: str, kind: type[T] | tuple[type, ...], default: Any = MISSING) -> Any:
+        v = self.raw(key, default)
+        if key not in self.data:
+            return v
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
+        if not ok:
+            want = " or ".join(
+                {int: "integer", str: "string", bool: "boolean", float: "number",
+                 list: "list", dict: "table"}[k] for k in kinds
+            )
+            self.errors.add(self.path(key), f"expected {want}, got {_typename(v)}")
+            return None
+        return v
+
+    def int_in(self, key: str, lo: int, hi: int, default: Any = MISSING) -> int | None:
+        v = self.get(key, int, default)
+        if v is None or key not in self.data:
+            return v  # type: ignore[no-any-return]
+        if not lo <= v <= hi:
+            self.errors.add(self.path(key), f"{v} is outside {lo}..{hi}")
+            return None
+        return v  # type: ignore[no-any-return]
+
+    def text(self, key: str, pattern: re.Pattern[str], what: str, default: Any = MISSING) -> Any:
+        v = self.get(key, str, default)
+        if v is None or key not in self.data:
+            return v
+        if not pattern.fullmatch(v):
+            self.errors.add(self.path(key), f"{json.dumps(v)} is not {what}")
+            return None
+        return v
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = MISSING) -> Any:
+        v = self.get(key, str, default)
+        if v is None or key not in self.data:
+            return v
+        if v not in choices:
+            self.errors.add(
+                self.path(key), f"unknown value {json.dumps(v)} (expected one of {', '.join(choices)})"
+            )
+            return None
+        return v
+
+    def address(self, key: str, default: Any = MISSING) -> IPAddress | None:
+        v = self.get(key, str, default)
+        if v is None or key not in self.data:
+            return v  # type: ignore[no-any-return]
+        return parse_address(v, self.path(key), self.errors)
+
+    def table(self, key: str) -> Table | None:
+        v = self.get(key, dict, None)
+        return Table(v, self.path(key), self.errors) if v is not None else None
+
+    def tables(self, key: str, required: bool = True) -> list[Table]:
+        v = self.get(key, list, MISSING if required else [])
+        if v is None:
+            return []
+        out = []
+        for i, item in enumerate(v):
+            if not isinstance(item, dict):
+                self.errors.add(f"{self.path(key)}[{i}]", f"expected table, got {_typename(item)}")
+                continue
+            out.append(Table(item, f"{self.path(key)}[{i}]", self.errors))
+        return out
+
+    def done(self) -> None:
+        for key in sorted(set(self.data) - self.seen):
+            self.errors.add(self.path(str(key)), "unknown key")
+
+
+def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        errors.add(where, f"{json.dumps(v)} is not an IP address")
+        return None
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        errors.add(where, f"{addr} is not a unicast host address")
+        return None
+    if addr.version == 6 and addr.is_link_local:
+        errors.add(where, f"{addr} is link-local; use a global address")
+        return None
+    return addr
+
+
+def load_cluster(path: str | Path) -> Cluster:
+    """Read and validate a cluster file (``.json`` is JSON, anything else TOML)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    data: Any
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: JSON syntax error at line {e.lineno}: {e.msg}") from None
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(f"{path}: TOML syntax error: {e}") from None
+        except RecursionError:
+            raise InputError(f"{path}: TOML nested too deeply") from None
+    return parse_cluster(data)
+
+
+def parse_cluster(data: Any) -> Cluster:
+    """Validate parsed data; raises ``ValidationError`` listing every problem."""
+    errors = Errors()
+    if not isinstance(data, dict):
+        raise ValidationError([f"(top level): expected table, got {_typename(data)}"])
+    top = Table(data, "", errors)
+    c = top.table("cluster")
+    if c is None and "cluster" not in data:
+        errors.add("cluster", "required table is missing")
+    directors = _directors(top, c, errors)
+    real_servers = _real_servers(top, errors)
+    cluster_kw = _cluster_keys(c, directors, errors) if c else {}
+    services = _services(top, directors, real_servers, errors)
+    top.done()
+    _cross_checks(directors, real_servers, services, cluster_kw, errors)
+    if errors.lines:
+        raise ValidationError(errors.lines)
+    return Cluster(
+        directors=tuple(directors),
+        real_servers=tuple(real_servers),
+        services=tuple(_assign_fwmarks(services)),
+        **cluster_kw,
+    )
+
+
+def _cluster_keys(c: Table, directors: list[Director], errors: Errors) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
+        "interface": c.text("interface", IFNAME_RE, "an interface name", "eth0"),
+        "virtual_router_id": c.int_in("virtual_router_id", 1, 255),
+    }
+    version = c.get("vrrp_version", int, None)
+    if version is not None and version not in (2, 3):
+        errors.add(c.path("vrrp_version"), f"{version} is not 2 or 3")
+        version = None
+    if version is None and directors and directors[0].address.version == 6:
+        version = 3
+    kw["vrrp_version"] = version or 2
+    if directors and directors[0].address.version == 6 and kw["vrrp_version"] != 3:
+        errors.add(c.path("vrrp_version"), "IPv6 directors need VRRP version 3")
+    adv = c.get("advert_int", (int, float), 1)
+    if adv is not None:
+        if not 0 < adv <= 255:
+            errors.add(c.path("advert_int"), f"{adv} is outside 0..255 seconds")
+        elif kw["vrrp_version"] == 2 and adv != int(adv):
+            errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
+        elif kw["vrrp_version"] == 3 and round(adv * 100) != adv * 100:
+            errors.add(c.path("advert_int"), f"{adv} is finer than VRRPv3's 0.01 s")
+        else:
+            kw["advert_int"] = int(adv) if adv == int(adv) else float(adv)
+    kw.setdefault("advert_int", 1)
+    auth = c.raw("auth_pass", None)
+    if isinstance(auth, str) and len(auth) > 8:
+        errors.add(c.path("auth_pass"), f"{len(auth)} characters; VRRP PASS allows at most 8")
+        auth = None
+    else:
+        auth = c.text("auth_pass", AUTH_RE, "1..8 characters of [A-Za-z0-9._~@%+=:,-]", None)
+    if auth is not None and kw["vrrp_version"] == 3:
+        errors.add(c.path("auth_pass"), "VRRP version 3 has no authentication; remove auth_pass")
+    kw["auth_pass"] = auth
+    kw["unicast"] = c.get("unicast", bool, False)
+    kw["nopreempt"] = c.get("nopreempt", bool, False)
+    kw["preempt_delay"] = c.int_in("preempt_delay", 0, 1000, None)
+    kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, 5)
+    kw["garp_master_refresh"] = c.int_in("garp_master_refresh", 1, 86400, None)
+    kw["hook"] = c.choice("hook", HOOK_MODES, "both")
+    kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", "/run/lvsdr/notify.fifo")
+    kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", "/usr/local/bin/lvsdr")
+    kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", "/etc/lvsdr/cluster.toml")
+    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), "BACKUP")
+    if kw["nopreempt"] and kw["initial_state"] == "MASTER":
+        errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
+    c.done()
+    return kw
+
+
+def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director]:
+    default_if = "eth0"
+    if c is not None and isinstance(c.data.get("interface"), str):
+        default_if = c.data["interface"]
+    out = []
+    tables = top.tables("directors")
+    if not tables and "directors" in top.data and isinstance(top.data["directors"], list):
+        errors.add("directors", "at least one director is required")
+    for t in tables:
+        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        addr = t.address("address")
+        prio = t.int_in("priority", 1, 254)
+        iface = t.text("interface", IFNAME_RE, "an interface name", default_if)
+        method = t.choice("arp_method", ARP_METHODS, "sysctl")
+        t.done()
+        if None not in (name, addr, prio, iface, method):
+            out.append(Director(name, addr, prio, iface, method))
+        else:
+            out.append(None)  # type: ignore[arg-type]  # keeps indexes for later messages
+    for i, d in enumerate(out):
+        if d is None:
+            continue
+        for j, e in enumerate(out[:i]):
+            if e is None:
+                continue
+            if e.priority == d.priority:
+                errors.add(f"directors[{i}].priority",
+                           f"same priority {d.priority} as directors[{j}] ({e.name}); "
+                           "VRRP then elects by address")
+            if e.address.version != d.address.version:
+                errors.add(f"directors[{i}].address",
+                           f"IPv{d.address.version} but directors[{j}] is IPv{e.address.version}; "
+                           "directors must share one address family")
+    return out
+
+
+def _real_servers(top: Table, errors: Errors) -> list[RealServer]:
+    out = []
+    for t in top.tables("real_servers", required=False):
+        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        addr = t.address("address")
+        iface = t.text("interface", IFNAME_RE, "an interface name", "eth0")
+        method = t.choice("arp_method", ARP_METHODS, "sysctl")
+        zone = t.text("firewalld_zone", ZONE_RE, "a firewalld zone name", "public")
+        t.done()
+        if None not in (name, addr, iface, method, zone):
+            out.append(RealServer(name, addr, iface, method, zone))
+        else:
+            out.append(None)  # type: ignore[arg-type]
+    return out
+
+
+def _check(t: Table | None, errors: Errors) -> Check:
+    if t is None:
+        return Check()
+    kind = t.choice("type", CHECK_TYPES, "tcp") or "tcp"
+    kw: dict[str, Any] = {"type": kind}
+    kw["port"] = t.int_in("port", 1, 65535, None)
+    kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, 3)
+    kw["retry"] = t.int_in("retry", 0, 100, 3)
+    kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, 2)
+    if kind in ("http", "https"):
+        kw["path"] = t.text("path", URL_PATH_RE, "a URL path (/..., no blanks, quotes, # or !)", "/")
+        kw["status_code"] = t.int_in("status_code", 100, 599, 200)
+        kw["virtualhost"] = t.text("virtualhost", HOST_RE, "a host name", None)
+    if kind == "misc":
+        kw["script"] = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
+        kw["misc_timeout"] = t.int_in("timeout", 1, 3600, None)
+    if kind == "dns":
+        kw["query"] = t.text("query", HOST_RE, "a host name")
+        kw["query_type"] = t.choice("query_type", ("A", "AAAA", "NS", "MX", "TXT", "SOA"), "A")
+    t.done()
+    return Check(**{k: v for k, v in kw.items() if v is not None or k in ("port", "virtualhost")})
+
+
+def _backends(t: Table, known: dict[str, Director | RealServer], errors: Errors) -> list[Backend]:
+    v = t.get("backends", list)
+    if v is None:
+        return []
+    if not v:
+        errors.add(t.path("backends"), "at least one backend is required")
+    out: list[Backend] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(v):
+        where = f"{t.path('backends')}[{i}]"
+        if isinstance(item, str):
+            b = Table({"server": item}, where, errors)
+        elif isinstance(item, dict):
+            b = Table(item, where, errors)
+        else:
+            errors.add(where, f"expected server name or table, got {_typename(item)}")
+            continue
+        name = b.get("server", str)
+        weight = b.int_in("weight", 0, 65535, 1)
+        port = b.int_in("port", 1, 65535, None)
+        listen = b.int_in("listen_port", 1, 65535, None)
+        b.done()
+        if name is None or weight is None:
+            continue
+        if name in seen:
+            errors.add(where, f"server {json.dumps(name)} is already backends[{seen[name]}]")
+            continue
+        seen[name] = i
+        srv = known.get(name)
+        if srv is None:
+            errors.add(where, f"unknown server {json.dumps(name)}")
+            continue
+        svc_port = t.data.get("port")
+        if port is not None and isinstance(svc_port, int) and port != svc_port:
+            errors.add(
+                f"{where}.port",
+                f"{port} differs from the service port {svc_port}; DR cannot map ports "
+                "(use listen_port with arp_method iptables or firewalld)",
+            )
+        if listen is not None and srv.arp_method not in REDIRECT_METHODS:
+            errors.add(
+                f"{where}.listen_port",
+                f"needs arp_method iptables or firewalld on {name} (it is {srv.arp_method})",
+            )
+        out.append(Backend(name, srv.address, weight, listen, isinstance(srv, Director)))
+    return out
+
+
+def _services(
+    top: Table, directors: list[Director], real_servers: list[RealServer], errors: Errors
+) -> list[Service]:
+    known: dict[str, Director | RealServer] = {}
+    for d in directors:
+        if d is not None:
+            known.setdefault(d.name, d)
+    for r in real_servers:
+        if r is not None:
+            known.setdefault(r.name, r)
+    out = []
+    tables = top.tables("services")
+    if not tables and isinstance(top.data.get("services"), list):
+        errors.add("services", "at least one service is required")
+    for t in tables:
+        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        vip = t.address("vip")
+        port = t.int_in("port", 1, 65535)
+        proto = t.choice("protocol", PROTOCOLS, "tcp")
+        sched = t.choice("scheduler", SCHEDULERS, "wlc")
+        delay = t.int_in("delay_loop", 1, 3600, 6)
+        persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
+        quorum = t.int_in("quorum", 1, 65535 * 256, None)
+        fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
+        sorry = None
+        st = t.table("sorry_server")
+        if st is not None:
+            sa = st.address("address")
+            sp = st.int_in("port", 1, 65535, port if isinstance(port, int) else 1)
+            st.done()
+            if sa is not None and sp is not None:
+                sorry = SorryServer(sa, sp)
+        check = _check(t.table("check"), errors)
+        backends = _backends(t, known, errors)
+        t.done()
+        if None in (name, vip, port, proto, sched, delay):
+            out.append(None)
+            continue
+        assert vip is not None
+        for i, b in enumerate(backends):
+            if b.address.version != vip.version:
+                errors.add(f"{t.path('backends')}[{i}]",
+                           f"{b.server} is IPv{b.address.version} but the VIP is IPv{vip.version}")
+            srv = known[b.server]
+            if vip.version == 6 and srv.arp_method not in IPV6_METHODS:
+                errors.add(f"{t.path('backends')}[{i}]",
+                           f"{b.server} uses arp_method {srv.arp_method}, which cannot serve an "
+                           f"IPv6 VIP (use {', '.join(IPV6_METHODS)})")
+        if sorry is not None and sorry.address.version != vip.version:
+            errors.add(t.path("sorry_server.address"), f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
+        if quorum is not None and backends and quorum > sum(b.weight for b in backends):
+            errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
+                       f"{sum(b.weight for b in backends)}; the service could never be up")
+        if proto == "udp" and "check" not in t.data:
+            errors.add(t.path("check"), "a udp service needs an explicit check "
+                       "(dns, misc, or none; the default tcp check cannot probe udp)")
+        if check.type == "dns" and proto == "sctp":
+            errors.add(t.path("check.type"), "dns check cannot run over sctp")
+        out.append(Service(
+            name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
+            backends=tuple(backends), check=check, delay_loop=delay,
+            persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark,
+        ))
+    return out  # type: ignore[return-value]
+
+
+def _dupes(items: list[tuple[str, Any]], label: Callable[[int], str], errors: Errors,
+           what: str) -> None:
+    seen: dict[Any, int] = {}
+    for i, (where, key) in enumerate(items):
+        if key is None:
+            continue
+        if key in seen:
+            errors.add(where, f"duplicate {what} (also {label(seen[key])})")
+        else:
+            seen[key] = i
+
+
+def _cross_checks(directors: list[Director], real_servers: list[RealServer],
+                  services: list[Service], kw: dict[str, Any], errors: Errors) -> None:
+    nodes: list[tuple[str, Any]] = [
+        (f"directors[{i}].name", d.name if d else None) for i, d in enumerate(directors)
+    ] + [(f"real_servers[{i}].name", r.name if r else None) for i, r in enumerate(real_servers)]
+    _dupes([(w, k) for w, k in nodes], lambda j: nodes[j][0], errors, "name")
+    addrs: list[tuple[str, Any]] = [
+        (f"directors[{i}].address", d.address if d else None) for i, d in enumerate(directors)
+    ] + [(f"real_servers[{i}].address", r.address if r else None) for i, r in enumerate(real_servers)]
+    _dupes(addrs, lambda j: addrs[j][0], errors, "address")
+    svc_names = [(f"services[{i}].name", s.name if s else None) for i, s in enumerate(services)]
+    _dupes(svc_names, lambda j: svc_names[j][0], errors, "service name")
+    keys = [(f"services[{i}]", (s.vip, s.port, s.protocol) if s else None)
+            for i, s in enumerate(services)]
+    _dupes(keys, lambda j: keys[j][0], errors, "vip/port/protocol")
+    marks = [(f"services[{i}].fwmark", s.fwmark if s else None) for i, s in enumerate(services)]
+    _dupes(marks, lambda j: marks[j][0], errors, "fwmark")
+    host_addrs = {k: w for w, k in addrs if k is not None}
+    for i, s in enumerate(services):
+        if s is None:
+            continue
+        if s.vip in host_addrs:
+            errors.add(f"services[{i}].vip", f"{s.vip} is also {host_addrs[s.vip]}")
+    live = [d for d in directors if d is not None]
+    vips = [s for s in services if s is not None]
+    if live and vips and not any(s.vip.version == live[0].address.version for s in vips):
+        fam = live[0].address.version
+        errors.add("services", f"no IPv{fam} VIP, but the directors speak VRRP over IPv{fam}; "
+                   "keepalived needs at least one VIP of the directors' family")
+
+
+def _assign_fwmarks(services: list[Service]) -> list[Service]:
+    """A service with a director among its backends gets a fwmark (see docs)."""
+    import dataclasses
+
+    taken = {s.fwmark for s in services if s.fwmark}
+    out = []
+    for s in services:
+        if s.fwmark is None and any(b.is_director for b in s.backends):
+            mark = AUTO_FWMARK_BASE + 1
+            while mark in taken:
+                mark += 1
+            taken.add(mark)
+            s = dataclasses.replace(s, fwmark=mark)
+        out.append(s)
+    return out

@@ -1,0 +1,155 @@
+"""The cluster model: frozen, typed, validated on load (see ``load.py``).
+
+Nothing here does I/O. Every object is immutable and hashable, so the same
+cluster file always gives equal objects and the renderers stay pure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ARP_METHODS = ("sysctl", "arptables", "nftables", "iptables", "firewalld")
+# methods that put the VIP on the host (and so must stop it answering ARP)
+VIP_ON_HOST_METHODS = ("sysctl", "arptables", "nftables")
+# methods that serve the VIP without having it (a local redirect)
+REDIRECT_METHODS = ("iptables", "firewalld")
+# methods that handle IPv6 VIPs (NDP is not ARP; see docs/realserver.md)
+IPV6_METHODS = ("sysctl", "nftables", "iptables")
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "none")
+HOOK_MODES = ("both", "fifo", "notify", "none")
+# IPVS schedulers keepalived 2.2 knows (ipvs(8), keepalived.conf(5) lb_algo)
+SCHEDULERS = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
+)
+# first fwmark lvsdr picks for services that need one and did not name one
+AUTO_FWMARK_BASE = 0x4C56_0000
+
+
+@dataclass(frozen=True)
+class Check:
+    """A health check for every backend of a service."""
+
+    type: str = "tcp"
+    port: int | None = None  # connect_port; None: the backend's port
+    path: str = "/"
+    status_code: int = 200
+    virtualhost: str | None = None
+    connect_timeout: int = 3
+    retry: int = 3
+    delay_before_retry: int = 2
+    script: str | None = None  # misc
+    misc_timeout: int | None = None  # misc
+    query: str | None = None  # dns: the name to ask for
+    query_type: str = "A"  # dns
+
+
+@dataclass(frozen=True)
+class Director:
+    name: str
+    address: IPAddress
+    priority: int
+    interface: str
+    arp_method: str = "sysctl"
+
+
+@dataclass(frozen=True)
+class RealServer:
+    name: str
+    address: IPAddress
+    interface: str = "eth0"
+    arp_method: str = "sysctl"
+    firewalld_zone: str = "public"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend of a service, resolved: a real server or a director."""
+
+    server: str
+    address: IPAddress
+    weight: int = 1
+    listen_port: int | None = None  # iptables/firewalld: local port to redirect to
+    is_director: bool = False
+
+
+@dataclass(frozen=True)
+class SorryServer:
+    address: IPAddress
+    port: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    vip: IPAddress
+    port: int
+    protocol: str
+    scheduler: str
+    backends: tuple[Backend, ...]
+    check: Check = field(default_factory=Check)
+    delay_loop: int = 6
+    persistence_timeout: int | None = None
+    quorum: int | None = None
+    sorry_server: SorryServer | None = None
+    fwmark: int | None = None  # effective: explicit, or chosen when a director is a backend
+
+    @property
+    def family(self) -> int:
+        return self.vip.version
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    interface: str
+    virtual_router_id: int
+    advert_int: float
+    directors: tuple[Director, ...]
+    real_servers: tuple[RealServer, ...]
+    services: tuple[Service, ...]
+    auth_pass: str | None = None
+    vrrp_version: int = 2
+    unicast: bool = False
+    nopreempt: bool = False
+    preempt_delay: int | None = None
+    garp_master_delay: int = 5
+    garp_master_refresh: int | None = None
+    hook: str = "both"
+    notify_fifo: str = "/run/lvsdr/notify.fifo"
+    lvsdr_path: str = "/usr/local/bin/lvsdr"
+    config_path: str = "/etc/lvsdr/cluster.toml"
+    initial_state: str = "BACKUP"
+
+    # -- lookups (pure) -------------------------------------------------
+    def director(self, name: str) -> Director | None:
+        return next((d for d in self.directors if d.name == name), None)
+
+    def real_server(self, name: str) -> RealServer | None:
+        return next((r for r in self.real_servers if r.name == name), None)
+
+    def services_of(self, server: str) -> tuple[Service, ...]:
+        """Services for which ``server`` (a real server or director) is a backend."""
+        return tuple(s for s in self.services if any(b.server == server for b in s.backends))
+
+    @property
+    def vips(self) -> tuple[IPAddress, ...]:
+        return tuple(sorted({s.vip for s in self.services}, key=_addr_key))
+
+    @property
+    def master(self) -> Director:
+        """The director with the highest priority."""
+        return max(self.directors, key=lambda d: d.priority)
+
+
+def _addr_key(a: IPAddress) -> tuple[int, int]:
+    return (a.version, int(a))
+
+
+def addr_key(a: IPAddress) -> tuple[int, int]:
+    """Sort key for mixed IPv4/IPv6 addresses."""
+    return _addr_key(a)

@@ -1,0 +1,49 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from lvsdr.errors import LvsdrError
+
+
+def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename in the same
+    directory. Returns False (and writes nothing) when the file already holds
+    exactly ``data`` with ``mode``."""
+    p = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        st = p.stat()
+        if (st.st_mode & 0o7777) == mode and p.read_bytes() == raw:
+            return False
+    except OSError:
+        pass
+    directory = p.parent if str(p.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise LvsdrError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise LvsdrError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return True

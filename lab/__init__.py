@@ -1,0 +1,1 @@
+"""The network-namespace lab (test harness and demo). IPVS stand-in is test scaffolding."""

@@ -1,0 +1,152 @@
+"""The ``lvsdr`` command. Thin: parse flags, call the core, map errors to exit codes.
+
+Imports are lazy so that ``lvsdr notify`` (on keepalived's failover path)
+pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from lvsdr.errors import InputError, LvsdrError, ValidationError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from lvsdr.generator.load import load_cluster
+
+    return load_cluster(args.cluster)
+
+
+# -- handlers ---------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    c = _cluster(args)
+    print(
+        f"{args.cluster}: ok: cluster {c.name}, {len(c.directors)} directors, "
+        f"{len(c.real_servers)} real servers, {len(c.services)} services"
+    )
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from lvsdr.generator.keepalived import Wiring, render_keepalived
+
+    c = _cluster(args)
+    wiring = Wiring.from_cluster(
+        c, lvsdr_path=args.lvsdr_path, config_path=args.config_path,
+        notify_fifo=args.notify_fifo, hook=args.hook,
+    )
+    _check_paths(wiring)
+    text = render_keepalived(c, args.node, source=args.cluster, wiring=wiring)
+    if args.check:
+        from lvsdr.hooks.keepalived import require_valid
+
+        require_valid(text)
+    if args.output:
+        from lvsdr.hooks.files import write_atomic
+
+        write_atomic(args.output, text, 0o600 if c.auth_pass else 0o644)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _check_paths(wiring: Any) -> None:
+    from lvsdr.generator.load import PATH_RE
+
+    for flag, value in (("--lvsdr-path", wiring.lvsdr_path), ("--config-path", wiring.config_path),
+                        ("--notify-fifo", wiring.notify_fifo)):
+        if not PATH_RE.fullmatch(value):
+            raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
+
+
+def cmd_realserver(args: argparse.Namespace) -> int:
+    from lvsdr.hooks import realserver
+
+    return realserver.main(args, _cluster(args))
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from lvsdr.lab import cli as labcli
+
+    return labcli.main(args)
+
+
+# -- parser -----------------------------------------------------------------
+def build_parser() -> Parser:
+    p = Parser(prog="lvsdr", description="LVS direct-routing clusters with keepalived.")
+    from lvsdr import __version__
+
+    p.add_argument("--version", action="version", version=f"lvsdr {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    v = sub.add_parser("validate", help="check a cluster file")
+    v.add_argument("cluster")
+    v.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("render", help="keepalived.conf for one director")
+    r.add_argument("cluster")
+    r.add_argument("--node", required=True, help="director name")
+    r.add_argument("-o", "--output", help="write here atomically (default: stdout)")
+    r.add_argument("--check", action="store_true", help="validate with keepalived -t first")
+    r.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director")
+    r.add_argument("--config-path", help="absolute path of the cluster file on the director")
+    r.add_argument("--notify-fifo", help="absolute path of keepalived's notify FIFO")
+    r.add_argument("--hook", choices=("both", "fifo", "notify", "none"),
+                   help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
+    r.set_defaults(func=cmd_render)
+
+    rs = sub.add_parser("realserver", help="ARP suppression on a real server")
+    rsub = rs.add_subparsers(dest="action", required=True, parser_class=Parser)
+    for action, text in (("render", "files to install"), ("apply", "apply to this node"),
+                         ("remove", "undo on this node"), ("plan", "print the plan")):
+        a = rsub.add_parser(action, help=text)
+        a.add_argument("cluster")
+        a.add_argument("--node", required=True)
+        if action == "render":
+            a.add_argument("--output-dir", required=True)
+        else:
+            a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        a.set_defaults(func=cmd_realserver)
+
+    lab = sub.add_parser("lab", help="the network-namespace lab (root)")
+    lsub = lab.add_subparsers(dest="action", required=True, parser_class=Parser)
+    for action, text in (("demo", "up, show ARP + HTTP, fail over, down"),
+                         ("up", "build the lab"), ("down", "tear it down"),
+                         ("status", "what runs"), ("failover", "kill the MASTER, time takeover")):
+        a = lsub.add_parser(action, help=text)
+        a.add_argument("cluster", nargs="?", help="cluster file (default: the bundled example)")
+        a.set_defaults(func=cmd_lab)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        func: Handler = args.func
+        return func(args)
+    except ValidationError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except LvsdrError as e:
+        print(f"lvsdr: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lvsdr: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
