@@ -71,18 +71,6 @@ def _check_paths(wiring: Any) -> None:
             raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
 
 
-def cmd_realserver(args: argparse.Namespace) -> int:
-    from lvsdr.hooks import realserver
-
-    return realserver.main(args, _cluster(args))
-
-
-def cmd_lab(args: argparse.Namespace) -> int:
-    from lvsdr.lab import cli as labcli
-
-    return labcli.main(args)
-
-
 # -- parser -----------------------------------------------------------------
 def build_parser() -> Parser:
     p = Parser(prog="lvsdr", description="LVS direct-routing clusters with keepalived.")
@@ -107,27 +95,6 @@ def build_parser() -> Parser:
                    help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
     r.set_defaults(func=cmd_render)
 
-    rs = sub.add_parser("realserver", help="ARP suppression on a real server")
-    rsub = rs.add_subparsers(dest="action", required=True, parser_class=Parser)
-    for action, text in (("render", "files to install"), ("apply", "apply to this node"),
-                         ("remove", "undo on this node"), ("plan", "print the plan")):
-        a = rsub.add_parser(action, help=text)
-        a.add_argument("cluster")
-        a.add_argument("--node", required=True)
-        if action == "render":
-            a.add_argument("--output-dir", required=True)
-        else:
-            a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-        a.set_defaults(func=cmd_realserver)
-
-    lab = sub.add_parser("lab", help="the network-namespace lab (root)")
-    lsub = lab.add_subparsers(dest="action", required=True, parser_class=Parser)
-    for action, text in (("demo", "up, show ARP + HTTP, fail over, down"),
-                         ("up", "build the lab"), ("down", "tear it down"),
-                         ("status", "what runs"), ("failover", "kill the MASTER, time takeover")):
-        a = lsub.add_parser(action, help=text)
-        a.add_argument("cluster", nargs="?", help="cluster file (default: the bundled example)")
-        a.set_defaults(func=cmd_lab)
     return p
 
 

@@ -1,0 +1,130 @@
+"""The lvsdr command as operators use it: exit codes, one-line errors, safe writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvsdr.cli import main
+
+from conftest import EXAMPLES, REPO, needs_root
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLES / "web.toml")]) == 0
+    assert "ok: cluster web, 2 directors, 2 real servers, 1 services" in capsys.readouterr().out
+
+
+def test_validate_bad_file_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "web.toml").read_text()
+                   .replace("virtual_router_id = 51", "virtual_router_id = 300")
+                   .replace('backends = ["web1", "web2"]', 'backends = ["web1", "web9"]'))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cluster.virtual_router_id: 300 is outside 1..255",
+                   'services[0].backends[1]: unknown server "web9"']
+
+
+def test_missing_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "/nonexistent/c.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "/nonexistent/c.toml: cannot read" in err
+
+
+def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(EXAMPLES / "web.toml")]) == 2  # --node missing
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--node" in err
+
+
+def test_unknown_node(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(EXAMPLES / "web.toml"), "--node", "web1"]) == 2
+    assert capsys.readouterr().err == (
+        'lvsdr: --node: "web1" is not a director (directors: lb1, lb2)\n')
+
+
+def test_render_writes_atomically_with_private_mode(tmp_path: Path) -> None:
+    out = tmp_path / "keepalived.conf"
+    assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb1", "-o", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # holds auth_pass
+    assert "auth_pass s3cret" in out.read_text()
+    assert os.listdir(tmp_path) == ["keepalived.conf"]  # no temp file left
+
+
+def test_render_without_password_is_0644(tmp_path: Path) -> None:
+    out = tmp_path / "k.conf"
+    assert main(["render", str(EXAMPLES / "ipv6.toml"), "--node", "lb1", "-o", str(out)]) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_bad_input_leaves_existing_file_alone(tmp_path: Path) -> None:
+    out = tmp_path / "keepalived.conf"
+    out.write_text("previous good config\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "web.toml").read_text().replace('"192.0.2.100"', '"192.0.2.1000"'))
+    assert main(["render", str(bad), "--node", "lb1", "-o", str(out)]) == 2
+    assert out.read_text() == "previous good config\n"
+
+
+def test_flags_override_notify_wiring(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb2", "--lvsdr-path", "/opt/lvsdr/bin/lvsdr",
+                 "--config-path", "/etc/lvsdr/web.toml", "--hook", "notify"]) == 0
+    out = capsys.readouterr().out
+    assert 'notify "/opt/lvsdr/bin/lvsdr notify /etc/lvsdr/web.toml --node lb2"' in out
+    assert "vrrp_notify_fifo" not in out
+
+
+def test_flag_cannot_inject(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb1",
+                 "--lvsdr-path", '/x"\nvrrp_script'])  == 2
+    assert "--lvsdr-path" in capsys.readouterr().err
+
+
+def _lvsdr_in(netns: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "lvsdr.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, check=False)
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed")
+def test_check_passes_and_writes(tmp_path: Path, scratch_netns: str) -> None:
+    out = tmp_path / "k.conf"
+    r = _lvsdr_in(scratch_netns, "render", str(EXAMPLES / "full.toml"), "--node", "lb-a", "--check",
+                  "-o", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed")
+def test_check_rejection_writes_nothing(tmp_path: Path, scratch_netns: str) -> None:
+    cluster = tmp_path / "c.toml"
+    cluster.write_text((EXAMPLES / "web.toml").read_text().replace('interface = "eth0"',
+                                                                  'interface = "bond7"'))
+    out = tmp_path / "k.conf"
+    out.write_text("last good\n")
+    r = _lvsdr_in(scratch_netns, "render", str(cluster), "--node", "lb1", "--check", "-o", str(out),
+                  cwd=tmp_path)
+    assert r.returncode == 1
+    assert "keepalived -t: exit 5 (configuration errors)" in r.stderr
+    assert "bond7" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1
+    assert out.read_text() == "last good\n"
+
+
+def test_installed_console_script_renders(tmp_path: Path) -> None:
+    """The console script works from anywhere (templates come from the package)."""
+    exe = Path(sys.executable).parent / "lvsdr"
+    if not exe.exists():
+        pytest.skip("lvsdr console script not installed next to this python")
+    r = subprocess.run([str(exe), "render", str(EXAMPLES / "web.toml"), "--node", "lb1"],
+                       capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert r.returncode == 0 and "lb_kind DR" in r.stdout
+    assert str(REPO) not in r.stdout.replace(str(EXAMPLES / "web.toml"), "")

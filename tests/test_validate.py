@@ -1,0 +1,169 @@
+"""Bad cluster files: each gets its exact one-line error, naming the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsdr.errors import ValidationError
+from lvsdr.generator.load import load_cluster, parse_cluster
+
+BASE: dict[str, Any] = {
+    "cluster": {"name": "web", "interface": "eth0", "virtual_router_id": 51, "advert_int": 1},
+    "directors": [
+        {"name": "lb1", "address": "192.0.2.2", "priority": 150},
+        {"name": "lb2", "address": "192.0.2.3", "priority": 100},
+    ],
+    "real_servers": [
+        {"name": "web1", "address": "192.0.2.11"},
+        {"name": "web2", "address": "192.0.2.12", "arp_method": "iptables"},
+    ],
+    "services": [
+        {"name": "http", "vip": "192.0.2.100", "port": 80, "backends": ["web1", "web2"]},
+        {"name": "https", "vip": "192.0.2.100", "port": 443, "backends": ["web1"]},
+    ],
+}
+
+DELETE = object()
+
+
+def patched(**changes: Any) -> dict[str, Any]:
+    """patched(**{"services.1.vip": "x"}): a copy of BASE with dotted paths set."""
+    data = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DELETE:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+# (changes, the exact error line)
+CASES: list[tuple[dict[str, Any], str]] = [
+    ({"services.1.vip": "192.0.2.300"}, 'services[1].vip: "192.0.2.300" is not an IP address'),
+    ({"services.1.vip": "2001:db8::1"}, "services[1].backends[0]: web1 is IPv4 but the VIP is IPv6"),
+    ({"cluster.virtual_router_id": 0}, "cluster.virtual_router_id: 0 is outside 1..255"),
+    ({"cluster.virtual_router_id": 256}, "cluster.virtual_router_id: 256 is outside 1..255"),
+    ({"cluster.virtual_router_id": "51"}, "cluster.virtual_router_id: expected integer, got string"),
+    ({"cluster.virtual_router_id": True}, "cluster.virtual_router_id: expected integer, got boolean"),
+    ({"real_servers.1.name": "web1"}, "real_servers[1].name: duplicate name (also real_servers[0].name)"),
+    ({"real_servers.0.name": "lb1"}, "real_servers[0].name: duplicate name (also directors[0].name)"),
+    ({"services.1.port": 80}, "services[1]: duplicate vip/port/protocol (also services[0])"),
+    ({"services.1.name": "http"}, "services[1].name: duplicate service name (also services[0].name)"),
+    ({"services.0.port": 0}, "services[0].port: 0 is outside 1..65535"),
+    ({"services.0.port": 65536}, "services[0].port: 65536 is outside 1..65535"),
+    ({"services.1.backends": ["web9"]}, 'services[1].backends[0]: unknown server "web9"'),
+    ({"services.1.backends": []}, "services[1].backends: at least one backend is required"),
+    ({"services.1.backends": ["web1", "web1"]},
+     'services[1].backends[1]: server "web1" is already backends[0]'),
+    ({"cluster.auth_pass": "123456789"}, "cluster.auth_pass: 9 characters; VRRP PASS allows at most 8"),
+    ({"cluster.auth_pass": "a b"},
+     'cluster.auth_pass: "a b" is not 1..8 characters of [A-Za-z0-9._~@%+=:,-]'),
+    ({"real_servers.0.arp_method": "arp"},
+     'real_servers[0].arp_method: unknown value "arp" (expected one of sysctl, arptables, nftables, '
+     "iptables, firewalld)"),
+    ({"services.0.scheduler": "fastest"},
+     'services[0].scheduler: unknown value "fastest" (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, '
+     "sh, sed, nq, fo, ovf, mh, twos)"),
+    ({"directors.1.priority": 150},
+     "directors[1].priority: same priority 150 as directors[0] (lb1); VRRP then elects by address"),
+    ({"directors.1.priority": 255}, "directors[1].priority: 255 is outside 1..254"),
+    ({"services.1.backends": [{"server": "web1", "port": 8443}]},
+     "services[1].backends[0].port: 8443 differs from the service port 443; DR cannot map ports "
+     "(use listen_port with arp_method iptables or firewalld)"),
+    ({"services.1.backends": [{"server": "web1", "listen_port": 8443}]},
+     "services[1].backends[0].listen_port: needs arp_method iptables or firewalld on web1 (it is sysctl)"),
+    # names that could inject keepalived syntax
+    ({"directors.0.name": 'lb1"'},
+     'directors[0].name: "lb1\\"" is not a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})'),
+    ({"directors.0.name": "lb1 }"},
+     'directors[0].name: "lb1 }" is not a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})'),
+    ({"directors.0.name": "lb1\nvrrp_script x {"},
+     'directors[0].name: "lb1\\nvrrp_script x {" is not a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})'),
+    ({"cluster.name": "web#1"}, 'cluster.name: "web#1" is not a cluster name ([a-z0-9][a-z0-9_-]{0,30})'),
+    ({"cluster.name": "web!"}, 'cluster.name: "web!" is not a cluster name ([a-z0-9][a-z0-9_-]{0,30})'),
+    ({"cluster.interface": "eth0 {"}, 'cluster.interface: "eth0 {" is not an interface name'),
+    ({"cluster.lvsdr_path": "/usr/bin/lvsdr; rm -rf /"},
+     'cluster.lvsdr_path: "/usr/bin/lvsdr; rm -rf /" is not an absolute path'),
+    ({"services.0.check": {"type": "http", "path": "/x }"}},
+     'services[0].check.path: "/x }" is not a URL path (/..., no blanks, quotes, # or !)'),
+    ({"services.0.check": {"type": "misc", "script": "check.sh"}},
+     'services[0].check.script: "check.sh" is not an absolute path without blanks or quotes'),
+    ({"services.0.check": {"type": "ping"}},
+     'services[0].check.type: unknown value "ping" (expected one of tcp, http, https, misc, dns, none)'),
+    ({"services.0.protocol": "icmp"},
+     'services[0].protocol: unknown value "icmp" (expected one of tcp, udp, sctp)'),
+    ({"services.0.protocol": "udp"},
+     "services[0].check: a udp service needs an explicit check (dns, misc, or none; "
+     "the default tcp check cannot probe udp)"),
+    ({"directors.1.address": "2001:db8::3"},
+     "directors[1].address: IPv6 but directors[0] is IPv4; directors must share one address family"),
+    ({"directors.0.address": "192.0.2.11"},
+     "real_servers[0].address: duplicate address (also directors[0].address)"),
+    ({"services.0.vip": "192.0.2.2"}, "services[0].vip: 192.0.2.2 is also directors[0].address"),
+    ({"services.0.vip": "224.0.0.18"}, "services[0].vip: 224.0.0.18 is not a unicast host address"),
+    ({"cluster.vrrp_version": 3, "cluster.auth_pass": "x"},
+     "cluster.auth_pass: VRRP version 3 has no authentication; remove auth_pass"),
+    ({"cluster.advert_int": 0.5}, "cluster.advert_int: 0.5 is fractional; VRRP version 2 needs whole seconds"),
+    ({"cluster.colour": "red"}, "cluster.colour: unknown key"),
+    ({"services.0.persistance_timeout": 30}, "services[0].persistance_timeout: unknown key"),
+    ({"cluster.name": DELETE}, "cluster.name: required key is missing"),
+    ({"directors": []}, "directors: at least one director is required"),
+    ({"services.0.quorum": 5}, "services[0].quorum: 5 is more than the backends' total weight 2; "
+     "the service could never be up"),
+    ({"services.0.vip": "2001:db8::100", "real_servers.1.address": "2001:db8::12",
+      "services.0.backends": ["web2"], "real_servers.1.arp_method": "arptables"},
+     "services[0].backends[0]: web2 uses arp_method arptables, which cannot serve an IPv6 VIP "
+     "(use sysctl, nftables, iptables)"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), CASES, ids=[e.split(":")[0] for _, e in CASES])
+def test_bad_file_gets_exact_error(changes: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        parse_cluster(patched(**changes))
+    assert expected in exc.value.errors, exc.value.errors
+
+
+def test_base_is_valid() -> None:
+    c = parse_cluster(BASE)
+    assert c.name == "web" and len(c.services) == 2
+
+
+def test_all_errors_in_one_run() -> None:
+    data = patched(**{"cluster.virtual_router_id": 0, "services.0.port": 0,
+                      "services.1.backends": ["web9"]})
+    with pytest.raises(ValidationError) as exc:
+        parse_cluster(data)
+    assert len(exc.value.errors) == 3
+
+
+@pytest.mark.parametrize(("name", "content", "expected"), [
+    ("bad.toml", "[cluster\nname = 1", "bad.toml: TOML syntax error: "),
+    ("bad.json", "{", "bad.json: JSON syntax error at line 1: "),
+    ("bin.toml", b"\xff\xfe", "bin.toml: not UTF-8 text (byte 0)"),
+    ("list.json", "[1, 2]", "(top level): expected table, got list"),
+])
+def test_unreadable_files(tmp_path: Path, name: str, content: str | bytes, expected: str) -> None:
+    p = tmp_path / name
+    p.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(Exception) as exc:  # noqa: B017 - the message is what matters
+        load_cluster(p)
+    assert expected.replace("bad.toml", str(p)).replace("bad.json", str(p)).replace(
+        "bin.toml", str(p)) in str(exc.value)
+
+
+def test_json_shape_is_accepted(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps(BASE))
+    assert load_cluster(p).name == "web"
