@@ -71,6 +71,18 @@ def _check_paths(wiring: Any) -> None:
             raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
 
 
+def cmd_realserver(args: argparse.Namespace) -> int:
+    from lvsdr.hooks import realserver
+
+    return int(realserver.main(args, _cluster(args)))
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from lvsdr.lab import cli as labcli
+
+    return int(labcli.main(args))
+
+
 # -- parser -----------------------------------------------------------------
 def build_parser() -> Parser:
     p = Parser(prog="lvsdr", description="LVS direct-routing clusters with keepalived.")
@@ -95,6 +107,36 @@ def build_parser() -> Parser:
                    help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
     r.set_defaults(func=cmd_render)
 
+    rs = sub.add_parser("realserver", help="ARP suppression on a real server")
+    rsub = rs.add_subparsers(dest="action", required=True, parser_class=Parser)
+    for action, text in (("render", "the files to install on the real server"),
+                         ("plan", "print what apply would change"),
+                         ("apply", "apply to this node (reconcile)"),
+                         ("remove", "undo everything lvsdr did on this node")):
+        a = rsub.add_parser(action, help=text)
+        a.add_argument("cluster")
+        a.add_argument("--node", required=True, help="real server name")
+        if action == "render":
+            a.add_argument("--output-dir", required=True)
+        else:
+            a.add_argument("--state-dir", help="where lvsdr keeps its record (default /run/lvsdr)")
+            if action != "plan":
+                a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        a.set_defaults(func=cmd_realserver)
+
+    lab = sub.add_parser("lab", help="a whole DR cluster in network namespaces (root)")
+    lsub = lab.add_subparsers(dest="action", required=True, parser_class=Parser)
+    for action, text in (("demo", "up, show ARP and HTTP, kill the MASTER, time the takeover, down"),
+                         ("up", "build the lab and leave it running"),
+                         ("down", "tear the lab down"),
+                         ("status", "who holds each VIP, who answers ARP"),
+                         ("failover", "kill the MASTER of a running lab and time the takeover")):
+        a = lsub.add_parser(action, help=text)
+        a.add_argument("cluster", nargs="?", help="cluster file (default: the bundled example)")
+        if action in ("demo", "up"):
+            a.add_argument("--no-suppression", action="store_true",
+                           help="leave real servers without ARP suppression (shows the problem)")
+        a.set_defaults(func=cmd_lab)
     return p
 
 

@@ -1,0 +1,148 @@
+"""Read a real server's state (read-only): addresses, sysctls, lvsdr's rules, its record."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lvsdr.errors import LvsdrError
+from lvsdr.generator.realserver import ARP_CHAINS, NAT_CHAIN, NFT_TABLE, Facts, Spec
+
+RECORD_DIR = Path("/run/lvsdr")
+
+
+def record_path(state_dir: Path, spec: Spec) -> Path:
+    return state_dir / f"realserver-{spec.cluster}-{spec.node}.json"
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+
+
+def read_addresses() -> tuple[tuple[str, str, str], ...]:
+    from pyroute2 import IPRoute  # ~150 ms: only where addresses are read
+
+    out = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get("IFLA_IFNAME") for link in ipr.get_links()}
+        for msg in ipr.get_addr():
+            addr = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+            if not addr:
+                continue
+            out.append((names.get(msg["index"], "?"), f"{addr}/{msg['prefixlen']}", msg.get("IFA_LABEL") or ""))
+    return tuple(sorted(out))
+
+
+def sysctl_path(key: str) -> Path:
+    # net.ipv4.conf.<dev>.<name>: the device may itself contain dots (eth0.100)
+    prefix = "net.ipv4.conf."
+    if key.startswith(prefix):
+        dev, name = key[len(prefix):].rsplit(".", 1)
+        return Path("/proc/sys/net/ipv4/conf") / dev / name
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def read_sysctls(keys: list[str]) -> dict[str, str]:
+    out = {}
+    for k in keys:
+        with contextlib.suppress(OSError):
+            out[k] = sysctl_path(k).read_text().strip()
+    return out
+
+
+def read_arptables() -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    if shutil.which("arptables") is None:
+        return None, ()
+    p = _run(["arptables", "-S"])
+    if p.returncode != 0:
+        raise LvsdrError(f"arptables -S: {p.stderr.strip()}")
+    lines = p.stdout.splitlines()
+    exists = any(ln == f"-N {c}" for ln in lines for c in ARP_CHAINS)
+    rules = tuple(ln for ln in lines if ln.split()[:2] in (["-A", "LVSDR_IN"], ["-A", "LVSDR_OUT"]))
+    jumps = tuple(h for h, c in (("INPUT", "LVSDR_IN"), ("OUTPUT", "LVSDR_OUT")) if f"-A {h} -j {c}" in lines)
+    return (rules if exists else None), jumps
+
+
+_NFT_CHAIN = re.compile(r"^\s*chain (\S+) \{")
+
+
+def read_nft() -> dict[str, tuple[str, ...]] | None:
+    if shutil.which("nft") is None:
+        return None
+    p = _run(["nft", "list", "table", "arp", NFT_TABLE])
+    if p.returncode != 0:
+        return None  # no such table
+    chains: dict[str, list[str]] = {}
+    current = None
+    for line in p.stdout.splitlines():
+        m = _NFT_CHAIN.match(line)
+        if m:
+            current = m.group(1)
+            chains[current] = []
+            continue
+        s = line.strip()
+        if current and s and not s.startswith(("type ", "}", "policy")):
+            chains[current].append(s)
+    return {k: tuple(v) for k, v in chains.items() if v}
+
+
+def read_iptables(prog: str) -> tuple[tuple[str, ...] | None, bool]:
+    if shutil.which(prog) is None:
+        return None, False
+    p = _run([prog, "-t", "nat", "-S"])
+    if p.returncode != 0:
+        return None, False
+    lines = p.stdout.splitlines()
+    exists = f"-N {NAT_CHAIN}" in lines
+    rules = tuple(ln for ln in lines if ln.startswith(f"-A {NAT_CHAIN} "))
+    return (rules if exists else None), f"-A PREROUTING -j {NAT_CHAIN}" in lines
+
+
+def read_forward_ports(zone: str) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for where, extra in (("runtime", []), ("permanent", ["--permanent"])):
+        p = _run(["firewall-cmd", *extra, f"--zone={zone}", "--list-forward-ports"])
+        if p.returncode != 0:
+            msg = (p.stderr or p.stdout).strip()
+            if "not running" in msg.lower():
+                raise LvsdrError("firewalld is not running (systemctl start firewalld)")
+            raise LvsdrError(f"firewall-cmd --zone={zone}: {msg}")
+        out[where] = tuple(sorted(p.stdout.split()))
+    return out
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise LvsdrError(f"{path}: unreadable lvsdr record ({e}); fix or remove it") from None
+    return data if isinstance(data, dict) else None
+
+
+def read_facts(spec: Spec, state_dir: Path = RECORD_DIR) -> Facts:
+    record = read_record(record_path(state_dir, spec))
+    keys = set(spec.sysctls()) | set((record or {}).get("sysctl_originals", {}))
+    arp_rules, arp_jumps = read_arptables()
+    ipt4, jump4 = read_iptables("iptables")
+    ipt6, jump6 = read_iptables("ip6tables")
+    fps: dict[str, tuple[str, ...]] = {}
+    if spec.method == "firewalld" or (record or {}).get("forward_ports"):
+        fps = read_forward_ports(spec.zone)
+    return Facts(
+        addresses=read_addresses(),
+        sysctls=read_sysctls(sorted(keys)),
+        arptables=arp_rules,
+        arptables_jumps=arp_jumps,
+        nft=read_nft(),
+        iptables={4: ipt4, 6: ipt6},
+        iptables_jump={4: jump4, 6: jump6},
+        forward_ports=fps,
+        record=record,
+    )

@@ -1,0 +1,62 @@
+"""`lvsdr realserver render|plan|apply|remove`: the edge around generator/realserver.py."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from lvsdr.errors import MissingToolError
+from lvsdr.generator.model import Cluster
+from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
+
+from .facts import RECORD_DIR, read_facts, record_path
+
+
+def require_tools(spec: Spec) -> None:
+    for prog in spec.tools():
+        if shutil.which(prog) is None:
+            debian, rhel = TOOLS[prog]
+            raise MissingToolError(prog, debian, rhel)
+
+
+def print_plan(spec: Spec, changes: list[Change], verb: str) -> None:
+    head = f"{verb} on {spec.node} (arp_method {spec.method}, {len(spec.vips)} VIPs):"
+    if not changes:
+        print(f"{head} nothing to do")
+        return
+    print(f"{head} {len(changes)} changes")
+    for ch in changes:
+        print(f"  {ch.description}")
+
+
+def main(args: argparse.Namespace, cluster: Cluster) -> int:
+    spec = desired(cluster, args.node)
+    if args.action == "render":
+        from lvsdr.generator.artifacts import realserver_files
+
+        from .files import write_atomic
+
+        out = Path(args.output_dir)
+        files = realserver_files(cluster, spec, source=args.cluster)
+        out.mkdir(parents=True, exist_ok=True)
+        for rel, (text, mode) in sorted(files.items()):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(out / rel, text, mode)
+            print(out / rel)
+        return 0
+    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else RECORD_DIR
+    if args.action in ("apply", "plan"):
+        require_tools(spec)
+    facts = read_facts(spec, state_dir)
+    changes = plan_remove(spec, facts) if args.action == "remove" else plan(spec, facts)
+    verb = {"apply": "apply", "plan": "plan", "remove": "remove"}[args.action]
+    if args.action == "plan" or args.dry_run:
+        print_plan(spec, changes, f"{verb} (dry run)" if args.action != "plan" else "plan")
+        return 0
+    from .gateway import Gateway
+
+    print_plan(spec, [], verb) if not changes else print(
+        f"{verb} on {spec.node} (arp_method {spec.method}): {len(changes)} changes")
+    Gateway(record_path(state_dir, spec), echo=print).apply(changes)
+    return 0

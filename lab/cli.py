@@ -1,0 +1,162 @@
+"""`lvsdr lab demo|up|down|status|failover`: the lab for people (plain terminal output)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from lvsdr.generator.load import load_cluster
+
+from .netns import LabError, require_root, require_tools
+from .topology import HAS_IPVS, Lab, down_state
+
+BUNDLED = "web.toml"
+
+
+def bundled_example() -> Path:
+    return Path(str(files("lvsdr.lab").joinpath(BUNDLED)))
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def step(msg: str) -> None:
+    say(f"==> {msg}")
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    path = Path(args.cluster) if args.cluster else bundled_example()
+    cluster = load_cluster(path)  # bad file: exit 2 before anything is built
+    suppression = "none" if getattr(args, "no_suppression", False) else "product"
+    return Lab(cluster, path, suppression=suppression, log=lambda m: say(f"    {m}"))
+
+
+def show_arp(lab: Lab) -> bool:
+    from .probes import arp_responders, mac_owner
+
+    ok = True
+    for vip in lab.cluster.vips:
+        if vip.version != 4:
+            say(f"    ARP for {vip}: (IPv6 uses NDP; not probed)")
+            continue
+        seen = arp_responders(lab, str(vip))
+        who = ", ".join(f"{mac} ({mac_owner(lab, mac)}, {n} replies)" for mac, n in sorted(seen.items()))
+        verdict = "exactly one responder" if len(seen) == 1 else f"{len(seen)} RESPONDERS"
+        ok &= len(seen) == 1
+        say(f"    ARP for {vip}: {verdict}: {who or 'none'}")
+    return ok
+
+
+def show_http(lab: Lab) -> None:
+    from .probes import http_get, neighbour
+
+    for svc in lab.cluster.services:
+        if svc.protocol != "tcp":
+            continue
+        body = http_get(lab, str(svc.vip), svc.port)
+        mac, _ = neighbour(lab, str(svc.vip))
+        say(f"    GET http://{svc.vip}:{svc.port}/ ({svc.name}) -> "
+            f"{('answered by real server ' + body) if body else 'NO ANSWER'}")
+    return None
+
+
+def show_master(lab: Lab) -> None:
+    m = lab.master()
+    say(f"    MASTER: {m.name} ({m.mac})" if m else "    MASTER: none")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    require_root()
+    require_tools()
+    lab = _lab(args)
+    started = time.monotonic()
+    step(f"building the lab for cluster {lab.cluster.name} ({lab.cluster_path})")
+    if not HAS_IPVS:
+        say("    this kernel has no IPVS: keepalived runs VRRP only (-P); the lab's IPVS stand-in")
+        say("    (test scaffolding, an nftables netdev rule on the MASTER) does the DR forwarding")
+    try:
+        lab.up()
+        step("VRRP election")
+        show_master(lab)
+        step("who answers ARP for each VIP (from the client)")
+        show_arp(lab)
+        step("HTTP through each VIP (the real server answers the client directly)")
+        show_http(lab)
+        from .probes import failover
+
+        master = lab.master()
+        step(f"killing the MASTER {master.name if master else '?'} (link down, keepalived SIGKILL)")
+        port = next((s.port for s in lab.cluster.services if s.protocol == "tcp"), 80)
+        fo = failover(lab, port)
+        say(f"    {fo.new_master} took over: client's ARP entry moved after {fo.arp_seconds:.2f} s, "
+            f"HTTP answered by {fo.http_answer} after {fo.seconds:.2f} s")
+        bound = 3 * lab.cluster.advert_int + 1
+        say(f"    (VRRP bound: 3 x advert_int + skew = {bound:.1f} s)")
+        step("after failover")
+        show_master(lab)
+        ok = show_arp(lab)
+        show_http(lab)
+    finally:
+        step("tearing down")
+        lab.down()
+        say(f"    done in {time.monotonic() - started:.1f} s; nothing left behind")
+    return 0 if ok else 1
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    step(f"building the lab for cluster {lab.cluster.name}")
+    lab.up()
+    show_master(lab)
+    say(f"lab is up (state in {lab.state_dir}); `lvsdr lab down` removes it")
+    return 0
+
+
+def _running(args: argparse.Namespace) -> Lab:
+    lab = _lab(args)
+    state = Lab.load_state(lab.state_dir)
+    if state is None:
+        raise LabError(f"no lab {lab.lab_id} is up (lvsdr lab up starts one)")
+    lab.state = state
+    return lab
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    require_root()
+    lab = _lab(args)
+    removed = down_state(lab.state_dir)
+    say(f"removed {len(removed)} namespaces" if removed else f"no lab {lab.lab_id} was up")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    require_root()
+    lab = _running(args)
+    for n in lab.state.nodes:
+        say(f"{n.role:12} {n.name:10} {n.ns:24} {n.mac} {' '.join(n.addresses)}")
+    show_master(lab)
+    show_arp(lab)
+    return 0
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    require_root()
+    from .probes import failover
+
+    lab = _running(args)
+    fo = failover(lab)
+    say(f"{fo.old_master} -> {fo.new_master}: ARP after {fo.arp_seconds:.2f} s, HTTP after {fo.seconds:.2f} s")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return {"demo": cmd_demo, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+                "failover": cmd_failover}[args.action](args)
+    except TimeoutError as e:
+        print(f"lvsdr lab: {e}", file=sys.stderr)
+        return 1

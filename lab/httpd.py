@@ -1,0 +1,51 @@
+"""The lab's real-server application: answers every GET with the server's name.
+
+    python -m lvsdr.lab.httpd NAME PORT [PORT...]
+
+Listens on all addresses (IPv4 and IPv6) so it serves a VIP on lo and traffic
+redirected by iptables/firewalld alike. Test scaffolding.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class DualStackServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def main(argv: list[str]) -> int:
+    name, ports = argv[0], [int(p) for p in argv[1:]]
+    body = f"{name}\n".encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            sys.stdout.write(f"{self.client_address[0]} {format % args}\n")
+            sys.stdout.flush()
+
+    servers = [DualStackServer(("::", p), Handler) for p in ports]
+    for srv in servers[1:]:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    print(f"{name}: listening on {', '.join(map(str, ports))}", flush=True)
+    servers[0].serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

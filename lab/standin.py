@@ -1,0 +1,130 @@
+"""TEST SCAFFOLDING, not part of the product: the lab's stand-in for IPVS.
+
+This kernel has no IPVS, so keepalived runs VRRP only (``-P``). To still
+show DR on the wire, this follower watches every director namespace
+(``ip monitor address``) and, on the director that holds a VIP, installs an
+nftables netdev ingress rule that does what IPVS-DR does with a frame for the
+VIP: set the destination MAC to a real server's (chosen by a hash of the
+client's address and port), set the source MAC to the director's own, and
+send the frame back out of the same interface. The real server then answers
+the client directly. On directors that do not hold the VIP the table is
+removed.
+
+    python -m lvsdr.lab.standin STATE_DIR
+"""
+
+from __future__ import annotations
+
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TABLE = "lvsdr_lab_ipvs"
+
+
+def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, str]) -> str:
+    """nft script for one director: the table with a rule per service whose VIP
+    it holds, or no table at all when it holds none."""
+    lines = [f"table netdev {TABLE}", f"delete table netdev {TABLE}"]
+    rules = []
+    for svc in services:
+        if str(svc.vip) not in held:
+            continue
+        targets = [macs[b.server] for b in svc.backends if b.server in macs and b.weight > 0]
+        if not targets:
+            continue
+        fam = "ip" if svc.vip.version == 4 else "ip6"
+        proto = svc.protocol
+        if len(targets) == 1:
+            dst = targets[0]
+        else:
+            key = f"{fam} saddr . {proto} sport" if proto in ("tcp", "udp") else f"{fam} saddr"
+            mapping = ", ".join(f"{i} : {m}" for i, m in enumerate(targets))
+            dst = f"jhash {key} mod {len(targets)} map {{ {mapping} }}"
+        rules.append(
+            f"        ether daddr {director.mac} {fam} daddr {svc.vip} {proto} dport {svc.port} "
+            f"ether saddr set {director.mac} ether daddr set {dst} fwd to \"{director.ifname}\""
+        )
+    if rules:
+        lines += [
+            f"table netdev {TABLE} {{",
+            "    chain ingress {",
+            f"        type filter hook ingress device \"{director.ifname}\" priority 0; policy accept;",
+            *rules,
+            "    }",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def held_vips(ns: str) -> set[str]:
+    import json
+
+    p = subprocess.run(["ip", "-n", ns, "-j", "addr", "show"], capture_output=True, text=True, check=False)
+    try:
+        links = json.loads(p.stdout or "[]")
+    except ValueError:
+        return set()
+    return {a.get("local", "") for link in links for a in link.get("addr_info", [])}
+
+
+def main(argv: list[str]) -> int:
+    from lvsdr.generator.load import load_cluster
+
+    from .topology import Lab
+
+    state_dir = Path(argv[0])
+    state = Lab.load_state(state_dir)
+    if state is None:
+        print(f"standin: no lab state in {state_dir}", file=sys.stderr)
+        return 1
+    cluster = load_cluster(state.cluster_path)
+    macs = {n.name: n.mac for n in state.real_servers}
+    services = list(cluster.services)
+    applied: dict[str, str] = {}
+
+    def reconcile() -> None:
+        for d in state.directors:
+            text = ruleset(d, held_vips(d.ns), services, macs)
+            if applied.get(d.name) == text:
+                continue
+            p = subprocess.run(["ip", "netns", "exec", d.ns, "nft", "-f", "-"], input=text, text=True,
+                               capture_output=True, check=False)
+            applied[d.name] = text
+            n = text.count("fwd to")
+            print(f"{time.strftime('%H:%M:%S')} {d.name}: stand-in {'on' if n else 'off'} "
+                  f"({n} services){' ERROR ' + p.stderr.strip() if p.returncode else ''}", flush=True)
+
+    sel = selectors.DefaultSelector()
+    monitors = []
+    for d in state.directors:
+        m = subprocess.Popen(["ip", "-n", d.ns, "monitor", "address"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+        monitors.append(m)
+        assert m.stdout is not None
+        sel.register(m.stdout, selectors.EVENT_READ)
+    reconcile()
+    try:
+        while True:
+            events = sel.select(timeout=1.0)
+            for key, _ in events:
+                if not key.fileobj.readline():  # type: ignore[union-attr]
+                    sel.unregister(key.fileobj)  # the namespace went away
+            reconcile()
+            if not sel.get_map():
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for m in monitors:
+            m.terminate()
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,355 @@
+"""A whole DR cluster in network namespaces, built from a cluster file.
+
+One namespace per node (a client, every director, every real server), each
+with the interface and addresses the file names, joined by veth pairs to a
+bridge that lives in a namespace of its own (the root namespace is never
+touched). keepalived really runs in each director namespace; a small HTTP
+server on each real server answers with its name.
+
+Where the kernel has no IPVS (``/proc/net/ip_vs`` absent), keepalived runs
+VRRP only (``-P``) and the lab's IPVS stand-in (``standin.py``, TEST
+SCAFFOLDING, not part of the product) does DR forwarding on the MASTER.
+
+Everything the lab makes is recorded in a state directory as it is made, so
+``down()`` removes it all, also after a failed or interrupted ``up()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvsdr.generator.keepalived import Wiring, render_keepalived
+from lvsdr.generator.model import Cluster
+
+from .netns import LabError, delete_netns, ip_json, list_netns, require_root, require_tools, run
+
+STATE_ROOT = Path("/run/lvsdr-lab")
+HAS_IPVS = Path("/proc/net/ip_vs").exists()
+SUPPRESSION = ("product", "none")
+
+
+@dataclass
+class Node:
+    name: str
+    role: str  # client | director | real_server
+    ns: str
+    ifname: str
+    mac: str
+    addresses: list[str]  # with prefix length, e.g. 192.0.2.2/24
+
+
+@dataclass
+class LabState:
+    lab_id: str
+    cluster_path: str
+    switch_ns: str
+    nodes: list[Node] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # created, in order
+    pids: dict[str, int] = field(default_factory=dict)  # root-namespace helpers (the stand-in)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise LabError(f"no lab node {name!r}")
+
+    @property
+    def directors(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "director"]
+
+    @property
+    def real_servers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "real_server"]
+
+    @property
+    def client(self) -> Node:
+        return next(n for n in self.nodes if n.role == "client")
+
+
+def _mac(index: int) -> str:
+    # locally administered, unicast, stable per node index: easy to read in output
+    return f"02:1d:00:00:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
+
+
+def _prefix(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+    return 24 if addr.version == 4 else 64
+
+
+class Lab:
+    """Build, run and tear down the lab for one cluster file."""
+
+    def __init__(self, cluster: Cluster, cluster_path: str | Path, prefix: str = "lvsdr",
+                 suppression: str = "product", state_root: Path = STATE_ROOT,
+                 log: Any = None) -> None:
+        if suppression not in SUPPRESSION:
+            raise ValueError(suppression)
+        self.cluster = cluster
+        self.cluster_path = str(Path(cluster_path).resolve())
+        self.lab_id = f"{prefix}-{cluster.name}"
+        self.state_dir = state_root / self.lab_id
+        self.suppression = suppression
+        self.log = log or (lambda msg: None)
+        self.state = LabState(self.lab_id, self.cluster_path, f"{self.lab_id}--sw")
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    # -- state ---------------------------------------------------------------
+    def _save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self.state), indent=1))
+        tmp.replace(self.state_dir / "state.json")
+
+    @classmethod
+    def load_state(cls, state_dir: Path) -> LabState | None:
+        try:
+            raw = json.loads((state_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        nodes = [Node(**n) for n in raw.pop("nodes", [])]
+        return LabState(nodes=nodes, **raw)
+
+    # -- plan ----------------------------------------------------------------
+    def _plan_nodes(self) -> list[Node]:
+        c = self.cluster
+        nets: dict[Any, None] = {}
+        for a in [d.address for d in c.directors] + [r.address for r in c.real_servers] + list(c.vips):
+            nets[ipaddress.ip_interface(f"{a}/{_prefix(a)}").network] = None
+        used = {str(d.address) for d in c.directors} | {str(r.address) for r in c.real_servers}
+        used |= {str(v) for v in c.vips}
+        client_addrs = []
+        for net in nets:
+            # the highest free host address of each lab network (250 in a /24)
+            base = int(net.network_address) + (250 if net.version == 4 else 0xFA)
+            for off in range(0, 200):
+                cand = ipaddress.ip_address(base - off)
+                if str(cand) not in used:
+                    client_addrs.append(f"{cand}/{net.prefixlen}")
+                    break
+        nodes = [Node("client", "client", f"{self.lab_id}--client", "eth0", _mac(1), client_addrs)]
+        for i, d in enumerate(c.directors):
+            nodes.append(Node(d.name, "director", f"{self.lab_id}-{d.name}", d.interface, _mac(0x10 + i),
+                              [f"{d.address}/{_prefix(d.address)}"]))
+        for i, r in enumerate(c.real_servers):
+            nodes.append(Node(r.name, "real_server", f"{self.lab_id}-{r.name}", r.interface,
+                              _mac(0x100 + i), [f"{r.address}/{_prefix(r.address)}"]))
+        self.networks = [str(n) for n in nets]
+        return nodes
+
+    # -- up ------------------------------------------------------------------
+    def up(self, wait_master: float = 15.0) -> LabState:
+        require_root()
+        require_tools()
+        if (self.state_dir / "state.json").exists():
+            raise LabError(f"lab {self.lab_id} is already up (state in {self.state_dir}); "
+                           f"run `lvsdr lab down` first")
+        nodes = self._plan_nodes()
+        existing = list_netns()
+        for ns in [self.state.switch_ns] + [n.ns for n in nodes]:
+            if ns in existing:
+                raise LabError(f"network namespace {ns} exists and is not this lab's; "
+                               f"remove it (ip netns del {ns}) or rename the cluster")
+        try:
+            self._save()
+            self._build(nodes)
+            self._start_real_servers()
+            self._start_directors()
+            self._start_standin()
+            if wait_master:
+                self.wait_for_master(wait_master)
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def _add_ns(self, ns: str) -> None:
+        run(["ip", "netns", "add", ns])
+        self.state.namespaces.append(ns)
+        self._save()
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def _build(self, nodes: list[Node]) -> None:
+        sw = self.state.switch_ns
+        self.log(f"creating switch namespace {sw} with bridge br0")
+        self._add_ns(sw)
+        run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", sw, "link", "set", "br0", "up"])
+        for i, node in enumerate(nodes):
+            self.log(f"creating {node.role.replace('_', ' ')} {node.name}: {node.ns} "
+                     f"{node.ifname} {node.mac} {' '.join(node.addresses)}")
+            self._add_ns(node.ns)
+            port = f"p{i}"
+            run(["ip", "-n", node.ns, "link", "add", node.ifname, "address", node.mac, "type", "veth",
+                 "peer", "name", port, "netns", sw])
+            run(["ip", "-n", sw, "link", "set", port, "master", "br0", "up"])
+            for a in node.addresses:
+                extra = ["nodad"] if ":" in a else []
+                run(["ip", "-n", node.ns, "addr", "add", a, "dev", node.ifname, *extra])
+            run(["ip", "-n", node.ns, "link", "set", node.ifname, "up"])
+            # every lab network is on-link everywhere (one flat L2 segment), so a
+            # real server can answer a client directly whatever its subnet
+            for net in self.networks:
+                run(["ip", "-n", node.ns, "route", "replace", net, "dev", node.ifname])
+            self.state.nodes.append(node)
+            self._save()
+
+    def _lvsdr(self) -> list[str]:
+        return [sys.executable, "-m", "lvsdr.cli"]
+
+    def _spawn(self, ns: str | None, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        full = ["ip", "netns", "exec", ns, *cmd] if ns else cmd
+        logf = open(self.state_dir / log_name, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd="/")
+            self._procs.append(proc)
+            return proc
+        finally:
+            logf.close()
+
+    def _start_real_servers(self) -> None:
+        ports = sorted({s.port for s in self.cluster.services if s.protocol == "tcp"})
+        for node in self.state.real_servers:
+            listen = sorted({b.listen_port for s in self.cluster.services for b in s.backends
+                             if b.server == node.name and b.listen_port} | set(ports))
+            self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.httpd", node.name,
+                                  *map(str, listen)], f"httpd-{node.name}.log")
+            if self.suppression == "product":
+                self.log(f"real server {node.name}: lvsdr realserver apply")
+                run(["ip", "netns", "exec", node.ns, *self._lvsdr(), "realserver", "apply",
+                     self.cluster_path, "--node", node.name, "--state-dir", str(self.state_dir)], timeout=60)
+            else:
+                self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
+                for vip in self.cluster.vips:
+                    if any(b.server == node.name for s in self.cluster.services for b in s.backends
+                           if s.vip == vip):
+                        run(["ip", "-n", node.ns, "addr", "add", f"{vip}/{32 if vip.version == 4 else 128}",
+                             "dev", "lo"])
+        for node in self.state.real_servers:
+            self._wait_port(node, ports[0] if ports else None)
+
+    def _wait_port(self, node: Node, port: int | None, timeout: float = 10.0) -> None:
+        if port is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = run(["ip", "netns", "exec", node.ns, "ss", "-Hltn", f"sport = :{port}"], check=False)
+            if p.stdout.strip():
+                return
+            time.sleep(0.05)
+        raise LabError(f"HTTP server on {node.name} did not listen on port {port} within {timeout:.0f} s")
+
+    def _start_directors(self) -> None:
+        for node in self.state.directors:
+            conf = self.state_dir / f"keepalived-{node.name}.conf"
+            wiring = Wiring.from_cluster(self.cluster, hook="none",
+                                         notify_fifo=str(self.state_dir / f"{node.name}.fifo"))
+            conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
+            conf.chmod(0o600)
+            cmd = ["keepalived", "-n", "-l", "-D", "-f", str(conf),
+                   "-p", str(self.state_dir / f"keepalived-{node.name}.pid"),
+                   "-r", str(self.state_dir / f"vrrp-{node.name}.pid"),
+                   "-c", str(self.state_dir / f"checkers-{node.name}.pid")]
+            if not HAS_IPVS:
+                cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
+            self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
+                     f"priority {self.cluster.director(node.name).priority}")  # type: ignore[union-attr]
+            self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
+
+    def _start_standin(self) -> None:
+        if HAS_IPVS:
+            return
+        p = self._spawn(None, [sys.executable, "-m", "lvsdr.lab.standin", str(self.state_dir)],
+                        "standin.log")
+        self.state.pids["standin"] = p.pid
+        self._save()
+
+    # -- queries -------------------------------------------------------------
+    def master(self) -> Node | None:
+        """The director that holds the first VIP now (None while nobody does)."""
+        vip = str(self.cluster.vips[0])
+        holders = [n for n in self.state.directors if vip in addresses_of(n)]
+        return holders[0] if len(holders) == 1 else None
+
+    def wait_for_master(self, timeout: float) -> Node:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = self.master()
+            if m is not None:
+                return m
+            time.sleep(0.1)
+        raise LabError(f"no director took the VIPs within {timeout:.0f} s "
+                       f"(see {self.state_dir}/keepalived-*.log)")
+
+    # -- down ----------------------------------------------------------------
+    def down(self) -> None:
+        down_state(self.state_dir, self.state)
+        for proc in self._procs:  # reap what this process started
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=3)
+        self._procs.clear()
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def addresses_of(node: Node) -> set[str]:
+    out = set()
+    for link in ip_json(node.ns, "addr", "show"):
+        for a in link.get("addr_info", []):
+            out.add(a.get("local", ""))
+    return out
+
+
+def down_state(state_dir: Path, state: LabState | None = None) -> list[str]:
+    """Remove everything a lab recorded: helpers, namespaces (and every process
+    in them), the state directory. Safe to call twice, and on a partial lab."""
+    state = state or Lab.load_state(state_dir)
+    removed: list[str] = []
+    if state is not None:
+        for pid in state.pids.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGTERM)
+        for pid in state.pids.values():
+            _reap(pid)
+        existing = list_netns()
+        # nodes first, the switch last
+        for ns in reversed(state.namespaces):
+            if ns in existing:
+                delete_netns(ns)
+                removed.append(ns)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return removed
+
+
+def _reap(pid: int, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:  # not our child: poll for existence
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
