@@ -153,7 +153,14 @@ def cmd_failover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM tears the lab down like Ctrl-C
+
+
 def main(args: argparse.Namespace) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"demo": cmd_demo, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "failover": cmd_failover}[args.action](args)

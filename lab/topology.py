@@ -36,7 +36,9 @@ from .netns import LabError, delete_netns, ip_json, list_netns, require_root, re
 
 STATE_ROOT = Path("/run/lvsdr-lab")
 HAS_IPVS = Path("/proc/net/ip_vs").exists()
-SUPPRESSION = ("product", "none")
+# product: `lvsdr realserver apply` on each real server; none: VIPs on lo and
+# no suppression (shows the ARP problem); skip: nothing (a test applies itself)
+SUPPRESSION = ("product", "none", "skip")
 
 
 @dataclass
@@ -228,7 +230,7 @@ class Lab:
                 self.log(f"real server {node.name}: lvsdr realserver apply")
                 run(["ip", "netns", "exec", node.ns, *self._lvsdr(), "realserver", "apply",
                      self.cluster_path, "--node", node.name, "--state-dir", str(self.state_dir)], timeout=60)
-            else:
+            elif self.suppression == "none":
                 self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
                 for vip in self.cluster.vips:
                     if any(b.server == node.name for s in self.cluster.services for b in s.backends

@@ -38,3 +38,13 @@ def scratch_netns() -> Iterator[str]:
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_lab_left_behind() -> Iterator[None]:
+    """Safety net: whatever a lab test did, no test namespace survives the run."""
+    yield
+    import labtools
+
+    for ns in labtools.our_namespaces():
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -1,0 +1,116 @@
+"""The lab itself: up/down hygiene, the ARP problem made visible, failover."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvsdr.lab import probes
+from lvsdr.lab.netns import LabError, run
+
+from conftest import needs_root
+from labtools import PREFIX, make_lab, our_namespaces, processes_in_labs, write_cluster
+
+pytestmark = [needs_root, pytest.mark.lab]
+
+
+def test_up_down_twenty_times_leaves_nothing(tmp_path: Path) -> None:
+    path = write_cluster(tmp_path)
+    for _ in range(20):
+        lab = make_lab(path, tmp_path)
+        lab.up(wait_master=0)
+        assert len(our_namespaces()) == 6  # switch, client, 2 directors, 2 real servers
+        lab.down()
+        assert our_namespaces() == []
+        assert processes_in_labs() == []
+        assert not lab.state_dir.exists()
+
+
+def test_failure_inside_the_lab_still_tears_down(tmp_path: Path) -> None:
+    lab = make_lab(write_cluster(tmp_path), tmp_path)
+    with pytest.raises(RuntimeError, match="on purpose"), lab:
+        assert our_namespaces()
+        raise RuntimeError("fails on purpose")
+    assert our_namespaces() == [] and processes_in_labs() == []
+    assert not lab.state_dir.exists()
+
+
+def test_failed_up_tears_down(tmp_path: Path) -> None:
+    lab = make_lab(write_cluster(tmp_path), tmp_path)
+    with pytest.raises(LabError, match="no director took the VIPs"):
+        lab.up(wait_master=0.01)  # too short for any VRRP election
+    assert our_namespaces() == [] and processes_in_labs() == []
+
+
+def test_refuses_a_foreign_namespace(tmp_path: Path) -> None:
+    lab = make_lab(write_cluster(tmp_path), tmp_path)
+    foreign = f"{PREFIX}-web-lb2"
+    run(["ip", "netns", "add", foreign])
+    try:
+        with pytest.raises(LabError, match=f"{foreign} exists and is not this lab's"):
+            lab.up()
+        assert our_namespaces() == [foreign]  # not touched, not deleted
+    finally:
+        run(["ip", "netns", "del", foreign])
+
+
+def test_without_suppression_real_servers_answer_arp(tmp_path: Path) -> None:
+    """The problem lvsdr solves, on the wire: the VIP has several owners."""
+    with make_lab(write_cluster(tmp_path), tmp_path, suppression="none") as lab:
+        seen = probes.arp_responders(lab, "192.0.2.100")
+        owners = {probes.mac_owner(lab, m) for m in seen}
+        print(f"ARP responders without suppression: {sorted(owners)}")
+        assert len(seen) > 1
+        assert {"web1", "web2"} <= owners
+
+
+def test_failover_moves_arp_and_http_to_the_backup(tmp_path: Path,
+                                                   record_property: pytest.RecordProperty) -> None:
+    with make_lab(write_cluster(tmp_path), tmp_path) as lab:
+        assert lab.wait_for_master(10).name == "lb1"
+        before = probes.arp_responders(lab, "192.0.2.100")
+        assert [probes.mac_owner(lab, m) for m in before] == ["lb1"]
+        assert probes.http_get(lab, "192.0.2.100") in ("web1", "web2")
+        fo = probes.failover(lab)
+        record_property("failover_seconds", round(fo.seconds, 3))
+        print(f"failover lb1 -> {fo.new_master}: ARP after {fo.arp_seconds:.2f} s, "
+              f"HTTP after {fo.seconds:.2f} s")
+        assert fo.new_master == "lb2"
+        assert fo.http_answer in ("web1", "web2")
+        # 3 x advert_int + skew (< 1 s), plus our own polling
+        assert fo.seconds < 3 * lab.cluster.advert_int + 1 + 1
+        after = probes.arp_responders(lab, "192.0.2.100")
+        assert [probes.mac_owner(lab, m) for m in after] == ["lb2"]
+
+
+def test_demo_interrupted_leaves_nothing(tmp_path: Path) -> None:
+    """Ctrl-C during `lvsdr lab demo` tears the lab down."""
+    path = write_cluster(tmp_path, name="ctrlc")
+    p = subprocess.Popen([sys.executable, "-m", "lvsdr.cli", "lab", "demo", str(path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+    assert p.stdout is not None
+    for line in p.stdout:
+        if "VRRP election" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=60)[0]
+    assert p.returncode == 130, out
+    assert "tearing down" in out
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "lvsdr-ctrlc" not in left
+    assert not Path("/run/lvsdr-lab/lvsdr-ctrlc").exists()
+
+
+def test_demo_bundled_example(tmp_path: Path) -> None:
+    """The README's main command, end to end."""
+    p = subprocess.run([sys.executable, "-m", "lvsdr.cli", "lab", "demo", str(write_cluster(tmp_path, name="demo"))],
+                       capture_output=True, text=True, cwd="/", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "exactly one responder: 02:1d:00:00:00:10 (lb1" in p.stdout
+    assert "exactly one responder: 02:1d:00:00:00:11 (lb2" in p.stdout
+    assert "took over" in p.stdout
+    print(p.stdout)
