@@ -131,6 +131,14 @@ class Spec:
         return tuple(sorted({f"port={r.port}:proto={r.protocol}:toport={r.listen_port or r.port}"
                              for r in self.redirects}))
 
+    def tables(self) -> tuple[str, ...]:
+        """nftables tables the method's xtables-nft commands create if absent."""
+        if self.method == "arptables":
+            return ("arp filter",)
+        if self.method == "iptables":
+            return ("ip nat",) + (("ip6 nat",) if any(v.version == 6 for v in self.vips) else ())
+        return ()
+
     def tools(self) -> tuple[str, ...]:
         return {
             "arptables": ("arptables",),
@@ -172,6 +180,7 @@ class Facts:
     iptables: dict[int, tuple[str, ...] | None] = field(default_factory=dict)  # family -> lines
     iptables_jump: dict[int, bool] = field(default_factory=dict)
     forward_ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime/permanent
+    nft_tables: dict[str, int] = field(default_factory=dict)  # "family name" -> rule count
     record: dict[str, Any] | None = None
 
 
@@ -346,6 +355,27 @@ def _firewalld(spec: Spec, want: tuple[str, ...], facts: Facts, phase: str) -> l
     return out
 
 
+def _ours_in_table(table: str, facts: Facts) -> int:
+    """How many rules of ``table`` are lvsdr's (chains' rules and jumps)."""
+    if table == "arp filter":
+        return len(facts.arptables or ()) + len(facts.arptables_jumps)
+    fam = 4 if table == "ip nat" else 6
+    return len(facts.iptables.get(fam) or ()) + int(bool(facts.iptables_jump.get(fam)))
+
+
+def _tables_prune(keep: tuple[str, ...], facts: Facts) -> list[Change]:
+    """Delete the xtables tables lvsdr's first apply created, once nothing but
+    lvsdr's rules is in them (so remove leaves the node as it found it)."""
+    out = []
+    for table in (facts.record or {}).get("created_tables", []):
+        if table in keep or table not in facts.nft_tables:
+            continue
+        if facts.nft_tables[table] == _ours_in_table(table, facts):
+            out.append(_cmd("nft", "delete", "table", *table.split(),
+                            desc=f"nftables: delete table {table} (created by lvsdr, now empty)"))
+    return out
+
+
 def _sysctl_changes(want: dict[str, str], facts: Facts) -> list[Change]:
     return [Change("sysctl", f"sysctl {k} = {v} (was {facts.sysctls.get(k, '?')})", (k, v))
             for k, v in sorted(want.items()) if facts.sysctls.get(k) != v]
@@ -368,11 +398,15 @@ def _record_data(spec: Spec, facts: Facts, addresses: set[tuple[str, str]], keep
     if not keep_all:
         originals = {k: v for k, v in originals.items() if k in spec.sysctls()}
     fps = set(spec.forward_ports()) | (set(old.get("forward_ports", [])) if keep_all else set())
+    created = set(old.get("created_tables", [])) | {t for t in spec.tables() if t not in facts.nft_tables}
+    if not keep_all:
+        created &= set(spec.tables())
     return {
         "cluster": spec.cluster, "node": spec.node, "method": spec.method,
         "sysctl_originals": dict(sorted(originals.items())),
         "addresses": sorted([list(a) for a in addresses]),
         "forward_ports": sorted(fps),
+        "created_tables": sorted(created),
     }
 
 
@@ -407,6 +441,7 @@ def plan(spec: Spec, facts: Facts) -> list[Change]:
     changes += _firewalld(spec, spec.forward_ports(), facts, "prune")
     changes += _arptables_prune(spec.arptables_rules(), facts)
     changes += _nft_prune(spec.nft_rules(), facts)
+    changes += _tables_prune(spec.tables(), facts)
     changes += _restore_sysctls(facts, keep=set(spec.sysctls()))
     if final != first:
         changes.append(_record_change(final))  # 5. the record as the node now is
@@ -423,6 +458,7 @@ def plan_remove(spec: Spec, facts: Facts) -> list[Change]:
     changes += _firewalld(spec, (), facts, "prune")
     changes += _arptables_prune((), facts)
     changes += _nft_prune({}, facts)
+    changes += _tables_prune((), facts)
     changes += _restore_sysctls(facts, keep=set())
     if facts.record is not None:
         changes.append(Change("record-del", "forget lvsdr's record of this node"))

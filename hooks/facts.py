@@ -91,6 +91,29 @@ def read_nft() -> dict[str, tuple[str, ...]] | None:
     return {k: tuple(v) for k, v in chains.items() if v}
 
 
+def read_nft_tables() -> dict[str, int]:
+    """Every nftables table ("family name") with its number of rules."""
+    if shutil.which("nft") is None:
+        return {}
+    p = _run(["nft", "-j", "list", "ruleset"])
+    if p.returncode != 0:
+        return {}
+    try:
+        items = json.loads(p.stdout).get("nftables", [])
+    except (ValueError, AttributeError):
+        return {}
+    out: dict[str, int] = {}
+    for item in items:
+        if "table" in item:
+            t = item["table"]
+            out.setdefault(f"{t['family']} {t['name']}", 0)
+        elif "rule" in item:
+            r = item["rule"]
+            key = f"{r['family']} {r['table']}"
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
 def read_iptables(prog: str) -> tuple[tuple[str, ...] | None, bool]:
     if shutil.which(prog) is None:
         return None, False
@@ -144,5 +167,6 @@ def read_facts(spec: Spec, state_dir: Path = RECORD_DIR) -> Facts:
         iptables={4: ipt4, 6: ipt6},
         iptables_jump={4: jump4, 6: jump6},
         forward_ports=fps,
+        nft_tables=read_nft_tables(),
         record=record,
     )

@@ -49,7 +49,7 @@ def snapshot(ns: str) -> dict[str, str]:
     return {
         "addresses": out("ip", "-o", "addr", "show"),
         "sysctls": sysctls,
-        "nft": out("nft", "list", "ruleset"),
+        "nft": out("nft", "-s", "list", "ruleset"),  # -s: without counters
         "arptables": out("arptables", "-S"),
         "iptables": out("iptables", "-t", "nat", "-S"),
         "ip6tables": out("ip6tables", "-t", "nat", "-S"),
