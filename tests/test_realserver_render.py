@@ -1,0 +1,72 @@
+"""`lvsdr realserver render`: golden files per method, and each file loads in its tool."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lvsdr.cli import main
+
+from conftest import EXAMPLES, GOLDEN, REPO, needs_root
+
+NODES = ["app1", "app2", "app3", "app4", "app5"]  # sysctl arptables nftables iptables firewalld
+
+
+def render(node: str, out: Path) -> dict[str, str]:
+    assert main(["realserver", "render", str((EXAMPLES / "full.toml").relative_to(REPO)), "--node", node,
+                 "--output-dir", str(out)]) == 0
+    return {str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_golden(node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    got = render(node, tmp_path)
+    golden = GOLDEN / "realserver" / node
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(golden, ignore_errors=True)
+        for rel, text in got.items():
+            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
+            (golden / rel).write_text(text)
+    want = {str(p.relative_to(golden)): p.read_text() for p in sorted(golden.rglob("*")) if p.is_file()}
+    assert got == want
+
+
+def test_render_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert render("app3", tmp_path / "a") == render("app3", tmp_path / "b")
+
+
+def test_unit_uses_the_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    unit = render("app1", tmp_path)["etc/systemd/system/lvsdr-realserver@.service"]
+    assert "ExecStart=/usr/bin/lvsdr realserver apply /etc/lvsdr/edge.toml --node %i" in unit
+    assert "Before=network-pre.target" in unit
+
+
+@needs_root
+def test_rendered_rules_load_in_their_tools(tmp_path: Path, scratch_netns: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+    def ok(cmd: list[str], stdin: str) -> None:
+        p = subprocess.run(["ip", "netns", "exec", scratch_netns, *cmd], input=stdin, capture_output=True,
+                           text=True, check=False)
+        assert p.returncode == 0, f"{cmd}: {p.stderr}"
+
+    ok(["nft", "-c", "-f", "-"], render("app3", tmp_path / "n")["etc/nftables.d/lvsdr.nft"])
+    ok(["iptables-restore", "--test", "--noflush"], render("app4", tmp_path / "i")["etc/iptables/lvsdr.rules.v4"])
+    sysctl = render("app1", tmp_path / "s")["etc/sysctl.d/90-lvsdr-arp.conf"]
+    assert "net.ipv4.conf.all.arp_ignore = 1" in sysctl and "net.ipv4.conf.eth0.arp_announce = 2" in sysctl
+
+
+def test_firewalld_commands_never_use_toaddr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    cmds = render("app5", tmp_path)["etc/lvsdr/firewalld-commands.txt"]
+    assert "toaddr" not in cmds
+    assert "firewall-cmd --zone=internal --add-forward-port=port=8080:proto=tcp:toport=8080" in cmds
+    assert "firewall-cmd --permanent --zone=internal --add-forward-port=port=8080:proto=tcp:toport=8080" in cmds
