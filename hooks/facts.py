@@ -135,7 +135,8 @@ def read_forward_ports(zone: str) -> dict[str, tuple[str, ...]]:
             if "not running" in msg.lower():
                 raise LvsdrError("firewalld is not running (systemctl start firewalld)")
             raise LvsdrError(f"firewall-cmd --zone={zone}: {msg}")
-        out[where] = tuple(sorted(p.stdout.split()))
+        # firewall-cmd prints "port=80:proto=tcp:toport=80:toaddr=": an empty toaddr is none
+        out[where] = tuple(sorted(fp.removesuffix(":toaddr=") for fp in p.stdout.split()))
     return out
 
 

@@ -3,6 +3,8 @@ traffic served, idempotent, reconciled, and removed without a trace."""
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,11 +12,11 @@ import pytest
 from lvsdr.lab import probes
 
 from conftest import needs_root
-from labtools import lvsdr_in, make_lab, snapshot, write_cluster
+from labtools import FirewalldInNetns, lvsdr_in, make_lab, snapshot, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
 
-METHODS = ["sysctl", "arptables", "nftables", "iptables"]
+METHODS = ["sysctl", "arptables", "nftables", "iptables", "firewalld"]
 
 EXTRA_SERVICE = '''
 [[services]]
@@ -25,22 +27,41 @@ backends = ["web1", "web2"]
 '''
 
 
-def apply(ns: str, path: Path, node: str, state: Path, *extra: str) -> str:
-    r = lvsdr_in(ns, "realserver", "apply", str(path), "--node", node, "--state-dir", str(state), *extra)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
+class Node:
+    """A real server as the test drives it: lvsdr and snapshots run where the
+    node's tools (and, for firewalld, its private D-Bus) are."""
+
+    def __init__(self, ns: str, name: str, fw: FirewalldInNetns | None = None) -> None:
+        self.ns, self.name, self.fw = ns, name, fw
+
+    def lvsdr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.fw.lvsdr(*args) if self.fw else lvsdr_in(self.ns, *args)
+
+    def snapshot(self) -> dict[str, str]:
+        return snapshot(self.ns, self.fw.prefix if self.fw else None)
+
+    def apply(self, path: Path, state: Path, *extra: str) -> str:
+        r = self.lvsdr("realserver", "apply", str(path), "--node", self.name, "--state-dir", str(state), *extra)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
     path = write_cluster(tmp_path, method=method)
     state = tmp_path / "records"
-    with make_lab(path, tmp_path, suppression="skip") as lab:
-        servers = lab.state.real_servers
-        before = {n.name: snapshot(n.ns) for n in servers}
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(make_lab(path, tmp_path, suppression="skip"))
+        servers = []
+        for n in lab.state.real_servers:
+            fw = None
+            if method == "firewalld":
+                fw = FirewalldInNetns(n.ns, tmp_path / n.name.replace("/", "_"))
+                stack.callback(fw.stop)
+            servers.append(Node(n.ns, n.name, fw))
+        before = {n.name: n.snapshot() for n in servers}
         for n in servers:
-            out = apply(n.ns, path, n.name, state)
-            assert f"arp_method {method}" in out
+            assert f"arp_method {method}" in n.apply(path, state)
         master = lab.wait_for_master(10)
         # exactly one MAC answers ARP for the VIP: the MASTER's
         seen = probes.arp_responders(lab, "192.0.2.100", count=4)
@@ -50,30 +71,28 @@ def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
         assert answers == {"web1", "web2"}, answers
         # a second apply plans nothing
         for n in servers:
-            r = lvsdr_in(n.ns, "realserver", "plan", str(path), "--node", n.name, "--state-dir", str(state))
+            r = n.lvsdr("realserver", "plan", str(path), "--node", n.name, "--state-dir", str(state))
             assert "nothing to do" in r.stdout, r.stdout + r.stderr
-        applied = {n.name: snapshot(n.ns) for n in servers}
+        applied = {n.name: n.snapshot() for n in servers}
         # reconcile: a VIP added to the file appears, and goes when removed again
         bigger = tmp_path / "bigger.toml"
         bigger.write_text(path.read_text() + EXTRA_SERVICE)
         web1 = servers[0]
-        apply(web1.ns, bigger, "web1", state)
-        if method in ("iptables",):
-            assert "192.0.2.101" in snapshot(web1.ns)["iptables"]
-        else:
-            assert "192.0.2.101" in snapshot(web1.ns)["addresses"]
-        out = apply(web1.ns, path, "web1", state)
-        assert "192.0.2.101" in out
-        assert snapshot(web1.ns) == applied["web1"]
+        web1.apply(bigger, state)
+        assert "192.0.2.101" in "".join(web1.snapshot().values()) or method == "firewalld"
+        out = web1.apply(path, state)
+        if method != "firewalld":  # firewalld redirects by port: the same port serves both VIPs
+            assert "192.0.2.101" in out
+        assert web1.snapshot() == applied["web1"]
         # remove leaves the node exactly as it was
         for n in servers:
-            dry = lvsdr_in(n.ns, "realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state),
-                           "--dry-run")
+            dry = n.lvsdr("realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state),
+                          "--dry-run")
             assert "remove (dry run)" in dry.stdout
-            assert snapshot(n.ns) == applied[n.name]  # dry run changed nothing
-            r = lvsdr_in(n.ns, "realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state))
+            assert n.snapshot() == applied[n.name]  # dry run changed nothing
+            r = n.lvsdr("realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state))
             assert r.returncode == 0, r.stdout + r.stderr
-            assert snapshot(n.ns) == before[n.name]
+            assert n.snapshot() == before[n.name]
         assert list(state.iterdir()) == []
 
 
@@ -89,3 +108,27 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
         assert "add VIP 192.0.2.100/32 on lo" in r.stdout
         assert snapshot(n.ns) == before
         assert not (tmp_path / "s").exists()
+
+
+def test_firewalld_guide_form_with_toaddr_does_not_serve_dr(tmp_path: Path) -> None:
+    """Why lvsdr drops the guide's toaddr=<VIP>: it DNATs to an address the real
+    server does not have, and DR traffic gets no answer. The same forward-port
+    without toaddr (a local redirect, what lvsdr applies) is served."""
+    path = write_cluster(tmp_path, method="firewalld")
+    with contextlib.ExitStack() as stack:
+        lab = stack.enter_context(make_lab(path, tmp_path, suppression="skip"))
+        fws = []
+        for n in lab.state.real_servers:
+            fw = FirewalldInNetns(n.ns, tmp_path / n.name)
+            stack.callback(fw.stop)
+            fws.append(fw)
+        guide = "--add-forward-port=port=80:proto=tcp:toport=80:toaddr=192.0.2.100"
+        for fw in fws:
+            subprocess.run([*fw.prefix, "firewall-cmd", "--zone=public", guide], check=True, capture_output=True)
+        assert probes.http_get(lab, "192.0.2.100", timeout=1.0) is None
+        for fw, n in zip(fws, lab.state.real_servers, strict=True):
+            subprocess.run([*fw.prefix, "firewall-cmd", "--zone=public", guide.replace("--add", "--remove")],
+                           check=True, capture_output=True)
+            r = fw.lvsdr("realserver", "apply", str(path), "--node", n.name, "--state-dir", str(tmp_path / "s"))
+            assert r.returncode == 0, r.stderr
+        assert probes.http_get(lab, "192.0.2.100") in ("web1", "web2")
