@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
-from lvsdr.errors import MissingToolError
+from lvsdr.errors import LvsdrError, MissingToolError
 from lvsdr.generator.model import Cluster
 from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
 
@@ -48,15 +52,42 @@ def main(args: argparse.Namespace, cluster: Cluster) -> int:
     state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else RECORD_DIR
     if args.action in ("apply", "plan"):
         require_tools(spec)
+        if not Path("/sys/class/net", spec.interface).exists():
+            raise LvsdrError(f"interface {spec.interface} of real server {spec.node} does not exist on this "
+                             "node (real_servers[].interface in the cluster file)")
+    dry = args.action == "plan" or args.dry_run
+    with _locked(None if dry else state_dir):
+        return _run(args, spec, state_dir)
+
+
+@contextlib.contextmanager
+def _locked(state_dir: Path | None) -> Iterator[None]:
+    """One apply/remove at a time per node: flock on the record's directory
+    (no lock file to leave behind)."""
+    if state_dir is None:
+        yield
+        return
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run(args: argparse.Namespace, spec: Spec, state_dir: Path) -> int:
     facts = read_facts(spec, state_dir)
     changes = plan_remove(spec, facts) if args.action == "remove" else plan(spec, facts)
     verb = {"apply": "apply", "plan": "plan", "remove": "remove"}[args.action]
-    if args.action == "plan" or args.dry_run:
+    if args.action == "plan" or getattr(args, "dry_run", False):
         print_plan(spec, changes, f"{verb} (dry run)" if args.action != "plan" else "plan")
         return 0
     from .gateway import Gateway
 
-    print_plan(spec, [], verb) if not changes else print(
-        f"{verb} on {spec.node} (arp_method {spec.method}): {len(changes)} changes")
+    if not changes:
+        print_plan(spec, [], verb)
+        return 0
+    print(f"{verb} on {spec.node} (arp_method {spec.method}): {len(changes)} changes")
     Gateway(record_path(state_dir, spec), echo=print).apply(changes)
     return 0

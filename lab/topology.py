@@ -175,7 +175,7 @@ class Lab:
         return self.state
 
     def _add_ns(self, ns: str) -> None:
-        run(["ip", "netns", "add", ns])
+        _kernel_feature(["ip", "netns", "add", ns], "network namespaces")
         self.state.namespaces.append(ns)
         self._save()
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -184,15 +184,15 @@ class Lab:
         sw = self.state.switch_ns
         self.log(f"creating switch namespace {sw} with bridge br0")
         self._add_ns(sw)
-        run(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"])
+        _kernel_feature(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], "bridge")
         run(["ip", "-n", sw, "link", "set", "br0", "up"])
         for i, node in enumerate(nodes):
             self.log(f"creating {node.role.replace('_', ' ')} {node.name}: {node.ns} "
                      f"{node.ifname} {node.mac} {' '.join(node.addresses)}")
             self._add_ns(node.ns)
             port = f"p{i}"
-            run(["ip", "-n", node.ns, "link", "add", node.ifname, "address", node.mac, "type", "veth",
-                 "peer", "name", port, "netns", sw])
+            _kernel_feature(["ip", "-n", node.ns, "link", "add", node.ifname, "address", node.mac, "type",
+                             "veth", "peer", "name", port, "netns", sw], "veth")
             run(["ip", "-n", sw, "link", "set", port, "master", "br0", "up"])
             for a in node.addresses:
                 extra = ["nodad"] if ":" in a else []
@@ -307,6 +307,17 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _kernel_feature(cmd: list[str], feature: str) -> None:
+    """Run ``cmd``; a kernel without ``feature`` gets a sentence, not ip's error."""
+    p = run(cmd, check=False)
+    if p.returncode == 0:
+        return
+    err = (p.stderr or p.stdout).strip()
+    if any(s in err for s in ("Unknown device type", "not supported", "Operation not permitted")):
+        raise LabError(f"this kernel or sandbox lacks {feature} ({' '.join(cmd[:6])}...: {err})")
+    raise LabError(f"{' '.join(cmd)}: exit {p.returncode}: {err}")
 
 
 def addresses_of(node: Node) -> set[str]:

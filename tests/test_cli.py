@@ -128,3 +128,20 @@ def test_installed_console_script_renders(tmp_path: Path) -> None:
                        capture_output=True, text=True, cwd=tmp_path, check=False)
     assert r.returncode == 0 and "lb_kind DR" in r.stdout
     assert str(REPO) not in r.stdout.replace(str(EXAMPLES / "web.toml"), "")
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (4, "exit 4 (fatal error)"),
+    (5, "exit 5 (configuration errors)"),
+    (6, "exit 6 (script security is not enabled)"),
+    (143, "exit 143 (inconclusive: keepalived 2.2.7 dies with 143"),
+    (99, "exit 99 (unexpected exit code)"),
+])
+def test_keepalived_exit_codes_are_explained(code: int, words: str) -> None:
+    from lvsdr.hooks.keepalived import CheckResult
+
+    r = CheckResult(code, "line one\nline one\nline two\n")
+    assert not r.ok
+    msg = r.message()
+    assert msg.startswith(f"keepalived -t: {words}")
+    assert msg.endswith(": line one; line two")  # keepalived's lines, once each, on one line
