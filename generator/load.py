@@ -390,25 +390,27 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         errors.add(t.path("backends"), "at least one backend is required")
     out: list[Backend] = []
     seen: dict[str, int] = {}
+
+    def resolve(name: str, i: int, where: str) -> Director | RealServer | None:
+        if name in seen:
+            errors.add(where, f"server {json.dumps(name)} is already backends[{seen[name]}]")
+            return None
+        seen[name] = i
+        srv = known.get(name)
+        if srv is None:
+            errors.add(where, f"unknown server {json.dumps(name)}")
+        return srv
+
     for i, item in enumerate(v):
         where = f"{t.path('backends')}[{i}]"
-        if isinstance(item, str):
-            # the common case, kept cheap: a name with the defaults
-            if item in seen:
-                errors.add(where, f"server {json.dumps(item)} is already backends[{seen[item]}]")
-                continue
-            seen[item] = i
-            backend = plain.get(item)
-            if backend is None:
-                errors.add(where, f"unknown server {json.dumps(item)}")
-            else:
-                out.append(backend)
+        if isinstance(item, str):  # the common case, kept cheap: a name with the defaults
+            if resolve(item, i, where) is not None:
+                out.append(plain[item])
             continue
-        if isinstance(item, dict):
-            b = Table(item, where, errors)
-        else:
+        if not isinstance(item, dict):
             errors.add(where, f"expected server name or table, got {_typename(item)}")
             continue
+        b = Table(item, where, errors)
         name = b.get("server", str)
         weight = b.int_in("weight", 0, 65535, 1)
         port = b.int_in("port", 1, 65535, None)
@@ -416,13 +418,8 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         b.done()
         if name is None or weight is None:
             continue
-        if name in seen:
-            errors.add(where, f"server {json.dumps(name)} is already backends[{seen[name]}]")
-            continue
-        seen[name] = i
-        srv = known.get(name)
+        srv = resolve(name, i, where)
         if srv is None:
-            errors.add(where, f"unknown server {json.dumps(name)}")
             continue
         svc_port = t.data.get("port")
         if port is not None and isinstance(svc_port, int) and port != svc_port:

@@ -106,3 +106,15 @@ def test_missing_tool_is_named_with_its_package(tmp_path: Path, monkeypatch: pyt
     assert capsys.readouterr().err == (
         "lvsdr: arptables: not found; install Debian package arptables, RHEL package iptables-nft\n")
     assert not (tmp_path / "s").exists()
+
+
+def test_missing_interface_is_refused_before_any_change(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from lvsdr.cli import main
+
+    path = tmp_path / "c.toml"
+    path.write_text((EXAMPLES / "web.toml").read_text().replace(
+        'address = "192.0.2.11"', 'address = "192.0.2.11"\ninterface = "nosuch0"'))
+    assert main(["realserver", "apply", str(path), "--node", "web1", "--state-dir", str(tmp_path / "s")]) == 1
+    assert "interface nosuch0 of real server web1 does not exist on this node" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
