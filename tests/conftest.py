@@ -48,3 +48,13 @@ def no_lab_left_behind() -> Iterator[None]:
 
     for ns in labtools.our_namespaces():
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+MEASURED: list[str] = []  # lines for the end of the run (failover times, ...)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MEASURED:
+        terminalreporter.section("lab measurements")
+        for line in MEASURED:
+            terminalreporter.write_line(line)

@@ -12,7 +12,7 @@ import pytest
 from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, run
 
-from conftest import needs_root
+from conftest import MEASURED, needs_root
 from labtools import PREFIX, make_lab, our_namespaces, processes_in_labs, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
@@ -77,8 +77,8 @@ def test_failover_moves_arp_and_http_to_the_backup(tmp_path: Path,
         assert probes.http_get(lab, "192.0.2.100") in ("web1", "web2")
         fo = probes.failover(lab)
         record_property("failover_seconds", round(fo.seconds, 3))
-        print(f"failover lb1 -> {fo.new_master}: ARP after {fo.arp_seconds:.2f} s, "
-              f"HTTP after {fo.seconds:.2f} s")
+        MEASURED.append(f"failover lb1 -> {fo.new_master} (advert_int {lab.cluster.advert_int}): client ARP "
+                        f"entry moved after {fo.arp_seconds:.2f} s, HTTP answered after {fo.seconds:.2f} s")
         assert fo.new_master == "lb2"
         assert fo.http_answer in ("web1", "web2")
         # 3 x advert_int + skew (< 1 s), plus our own polling
