@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lvsdr.generator.load import load_cluster
 
-from .netns import LabError, require_root, require_tools
+from .netns import LabError, list_netns, require_root, require_tools
 from .topology import HAS_IPVS, Lab, down_state
 
 BUNDLED = "web.toml"
@@ -78,8 +78,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not HAS_IPVS:
         say("    this kernel has no IPVS: keepalived runs VRRP only (-P); the lab's IPVS stand-in")
         say("    (test scaffolding, an nftables netdev rule on the MASTER) does the DR forwarding")
+    lab.up()  # cleans up after itself if it fails
     try:
-        lab.up()
         step("VRRP election")
         show_master(lab)
         step("who answers ARP for each VIP (from the client)")
@@ -128,8 +128,16 @@ def _running(args: argparse.Namespace) -> Lab:
 def cmd_down(args: argparse.Namespace) -> int:
     require_root()
     lab = _lab(args)
+    if not lab.state_dir.exists():
+        stray = sorted(set(lab.namespaces()) & list_netns())
+        if stray:
+            raise LabError(f"no lab {lab.lab_id} is recorded in {lab.state_dir.parent}, but namespaces with its names "
+                           f"exist: {', '.join(stray)}; they are not known to be the lab's, so they are left "
+                           "alone (ip netns del NAME removes one)")
+        say(f"no lab {lab.lab_id} was up")
+        return 0
     removed = down_state(lab.state_dir)
-    say(f"removed {len(removed)} namespaces" if removed else f"no lab {lab.lab_id} was up")
+    say(f"removed lab {lab.lab_id}: {len(removed)} namespaces and every process in them")
     return 0
 
 

@@ -104,6 +104,7 @@ class Lab:
         self.log = log or (lambda msg: None)
         self.state = LabState(self.lab_id, self.cluster_path, f"{self.lab_id}--sw")
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._owner = False  # True once up() has claimed the lab's names: only then may down() remove
 
     # -- state ---------------------------------------------------------------
     def _save(self) -> None:
@@ -148,11 +149,15 @@ class Lab:
         self.networks = [str(n) for n in nets]
         return nodes
 
+    def namespaces(self) -> list[str]:
+        """The namespace names this lab uses (whether or not it is up)."""
+        return [self.state.switch_ns] + [n.ns for n in self._plan_nodes()]
+
     # -- up ------------------------------------------------------------------
     def up(self, wait_master: float = 15.0) -> LabState:
         require_root()
         require_tools()
-        if (self.state_dir / "state.json").exists():
+        if self.state_dir.exists():
             raise LabError(f"lab {self.lab_id} is already up (state in {self.state_dir}); "
                            f"run `lvsdr lab down` first")
         nodes = self._plan_nodes()
@@ -161,6 +166,7 @@ class Lab:
             if ns in existing:
                 raise LabError(f"network namespace {ns} exists and is not this lab's; "
                                f"remove it (ip netns del {ns}) or rename the cluster")
+        self._owner = True
         try:
             self._save()
             self._build(nodes)
@@ -295,6 +301,11 @@ class Lab:
 
     # -- down ----------------------------------------------------------------
     def down(self) -> None:
+        """Remove what this lab made; a no-op for a lab that never came up
+        (it must not touch another lab of the same name)."""
+        if not self._owner:
+            return
+        self._owner = False
         down_state(self.state_dir, self.state)
         for proc in self._procs:  # reap what this process started
             with contextlib.suppress(subprocess.TimeoutExpired):

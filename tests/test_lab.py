@@ -114,3 +114,16 @@ def test_demo_bundled_example(tmp_path: Path) -> None:
     assert "exactly one responder: 02:1d:00:00:00:11 (lb2" in p.stdout
     assert "took over" in p.stdout
     print(p.stdout)
+
+
+def test_second_lab_of_the_same_name_leaves_the_first_alone(tmp_path: Path) -> None:
+    path = write_cluster(tmp_path)
+    with make_lab(path, tmp_path) as first:
+        second = make_lab(path, tmp_path)
+        with pytest.raises(LabError, match="is already up"):
+            second.up()
+        second.down()  # must not remove what the first lab made
+        assert len(our_namespaces()) == 6
+        assert first.state_dir.exists()
+        assert probes.http_get(first, "192.0.2.100") in ("web1", "web2")
+    assert our_namespaces() == []
