@@ -56,6 +56,9 @@ def main(args: argparse.Namespace, cluster: Cluster) -> int:
             raise LvsdrError(f"interface {spec.interface} of real server {spec.node} does not exist on this "
                              "node (real_servers[].interface in the cluster file)")
     dry = args.action == "plan" or args.dry_run
+    if os.geteuid() != 0:
+        raise LvsdrError(f"realserver {args.action} needs root (it reads the node's arptables, nftables and "
+                         "iptables rules; `realserver render` does not)")
     with _locked(None if dry else state_dir):
         return _run(args, spec, state_dir)
 

@@ -152,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LvsdrError as e:
         print(f"lvsdr: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # permissions, full disks, vanished files: the operator's to fix
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"lvsdr: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lvsdr: interrupted", file=sys.stderr)
         return 130
