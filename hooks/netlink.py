@@ -31,7 +31,7 @@ def _align(n: int) -> int:
 
 
 def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
-    out = {}
+    out: dict[int, bytes] = {}
     while offset + 4 <= end:
         length, kind = _RTATTR.unpack_from(data, offset)
         if length < 4:
