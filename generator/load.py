@@ -242,6 +242,7 @@ def parse_cluster(data: Any) -> Cluster:
     services = _services(top, directors, real_servers, errors)
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
+    _director_backends(directors, services, errors)
     if errors.lines:
         raise ValidationError(errors.lines)
     return Cluster(
@@ -301,6 +302,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", "/usr/local/bin/lvsdr")
     kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", "/etc/lvsdr/cluster.toml")
     kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), "BACKUP")
+    kw["state_dir"] = c.text("state_dir", PATH_RE, "an absolute path", "/run/lvsdr")
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
     c.done()
@@ -549,6 +551,19 @@ def _cross_checks(directors: list[Director | None], real_servers: list[RealServe
         fam = live[0].address.version
         errors.add("services", f"no IPv{fam} VIP, but the directors speak VRRP over IPv{fam}; "
                    "keepalived needs at least one VIP of the directors' family")
+
+
+def _director_backends(directors: list[Director | None], services: list[Service | None],
+                       errors: Errors) -> None:
+    """A director that is also a backend keeps the VIPs on lo while BACKUP;
+    the redirect methods (iptables, firewalld) cannot share the VIP with
+    keepalived, so they are refused there."""
+    backing = {b.server for s in services if s is not None for b in s.backends if b.is_director}
+    for i, d in enumerate(directors):
+        if d is not None and d.name in backing and d.arp_method not in ("sysctl", "arptables", "nftables"):
+            errors.add(f"directors[{i}].arp_method",
+                       f"{d.arp_method} cannot be used by a director that is also a backend "
+                       "(use sysctl, arptables or nftables)")
 
 
 def _assign_fwmarks(services: list[Service | None]) -> list[Service]:

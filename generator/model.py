@@ -124,6 +124,7 @@ class Cluster:
     lvsdr_path: str = "/usr/local/bin/lvsdr"
     config_path: str = "/etc/lvsdr/cluster.toml"
     initial_state: str = "BACKUP"
+    state_dir: str = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
 
     # -- lookups (pure) -------------------------------------------------
     def director(self, name: str) -> Director | None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from lvsdr.errors import InputError
 
-from .model import Cluster, IPAddress, addr_key
+from .model import Cluster, Director, IPAddress, RealServer, addr_key
 
 LABEL = "lvsdr"  # IPv4 address label suffix: lo:lvsdr, eth0:lvsdr
 NFT_TABLE = "lvsdr"
@@ -67,6 +67,10 @@ class Spec:
     vips: tuple[IPAddress, ...]
     redirects: tuple[Redirect, ...] = ()
     zone: str = "public"
+    # a director that is also a backend: VIPs on lo (keepalived owns the
+    # interface's copy), and arp rules only while it is BACKUP
+    vips_on_lo: bool = False
+    suppress: bool = True
 
     # -- desired pieces of node state ---------------------------------------
     def addresses(self) -> tuple[tuple[str, str], ...]:
@@ -74,7 +78,7 @@ class Spec:
         out = []
         for v in self.vips:
             pfx = f"{v}/{32 if v.version == 4 else 128}"
-            if self.method == "sysctl" or (self.method == "nftables" and v.version == 6):
+            if self.vips_on_lo or self.method == "sysctl" or (self.method == "nftables" and v.version == 6):
                 out.append(("lo", pfx))
             elif self.method in ("arptables", "nftables"):
                 out.append((self.interface, pfx))
@@ -91,7 +95,7 @@ class Spec:
 
     def arptables_rules(self) -> tuple[str, ...]:
         """As `arptables -S` prints them (arptables-nft 1.8)."""
-        if self.method != "arptables":
+        if self.method != "arptables" or not self.suppress:
             return ()
         out = []
         for v in self.vips:
@@ -103,7 +107,7 @@ class Spec:
     def nft_rules(self) -> dict[str, tuple[str, ...]]:
         """Rules per chain of `table arp lvsdr`, as `nft list` prints them."""
         v4 = [v for v in self.vips if v.version == 4]
-        if self.method != "nftables" or not v4:
+        if self.method != "nftables" or not v4 or not self.suppress:
             return {}
         return {
             "input": tuple(f"arp daddr ip {v} drop" for v in v4),
@@ -156,6 +160,13 @@ def desired(cluster: Cluster, node: str) -> Spec:
                              "switched by the failover hook, not by `realserver`")
         names = ", ".join(sorted(r.name for r in cluster.real_servers)) or "none"
         raise InputError(f"--node: {json.dumps(node)} is not a real server (real servers: {names})")
+    return backend_spec(cluster, rs)
+
+
+def backend_spec(cluster: Cluster, server: RealServer | Director, **kw: Any) -> Spec:
+    """The real-server side of ``server`` (a real server, or a director that is
+    also a backend: then with vips_on_lo=True and suppress per VRRP role)."""
+    node = server.name
     services = cluster.services_of(node)
     vips = tuple(sorted({s.vip for s in services}, key=addr_key))
     redirects = tuple(sorted(
@@ -163,8 +174,9 @@ def desired(cluster: Cluster, node: str) -> Spec:
          for s in services for b in s.backends if b.server == node},
         key=lambda r: (addr_key(r.vip), r.protocol, r.port),
     ))
-    return Spec(cluster.name, node, rs.arp_method, rs.interface, rs.address, vips, redirects,
-                rs.firewalld_zone)
+    zone = server.firewalld_zone if isinstance(server, RealServer) else "public"
+    return Spec(cluster.name, node, server.arp_method, server.interface, server.address, vips, redirects,
+                zone, **kw)
 
 
 # -- observed state ------------------------------------------------------------
@@ -181,6 +193,7 @@ class Facts:
     iptables_jump: dict[int, bool] = field(default_factory=dict)
     forward_ports: dict[str, tuple[str, ...]] = field(default_factory=dict)  # runtime/permanent
     nft_tables: dict[str, int] = field(default_factory=dict)  # "family name" -> rule count
+    fwmark: tuple[str, ...] | None = None  # directors: rules of `table inet lvsdr_fwmark`; None: absent
     record: dict[str, Any] | None = None
 
 

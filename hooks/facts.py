@@ -63,10 +63,11 @@ def read_arptables() -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
 _NFT_CHAIN = re.compile(r"^\s*chain (\S+) \{")
 
 
-def read_nft() -> dict[str, tuple[str, ...]] | None:
+def read_nft(family: str = "arp", table: str = NFT_TABLE) -> dict[str, tuple[str, ...]] | None:
+    """Rules per chain of one nftables table, as `nft -s list` prints them; None: no table."""
     if shutil.which("nft") is None:
         return None
-    p = _run(["nft", "list", "table", "arp", NFT_TABLE])
+    p = _run(["nft", "-s", "list", "table", family, table])
     if p.returncode != 0:
         return None  # no such table
     chains: dict[str, list[str]] = {}
@@ -140,6 +141,21 @@ def read_record(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError) as e:
         raise LvsdrError(f"{path}: unreadable lvsdr record ({e}); fix or remove it") from None
     return data if isinstance(data, dict) else None
+
+
+def read_fwmark() -> tuple[str, ...] | None:
+    from lvsdr.generator.director import FWMARK_TABLE
+
+    chains = read_nft("inet", FWMARK_TABLE)
+    return None if chains is None else chains.get("prerouting", ())
+
+
+def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
+    """A director: its fwmark rules, and the real-server side when it is a backend."""
+    import dataclasses
+
+    base = read_facts(spec, state_dir) if spec is not None else Facts(addresses=read_addresses())
+    return dataclasses.replace(base, fwmark=read_fwmark())
 
 
 def read_facts(spec: Spec, state_dir: Path = RECORD_DIR) -> Facts:

@@ -14,7 +14,7 @@ from lvsdr.errors import LvsdrError, MissingToolError
 from lvsdr.generator.model import Cluster
 from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
 
-from .facts import RECORD_DIR, read_facts, record_path
+from .facts import read_facts, record_path
 
 
 def require_tools(spec: Spec) -> None:
@@ -49,7 +49,7 @@ def main(args: argparse.Namespace, cluster: Cluster) -> int:
             write_atomic(out / rel, text, mode)
             print(out / rel)
         return 0
-    state_dir = Path(args.state_dir) if getattr(args, "state_dir", None) else RECORD_DIR
+    state_dir = Path(getattr(args, "state_dir", None) or cluster.state_dir)
     if args.action in ("apply", "plan"):
         require_tools(spec)
         if not Path("/sys/class/net", spec.interface).exists():

@@ -25,7 +25,8 @@ from typing import Any
 TABLE = "lvsdr_lab_ipvs"
 
 
-def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, str]) -> str:
+def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, str],
+            directors: frozenset[str] = frozenset()) -> str:
     """nft script for one director: the table with a rule per service whose VIP
     it holds, or no table at all when it holds none."""
     lines = [f"table netdev {TABLE}", f"delete table netdev {TABLE}"]
@@ -33,7 +34,13 @@ def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, 
     for svc in services:
         if str(svc.vip) not in held:
             continue
-        targets = [macs[b.server] for b in svc.backends if b.server in macs and b.weight > 0]
+        # real servers first; directors that are also backends only when no real
+        # server backs the service, and never the director itself (a frame sent
+        # back out to its own MAC would not come back). The stand-in has no
+        # health checks: keepalived's checkers do not run without IPVS.
+        live = [b for b in svc.backends if b.server in macs and b.weight > 0]
+        chosen = [b for b in live if b.server not in directors] or [b for b in live if b.server != director.name]
+        targets = [macs[b.server] for b in chosen]
         if not targets:
             continue
         fam = "ip" if svc.vip.version == 4 else "ip6"
@@ -60,10 +67,13 @@ def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, 
     return "\n".join(lines) + "\n"
 
 
-def held_vips(ns: str) -> set[str]:
+def held_vips(ns: str, ifname: str) -> set[str]:
+    """Addresses on the director's VRRP interface (not lo, where a director
+    that is also a backend keeps the VIPs while BACKUP)."""
     import json
 
-    p = subprocess.run(["ip", "-n", ns, "-j", "addr", "show"], capture_output=True, text=True, check=False)
+    p = subprocess.run(["ip", "-n", ns, "-j", "addr", "show", "dev", ifname], capture_output=True, text=True,
+                       check=False)
     try:
         links = json.loads(p.stdout or "[]")
     except ValueError:
@@ -82,13 +92,14 @@ def main(argv: list[str]) -> int:
         print(f"standin: no lab state in {state_dir}", file=sys.stderr)
         return 1
     cluster = load_cluster(state.cluster_path)
-    macs = {n.name: n.mac for n in state.real_servers}
+    macs = {n.name: n.mac for n in state.real_servers + state.directors}
+    director_names = frozenset(n.name for n in state.directors)
     services = list(cluster.services)
     applied: dict[str, str] = {}
 
     def reconcile() -> None:
         for d in state.directors:
-            text = ruleset(d, held_vips(d.ns), services, macs)
+            text = ruleset(d, held_vips(d.ns, d.ifname), services, macs, director_names)
             if applied.get(d.name) == text:
                 continue
             p = subprocess.run(["ip", "netns", "exec", d.ns, "nft", "-f", "-"], input=text, text=True,

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,7 @@ class Lab:
         self._owner = True
         try:
             self._save()
+            self._write_cluster_copy()
             self._build(nodes)
             self._start_real_servers()
             self._start_directors()
@@ -179,6 +181,20 @@ class Lab:
             self.down()
             raise
         return self.state
+
+    def _write_cluster_copy(self) -> None:
+        """The lab's own copy of the cluster file (JSON, same shape), with
+        ``state_dir`` pointing into the lab, so the hooks and `realserver`
+        keep their records there and not in the host's /run/lvsdr."""
+        src = Path(self.cluster_path)
+        raw = src.read_text()
+        data = json.loads(raw) if src.suffix.lower() == ".json" else tomllib.loads(raw)
+        data.setdefault("cluster", {})["state_dir"] = str(self.state_dir)
+        copy = self.state_dir / "cluster.json"
+        copy.write_text(json.dumps(data, indent=1))
+        self.cluster_path = str(copy)
+        self.state.cluster_path = str(copy)
+        self._save()
 
     def _add_ns(self, ns: str) -> None:
         _kernel_feature(["ip", "netns", "add", ns], "network namespaces")
@@ -216,10 +232,11 @@ class Lab:
 
     def _spawn(self, ns: str | None, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
         full = ["ip", "netns", "exec", ns, *cmd] if ns else cmd
+        env = dict(os.environ, LVSDR_LOG="stderr")  # the agent logs into its lab log file
         logf = open(self.state_dir / log_name, "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd="/")
+                                    start_new_session=True, cwd="/", env=env)
             self._procs.append(proc)
             return proc
         finally:
@@ -227,6 +244,10 @@ class Lab:
 
     def _start_real_servers(self) -> None:
         ports = sorted({s.port for s in self.cluster.services if s.protocol == "tcp"})
+        for node in self.state.directors:  # a director that is also a backend serves too
+            if self.cluster.services_of(node.name):
+                self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *map(str, ports)],
+                            f"httpd-{node.name}.log")
         for node in self.state.real_servers:
             listen = sorted({b.listen_port for s in self.cluster.services for b in s.backends
                              if b.server == node.name and b.listen_port} | set(ports))
@@ -260,8 +281,11 @@ class Lab:
     def _start_directors(self) -> None:
         for node in self.state.directors:
             conf = self.state_dir / f"keepalived-{node.name}.conf"
-            wiring = Wiring.from_cluster(self.cluster, hook="none",
-                                         notify_fifo=str(self.state_dir / f"{node.name}.fifo"))
+            fifo = str(self.state_dir / f"{node.name}.fifo")
+            # the product's hooks, both of them: keepalived runs `lvsdr notify`
+            # and writes the FIFO that `lvsdr agent` reads
+            wiring = Wiring.from_cluster(self.cluster, hook="both", notify_fifo=fifo, lvsdr_path=self._console(),
+                                         config_path=self.cluster_path)
             conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
             conf.chmod(0o600)
             cmd = ["keepalived", "-n", "-l", "-D", "-f", str(conf),
@@ -272,7 +296,16 @@ class Lab:
                 cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
             self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
                      f"priority {self.cluster.director(node.name).priority}")  # type: ignore[union-attr]
+            self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name, "--fifo", fifo],
+                        f"agent-{node.name}.log")
             self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
+
+    @staticmethod
+    def _console() -> str:
+        exe = Path(sys.executable).parent / "lvsdr"
+        if not exe.exists():
+            raise LabError(f"{exe}: the lvsdr console script is not installed next to {sys.executable}")
+        return str(exe)
 
     def _start_standin(self) -> None:
         if HAS_IPVS:
@@ -286,7 +319,8 @@ class Lab:
     def master(self) -> Node | None:
         """The director that holds the first VIP now (None while nobody does)."""
         vip = str(self.cluster.vips[0])
-        holders = [n for n in self.state.directors if vip in addresses_of(n)]
+        # on the VRRP interface: a director that is also a backend keeps a copy on lo
+        holders = [n for n in self.state.directors if vip in addresses_of(n, n.ifname)]
         return holders[0] if len(holders) == 1 else None
 
     def wait_for_master(self, timeout: float) -> Node:
@@ -331,9 +365,9 @@ def _kernel_feature(cmd: list[str], feature: str) -> None:
     raise LabError(f"{' '.join(cmd)}: exit {p.returncode}: {err}")
 
 
-def addresses_of(node: Node) -> set[str]:
+def addresses_of(node: Node, ifname: str | None = None) -> set[str]:
     out = set()
-    for link in ip_json(node.ns, "addr", "show"):
+    for link in ip_json(node.ns, "addr", "show", *(("dev", ifname) if ifname else ())):
         for a in link.get("addr_info", []):
             out.add(a.get("local", ""))
     return out

@@ -77,6 +77,18 @@ def cmd_realserver(args: argparse.Namespace) -> int:
     return int(realserver.main(args, _cluster(args)))
 
 
+def cmd_notify(args: argparse.Namespace) -> int:
+    from lvsdr.hooks import director
+
+    return director.cmd_notify(args, _cluster(args))
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from lvsdr.hooks import director
+
+    return director.cmd_agent(args, _cluster(args))
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
     from lvsdr.lab import cli as labcli
 
@@ -123,6 +135,21 @@ def build_parser() -> Parser:
             if action != "plan":
                 a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         a.set_defaults(func=cmd_realserver)
+
+    n = sub.add_parser("notify", help="keepalived's notify callback (reconciles this director)")
+    n.add_argument("cluster")
+    n.add_argument("--node", required=True, help="director name")
+    n.add_argument("type", help="INSTANCE or GROUP (from keepalived)")
+    n.add_argument("name", help="the vrrp_instance name (from keepalived)")
+    n.add_argument("state", help="MASTER, BACKUP, FAULT or STOP (logged, not trusted)")
+    n.add_argument("priority", nargs="?", default="", help="priority (from keepalived)")
+    n.set_defaults(func=cmd_notify)
+
+    ag = sub.add_parser("agent", help="resident: reconcile on every event of keepalived's notify FIFO")
+    ag.add_argument("cluster")
+    ag.add_argument("--node", required=True, help="director name")
+    ag.add_argument("--fifo", required=True, help="keepalived's vrrp_notify_fifo")
+    ag.set_defaults(func=cmd_agent)
 
     lab = sub.add_parser("lab", help="a whole DR cluster in network namespaces (root)")
     lsub = lab.add_subparsers(dest="action", required=True, parser_class=Parser)

@@ -1,0 +1,94 @@
+"""The failover hooks, for real: keepalived runs `lvsdr notify` and feeds
+`lvsdr agent` through its FIFO; each director's role follows VRRP."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lvsdr.lab import probes
+from lvsdr.lab.topology import Lab, Node
+
+from conftest import EXAMPLES, MEASURED, needs_root
+from labtools import make_lab
+
+pytestmark = [needs_root, pytest.mark.lab]
+
+
+def nft(node: Node) -> str:
+    return subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-s", "list", "ruleset"], capture_output=True,
+                          text=True, check=False).stdout
+
+
+def wait_for(cond: Callable[[], bool], lab: Lab, what: str, timeout: float = 10.0) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(lab.state_dir.glob("agent-*.log")))
+    rules = "\n".join(f"--- {d.name}\n{nft(d)}" for d in lab.state.directors)
+    raise AssertionError(f"{what}: not within {timeout} s\n{rules}\n{logs}")
+
+
+def is_master_role(node: Node) -> bool:
+    rules = nft(node)
+    return "table inet lvsdr_fwmark" in rules and "table arp lvsdr" not in rules
+
+
+def is_backup_role(node: Node) -> bool:
+    rules = nft(node)
+    return "table inet lvsdr_fwmark" not in rules and "table arp lvsdr" in rules
+
+
+def pair_lab(tmp_path: Path, method: str = "nftables") -> Lab:
+    path = tmp_path / "pair.toml"
+    path.write_text((EXAMPLES / "pair.toml").read_text().replace('arp_method = "nftables"',
+                                                                 f'arp_method = "{method}"'))
+    return make_lab(path, tmp_path)
+
+
+def test_director_roles_follow_vrrp(tmp_path: Path) -> None:
+    with pair_lab(tmp_path) as lab:
+        node1, node2 = lab.state.node("node1"), lab.state.node("node2")
+        assert lab.wait_for_master(10).name == "node1"
+        wait_for(lambda: is_master_role(node1) and is_backup_role(node2), lab, "roles after election")
+        # the BACKUP keeps the VIP on lo, to serve what the MASTER forwards to it
+        assert "192.0.2.120" in subprocess.run(["ip", "-n", node2.ns, "addr", "show", "dev", "lo"],
+                                               capture_output=True, text=True).stdout
+        assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.120")] == ["node1"]
+        assert probes.http_get(lab, "192.0.2.120") == "web1"
+        # DR traffic sent to the BACKUP's MAC is served there, locally (no mark: no loop)
+        client = lab.state.client
+        subprocess.run(["ip", "-n", client.ns, "neigh", "replace", "192.0.2.120", "lladdr", node2.mac, "dev",
+                        client.ifname, "nud", "permanent"], check=True)
+        assert probes.http_get(lab, "192.0.2.120") == "node2"
+        subprocess.run(["ip", "-n", client.ns, "neigh", "del", "192.0.2.120", "dev", client.ifname], check=True)
+        # failover: node2 takes the MASTER role, marks and all
+        probes.kill_director(lab, node1)
+        t = wait_for(lambda: lab.master() is not None and lab.master().name == "node2",  # type: ignore[union-attr]
+                     lab, "node2 holds the VIP")
+        hook = wait_for(lambda: is_master_role(node2), lab, "node2 in the MASTER role")
+        MEASURED.append(f"hooks: node2 took the MASTER role {t:.2f} s after node1 died; its fwmark rules and "
+                        f"lifted ARP suppression followed {hook * 1000:.0f} ms after its VIP appeared")
+        assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.120")] == ["node2"]
+        assert probes.http_get(lab, "192.0.2.120") == "web1"
+
+
+def test_notify_reconciles_to_what_it_sees_not_to_what_it_is_told(tmp_path: Path) -> None:
+    """keepalived runs notify scripts out of order: a late MASTER event on the
+    BACKUP must not make it mark traffic or answer ARP."""
+    with pair_lab(tmp_path) as lab:
+        node2 = lab.state.node("node2")
+        lab.wait_for_master(10)
+        wait_for(lambda: is_backup_role(node2), lab, "node2 in the BACKUP role")
+        before = nft(node2)
+        p = subprocess.run(["ip", "netns", "exec", node2.ns, lab._console(), "notify", lab.cluster_path, "--node",
+                            "node2", "INSTANCE", "VI_pair", "MASTER", "100"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert nft(node2) == before
+        assert is_backup_role(node2)
