@@ -44,6 +44,7 @@ class Mark:
 class DirectorSpec:
     cluster: str
     node: str
+    address: IPAddress
     interface: str
     vips: tuple[IPAddress, ...]
     marks: tuple[Mark, ...]
@@ -60,7 +61,7 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         key=lambda m: (addr_key(m.vip), m.protocol, m.port),
     ))
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
-    return DirectorSpec(cluster.name, node, d.interface, cluster.vips, marks, backend)
+    return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend)
 
 
 def observed_role(spec: DirectorSpec, addresses: tuple[tuple[str, str, str], ...]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from lvsdr.generator.director import DirectorSpec, director_spec, observed_role, plan_role, role_spec
 from lvsdr.generator.model import Cluster
 
-from .facts import read_director_facts, record_path
+from .facts import read_addresses, read_director_facts, record_path, require_identity
 
 
 @contextlib.contextmanager
@@ -37,6 +37,7 @@ def reconcile(spec: DirectorSpec, state_dir: Path) -> tuple[str, list[str]]:
     """Read the node, plan for the observed role, apply. Returns (role, change descriptions)."""
     from .gateway import Gateway
 
+    require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
     with node_lock(state_dir):
         backend = spec.backend
         facts = read_director_facts(backend, state_dir)

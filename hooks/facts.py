@@ -143,6 +143,14 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def require_identity(node: str, address: object, addresses: tuple[tuple[str, str, str], ...]) -> None:
+    """Act only on the node the cluster file names: its address must be here.
+    (A wrong --node, or a command run on the wrong host or namespace, changes nothing.)"""
+    if not any(pfx.split("/", 1)[0] == str(address) for _i, pfx, _l in addresses):
+        raise LvsdrError(f"this node does not have {node}'s address {address}; refusing to change it "
+                         f"(wrong --node, or not run on {node}?)")
+
+
 def read_fwmark() -> tuple[str, ...] | None:
     from lvsdr.generator.director import FWMARK_TABLE
 

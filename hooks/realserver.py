@@ -14,7 +14,7 @@ from lvsdr.errors import LvsdrError, MissingToolError
 from lvsdr.generator.model import Cluster
 from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
 
-from .facts import read_facts, record_path
+from .facts import read_addresses, read_facts, record_path, require_identity
 
 
 def require_tools(spec: Spec) -> None:
@@ -55,6 +55,7 @@ def main(args: argparse.Namespace, cluster: Cluster) -> int:
         if not Path("/sys/class/net", spec.interface).exists():
             raise LvsdrError(f"interface {spec.interface} of real server {spec.node} does not exist on this "
                              "node (real_servers[].interface in the cluster file)")
+    require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
     dry = args.action == "plan" or args.dry_run
     if os.geteuid() != 0:
         raise LvsdrError(f"realserver {args.action} needs root (it reads the node's arptables, nftables and "

@@ -118,3 +118,28 @@ def test_missing_interface_is_refused_before_any_change(tmp_path: Path,
     assert main(["realserver", "apply", str(path), "--node", "web1", "--state-dir", str(tmp_path / "s")]) == 1
     assert "interface nosuch0 of real server web1 does not exist on this node" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_wrong_node_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run on a host that is not web1 (this test's own namespace): refused
+    before any change, even before the lock directory is made."""
+    from lvsdr.cli import main
+
+    assert main(["realserver", "apply", str(EXAMPLES / "web.toml"), "--node", "web1",
+                 "--state-dir", str(tmp_path / "s")]) == 1
+    assert "this node does not have web1's address 192.0.2.11; refusing to change it" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_notify_on_the_wrong_node_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from lvsdr.cli import main
+
+    data = tomllib.loads((EXAMPLES / "pair.toml").read_text())
+    data["cluster"]["state_dir"] = str(tmp_path / "s")
+    path = tmp_path / "pair.json"
+    path.write_text(json.dumps(data))
+    assert main(["notify", str(path), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"]) == 1
+    assert "this node does not have node1's address 192.0.2.21" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
