@@ -63,12 +63,16 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _check_paths(wiring: Any) -> None:
-    from lvsdr.generator.load import PATH_RE
-
     for flag, value in (("--lvsdr-path", wiring.lvsdr_path), ("--config-path", wiring.config_path),
                         ("--notify-fifo", wiring.notify_fifo)):
-        if not PATH_RE.fullmatch(value):
-            raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
+        _check_path(flag, value)
+
+
+def _check_path(flag: str, value: str | None) -> None:
+    from lvsdr.generator.load import PATH_RE
+
+    if value is not None and not PATH_RE.fullmatch(value):
+        raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
 
 
 def cmd_realserver(args: argparse.Namespace) -> int:
@@ -95,6 +99,27 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return int(labcli.main(args))
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from lvsdr.generator.keepalived import find_director
+    from lvsdr.hooks.keepalived import keepalived_binary
+    from lvsdr.hooks.watch import cmd_watch as watch
+
+    find_director(_cluster(args), args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
+    for flag, value in (("--lvsdr-path", args.lvsdr_path), ("--config-path", args.config_path),
+                        ("--notify-fifo", args.notify_fifo)):
+        _check_path(flag, value)
+    keepalived_binary()
+    return watch(args)
+
+
+def _wiring_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director")
+    p.add_argument("--config-path", help="absolute path of the cluster file on the director")
+    p.add_argument("--notify-fifo", help="absolute path of keepalived's notify FIFO")
+    p.add_argument("--hook", choices=("both", "fifo", "notify", "none"),
+                   help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
+
+
 # -- parser -----------------------------------------------------------------
 def build_parser() -> Parser:
     p = Parser(prog="lvsdr", description="LVS direct-routing clusters with keepalived.")
@@ -112,12 +137,17 @@ def build_parser() -> Parser:
     r.add_argument("--node", required=True, help="director name")
     r.add_argument("-o", "--output", help="write here atomically (default: stdout)")
     r.add_argument("--check", action="store_true", help="validate with keepalived -t first")
-    r.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director")
-    r.add_argument("--config-path", help="absolute path of the cluster file on the director")
-    r.add_argument("--notify-fifo", help="absolute path of keepalived's notify FIFO")
-    r.add_argument("--hook", choices=("both", "fifo", "notify", "none"),
-                   help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
+    _wiring_flags(r)
     r.set_defaults(func=cmd_render)
+
+    w = sub.add_parser("watch", help="re-render, validate and reload keepalived when the cluster file changes")
+    w.add_argument("cluster")
+    w.add_argument("--node", required=True, help="director name")
+    w.add_argument("-o", "--output", required=True, help="keepalived.conf to keep up to date")
+    w.add_argument("--pidfile", default="/run/keepalived.pid", help="keepalived's pid file (SIGHUP reloads it)")
+    w.add_argument("--once", action="store_true", help="one pass, then exit (1 if the new config was rejected)")
+    _wiring_flags(w)
+    w.set_defaults(func=cmd_watch)
 
     rs = sub.add_parser("realserver", help="ARP suppression on a real server")
     rsub = rs.add_subparsers(dest="action", required=True, parser_class=Parser)
