@@ -112,6 +112,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from lvsdr.hooks.doctor import cmd_doctor as doctor
+
+    return doctor(args, _cluster(args))
+
+
 def _wiring_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director")
     p.add_argument("--config-path", help="absolute path of the cluster file on the director")
@@ -180,6 +186,14 @@ def build_parser() -> Parser:
     ag.add_argument("--node", required=True, help="director name")
     ag.add_argument("--fifo", required=True, help="keepalived's vrrp_notify_fifo")
     ag.set_defaults(func=cmd_agent)
+
+    dr = sub.add_parser("doctor", help="check this node against the cluster file (read-only)")
+    dr.add_argument("cluster")
+    dr.add_argument("--node", required=True, help="director or real server name")
+    dr.add_argument("--keepalived-conf", default="/etc/keepalived/keepalived.conf",
+                    help="directors: the live keepalived.conf to compare")
+    _wiring_flags(dr)
+    dr.set_defaults(func=cmd_doctor)
 
     lab = sub.add_parser("lab", help="a whole DR cluster in network namespaces (root)")
     lsub = lab.add_subparsers(dest="action", required=True, parser_class=Parser)
