@@ -5,12 +5,9 @@ the node. Both end in ``reconcile``; neither trusts the event's STATE."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +15,7 @@ from lvsdr.generator.director import DirectorSpec, director_spec, observed_role,
 from lvsdr.generator.model import Cluster
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
-
-
-@contextlib.contextmanager
-def node_lock(state_dir: Path) -> Iterator[None]:
-    """One reconcile at a time on a node (keepalived may run several notify
-    scripts at once): flock on lvsdr's state directory."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+from .files import node_lock
 
 
 def reconcile(spec: DirectorSpec, state_dir: Path) -> tuple[str, list[str]]:

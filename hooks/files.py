@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from lvsdr.errors import LvsdrError
@@ -47,3 +49,17 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
         finally:
             os.close(dfd)
     return True
+
+
+@contextlib.contextmanager
+def node_lock(state_dir: Path) -> Iterator[None]:
+    """One lvsdr change at a time on a node (keepalived may run several notify
+    scripts at once; an operator may run apply meanwhile): an flock on lvsdr's
+    state directory, so no lock file is left behind."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

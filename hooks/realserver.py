@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from lvsdr.errors import LvsdrError, MissingToolError
@@ -15,6 +13,7 @@ from lvsdr.generator.model import Cluster
 from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
 
 from .facts import read_addresses, read_facts, record_path, require_identity
+from .files import node_lock
 
 
 def require_tools(spec: Spec) -> None:
@@ -60,24 +59,8 @@ def main(args: argparse.Namespace, cluster: Cluster) -> int:
     if os.geteuid() != 0:
         raise LvsdrError(f"realserver {args.action} needs root (it reads the node's arptables, nftables and "
                          "iptables rules; `realserver render` does not)")
-    with _locked(None if dry else state_dir):
+    with contextlib.nullcontext() if dry else node_lock(state_dir):
         return _run(args, spec, state_dir)
-
-
-@contextlib.contextmanager
-def _locked(state_dir: Path | None) -> Iterator[None]:
-    """One apply/remove at a time per node: flock on the record's directory
-    (no lock file to leave behind)."""
-    if state_dir is None:
-        yield
-        return
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _run(args: argparse.Namespace, spec: Spec, state_dir: Path) -> int:
