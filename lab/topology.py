@@ -391,6 +391,8 @@ def down_state(state_dir: Path, state: LabState | None = None) -> list[str]:
                 delete_netns(ns)
                 removed.append(ns)
     shutil.rmtree(state_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        state_dir.parent.rmdir()  # the state root too, once no lab is left in it
     return removed
 
 

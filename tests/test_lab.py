@@ -103,6 +103,7 @@ def test_demo_interrupted_leaves_nothing(tmp_path: Path) -> None:
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "lvsdr-ctrlc" not in left
     assert not Path("/run/lvsdr-lab/lvsdr-ctrlc").exists()
+    assert not Path("/run/lvsdr-lab").exists() or any(Path("/run/lvsdr-lab").iterdir())
 
 
 def test_demo_bundled_example(tmp_path: Path) -> None:
