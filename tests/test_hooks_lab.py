@@ -35,14 +35,25 @@ def wait_for(cond: Callable[[], bool], lab: Lab, what: str, timeout: float = 10.
     raise AssertionError(f"{what}: not within {timeout} s\n{rules}\n{logs}")
 
 
-def is_master_role(node: Node) -> bool:
+def arp_rules(node: Node, method: str = "nftables") -> bool:
+    """Is the director's ARP suppression by rules in force?"""
     rules = nft(node)
-    return "table inet lvsdr_fwmark" in rules and "table arp lvsdr" not in rules
+    if method == "arptables":
+        return "chain LVSDR_IN" in rules
+    if method == "nftables":
+        return "table arp lvsdr" in rules
+    return False  # sysctl: no rules; arp_ignore=1 serves both roles
 
 
-def is_backup_role(node: Node) -> bool:
-    rules = nft(node)
-    return "table inet lvsdr_fwmark" not in rules and "table arp lvsdr" in rules
+def is_master_role(node: Node, method: str = "nftables") -> bool:
+    return "table inet lvsdr_fwmark" in nft(node) and not arp_rules(node, method)
+
+
+def is_backup_role(node: Node, method: str = "nftables") -> bool:
+    ignore = subprocess.run(["ip", "netns", "exec", node.ns, "cat", "/proc/sys/net/ipv4/conf/eth0/arp_ignore"],
+                            capture_output=True, text=True).stdout.strip()
+    suppressed = ignore == "1" if method == "sysctl" else arp_rules(node, method)
+    return "table inet lvsdr_fwmark" not in nft(node) and suppressed
 
 
 def pair_lab(tmp_path: Path, method: str = "nftables") -> Lab:
@@ -52,11 +63,12 @@ def pair_lab(tmp_path: Path, method: str = "nftables") -> Lab:
     return make_lab(path, tmp_path)
 
 
-def test_director_roles_follow_vrrp(tmp_path: Path) -> None:
-    with pair_lab(tmp_path) as lab:
+@pytest.mark.parametrize("method", ["nftables", "arptables", "sysctl"])
+def test_director_roles_follow_vrrp(tmp_path: Path, method: str) -> None:
+    with pair_lab(tmp_path, method) as lab:
         node1, node2 = lab.state.node("node1"), lab.state.node("node2")
         assert lab.wait_for_master(10).name == "node1"
-        wait_for(lambda: is_master_role(node1) and is_backup_role(node2), lab, "roles after election")
+        wait_for(lambda: is_master_role(node1, method) and is_backup_role(node2, method), lab, "roles after election")
         # the BACKUP keeps the VIP on lo, to serve what the MASTER forwards to it
         assert "192.0.2.120" in subprocess.run(["ip", "-n", node2.ns, "addr", "show", "dev", "lo"],
                                                capture_output=True, text=True).stdout
@@ -72,9 +84,9 @@ def test_director_roles_follow_vrrp(tmp_path: Path) -> None:
         probes.kill_director(lab, node1)
         t = wait_for(lambda: lab.master() is not None and lab.master().name == "node2",  # type: ignore[union-attr]
                      lab, "node2 holds the VIP")
-        hook = wait_for(lambda: is_master_role(node2), lab, "node2 in the MASTER role")
-        MEASURED.append(f"hooks: node2 took the MASTER role {t:.2f} s after node1 died; its fwmark rules and "
-                        f"lifted ARP suppression followed {hook * 1000:.0f} ms after its VIP appeared")
+        hook = wait_for(lambda: is_master_role(node2, method), lab, "node2 in the MASTER role")
+        MEASURED.append(f"hooks ({method}): node2 took the MASTER role {t:.2f} s after node1 died; its fwmark rules "
+                        f"and lifted ARP suppression followed {hook * 1000:.0f} ms after its VIP appeared")
         assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.120")] == ["node2"]
         assert probes.http_get(lab, "192.0.2.120") == "web1"
 
