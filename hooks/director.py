@@ -91,9 +91,18 @@ def cmd_agent(args: argparse.Namespace, cluster: Cluster) -> int:
     role, done = reconcile(spec, state_dir)
     log.info("agent started", fifo=args.fifo, observed_role=role, changes=done)
     buf = b""
+    interval = float(getattr(args, "interval", 30.0))
     with os.fdopen(fd, "rb", buffering=0) as fifo:
         while True:
-            select.select([fifo], [], [])
+            if not select.select([fifo], [], [], interval)[0]:
+                # no event for a while: heal anything left half-applied (or changed by hand)
+                try:
+                    role, done = reconcile(spec, state_dir)
+                    if done:
+                        log.warning("node drifted from its role; reconciled", observed_role=role, changes=done)
+                except Exception as e:
+                    log.error("reconcile failed", error=str(e))
+                continue
             buf += os.read(fd, 65536)
             # drain what is already queued: one reconcile per burst, to the latest state
             while select.select([fifo], [], [], 0)[0]:

@@ -37,6 +37,7 @@ from .netns import LabError, delete_netns, ip_json, list_netns, require_root, re
 
 STATE_ROOT = Path("/run/lvsdr-lab")
 HAS_IPVS = Path("/proc/net/ip_vs").exists()
+AGENT_INTERVAL = 2.0  # the lab heals drift faster than the product's 30 s default
 # product: `lvsdr realserver apply` on each real server; none: VIPs on lo and
 # no suppression (shows the ARP problem); skip: nothing (a test applies itself)
 SUPPRESSION = ("product", "none", "skip")
@@ -296,8 +297,8 @@ class Lab:
                 cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
             self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
                      f"priority {self.cluster.director(node.name).priority}")  # type: ignore[union-attr]
-            self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name, "--fifo", fifo],
-                        f"agent-{node.name}.log")
+            self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name, "--fifo", fifo,
+                                  "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
             self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
 
     @staticmethod

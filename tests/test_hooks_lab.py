@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lvsdr.lab import probes
-from lvsdr.lab.topology import Lab, Node
+from lvsdr.lab.topology import AGENT_INTERVAL, Lab, Node
 
 from conftest import EXAMPLES, MEASURED, needs_root
 from labtools import make_lab
@@ -104,3 +104,15 @@ def test_notify_reconciles_to_what_it_sees_not_to_what_it_is_told(tmp_path: Path
         assert p.returncode == 0, p.stderr
         assert nft(node2) == before
         assert is_backup_role(node2)
+
+
+def test_agent_heals_drift_without_an_event(tmp_path: Path) -> None:
+    """A change by hand (or a half-applied reconcile) is put right by the
+    agent's periodic reconcile, with no VRRP event."""
+    with pair_lab(tmp_path) as lab:
+        node1 = lab.state.node("node1")
+        lab.wait_for_master(10)
+        wait_for(lambda: is_master_role(node1), lab, "node1 in the MASTER role")
+        subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
+        assert not is_master_role(node1)
+        wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)

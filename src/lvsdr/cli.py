@@ -185,6 +185,8 @@ def build_parser() -> Parser:
     ag.add_argument("cluster")
     ag.add_argument("--node", required=True, help="director name")
     ag.add_argument("--fifo", required=True, help="keepalived's vrrp_notify_fifo")
+    ag.add_argument("--interval", type=float, default=30.0,
+                    help="also reconcile after this many quiet seconds, to heal drift (default 30)")
     ag.set_defaults(func=cmd_agent)
 
     dr = sub.add_parser("doctor", help="check this node against the cluster file (read-only)")
