@@ -36,18 +36,15 @@ def _lab(args: argparse.Namespace) -> Lab:
 
 
 def show_arp(lab: Lab) -> bool:
-    from .probes import arp_responders, mac_owner
+    from .probes import mac_owner, responders
 
     ok = True
     for vip in lab.cluster.vips:
-        if vip.version != 4:
-            say(f"    ARP for {vip}: (IPv6 uses NDP; not probed)")
-            continue
-        seen = arp_responders(lab, str(vip))
+        seen = responders(lab, str(vip))
         who = ", ".join(f"{mac} ({mac_owner(lab, mac)}, {n} replies)" for mac, n in sorted(seen.items()))
         verdict = "exactly one responder" if len(seen) == 1 else f"{len(seen)} RESPONDERS"
         ok &= len(seen) == 1
-        say(f"    ARP for {vip}: {verdict}: {who or 'none'}")
+        say(f"    {'ARP' if vip.version == 4 else 'NDP'} for {vip}: {verdict}: {who or 'none'}")
     return ok
 
 
@@ -59,7 +56,8 @@ def show_http(lab: Lab) -> None:
             continue
         body = http_get(lab, str(svc.vip), svc.port)
         mac, _ = neighbour(lab, str(svc.vip))
-        say(f"    GET http://{svc.vip}:{svc.port}/ ({svc.name}) -> "
+        host = f"[{svc.vip}]" if svc.vip.version == 6 else str(svc.vip)
+        say(f"    GET http://{host}:{svc.port}/ ({svc.name}) -> "
             f"{('answered by real server ' + body) if body else 'NO ANSWER'}")
     return None
 

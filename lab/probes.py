@@ -26,6 +26,25 @@ def arp_responders(lab: Lab, ip: str, count: int = 3, interval: float = 0.2) -> 
     return seen
 
 
+def ndp_responders(lab: Lab, ip: str, count: int = 3, interval: float = 0.2) -> dict[str, int]:
+    """IPv6: every MAC that answered the client's neighbour solicitations for ``ip``."""
+    import sys
+
+    client = lab.state.client
+    p = ns_run(client.ns, [sys.executable, "-m", "lvsdr.lab.ndp", ip, client.ifname, str(count), str(interval)],
+               check=False, timeout=10 + count * interval)
+    seen: dict[str, int] = {}
+    for line in p.stdout.splitlines():
+        mac = line.split()[0]
+        seen[mac] = seen.get(mac, 0) + 1
+    return seen
+
+
+def responders(lab: Lab, ip: str, count: int = 3) -> dict[str, int]:
+    """Who answers address resolution for ``ip``: ARP for IPv4, NDP for IPv6."""
+    return ndp_responders(lab, ip, count) if ":" in ip else arp_responders(lab, ip, count)
+
+
 def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0) -> str | None:
     """Body of GET http://ip:port/ from the client (the answering server's name), or None."""
     host = f"[{ip}]" if ":" in ip else ip

@@ -202,6 +202,11 @@ class Lab:
         self.state.namespaces.append(ns)
         self._save()
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        # no duplicate address detection in the lab: link-local addresses (VRRPv3's
+        # source) are usable at once instead of after a second
+        for scope in ("all", "default"):
+            with contextlib.suppress(LabError):
+                run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0"])
 
     def _build(self, nodes: list[Node]) -> None:
         sw = self.state.switch_ns
