@@ -49,17 +49,15 @@ def show_arp(lab: Lab) -> bool:
 
 
 def show_http(lab: Lab) -> None:
-    from .probes import http_get, neighbour
+    from .probes import http_get
 
     for svc in lab.cluster.services:
         if svc.protocol != "tcp":
             continue
         body = http_get(lab, str(svc.vip), svc.port)
-        mac, _ = neighbour(lab, str(svc.vip))
         host = f"[{svc.vip}]" if svc.vip.version == 6 else str(svc.vip)
         say(f"    GET http://{host}:{svc.port}/ ({svc.name}) -> "
             f"{('answered by real server ' + body) if body else 'NO ANSWER'}")
-    return None
 
 
 def show_master(lab: Lab) -> None:

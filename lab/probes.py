@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -109,8 +108,7 @@ def failover(lab: Lab, port: int = 80, timeout: float = 20.0) -> Failover:
         else:
             # keep traffic flowing, as real clients do: that is what makes the
             # client re-resolve a stale entry
-            subprocess.run(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "--max-time", "0.2",
-                            f"http://{vip}:{port}/"], capture_output=True, check=False)
+            http_get(lab, vip, port, timeout=0.2)
         time.sleep(0.05)
     raise TimeoutError(f"no takeover within {timeout:.0f} s (client neighbour entry for {vip}: "
                        f"{mac_owner(lab, neighbour(lab, vip)[0])})")
