@@ -145,3 +145,22 @@ def test_keepalived_exit_codes_are_explained(code: int, words: str) -> None:
     msg = r.message()
     assert msg.startswith(f"keepalived -t: {words}")
     assert msg.endswith(": line one; line two")  # keepalived's lines, once each, on one line
+
+
+@pytest.mark.parametrize("argv", [
+    ["watch", "{web}", "--node", "web1", "-o", "/tmp/x.conf"],          # a real server, not a director
+    ["watch", "{web}", "--node", "lb1"],                                # -o missing
+    ["watch", "{web}", "--node", "lb1", "-o", "/tmp/x", "--lvsdr-path", "rel/path"],
+    ["notify", "{web}", "--node", "web9", "INSTANCE", "VI_web", "MASTER", "150"],
+    ["agent", "{web}", "--node", "lb1"],                                # --fifo missing
+    ["doctor", "{web}", "--node", "nobody"],
+    ["realserver", "apply", "{web}", "--node", "lb1"],                  # a director
+    ["lab", "demo", "/nonexistent.toml"],
+])
+def test_bad_input_is_exit_2_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    argv = [a.replace("{web}", str(EXAMPLES / "web.toml")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert not Path("/tmp/x.conf").exists()
