@@ -205,9 +205,6 @@ class Change:
     description: str
     args: tuple[Any, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "description": self.description, "args": [str(a) for a in self.args]}
-
 
 def _ours(facts: Facts) -> set[tuple[str, str]]:
     """Addresses on the node that lvsdr put there: labelled, or in its record."""
