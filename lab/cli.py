@@ -85,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .probes import failover
 
         master = lab.master()
-        step(f"killing the MASTER {master.name if master else '?'} (link down, keepalived SIGKILL)")
+        step(f"killing the MASTER {master.name if master else '?'} (keepalived SIGKILL, link down)")
         port = next((s.port for s in lab.cluster.services if s.protocol == "tcp"), 80)
         fo = failover(lab, port)
         say(f"    {fo.new_master} took over: client's ARP entry moved after {fo.arp_seconds:.2f} s, "

@@ -78,10 +78,10 @@ class Failover:
 
 
 def kill_director(lab: Lab, node: Node) -> None:
-    """The director dies: its link goes down and keepalived is SIGKILLed (so it
-    can neither advertise nor clean up)."""
-    ns_run(node.ns, ["ip", "link", "set", node.ifname, "down"])
+    """The director dies as a machine does: keepalived is SIGKILLed (it cannot
+    clean up, so its VIPs stay on the interface) and its link goes down."""
     kill_in_ns(node.ns, "keepalived")
+    ns_run(node.ns, ["ip", "link", "set", node.ifname, "down"])
 
 
 def failover(lab: Lab, port: int = 80, timeout: float = 20.0) -> Failover:

@@ -325,8 +325,10 @@ class Lab:
     def master(self) -> Node | None:
         """The director that holds the first VIP now (None while nobody does)."""
         vip = str(self.cluster.vips[0])
-        # on the VRRP interface: a director that is also a backend keeps a copy on lo
-        holders = [n for n in self.state.directors if vip in addresses_of(n, n.ifname)]
+        # on the VRRP interface (a director that is also a backend keeps a copy on
+        # lo), and only where that interface is up: a dead director killed before
+        # keepalived could clean up still has the VIP on its downed link
+        holders = [n for n in self.state.directors if link_up(n) and vip in addresses_of(n, n.ifname)]
         return holders[0] if len(holders) == 1 else None
 
     def wait_for_master(self, timeout: float) -> Node:
@@ -369,6 +371,11 @@ def _kernel_feature(cmd: list[str], feature: str) -> None:
     if any(s in err for s in ("Unknown device type", "not supported", "Operation not permitted")):
         raise LabError(f"this kernel or sandbox lacks {feature} ({' '.join(cmd[:6])}...: {err})")
     raise LabError(f"{' '.join(cmd)}: exit {p.returncode}: {err}")
+
+
+def link_up(node: Node) -> bool:
+    links = ip_json(node.ns, "link", "show", "dev", node.ifname)
+    return bool(links) and "UP" in links[0].get("flags", [])
 
 
 def addresses_of(node: Node, ifname: str | None = None) -> set[str]:

