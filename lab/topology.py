@@ -233,9 +233,6 @@ class Lab:
             self.state.nodes.append(node)
             self._save()
 
-    def _lvsdr(self) -> list[str]:
-        return [sys.executable, "-m", "lvsdr.cli"]
-
     def _spawn(self, ns: str | None, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
         full = ["ip", "netns", "exec", ns, *cmd] if ns else cmd
         env = dict(os.environ, LVSDR_LOG="stderr")  # the agent logs into its lab log file
@@ -261,7 +258,7 @@ class Lab:
                                   *map(str, listen)], f"httpd-{node.name}.log")
             if self.suppression == "product":
                 self.log(f"real server {node.name}: lvsdr realserver apply")
-                run(["ip", "netns", "exec", node.ns, *self._lvsdr(), "realserver", "apply",
+                run(["ip", "netns", "exec", node.ns, self._console(), "realserver", "apply",
                      self.cluster_path, "--node", node.name, "--state-dir", str(self.state_dir)], timeout=60)
             elif self.suppression == "none":
                 self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
