@@ -13,8 +13,6 @@ from typing import Any
 from lvsdr.errors import LvsdrError
 from lvsdr.generator.realserver import ARP_CHAINS, NAT_CHAIN, NFT_TABLE, Facts, Spec
 
-RECORD_DIR = Path("/run/lvsdr")
-
 
 def record_path(state_dir: Path, spec: Spec) -> Path:
     return state_dir / f"realserver-{spec.cluster}-{spec.node}.json"
@@ -166,7 +164,8 @@ def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
     return dataclasses.replace(base, fwmark=read_fwmark())
 
 
-def read_facts(spec: Spec, state_dir: Path = RECORD_DIR) -> Facts:
+def read_facts(spec: Spec, state_dir: Path) -> Facts:
+    """``state_dir`` is the cluster file's state_dir (or --state-dir): where lvsdr's record is."""
     record = read_record(record_path(state_dir, spec))
     keys = set(spec.sysctls()) | set((record or {}).get("sysctl_originals", {}))
     arp_rules, arp_jumps = read_arptables()
