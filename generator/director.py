@@ -17,27 +17,54 @@ trusted):
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from lvsdr.errors import InputError
-
+from .changes import Change, DeleteNftTable, LoadNftTable
+from .methods.base import FactCommand
 from .model import Cluster, IPAddress, addr_key
-from .realserver import Change, Facts, Spec, backend_spec, plan
+from .node import Facts, NftChain, NftRule, NftTable, NodeAddress, parse_nft_table
+from .realserver import backend_spec, plan
+from .spec import Spec
 
-FWMARK_TABLE = "lvsdr_fwmark"
+Role = Literal["MASTER", "BACKUP"]
+FAMILY, TABLE = "inet", "lvsdr_fwmark"
+KEY = f"{FAMILY} {TABLE}"
+FWMARK_FACT = FactCommand(("nft", "-s", "list", "table", FAMILY, TABLE), absent=("No such file or directory",))
 
 
 @dataclass(frozen=True)
-class Mark:
+class Mark(NftRule):
     vip: IPAddress
     protocol: str
     port: int
     mark: int
 
-    def rule(self) -> str:
+    def listing(self) -> str:
         """As `nft list` prints it."""
         fam = "ip" if self.vip.version == 4 else "ip6"
         return f"{fam} daddr {self.vip} {self.protocol} dport {self.port} meta mark set 0x{self.mark:08x}"
+
+
+_MARK = re.compile(r"(ip6?) daddr (\S+) (\S+) dport (\d+) meta mark set 0x([0-9a-f]+)")
+
+
+def parse_mark(line: str) -> NftRule | None:
+    m = _MARK.fullmatch(line)
+    if not m:
+        return None
+    try:
+        rule = Mark(ipaddress.ip_address(m.group(2)), m.group(3), int(m.group(4)), int(m.group(5), 16))
+    except ValueError:
+        return None
+    return rule if rule.listing() == line else None
+
+
+def parse_fwmark(text: str) -> NftTable | None:
+    """`nft -s list table inet lvsdr_fwmark` -> the table (None: absent)."""
+    return parse_nft_table(text, FAMILY, TABLE, parse_mark)
 
 
 @dataclass(frozen=True)
@@ -50,12 +77,14 @@ class DirectorSpec:
     marks: tuple[Mark, ...]
     backend: Spec | None  # the real-server side, when this director is also a backend
 
+    def fwmark_table(self) -> NftTable | None:
+        if not self.marks:
+            return None
+        return NftTable(FAMILY, TABLE, (NftChain("prerouting", "prerouting", "mangle", self.marks),))
+
 
 def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
-    d = cluster.director(node)
-    if d is None:
-        names = ", ".join(sorted(x.name for x in cluster.directors))
-        raise InputError(f"--node: {node!r} is not a director (directors: {names})")
+    d = cluster.find_director(node)
     marks = tuple(sorted(
         (Mark(s.vip, s.protocol, s.port, s.fwmark) for s in cluster.services if s.fwmark),
         key=lambda m: (addr_key(m.vip), m.protocol, m.port),
@@ -64,46 +93,29 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend)
 
 
-def observed_role(spec: DirectorSpec, addresses: tuple[tuple[str, str, str], ...]) -> str:
+def observed_role(spec: DirectorSpec, addresses: tuple[NodeAddress, ...]) -> Role:
     """MASTER when keepalived has put a VIP on the VRRP interface, else BACKUP."""
-    vips = {str(v) for v in spec.vips}
-    for ifname, pfx, _label in addresses:
-        if ifname == spec.interface and pfx.split("/", 1)[0] in vips:
-            return "MASTER"
+    vips = set(spec.vips)
+    if any(a.ifname == spec.interface and a.address.ip in vips for a in addresses):
+        return "MASTER"
     return "BACKUP"
 
 
-def fwmark_script(rules: tuple[str, ...]) -> str:
-    lines = [f"table inet {FWMARK_TABLE}", f"delete table inet {FWMARK_TABLE}"]
-    if rules:
-        lines += [
-            f"table inet {FWMARK_TABLE} {{",
-            "    chain prerouting {",
-            "        type filter hook prerouting priority mangle; policy accept;",
-            *(f"        {r}" for r in rules),
-            "    }",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def role_spec(spec: DirectorSpec, role: str) -> Spec | None:
+def role_spec(spec: DirectorSpec, role: Role) -> Spec | None:
     if spec.backend is None:
         return None
     return replace(spec.backend, suppress=role != "MASTER")
 
 
-def plan_role(spec: DirectorSpec, role: str, facts: Facts) -> list[Change]:
+def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
     """Changes that make the node right for ``role``. BACKUP: suppression first,
     then the marks go; MASTER: the marks come, then the arp rules go."""
     backend = role_spec(spec, role)
-    want = tuple(m.rule() for m in spec.marks) if role == "MASTER" else ()
+    want = spec.fwmark_table() if role == "MASTER" else None
     marks: list[Change] = []
-    if want and facts.fwmark != want:
-        marks.append(Change("nft", f"nftables: mark VIP traffic for the fwmark services ({len(want)} rules)",
-                            (fwmark_script(want),)))
-    elif not want and facts.fwmark is not None:
-        marks.append(Change("nft", f"nftables: delete table inet {FWMARK_TABLE} (not MASTER)",
-                            (fwmark_script(()),)))
+    if want is not None and facts.nft.get(KEY) != want:
+        marks.append(LoadNftTable(want, "mark VIP traffic for the fwmark services"))
+    elif want is None and KEY in facts.nft:
+        marks.append(DeleteNftTable(KEY, "not MASTER"))
     backend_changes = plan(backend, facts) if backend else []
     return marks + backend_changes if role == "MASTER" else backend_changes + marks

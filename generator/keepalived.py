@@ -9,7 +9,8 @@ from typing import Any
 from lvsdr import __version__
 from lvsdr.errors import InputError
 
-from .model import Cluster, Director, Service, addr_key
+from .load import PATH_RE
+from .model import HOOK_MODES, Cluster, Service, addr_key
 from .templating import render_template, token
 
 CHECK_BLOCKS = {
@@ -23,35 +24,40 @@ CHECK_BLOCKS = {
 
 @dataclass(frozen=True)
 class Wiring:
-    """How keepalived on the director reaches lvsdr's hooks (flags override the file)."""
+    """How keepalived on the director reaches lvsdr's hooks. Every value goes
+    into keepalived.conf (a notify line runs as root), so each is validated
+    here, whatever it came from; an override names its flag in the error."""
 
     lvsdr_path: str
     config_path: str
     notify_fifo: str
     hook: str
 
+    def __post_init__(self) -> None:
+        for name in ("lvsdr_path", "config_path", "notify_fifo"):
+            _check_path(name, getattr(self, name))
+        if self.hook not in HOOK_MODES:
+            raise InputError(f"hook: {json.dumps(self.hook)} is not one of {', '.join(HOOK_MODES)}")
+
     @classmethod
-    def from_cluster(cls, cluster: Cluster, **overrides: str | None) -> Wiring:
-        base = {
-            "lvsdr_path": cluster.lvsdr_path,
-            "config_path": cluster.config_path,
-            "notify_fifo": cluster.notify_fifo,
-            "hook": cluster.hook,
-        }
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
+    def from_cluster(cls, cluster: Cluster, *, lvsdr_path: str | None = None, config_path: str | None = None,
+                     notify_fifo: str | None = None, hook: str | None = None) -> Wiring:
+        """The file's values, with these overrides (each checked as its --flag)."""
+        for flag, value in (("--lvsdr-path", lvsdr_path), ("--config-path", config_path),
+                            ("--notify-fifo", notify_fifo)):
+            if value is not None:
+                _check_path(flag, value)
+        return cls(lvsdr_path=lvsdr_path or cluster.lvsdr_path, config_path=config_path or cluster.config_path,
+                   notify_fifo=notify_fifo or cluster.notify_fifo, hook=hook or cluster.hook)
+
+
+def _check_path(name: str, value: str) -> None:
+    if not PATH_RE.fullmatch(value):
+        raise InputError(f"{name}: {json.dumps(value)} is not an absolute path without blanks or quotes")
 
 
 def instance_name(cluster: Cluster) -> str:
     return f"VI_{cluster.name}"
-
-
-def find_director(cluster: Cluster, node: str) -> Director:
-    d = cluster.director(node)
-    if d is None:
-        names = ", ".join(sorted(x.name for x in cluster.directors))
-        raise InputError(f"--node: {json.dumps(node)} is not a director (directors: {names})")
-    return d
 
 
 def _prefix(addr: Any) -> str:
@@ -85,7 +91,7 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
 def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None) -> str:
     """keepalived.conf text for director ``node``. ``source`` names the cluster
     file in the header (as given: no timestamp, no host facts)."""
-    me = find_director(cluster, node)
+    me = cluster.find_director(node)
     wiring = wiring or Wiring.from_cluster(cluster)
     family = me.address.version
     vips = cluster.vips

@@ -12,25 +12,24 @@ import dataclasses
 import ipaddress
 import json
 import re
-
-try:  # the same parser as the stdlib's tomllib, compiled: 3x faster on big files
-    import tomli as _toml
-except ImportError:  # pragma: no cover
-    import tomllib as _toml  # type: ignore[no-redef]
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomli as _toml  # the same parser as the stdlib's tomllib, compiled: 3x faster on big files
+
 from lvsdr.errors import InputError, ValidationError
 
+from . import methods
 from .model import (
-    ARP_METHODS,
     AUTO_FWMARK_BASE,
     CHECK_TYPES,
+    DEFAULT_ADVERT_INT,
+    DEFAULT_INTERFACE,
+    DEFAULT_PROTOCOL,
+    DEFAULT_SCHEDULER,
     HOOK_MODES,
-    IPV6_METHODS,
     PROTOCOLS,
-    REDIRECT_METHODS,
     SCHEDULERS,
     Backend,
     Check,
@@ -54,6 +53,18 @@ HOST_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0
 AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
 
 T = TypeVar("T")
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    """A model class's field defaults: every default is stated once, on the model."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+CLUSTER = _defaults(Cluster)
+REAL_SERVER = _defaults(RealServer)
+CHECK = _defaults(Check)
+BACKEND = _defaults(Backend)
+SERVICE = _defaults(Service)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+").fullmatch
 
 
@@ -61,7 +72,7 @@ class _Missing:
     pass
 
 
-MISSING: Any = _Missing()
+MISSING = _Missing()
 
 
 class Errors:
@@ -75,6 +86,8 @@ class Errors:
 
 
 def _typename(v: object) -> str:
+    if v is None:
+        return "null"
     if isinstance(v, bool):
         return "boolean"
     if isinstance(v, int):
@@ -127,28 +140,35 @@ class Table:
             return None
         return v
 
-    def int_in(self, key: str, lo: int, hi: int, default: Any = MISSING) -> int | None:
+    def int_in(self, key: str, lo: int, hi: int, default: int | None | _Missing = MISSING) -> int | None:
         v = self.get(key, int, default)
-        if v is None or key not in self.data:
-            return v  # type: ignore[no-any-return]
+        if key not in self.data:
+            return default if isinstance(default, int) else None
+        if not isinstance(v, int):
+            return None
         if not lo <= v <= hi:
             self.errors.add(self.path(key), f"{v} is outside {lo}..{hi}")
             return None
-        return v  # type: ignore[no-any-return]
+        return v
 
-    def text(self, key: str, pattern: re.Pattern[str], what: str, default: Any = MISSING) -> Any:
+    def text(self, key: str, pattern: re.Pattern[str], what: str,
+             default: str | None | _Missing = MISSING) -> str | None:
         v = self.get(key, str, default)
-        if v is None or key not in self.data:
-            return v
+        if key not in self.data:
+            return default if isinstance(default, str) else None
+        if not isinstance(v, str):
+            return None
         if not pattern.fullmatch(v):
             self.errors.add(self.path(key), f"{json.dumps(v)} is not {what}")
             return None
         return v
 
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = MISSING) -> Any:
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None | _Missing = MISSING) -> str | None:
         v = self.get(key, str, default)
-        if v is None or key not in self.data:
-            return v
+        if key not in self.data:
+            return default if isinstance(default, str) else None
+        if not isinstance(v, str):
+            return None
         if v not in choices:
             self.errors.add(
                 self.path(key), f"unknown value {json.dumps(v)} (expected one of {', '.join(choices)})"
@@ -156,10 +176,10 @@ class Table:
             return None
         return v
 
-    def address(self, key: str, default: Any = MISSING) -> IPAddress | None:
+    def address(self, key: str, default: None | _Missing = MISSING) -> IPAddress | None:
         v = self.get(key, str, default)
-        if v is None or key not in self.data:
-            return v  # type: ignore[no-any-return]
+        if not isinstance(v, str) or key not in self.data:
+            return None
         return parse_address(v, self.path(key), self.errors)
 
     def table(self, key: str) -> Table | None:
@@ -256,7 +276,7 @@ def parse_cluster(data: Any) -> Cluster:
 def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
-        "interface": c.text("interface", IFNAME_RE, "an interface name", "eth0"),
+        "interface": c.text("interface", IFNAME_RE, "an interface name", DEFAULT_INTERFACE),
         "virtual_router_id": c.int_in("virtual_router_id", 1, 255),
     }
     live = [d for d in directors if d is not None]
@@ -270,7 +290,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     kw["vrrp_version"] = version or 2
     if v6 and kw["vrrp_version"] != 3:
         errors.add(c.path("vrrp_version"), "IPv6 directors need VRRP version 3")
-    adv = c.get("advert_int", (int, float), 1)
+    adv = c.get("advert_int", (int, float), DEFAULT_ADVERT_INT)
     if adv is not None:
         if not 0 < adv <= 255:
             errors.add(c.path("advert_int"), f"{adv} is outside 0..255 seconds")
@@ -280,7 +300,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
             errors.add(c.path("advert_int"), f"{adv} is finer than VRRPv3's 0.01 s")
         else:
             kw["advert_int"] = int(adv) if adv == int(adv) else float(adv)
-    kw.setdefault("advert_int", 1)
+    kw.setdefault("advert_int", DEFAULT_ADVERT_INT)
     auth = c.raw("auth_pass", None)
     if isinstance(auth, str) and len(auth) > 8:
         errors.add(c.path("auth_pass"), f"{len(auth)} characters; VRRP PASS allows at most 8")
@@ -290,19 +310,19 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     if auth is not None and kw["vrrp_version"] == 3:
         errors.add(c.path("auth_pass"), "VRRP version 3 has no authentication; remove auth_pass")
     kw["auth_pass"] = auth
-    kw["unicast"] = c.get("unicast", bool, False)
+    kw["unicast"] = c.get("unicast", bool, CLUSTER["unicast"])
     if kw["unicast"] and len(live) == 1:
         errors.add(c.path("unicast"), "needs at least two directors (a unicast peer)")
-    kw["nopreempt"] = c.get("nopreempt", bool, False)
+    kw["nopreempt"] = c.get("nopreempt", bool, CLUSTER["nopreempt"])
     kw["preempt_delay"] = c.int_in("preempt_delay", 0, 1000, None)
-    kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, 5)
+    kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, CLUSTER["garp_master_delay"])
     kw["garp_master_refresh"] = c.int_in("garp_master_refresh", 1, 86400, None)
-    kw["hook"] = c.choice("hook", HOOK_MODES, "both")
-    kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", "/run/lvsdr/notify.fifo")
-    kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", "/usr/local/bin/lvsdr")
-    kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", "/etc/lvsdr/cluster.toml")
-    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), "BACKUP")
-    kw["state_dir"] = c.text("state_dir", PATH_RE, "an absolute path", "/run/lvsdr")
+    kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
+    kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", CLUSTER["notify_fifo"])
+    kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", CLUSTER["lvsdr_path"])
+    kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", CLUSTER["config_path"])
+    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
+    kw["state_dir"] = c.text("state_dir", PATH_RE, "an absolute path", CLUSTER["state_dir"])
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
     c.done()
@@ -311,7 +331,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
 
 def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director | None]:
     """One entry per table, None where it had errors (keeps indexes for messages)."""
-    default_if = "eth0"
+    default_if = DEFAULT_INTERFACE
     if c is not None and isinstance(c.data.get("interface"), str):
         default_if = c.data["interface"]
     out: list[Director | None] = []
@@ -323,10 +343,12 @@ def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director | N
         addr = t.address("address")
         prio = t.int_in("priority", 1, 254)
         iface = t.text("interface", IFNAME_RE, "an interface name", default_if)
-        method = t.choice("arp_method", ARP_METHODS, "sysctl")
+        method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
         t.done()
-        ok = addr is not None and prio is not None and None not in (name, iface, method)
-        out.append(Director(name, addr, prio, iface, method) if ok else None)  # type: ignore[arg-type]
+        if name is None or addr is None or prio is None or iface is None or method is None:
+            out.append(None)
+        else:
+            out.append(Director(name, addr, prio, iface, method))
     for i, d in enumerate(out):
         if d is None:
             continue
@@ -349,34 +371,36 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     for t in top.tables("real_servers", required=False):
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
         addr = t.address("address")
-        iface = t.text("interface", IFNAME_RE, "an interface name", "eth0")
-        method = t.choice("arp_method", ARP_METHODS, "sysctl")
-        zone = t.text("firewalld_zone", ZONE_RE, "a firewalld zone name", "public")
+        iface = t.text("interface", IFNAME_RE, "an interface name", REAL_SERVER["interface"])
+        method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
+        zone = t.text("firewalld_zone", ZONE_RE, "a firewalld zone name", REAL_SERVER["firewalld_zone"])
         t.done()
-        ok = addr is not None and None not in (name, iface, method, zone)
-        out.append(RealServer(name, addr, iface, method, zone) if ok else None)  # type: ignore[arg-type]
+        if name is None or addr is None or iface is None or method is None or zone is None:
+            out.append(None)
+        else:
+            out.append(RealServer(name, addr, iface, method, zone))
     return out
 
 
 def _check(t: Table | None, errors: Errors) -> Check:
     if t is None:
         return Check()
-    kind = t.choice("type", CHECK_TYPES, "tcp") or "tcp"
+    kind = t.choice("type", CHECK_TYPES, CHECK["type"]) or CHECK["type"]
     kw: dict[str, Any] = {"type": kind}
     kw["port"] = t.int_in("port", 1, 65535, None)
-    kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, 3)
-    kw["retry"] = t.int_in("retry", 0, 100, 3)
-    kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, 2)
+    kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, CHECK["connect_timeout"])
+    kw["retry"] = t.int_in("retry", 0, 100, CHECK["retry"])
+    kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, CHECK["delay_before_retry"])
     if kind in ("http", "https"):
-        kw["path"] = t.text("path", URL_PATH_RE, "a URL path (/..., no blanks, quotes, # or !)", "/")
-        kw["status_code"] = t.int_in("status_code", 100, 599, 200)
+        kw["path"] = t.text("path", URL_PATH_RE, "a URL path (/..., no blanks, quotes, # or !)", CHECK["path"])
+        kw["status_code"] = t.int_in("status_code", 100, 599, CHECK["status_code"])
         kw["virtualhost"] = t.text("virtualhost", HOST_RE, "a host name", None)
     if kind == "misc":
         kw["script"] = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
         kw["misc_timeout"] = t.int_in("timeout", 1, 3600, None)
     if kind == "dns":
         kw["query"] = t.text("query", HOST_RE, "a host name")
-        kw["query_type"] = t.choice("query_type", ("A", "AAAA", "NS", "MX", "TXT", "SOA"), "A")
+        kw["query_type"] = t.choice("query_type", ("A", "AAAA", "NS", "MX", "TXT", "SOA"), CHECK["query_type"])
     t.done()
     return Check(**{k: v for k, v in kw.items() if v is not None or k in ("port", "virtualhost")})
 
@@ -414,7 +438,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
             continue
         b = Table(item, where, errors)
         name = b.get("server", str)
-        weight = b.int_in("weight", 0, 65535, 1)
+        weight = b.int_in("weight", 0, 65535, BACKEND["weight"])
         port = b.int_in("port", 1, 65535, None)
         listen = b.int_in("listen_port", 1, 65535, None)
         b.done()
@@ -428,12 +452,12 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
             errors.add(
                 f"{where}.port",
                 f"{port} differs from the service port {svc_port}; DR cannot map ports "
-                "(use listen_port with arp_method iptables or firewalld)",
+                f"(use listen_port with arp_method {' or '.join(methods.REDIRECT)})",
             )
-        if listen is not None and srv.arp_method not in REDIRECT_METHODS:
+        if listen is not None and srv.arp_method not in methods.REDIRECT:
             errors.add(
                 f"{where}.listen_port",
-                f"needs arp_method iptables or firewalld on {name} (it is {srv.arp_method})",
+                f"needs arp_method {' or '.join(methods.REDIRECT)} on {name} (it is {srv.arp_method})",
             )
         out.append(Backend(name, srv.address, weight, listen, isinstance(srv, Director)))
     return out
@@ -458,9 +482,9 @@ def _services(
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
         vip = t.address("vip")
         port = t.int_in("port", 1, 65535)
-        proto = t.choice("protocol", PROTOCOLS, "tcp")
-        sched = t.choice("scheduler", SCHEDULERS, "wlc")
-        delay = t.int_in("delay_loop", 1, 3600, 6)
+        proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
+        sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
+        delay = t.int_in("delay_loop", 1, 3600, SERVICE["delay_loop"])
         persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
         quorum = t.int_in("quorum", 1, 65535 * 256, None)
         fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
@@ -475,7 +499,7 @@ def _services(
         check = _check(t.table("check"), errors)
         backends = _backends(t, known, plain, errors)
         t.done()
-        if vip is None or port is None or delay is None or None in (name, proto, sched):
+        if vip is None or port is None or delay is None or name is None or proto is None or sched is None:
             out.append(None)
             continue
         for i, b in enumerate(backends):
@@ -485,10 +509,10 @@ def _services(
                 errors.add(f"{t.path('backends')}[{i}]",
                            f"{b.server} is IPv{b.address.version} but the VIP is IPv{vip.version}")
             srv = known[b.server]
-            if vip.version == 6 and srv.arp_method not in IPV6_METHODS:
+            if vip.version == 6 and srv.arp_method not in methods.IPV6:
                 errors.add(f"{t.path('backends')}[{i}]",
                            f"{b.server} uses arp_method {srv.arp_method}, which cannot serve an "
-                           f"IPv6 VIP (use {', '.join(IPV6_METHODS)})")
+                           f"IPv6 VIP (use {', '.join(methods.IPV6)})")
         if sorry is not None and sorry.address.version != vip.version:
             errors.add(t.path("sorry_server.address"), f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
         if backends and len(backends) == len(t.data.get("backends") or []) and not any(
@@ -560,10 +584,10 @@ def _director_backends(directors: list[Director | None], services: list[Service 
     keepalived, so they are refused there."""
     backing = {b.server for s in services if s is not None for b in s.backends if b.is_director}
     for i, d in enumerate(directors):
-        if d is not None and d.name in backing and d.arp_method not in ("sysctl", "arptables", "nftables"):
+        if d is not None and d.name in backing and d.arp_method not in methods.DIRECTOR_BACKEND:
             errors.add(f"directors[{i}].arp_method",
                        f"{d.arp_method} cannot be used by a director that is also a backend "
-                       "(use sysctl, arptables or nftables)")
+                       f"(use {', '.join(methods.DIRECTOR_BACKEND[:-1])} or {methods.DIRECTOR_BACKEND[-1]})")
 
 
 def _assign_fwmarks(services: list[Service | None]) -> list[Service]:

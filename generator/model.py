@@ -7,18 +7,18 @@ cluster file always gives equal objects and the renderers stay pure.
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
+
+from lvsdr.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ARP_METHODS = ("sysctl", "arptables", "nftables", "iptables", "firewalld")
-# methods that put the VIP on the host (and so must stop it answering ARP)
-VIP_ON_HOST_METHODS = ("sysctl", "arptables", "nftables")
-# methods that serve the VIP without having it (a local redirect)
-REDIRECT_METHODS = ("iptables", "firewalld")
-# methods that handle IPv6 VIPs (NDP is not ARP; see docs/realserver.md)
-IPV6_METHODS = ("sysctl", "nftables", "iptables")
-
+DEFAULT_INTERFACE = "eth0"
+DEFAULT_ADVERT_INT = 1
+DEFAULT_ARP_METHOD = "sysctl"
+DEFAULT_PROTOCOL = "tcp"
+DEFAULT_SCHEDULER = "wlc"
 PROTOCOLS = ("tcp", "udp", "sctp")
 CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "none")
 HOOK_MODES = ("both", "fifo", "notify", "none")
@@ -54,15 +54,15 @@ class Director:
     address: IPAddress
     priority: int
     interface: str
-    arp_method: str = "sysctl"
+    arp_method: str = DEFAULT_ARP_METHOD  # used when the director is also a backend
 
 
 @dataclass(frozen=True)
 class RealServer:
     name: str
     address: IPAddress
-    interface: str = "eth0"
-    arp_method: str = "sysctl"
+    interface: str = DEFAULT_INTERFACE
+    arp_method: str = DEFAULT_ARP_METHOD
     firewalld_zone: str = "public"
 
 
@@ -132,6 +132,26 @@ class Cluster:
 
     def real_server(self, name: str) -> RealServer | None:
         return next((r for r in self.real_servers if r.name == name), None)
+
+    def find_node(self, name: str, kind: str = "") -> Director | RealServer:
+        """The node named ``name`` (of ``kind``: "director", "real server" or
+        any); an unknown name is an InputError listing every node by role."""
+        node: Director | RealServer | None = self.director(name) if kind != "real server" else None
+        if node is None and kind != "director":
+            node = self.real_server(name)
+        if node is None:
+            raise InputError(self.unknown_node(name, f"a {kind}" if kind else "a node of this cluster"))
+        return node
+
+    def find_director(self, name: str) -> Director:
+        d = self.find_node(name, "director")
+        assert isinstance(d, Director)
+        return d
+
+    def unknown_node(self, name: str, what: str) -> str:
+        directors = ", ".join(sorted(d.name for d in self.directors)) or "none"
+        real = ", ".join(sorted(r.name for r in self.real_servers)) or "none"
+        return f"--node: {json.dumps(name)} is not {what} (directors: {directors}; real servers: {real})"
 
     def services_of(self, server: str) -> tuple[Service, ...]:
         """Services for which ``server`` (a real server or director) is a backend."""

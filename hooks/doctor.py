@@ -6,11 +6,11 @@ about a failure; the exit code is 1 when anything failed.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvsdr.generator.keepalived import Wiring
 from lvsdr.generator.model import Cluster
 
 
@@ -54,7 +54,7 @@ def _processes(*match: str) -> list[int]:
 def _identity(r: Report, node: str, address: object) -> bool:
     from .facts import read_addresses
 
-    if any(p.split("/", 1)[0] == str(address) for _i, p, _l in read_addresses()):
+    if any(str(a.address.ip) == str(address) for a in read_addresses()):
         r.ok(f"this node has {node}'s address {address}")
         return True
     r.fail(f"this node does not have {node}'s address {address} (wrong --node, or not run on {node}?)")
@@ -70,29 +70,26 @@ def _pending(r: Report, what: str, changes: list[str], fix: str) -> None:
         print(f"        {c}")
 
 
-def doctor_director(args: argparse.Namespace, cluster: Cluster, r: Report) -> None:
+def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring: Wiring, r: Report) -> None:
     from lvsdr.generator.director import director_spec, observed_role, plan_role
-    from lvsdr.generator.keepalived import Wiring, render_keepalived
+    from lvsdr.generator.keepalived import render_keepalived
 
     from .facts import read_director_facts
     from .keepalived import check_text
 
-    spec = director_spec(cluster, args.node)
-    if not _identity(r, args.node, spec.address):
+    spec = director_spec(cluster, node)
+    if not _identity(r, node, spec.address):
         return
-    wiring = Wiring.from_cluster(cluster, lvsdr_path=args.lvsdr_path, config_path=args.config_path,
-                                 notify_fifo=args.notify_fifo, hook=args.hook)
-    text = render_keepalived(cluster, args.node, source=args.cluster, wiring=wiring)
-    conf = Path(args.keepalived_conf)
+    text = render_keepalived(cluster, node, source=source, wiring=wiring)
     try:
         live = conf.read_text()
     except OSError as e:
         r.fail(f"{conf}: cannot read ({e.strerror}); install it with `lvsdr render --check -o {conf}`")
     else:
         if live == text:
-            r.ok(f"{conf} is what `lvsdr render` gives for {args.node}")
+            r.ok(f"{conf} is what `lvsdr render` gives for {node}")
         else:
-            r.fail(f"{conf} differs from `lvsdr render` for {args.node} (run lvsdr render, or lvsdr watch)")
+            r.fail(f"{conf} differs from `lvsdr render` for {node} (run lvsdr render, or lvsdr watch)")
     check = check_text(text)
     if check.ok:
         r.ok("keepalived -t accepts the rendered config")
@@ -104,11 +101,11 @@ def doctor_director(args: argparse.Namespace, cluster: Cluster, r: Report) -> No
     else:
         r.fail("keepalived is not running in this network namespace")
     if wiring.hook in ("fifo", "both"):
-        agents = _processes(" agent ", f"--node {args.node}")
+        agents = _processes(" agent ", f"--node {node}")
         if agents:
             r.ok(f"lvsdr agent is running (pid {min(agents)})")
         else:
-            r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{args.node}.service)")
+            r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{node}.service)")
     facts = read_director_facts(spec.backend, Path(cluster.state_dir))
     role = observed_role(spec, facts.addresses)
     r.ok(f"VRRP role observed: {role} (VIPs {'on' if role == 'MASTER' else 'not on'} {spec.interface})")
@@ -116,35 +113,37 @@ def doctor_director(args: argparse.Namespace, cluster: Cluster, r: Report) -> No
              "the failover hook would make them; `lvsdr notify` runs it")
 
 
-def doctor_realserver(args: argparse.Namespace, cluster: Cluster, r: Report) -> None:
+def doctor_realserver(cluster: Cluster, node: str, r: Report) -> None:
+    from lvsdr.generator.methods import method_of
     from lvsdr.generator.realserver import desired, plan
 
-    from .facts import read_facts, read_sysctls
+    from .facts import read_facts
 
-    spec = desired(cluster, args.node)
-    if not _identity(r, args.node, spec.address):
+    spec = desired(cluster, node)
+    if not _identity(r, node, spec.address):
         return
     facts = read_facts(spec, Path(cluster.state_dir))
     _pending(r, f"ARP suppression ({spec.method})", [c.description for c in plan(spec, facts)],
-             f"run lvsdr realserver apply --node {args.node}")
-    if spec.method == "sysctl":
-        vals = read_sysctls([f"net.ipv4.conf.{d}.{k}" for d in ("all", spec.interface)
-                             for k in ("arp_ignore", "arp_announce")])
-        r.ok("sysctls: " + ", ".join(f"{k.removeprefix('net.ipv4.conf.')}={v}" for k, v in sorted(vals.items())))
-    present = {p.split("/", 1)[0] for _i, p, _l in facts.addresses}
-    on_host = [v for v in spec.vips if str(v) in present]
-    if spec.method in ("iptables", "firewalld") and on_host:
+             f"run lvsdr realserver apply --node {node}")
+    wanted = method_of(spec).sysctls(spec)
+    if wanted:
+        r.ok("sysctls: " + ", ".join(f"{k.removeprefix('net.ipv4.conf.')}={facts.sysctls.get(k, '?')}"
+                                     for k in sorted(wanted)))
+    present = {a.address.ip for a in facts.addresses}
+    on_host = [v for v in spec.vips if v in present]
+    if method_of(spec).redirect and on_host:
         r.warn(f"VIPs {', '.join(map(str, on_host))} are on this host, but arp_method {spec.method} serves them "
                "without: something else put them there, and they may answer ARP")
 
 
-def cmd_doctor(args: argparse.Namespace, cluster: Cluster) -> int:
+def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring) -> int:
+    """Check this node against the cluster file: one line per check; exit 1 if any failed."""
     r = Report()
     if os.geteuid() != 0:
         r.warn("not root: firewall rules cannot be read, results may be incomplete")
-    if cluster.director(args.node) is not None:
-        doctor_director(args, cluster, r)
+    if cluster.director(node) is not None:
+        doctor_director(cluster, node, source, keepalived_conf, wiring, r)
     else:
-        doctor_realserver(args, cluster, r)
-    print(f"{args.node}: {'all checks passed' if not r.failed else f'{r.failed} checks failed'}")
+        doctor_realserver(cluster, node, r)
+    print(f"{node}: {'all checks passed' if not r.failed else f'{r.failed} checks failed'}")
     return 1 if r.failed else 0

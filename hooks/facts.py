@@ -1,28 +1,54 @@
-"""Read a real server's state (read-only): addresses, sysctls, lvsdr's rules, its record."""
+"""Read a node's state (read-only): each fact is a command plus a pure parser.
+
+The commands and parsers live with what they describe (each ARP method's
+module, ``generator/director.py`` for the fwmark table, ``parse_table_counts``
+here); this module only runs them. Every reader says "absent" the same way
+(an empty value) and raises ``FactError`` when something could not be read.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 import subprocess
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from lvsdr.errors import LvsdrError
-from lvsdr.generator.realserver import ARP_CHAINS, NAT_CHAIN, NFT_TABLE, Facts, Spec
+from lvsdr.generator.methods import REGISTRY
+from lvsdr.generator.methods.base import FactCommand
+from lvsdr.generator.node import Chain, FactError, Facts, NftTable, NodeAddress, Record, Rule
+from lvsdr.generator.spec import Spec
+
+TABLES_FACT = FactCommand(("nft", "-j", "list", "ruleset"))
 
 
 def record_path(state_dir: Path, spec: Spec) -> Path:
     return state_dir / f"realserver-{spec.cluster}-{spec.node}.json"
 
 
-def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+def run_fact(cmd: FactCommand) -> str:
+    """The command's output; "" when its program is missing or the error says
+    the thing is absent; ``FactError`` for any other failure."""
+    if shutil.which(cmd.argv[0]) is None:
+        return ""
+    try:
+        p = subprocess.run(list(cmd.argv), capture_output=True, text=True, check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise FactError(f"{' '.join(cmd.argv)}: no answer within 30 s") from None
+    if p.returncode == 0:
+        return p.stdout
+    err = (p.stderr or p.stdout).strip()
+    if any(s in err for s in cmd.absent):
+        return ""
+    for pattern, advice in cmd.hints:
+        if pattern in err.lower():
+            raise FactError(advice)
+    raise FactError(f"{' '.join(cmd.argv)}: exit {p.returncode}: {err.splitlines()[0] if err else 'no output'}")
 
 
-def read_addresses() -> tuple[tuple[str, str, str], ...]:
+def read_addresses() -> tuple[NodeAddress, ...]:
     from .netlink import addresses  # one netlink dump; no pyroute2 import on the read path
 
     return addresses()
@@ -38,61 +64,22 @@ def sysctl_path(key: str) -> Path:
 
 
 def read_sysctls(keys: list[str]) -> dict[str, str]:
+    """Values of ``keys``; a key that does not exist (no such interface) is absent."""
     out = {}
     for k in keys:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(FileNotFoundError):
             out[k] = sysctl_path(k).read_text().strip()
     return out
 
 
-def read_arptables() -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
-    if shutil.which("arptables") is None:
-        return None, ()
-    p = _run(["arptables", "-S"])
-    if p.returncode != 0:
-        raise LvsdrError(f"arptables -S: {p.stderr.strip()}")
-    lines = p.stdout.splitlines()
-    exists = any(ln == f"-N {c}" for ln in lines for c in ARP_CHAINS)
-    rules = tuple(ln for ln in lines if ln.split()[:2] in (["-A", "LVSDR_IN"], ["-A", "LVSDR_OUT"]))
-    jumps = tuple(h for h, c in (("INPUT", "LVSDR_IN"), ("OUTPUT", "LVSDR_OUT")) if f"-A {h} -j {c}" in lines)
-    return (rules if exists else None), jumps
-
-
-_NFT_CHAIN = re.compile(r"^\s*chain (\S+) \{")
-
-
-def read_nft(family: str = "arp", table: str = NFT_TABLE) -> dict[str, tuple[str, ...]] | None:
-    """Rules per chain of one nftables table, as `nft -s list` prints them; None: no table."""
-    if shutil.which("nft") is None:
-        return None
-    p = _run(["nft", "-s", "list", "table", family, table])
-    if p.returncode != 0:
-        return None  # no such table
-    chains: dict[str, list[str]] = {}
-    current = None
-    for line in p.stdout.splitlines():
-        m = _NFT_CHAIN.match(line)
-        if m:
-            current = m.group(1)
-            chains[current] = []
-            continue
-        s = line.strip()
-        if current and s and not s.startswith(("type ", "}", "policy")):
-            chains[current].append(s)
-    return {k: tuple(v) for k, v in chains.items() if v}
-
-
-def read_nft_tables() -> dict[str, int]:
-    """Every nftables table ("family name") with its number of rules."""
-    if shutil.which("nft") is None:
-        return {}
-    p = _run(["nft", "-j", "list", "ruleset"])
-    if p.returncode != 0:
+def parse_table_counts(text: str) -> dict[str, int]:
+    """`nft -j list ruleset` -> every table ("family name") with its number of rules."""
+    if not text.strip():
         return {}
     try:
-        items = json.loads(p.stdout).get("nftables", [])
+        items = json.loads(text).get("nftables", [])
     except (ValueError, AttributeError):
-        return {}
+        raise FactError("nft -j list ruleset: output is not nftables JSON") from None
     out: dict[str, int] = {}
     for item in items:
         if "table" in item:
@@ -105,84 +92,57 @@ def read_nft_tables() -> dict[str, int]:
     return out
 
 
-def read_iptables(prog: str) -> tuple[tuple[str, ...] | None, bool]:
-    if shutil.which(prog) is None:
-        return None, False
-    p = _run([prog, "-t", "nat", "-S"])
-    if p.returncode != 0:
-        return None, False
-    lines = p.stdout.splitlines()
-    exists = f"-N {NAT_CHAIN}" in lines
-    rules = tuple(ln for ln in lines if ln.startswith(f"-A {NAT_CHAIN} "))
-    return (rules if exists else None), f"-A PREROUTING -j {NAT_CHAIN}" in lines
-
-
-def read_forward_ports(zone: str) -> dict[str, tuple[str, ...]]:
-    out = {}
-    for where, extra in (("runtime", []), ("permanent", ["--permanent"])):
-        p = _run(["firewall-cmd", *extra, f"--zone={zone}", "--list-forward-ports"])
-        if p.returncode != 0:
-            msg = (p.stderr or p.stdout).strip()
-            if "not running" in msg.lower():
-                raise LvsdrError("firewalld is not running (systemctl start firewalld)")
-            raise LvsdrError(f"firewall-cmd --zone={zone}: {msg}")
-        # firewall-cmd prints "port=80:proto=tcp:toport=80:toaddr=": an empty toaddr is none
-        out[where] = tuple(sorted(fp.removesuffix(":toaddr=") for fp in p.stdout.split()))
-    return out
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
+def read_record(path: Path) -> Record | None:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise LvsdrError(f"{path}: unreadable lvsdr record ({e}); fix or remove it") from None
-    return data if isinstance(data, dict) else None
+    except OSError as e:
+        raise FactError(f"{path}: cannot read lvsdr's record ({e.strerror})") from None
+    return Record.from_json(text, str(path))
 
 
-def require_identity(node: str, address: object, addresses: tuple[tuple[str, str, str], ...]) -> None:
+def require_identity(node: str, address: object, addresses: tuple[NodeAddress, ...]) -> None:
     """Act only on the node the cluster file names: its address must be here.
     (A wrong --node, or a command run on the wrong host or namespace, changes nothing.)"""
-    if not any(pfx.split("/", 1)[0] == str(address) for _i, pfx, _l in addresses):
-        raise LvsdrError(f"this node does not have {node}'s address {address}; refusing to change it "
-                         f"(wrong --node, or not run on {node}?)")
-
-
-def read_fwmark() -> tuple[str, ...] | None:
-    from lvsdr.generator.director import FWMARK_TABLE
-
-    chains = read_nft("inet", FWMARK_TABLE)
-    return None if chains is None else chains.get("prerouting", ())
-
-
-def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
-    """A director: its fwmark rules, and the real-server side when it is a backend."""
-    import dataclasses
-
-    base = read_facts(spec, state_dir) if spec is not None else Facts(addresses=read_addresses())
-    return dataclasses.replace(base, fwmark=read_fwmark())
+    if not any(str(a.address.ip) == str(address) for a in addresses):
+        raise FactError(f"this node does not have {node}'s address {address}; refusing to change it "
+                        f"(wrong --node, or not run on {node}?)")
 
 
 def read_facts(spec: Spec, state_dir: Path) -> Facts:
-    """``state_dir`` is the cluster file's state_dir (or --state-dir): where lvsdr's record is."""
+    """A real server (or a director's backend side): every method's facts, so
+    a plan also cleans up what another method left. ``state_dir`` is the
+    cluster file's state_dir (or --state-dir): where lvsdr's record is."""
     record = read_record(record_path(state_dir, spec))
-    keys = set(spec.sysctls()) | set((record or {}).get("sysctl_originals", {}))
-    arp_rules, arp_jumps = read_arptables()
-    ipt4, jump4 = read_iptables("iptables")
-    ipt6, jump6 = read_iptables("ip6tables")
-    fps: dict[str, tuple[str, ...]] = {}
-    if spec.method == "firewalld" or (record or {}).get("forward_ports"):
-        fps = read_forward_ports(spec.zone)
+    keys = set(REGISTRY[spec.method].sysctls(spec)) | set(dict(record.sysctl_originals) if record else {})
+    chains: list[Chain] = []
+    rules: list[Rule] = []
+    nft: dict[str, NftTable] = {}
+    for method in REGISTRY.values():
+        cmds = method.fact_commands(spec, record.forward_ports if record else ())
+        if not cmds:
+            continue
+        seen = method.parse([run_fact(c) for c in cmds], spec)
+        chains += seen.chains
+        rules += seen.rules
+        nft.update((t.key, t) for t in seen.nft)
     return Facts(
         addresses=read_addresses(),
         sysctls=read_sysctls(sorted(keys)),
-        arptables=arp_rules,
-        arptables_jumps=arp_jumps,
-        nft=read_nft(),
-        iptables={4: ipt4, 6: ipt6},
-        iptables_jump={4: jump4, 6: jump6},
-        forward_ports=fps,
-        nft_tables=read_nft_tables(),
+        chains=tuple(chains),
+        rules=tuple(rules),
+        nft=nft,
+        nft_tables=parse_table_counts(run_fact(TABLES_FACT)),
         record=record,
     )
+
+
+def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
+    """A director: its fwmark table, and the real-server side when it is a backend."""
+    from lvsdr.generator.director import FWMARK_FACT, parse_fwmark
+
+    base = read_facts(spec, state_dir) if spec is not None else Facts(addresses=read_addresses())
+    table = parse_fwmark(run_fact(FWMARK_FACT))
+    nft: Mapping[str, NftTable] = {**base.nft, **({table.key: table} if table else {})}
+    return replace(base, nft=nft)

@@ -3,29 +3,42 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 from lvsdr.errors import ApplyError
-from lvsdr.generator.realserver import Change
+from lvsdr.generator.changes import (
+    AddAddress,
+    AddRule,
+    Change,
+    DeleteNftTable,
+    DeleteRule,
+    ForgetRecord,
+    LoadNftTable,
+    RemoveAddress,
+    RestoreSysctl,
+    SetSysctl,
+    WriteRecord,
+)
 
 from .facts import sysctl_path
 from .files import write_atomic
+
+IFA_F_NODAD = 0x02
 
 
 class Gateway:
     """Applies ``Change``s: pyroute2 for addresses, /proc/sys for sysctls,
     argument lists (never shell strings) for nft/arptables/iptables/firewall-cmd,
-    atomic writes for files."""
+    atomic writes for lvsdr's record."""
 
     def __init__(self, record_path: Path, echo: Callable[[str], None] | None = None) -> None:
         self.record_path = record_path
         self.echo = echo or (lambda s: None)
-        self._ipr: Any = None
+        self._ipr: Any = None  # pyroute2.IPRoute, imported only when an address changes
 
     def apply(self, changes: Iterable[Change]) -> int:
         """Apply in order; stop at the first failure (the order keeps the node
@@ -48,49 +61,52 @@ class Gateway:
         return n
 
     def _one(self, ch: Change) -> None:
-        if ch.kind == "sysctl":
-            key, value = ch.args
-            sysctl_path(key).write_text(f"{value}\n")
-        elif ch.kind in ("addr-add", "addr-del"):
-            self._addr(ch)
-        elif ch.kind == "cmd":
-            self._run(list(ch.args))
-        elif ch.kind == "nft":
-            self._run(["nft", "-f", "-"], stdin=ch.args[0])
-        elif ch.kind == "record":
-            self.record_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            write_atomic(self.record_path, ch.args[0] + "\n", 0o600)
-        elif ch.kind == "record-del":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.record_path)
-        else:
-            raise ApplyError(f"unknown change kind {ch.kind!r}")
+        match ch:
+            case SetSysctl(key=key, value=value) | RestoreSysctl(key=key, value=value):
+                sysctl_path(key).write_text(f"{value}\n")
+            case AddAddress() | RemoveAddress():
+                self._addr(ch)
+            case AddRule(rule=rule):
+                self._run(rule.argv("add"))
+            case DeleteRule(rule=rule):
+                self._run(rule.argv("delete"))
+            case LoadNftTable(table=table):
+                self._run(("nft", "-f", "-"), stdin=table.script())
+            case DeleteNftTable(key=key):
+                self._run(("nft", "delete", "table", *key.split()))
+            case WriteRecord(record=record):
+                self.record_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                write_atomic(self.record_path, record.to_json() + "\n", 0o600)
+            case ForgetRecord():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.record_path)
+            case _:
+                assert_never(ch)
 
-    def _addr(self, ch: Change) -> None:
-        from pyroute2 import IPRoute
-
+    def _addr(self, ch: AddAddress | RemoveAddress) -> None:
         if self._ipr is None:
+            from pyroute2 import IPRoute
+
             self._ipr = IPRoute()
         ipr = self._ipr
-        ifname, pfx = ch.args[0], ch.args[1]
-        iface = ipaddress.ip_interface(pfx)
-        idx = ipr.link_lookup(ifname=ifname)
+        idx = ipr.link_lookup(ifname=ch.ifname)
         if not idx:
-            raise ApplyError(f"{ch.description}: no interface {ifname}")
-        kw = {"index": idx[0], "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-        if ch.kind == "addr-add":
-            if iface.version == 4 and ch.args[2]:
-                kw["label"] = ch.args[2]
-            if iface.version == 6:
-                kw["flags"] = 0x02  # IFA_F_NODAD: a VIP is a shared address by design
+            raise ApplyError(f"{ch.description}: no interface {ch.ifname}")
+        kw: dict[str, Any] = {"index": idx[0], "address": str(ch.address.ip),
+                              "prefixlen": ch.address.network.prefixlen}
+        if isinstance(ch, AddAddress):
+            if ch.address.version == 4 and ch.label:
+                kw["label"] = ch.label
+            if ch.address.version == 6:
+                kw["flags"] = IFA_F_NODAD  # a VIP is a shared address by design
             ipr.addr("add", **kw)
         else:
             ipr.addr("del", **kw)
 
     @staticmethod
-    def _run(argv: list[str], stdin: str | None = None) -> None:
+    def _run(argv: tuple[str, ...], stdin: str | None = None) -> None:
         try:
-            p = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False, timeout=60)
+            p = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60)
         except FileNotFoundError:
             raise ApplyError(f"{argv[0]}: not found") from None
         if p.returncode != 0:

@@ -13,6 +13,8 @@ import os
 import socket
 import struct
 
+from lvsdr.generator.node import NodeAddress, address_key
+
 NETLINK_ROUTE = 0
 RTM_GETADDR = 22
 NLM_F_REQUEST = 0x1
@@ -41,15 +43,19 @@ def _attrs(data: bytes, offset: int, end: int) -> dict[int, bytes]:
     return out
 
 
-def addresses() -> tuple[tuple[str, str, str], ...]:
-    """Every address of this network namespace: (ifname, "addr/prefixlen", label)."""
+def _sorted(out: list[NodeAddress]) -> tuple[NodeAddress, ...]:
+    return tuple(sorted(out, key=lambda a: (*address_key((a.ifname, a.address)), a.label)))
+
+
+def addresses() -> tuple[NodeAddress, ...]:
+    """Every address of this network namespace, sorted."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
     try:
         sock.bind((0, 0))
         seq = os.getpid() & 0xFFFF
         req = _NLMSGHDR.pack(_NLMSGHDR.size + _IFADDRMSG.size, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
         sock.send(req + _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
-        out: list[tuple[str, str, str]] = []
+        out: list[NodeAddress] = []
         names: dict[int, str] = {}
         while True:
             data = sock.recv(65536)
@@ -57,9 +63,9 @@ def addresses() -> tuple[tuple[str, str, str], ...]:
             while offset + _NLMSGHDR.size <= len(data):
                 length, kind, _flags, _seq, _pid = _NLMSGHDR.unpack_from(data, offset)
                 if length < _NLMSGHDR.size:
-                    return tuple(sorted(out))
+                    return _sorted(out)
                 if kind == NLMSG_DONE:
-                    return tuple(sorted(out))
+                    return _sorted(out)
                 if kind == NLMSG_ERROR:
                     (errno,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
                     raise OSError(-errno, os.strerror(-errno))
@@ -68,14 +74,14 @@ def addresses() -> tuple[tuple[str, str, str], ...]:
                 attrs = _attrs(data, body + _IFADDRMSG.size, offset + length)
                 raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
                 if raw and family in (socket.AF_INET, socket.AF_INET6):
-                    addr = ipaddress.ip_address(raw)
+                    addr = ipaddress.ip_interface((raw, plen))
                     if index not in names:
                         try:
                             names[index] = socket.if_indextoname(index)
                         except OSError:
                             names[index] = "?"
                     label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
-                    out.append((names[index], f"{addr}/{plen}", label))
+                    out.append(NodeAddress(names[index], addr, label))
                 offset += _align(length)
     finally:
         sock.close()

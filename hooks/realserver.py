@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from lvsdr.errors import LvsdrError, MissingToolError
+from lvsdr.generator.changes import Change
+from lvsdr.generator.methods import method_of
 from lvsdr.generator.model import Cluster
-from lvsdr.generator.realserver import TOOLS, Change, Spec, desired, plan, plan_remove
+from lvsdr.generator.realserver import desired, plan, plan_remove
+from lvsdr.generator.spec import Spec
 
 from .facts import read_addresses, read_facts, record_path, require_identity
-from .files import node_lock
+from .files import node_lock, write_atomic
+
+Action = Literal["plan", "apply", "remove"]
 
 
 def require_tools(spec: Spec) -> None:
-    for prog in spec.tools():
-        if shutil.which(prog) is None:
-            debian, rhel = TOOLS[prog]
-            raise MissingToolError(prog, debian, rhel)
+    for tool in method_of(spec).tools(spec):
+        if shutil.which(tool.program) is None:
+            raise MissingToolError(tool.program, tool.debian, tool.rhel)
 
 
 def print_plan(spec: Spec, changes: list[Change], verb: str) -> None:
@@ -33,48 +37,46 @@ def print_plan(spec: Spec, changes: list[Change], verb: str) -> None:
         print(f"  {ch.description}")
 
 
-def main(args: argparse.Namespace, cluster: Cluster) -> int:
-    spec = desired(cluster, args.node)
-    if args.action == "render":
-        from lvsdr.generator.artifacts import realserver_files
+def render(cluster: Cluster, node: str, source: str, output_dir: Path) -> int:
+    """Write the node's files under ``output_dir`` and print their paths."""
+    from lvsdr.generator.artifacts import realserver_files
 
-        from .files import write_atomic
+    spec = desired(cluster, node)
+    files = realserver_files(cluster, spec, source=source)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for rel, (text, mode) in sorted(files.items()):
+        (output_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(output_dir / rel, text, mode)
+        print(output_dir / rel)
+    return 0
 
-        out = Path(args.output_dir)
-        files = realserver_files(cluster, spec, source=args.cluster)
-        out.mkdir(parents=True, exist_ok=True)
-        for rel, (text, mode) in sorted(files.items()):
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(out / rel, text, mode)
-            print(out / rel)
-        return 0
-    state_dir = Path(getattr(args, "state_dir", None) or cluster.state_dir)
-    if args.action in ("apply", "plan"):
+
+def reconcile(cluster: Cluster, node: str, action: Action, state_dir: Path | None = None,
+              dry_run: bool = False) -> int:
+    """Plan (and unless ``dry_run`` or ``action`` is "plan", apply) on this node."""
+    spec = desired(cluster, node)
+    state = state_dir or Path(cluster.state_dir)
+    if action in ("apply", "plan"):
         require_tools(spec)
         if not Path("/sys/class/net", spec.interface).exists():
             raise LvsdrError(f"interface {spec.interface} of real server {spec.node} does not exist on this "
                              "node (real_servers[].interface in the cluster file)")
     require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
-    dry = args.action == "plan" or args.dry_run
+    dry = action == "plan" or dry_run
     if os.geteuid() != 0:
-        raise LvsdrError(f"realserver {args.action} needs root (it reads the node's arptables, nftables and "
+        raise LvsdrError(f"realserver {action} needs root (it reads the node's arptables, nftables and "
                          "iptables rules; `realserver render` does not)")
-    with contextlib.nullcontext() if dry else node_lock(state_dir):
-        return _run(args, spec, state_dir)
+    with contextlib.nullcontext() if dry else node_lock(state):
+        facts = read_facts(spec, state)
+        changes = plan_remove(spec, facts) if action == "remove" else plan(spec, facts)
+        if dry:
+            print_plan(spec, changes, "plan" if action == "plan" else f"{action} (dry run)")
+            return 0
+        if not changes:
+            print_plan(spec, [], action)
+            return 0
+        from .gateway import Gateway
 
-
-def _run(args: argparse.Namespace, spec: Spec, state_dir: Path) -> int:
-    facts = read_facts(spec, state_dir)
-    changes = plan_remove(spec, facts) if args.action == "remove" else plan(spec, facts)
-    verb = {"apply": "apply", "plan": "plan", "remove": "remove"}[args.action]
-    if args.action == "plan" or getattr(args, "dry_run", False):
-        print_plan(spec, changes, f"{verb} (dry run)" if args.action != "plan" else "plan")
-        return 0
-    from .gateway import Gateway
-
-    if not changes:
-        print_plan(spec, [], verb)
-        return 0
-    print(f"{verb} on {spec.node} (arp_method {spec.method}): {len(changes)} changes")
-    Gateway(record_path(state_dir, spec), echo=print).apply(changes)
+        print(f"{action} on {spec.node} (arp_method {spec.method}): {len(changes)} changes")
+        Gateway(record_path(state, spec), echo=print).apply(changes)
     return 0

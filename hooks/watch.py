@@ -3,23 +3,48 @@
 On start and on every change of the cluster file: load and validate it,
 render keepalived.conf, have `keepalived -t` accept it, replace the config
 atomically (only when its bytes change) and reload keepalived (SIGHUP to the
-pid in --pidfile). A file that does not validate, or a config keepalived
+pid in the pidfile). A file that does not validate, or a config keepalived
 rejects, changes nothing: the last good config stays in place and keepalived
 keeps running it; the error is logged, and the next good save is picked up.
+Transient failures (keepalived -t timing out, a write error, keepalived's
+pid gone) are logged too, and the watcher goes on.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lvsdr.errors import LvsdrError
 
 DEBOUNCE = 0.3  # seconds: editors write a file in several steps
+PIDFILE = "/run/keepalived.pid"
+
+Outcome = Literal["unchanged", "reloaded", "written", "rejected", "failed"]
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """What to keep true: director ``node``'s ``output`` from ``cluster``."""
+
+    cluster: Path
+    node: str
+    output: Path
+    pidfile: Path = Path(PIDFILE)
+    lvsdr_path: str | None = None
+    config_path: str | None = None
+    notify_fifo: str | None = None
+    hook: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    detail: str
 
 
 def _pid(pidfile: Path) -> int | None:
@@ -31,58 +56,85 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
-def sync_once(args: argparse.Namespace, log: Any) -> str:
-    """One pass: returns "unchanged", "reloaded", "written" (no keepalived to
-    reload) or "rejected" (the last good config stays)."""
+def render_target(t: WatchTarget) -> tuple[str, int]:
+    """(config text, file mode) for the target; LvsdrError for a bad file."""
     from lvsdr.generator.keepalived import Wiring, render_keepalived
     from lvsdr.generator.load import load_cluster
 
+    cluster = load_cluster(t.cluster)
+    wiring = Wiring.from_cluster(cluster, lvsdr_path=t.lvsdr_path, config_path=t.config_path,
+                                 notify_fifo=t.notify_fifo, hook=t.hook)
+    text = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring)
+    return text, 0o600 if cluster.auth_pass else 0o644
+
+
+def sync_once(t: WatchTarget, log: Any) -> Result:
+    """One pass. Never raises for what a running watcher must survive."""
     from .files import write_atomic
     from .keepalived import check_text
 
     try:
-        cluster = load_cluster(args.cluster)
-        wiring = Wiring.from_cluster(cluster, lvsdr_path=args.lvsdr_path, config_path=args.config_path,
-                                     notify_fifo=args.notify_fifo, hook=args.hook)
-        text = render_keepalived(cluster, args.node, source=args.cluster, wiring=wiring)
+        text, mode = render_target(t)
     except LvsdrError as e:
-        log.error("cluster file rejected; keeping the last good config", error=str(e), output=args.output)
-        return "rejected"
-    out = Path(args.output)
+        log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
+        return Result("rejected", f"cluster file rejected, last good config kept: {e}")
     try:
-        if out.read_text() == text:
-            return "unchanged"
+        if t.output.read_text() == text:
+            return Result("unchanged", "unchanged")
     except OSError:
         pass
-    result = check_text(text)
+    try:
+        result = check_text(text)
+    except LvsdrError as e:  # keepalived -t did not answer: try again at the next change
+        log.error("keepalived -t failed; keeping the last good config", error=str(e), output=str(t.output))
+        return Result("failed", f"not validated, last good config kept: {e}")
     if not result.ok:
         log.error("keepalived -t rejected the new config; keeping the last good one", error=result.message(),
-                  output=args.output)
-        return "rejected"
-    write_atomic(out, text, 0o600 if cluster.auth_pass else 0o644)
-    pid = _pid(Path(args.pidfile))
+                  output=str(t.output))
+        return Result("rejected", f"rejected by keepalived -t, last good config kept: {result.message()}")
+    try:
+        write_atomic(t.output, text, mode)
+    except LvsdrError as e:
+        log.error("cannot write the config; keeping the last good one", error=str(e), output=str(t.output))
+        return Result("failed", str(e))
+    pid = _pid(t.pidfile)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pid = None
     if pid is None:
-        log.warning("config written; keepalived is not running (no live pid in pidfile)", output=args.output,
-                    pidfile=args.pidfile)
-        return "written"
-    os.kill(pid, signal.SIGHUP)
-    log.info("config written and keepalived reloaded", output=args.output, pid=pid)
-    return "reloaded"
+        log.warning("config written; keepalived is not running (no live pid in pidfile)", output=str(t.output),
+                    pidfile=str(t.pidfile))
+        return Result("written", f"written; keepalived not running (no live pid in {t.pidfile})")
+    log.info("config written and keepalived reloaded", output=str(t.output), pid=pid)
+    return Result("reloaded", f"written; keepalived (pid {pid}) reloaded")
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
+def once(t: WatchTarget) -> int:
+    """One pass for configuration management: what it did on stderr; exit 1
+    when the new config was not installed."""
+    import sys
+
+    from .log import get_logger
+
+    r = sync_once(t, get_logger(node=t.node, event_source="watch"))
+    print(f"lvsdr watch: {t.output}: {r.detail}", file=sys.stderr)
+    return 1 if r.outcome in ("rejected", "failed") else 0
+
+
+def watch(t: WatchTarget) -> int:
+    """Resident: one pass now, then one after every change (debounced)."""
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
 
     from .log import get_logger
 
-    log = get_logger(node=args.node, event_source="watch")
-    target = Path(args.cluster).resolve()
+    log = get_logger(node=t.node, event_source="watch")
+    target = t.cluster.resolve()
     if not target.parent.is_dir():
-        raise LvsdrError(f"{args.cluster}: directory does not exist")
-    first = sync_once(args, log)
-    if args.once:
-        return 0 if first != "rejected" else 1
+        raise LvsdrError(f"{t.cluster}: directory does not exist")
+    sync_once(t, log)
     changed = threading.Event()
     stop = threading.Event()
 
@@ -102,7 +154,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # the directory, not the file: editors and config management replace files by rename
     observer.schedule(Handler(), str(target.parent), recursive=False)
     observer.start()
-    log.info("watching", cluster=str(target), output=args.output)
+    log.info("watching", cluster=str(target), output=str(t.output))
     try:
         while not stop.is_set():
             changed.wait()
@@ -110,7 +162,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 break
             stop.wait(DEBOUNCE)
             changed.clear()
-            sync_once(args, log)
+            try:
+                sync_once(t, log)
+            except Exception:  # anything unforeseen: logged with its traceback, and the watcher goes on
+                log.exception("sync failed; keeping the last good config", output=str(t.output))
     finally:
         observer.stop()
         observer.join(timeout=5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from importlib.resources import files
@@ -28,11 +27,10 @@ def step(msg: str) -> None:
     say(f"==> {msg}")
 
 
-def _lab(args: argparse.Namespace) -> Lab:
-    path = Path(args.cluster) if args.cluster else bundled_example()
+def _lab(cluster_path: Path | None, no_suppression: bool = False) -> Lab:
+    path = cluster_path or bundled_example()
     cluster = load_cluster(path)  # bad file: exit 2 before anything is built
-    suppression = "none" if getattr(args, "no_suppression", False) else "product"
-    return Lab(cluster, path, suppression=suppression, log=lambda m: say(f"    {m}"))
+    return Lab(cluster, path, suppression="none" if no_suppression else "product", log=lambda m: say(f"    {m}"))
 
 
 def show_arp(lab: Lab) -> bool:
@@ -65,10 +63,10 @@ def show_master(lab: Lab) -> None:
     say(f"    MASTER: {m.name} ({m.mac})" if m else "    MASTER: none")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(cluster_path: Path | None, no_suppression: bool) -> int:
     require_root()
     require_tools()
-    lab = _lab(args)
+    lab = _lab(cluster_path, no_suppression)
     started = time.monotonic()
     step(f"building the lab for cluster {lab.cluster.name} ({lab.cluster_path})")
     if not HAS_IPVS:
@@ -103,8 +101,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    lab = _lab(args)
+def cmd_up(cluster_path: Path | None, no_suppression: bool) -> int:
+    lab = _lab(cluster_path, no_suppression)
     step(f"building the lab for cluster {lab.cluster.name}")
     lab.up()
     show_master(lab)
@@ -112,8 +110,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _running(args: argparse.Namespace) -> Lab:
-    lab = _lab(args)
+def _running(cluster_path: Path | None) -> Lab:
+    lab = _lab(cluster_path)
     state = Lab.load_state(lab.state_dir)
     if state is None:
         raise LabError(f"no lab {lab.lab_id} is up (lvsdr lab up starts one)")
@@ -121,9 +119,9 @@ def _running(args: argparse.Namespace) -> Lab:
     return lab
 
 
-def cmd_down(args: argparse.Namespace) -> int:
+def cmd_down(cluster_path: Path | None, no_suppression: bool = False) -> int:
     require_root()
-    lab = _lab(args)
+    lab = _lab(cluster_path, no_suppression)
     if not lab.state_dir.exists():
         stray = sorted(set(lab.namespaces()) & list_netns())
         if stray:
@@ -137,9 +135,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(cluster_path: Path | None, no_suppression: bool = False) -> int:
     require_root()
-    lab = _running(args)
+    lab = _running(cluster_path)
     for n in lab.state.nodes:
         say(f"{n.role:12} {n.name:10} {n.ns:24} {n.mac} {' '.join(n.addresses)}")
     show_master(lab)
@@ -147,11 +145,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_failover(args: argparse.Namespace) -> int:
+def cmd_failover(cluster_path: Path | None, no_suppression: bool = False) -> int:
     require_root()
     from .probes import failover
 
-    lab = _running(args)
+    lab = _running(cluster_path)
     fo = failover(lab)
     say(f"{fo.old_master} -> {fo.new_master}: ARP after {fo.arp_seconds:.2f} s, HTTP after {fo.seconds:.2f} s")
     return 0
@@ -161,13 +159,14 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM tears the lab down like Ctrl-C
 
 
-def main(args: argparse.Namespace) -> int:
+def run(action: str, cluster_path: Path | None, no_suppression: bool = False) -> int:
+    """`lvsdr lab ACTION [CLUSTER]`; the bundled example when no cluster is named."""
     import signal
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return {"demo": cmd_demo, "up": cmd_up, "down": cmd_down, "status": cmd_status,
-                "failover": cmd_failover}[args.action](args)
+                "failover": cmd_failover}[action](cluster_path, no_suppression)
     except TimeoutError as e:
         print(f"lvsdr lab: {e}", file=sys.stderr)
         return 1

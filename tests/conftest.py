@@ -5,27 +5,29 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "examples"
-GOLDEN = Path(__file__).resolve().parent / "golden"
+from helpers import MEASURED, our_namespaces
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
+@pytest.fixture(autouse=True)
+def host_is_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test changes the machine it runs on: in this process the gateway
+    refuses every change. Effects are tested in namespaces, in subprocesses."""
+    from lvsdr.hooks.gateway import Gateway
 
+    def refuse(self: Gateway, changes: object) -> int:
+        raise AssertionError("a test tried to apply changes in the test process (the host's own namespace)")
 
-needs_root = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces)")
+    monkeypatch.setattr(Gateway, "apply", refuse)
 
 
 @pytest.fixture(scope="session")
 def scratch_netns() -> Iterator[str]:
     """A namespace with eth0/eth1 so keepalived -t sees the interfaces a
-    rendered config names, without depending on (or touching) the host's."""
-    if not is_root():
+    rendered config names, and commands run without touching the host."""
+    if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces)")
     name = f"lvsdrt-check-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
@@ -44,13 +46,8 @@ def scratch_netns() -> Iterator[str]:
 def no_lab_left_behind() -> Iterator[None]:
     """Safety net: whatever a lab test did, no test namespace survives the run."""
     yield
-    import labtools
-
-    for ns in labtools.our_namespaces():
+    for ns in our_namespaces():
         subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-MEASURED: list[str] = []  # lines for the end of the run (failover times, ...)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

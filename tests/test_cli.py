@@ -13,7 +13,7 @@ import pytest
 
 from lvsdr.cli import main
 
-from conftest import EXAMPLES, REPO, needs_root
+from helpers import EXAMPLES, REPO, lvsdr_in, needs_root
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,14 +40,29 @@ def test_missing_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(EXAMPLES / "web.toml")]) == 2  # --node missing
+    assert capsys.readouterr().err == "lvsdr: render: the following arguments are required: --node\n"
+
+
+def test_unknown_command_says_lvsdr_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rendr"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--node" in err
+    assert err.startswith("lvsdr: argument command: invalid choice: 'rendr'") and err.count("lvsdr:") == 1
 
 
-def test_unknown_node(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_node_lists_every_node_by_role(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(EXAMPLES / "web.toml"), "--node", "web1"]) == 2
     assert capsys.readouterr().err == (
-        'lvsdr: --node: "web1" is not a director (directors: lb1, lb2)\n')
+        'lvsdr: --node: "web1" is not a director (directors: lb1, lb2; real servers: web1, web2)\n')
+    assert main(["doctor", str(EXAMPLES / "web.toml"), "--node", "web9"]) == 2
+    assert capsys.readouterr().err == (
+        'lvsdr: --node: "web9" is not a node of this cluster (directors: lb1, lb2; real servers: web1, web2)\n')
+
+
+def test_json_null_is_named_null(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "c.json"
+    p.write_text('{"cluster": {"name": null}}')
+    assert main(["validate", str(p)]) == 2
+    assert "cluster.name: expected string, got null" in capsys.readouterr().err
 
 
 def test_render_writes_atomically_with_private_mode(tmp_path: Path) -> None:
@@ -81,22 +96,20 @@ def test_flags_override_notify_wiring(capsys: pytest.CaptureFixture[str]) -> Non
     assert "vrrp_notify_fifo" not in out
 
 
-def test_flag_cannot_inject(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb1",
-                 "--lvsdr-path", '/x"\nvrrp_script'])  == 2
-    assert "--lvsdr-path" in capsys.readouterr().err
-
-
-def _lvsdr_in(netns: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "lvsdr.cli", *args],
-                          capture_output=True, text=True, cwd=cwd, check=False)
+@pytest.mark.parametrize("command", ["render", "doctor", "watch"])
+def test_flag_cannot_inject(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = ["-o", "/nonexistent/k.conf"] if command == "watch" else []
+    assert main([command, str(EXAMPLES / "web.toml"), "--node", "lb1", *extra,
+                 "--lvsdr-path", '/x"\nvrrp_script']) == 2
+    assert capsys.readouterr().err == (
+        'lvsdr: --lvsdr-path: "/x\\"\\nvrrp_script" is not an absolute path without blanks or quotes\n')
 
 
 @needs_root
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed")
 def test_check_passes_and_writes(tmp_path: Path, scratch_netns: str) -> None:
     out = tmp_path / "k.conf"
-    r = _lvsdr_in(scratch_netns, "render", str(EXAMPLES / "full.toml"), "--node", "lb-a", "--check",
+    r = lvsdr_in(scratch_netns, "render", str(EXAMPLES / "full.toml"), "--node", "lb-a", "--check",
                   "-o", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert out.exists()
@@ -110,7 +123,7 @@ def test_check_rejection_writes_nothing(tmp_path: Path, scratch_netns: str) -> N
                                                                   'interface = "bond7"'))
     out = tmp_path / "k.conf"
     out.write_text("last good\n")
-    r = _lvsdr_in(scratch_netns, "render", str(cluster), "--node", "lb1", "--check", "-o", str(out),
+    r = lvsdr_in(scratch_netns, "render", str(cluster), "--node", "lb1", "--check", "-o", str(out),
                   cwd=tmp_path)
     assert r.returncode == 1
     assert "keepalived -t: exit 5 (configuration errors)" in r.stderr
@@ -164,3 +177,57 @@ def test_bad_input_is_exit_2_in_one_line(argv: list[str], capsys: pytest.Capture
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert not Path("/tmp/x.conf").exists()
+
+
+# -- refusals of the changing commands, run in a scratch namespace (never the host's) --
+@needs_root
+def test_missing_tool_is_named_with_its_package(tmp_path: Path, scratch_netns: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text((EXAMPLES / "web.toml").read_text().replace('arp_method = "sysctl"', 'arp_method = "arptables"'))
+    r = lvsdr_in(scratch_netns, "realserver", "apply", str(path), "--node", "web1", "--state-dir", str(tmp_path / "s"),
+                 env={"PATH": str(tmp_path)})  # no arptables anywhere
+    assert (r.returncode, r.stderr) == (
+        1, "lvsdr: arptables: not found; install Debian package arptables, RHEL package iptables-nft\n")
+    assert not (tmp_path / "s").exists()
+
+
+@needs_root
+def test_missing_interface_is_refused_before_any_change(tmp_path: Path, scratch_netns: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text((EXAMPLES / "web.toml").read_text().replace(
+        'address = "192.0.2.11"', 'address = "192.0.2.11"\ninterface = "nosuch0"'))
+    r = lvsdr_in(scratch_netns, "realserver", "apply", str(path), "--node", "web1", "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == 1
+    assert "interface nosuch0 of real server web1 does not exist on this node" in r.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@needs_root
+def test_wrong_node_changes_nothing(tmp_path: Path, scratch_netns: str) -> None:
+    """A namespace that is not web1 (it lacks web1's address): refused before
+    any change, even before the lock directory is made."""
+    before = subprocess.run(["ip", "netns", "exec", scratch_netns, "nft", "list", "ruleset"], capture_output=True,
+                            text=True).stdout
+    r = lvsdr_in(scratch_netns, "realserver", "apply", str(EXAMPLES / "web.toml"), "--node", "web1",
+                 "--state-dir", str(tmp_path / "s"))
+    assert r.returncode == 1
+    assert "this node does not have web1's address 192.0.2.11; refusing to change it" in r.stderr
+    assert not (tmp_path / "s").exists()
+    assert subprocess.run(["ip", "netns", "exec", scratch_netns, "nft", "list", "ruleset"], capture_output=True,
+                          text=True).stdout == before
+
+
+@needs_root
+def test_notify_on_the_wrong_node_changes_nothing(tmp_path: Path, scratch_netns: str) -> None:
+    import json
+    import tomllib
+
+    data = tomllib.loads((EXAMPLES / "pair.toml").read_text())
+    data["cluster"]["state_dir"] = str(tmp_path / "s")
+    path = tmp_path / "pair.json"
+    path.write_text(json.dumps(data))
+    r = lvsdr_in(scratch_netns, "notify", str(path), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200",
+                 env={"LVSDR_LOG": "stderr"})
+    assert r.returncode == 1
+    assert "this node does not have node1's address 192.0.2.21" in r.stderr
+    assert not (tmp_path / "s").exists()

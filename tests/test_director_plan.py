@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 
-from lvsdr.generator.director import director_spec, observed_role, plan_role
+from lvsdr.generator.changes import DeleteNftTable, LoadNftTable, RemoveAddress, WriteRecord
+from lvsdr.generator.director import KEY, DirectorSpec, Mark, director_spec, observed_role, parse_fwmark, plan_role
 from lvsdr.generator.load import parse_cluster
-from lvsdr.generator.realserver import Facts
+from lvsdr.generator.methods import nftables
+from lvsdr.generator.node import NodeAddress
 
-from conftest import EXAMPLES
+from helpers import EXAMPLES, facts_from
+
+VIP = ipaddress.ip_address("192.0.2.120")
+ON_LO = NodeAddress("lo", ipaddress.ip_interface("192.0.2.120/32"), "lo:lvsdr")
+ON_ETH = NodeAddress("eth0", ipaddress.ip_interface("192.0.2.120/32"), "eth0")
+RECORD = {"cluster": "pair", "node": "node1", "method": "nftables", "addresses": [["lo", "192.0.2.120/32"]]}
 
 
-def spec(node: str = "node1"):  # type: ignore[no-untyped-def]
+def spec(node: str = "node1") -> DirectorSpec:
     return director_spec(parse_cluster(tomllib.loads((EXAMPLES / "pair.toml").read_text())), node)
-
-
-ON_LO = ("lo", "192.0.2.120/32", "lo:lvsdr")
-ON_ETH = ("eth0", "192.0.2.120/32", "eth0")
 
 
 def test_role_is_read_from_the_vrrp_interface_only() -> None:
@@ -27,30 +31,44 @@ def test_role_is_read_from_the_vrrp_interface_only() -> None:
 
 def test_backup_suppresses_before_dropping_the_marks() -> None:
     s = spec()
-    facts = Facts(addresses=(ON_LO,), fwmark=("ip daddr 192.0.2.120 tcp dport 80 meta mark set 0x4c560001",),
-                  record={"addresses": [["lo", "192.0.2.120/32"]]})
-    got = [c.description for c in plan_role(s, "BACKUP", facts)]
-    assert got[0].startswith("record") or got[0].startswith("nftables: load table arp lvsdr")
-    assert got.index("nftables: load table arp lvsdr (2 rules, atomically)") < got.index(
-        "nftables: delete table inet lvsdr_fwmark (not MASTER)")
+    marks = s.fwmark_table()
+    assert marks is not None
+    facts = facts_from({"record": RECORD})
+    facts = type(facts)(addresses=(ON_LO,), nft={KEY: marks}, record=facts.record)
+    got = [c for c in plan_role(s, "BACKUP", facts) if not isinstance(c, WriteRecord)]
+    assert got == [LoadNftTable(nftables.desired_table(s.backend)), DeleteNftTable(KEY, "not MASTER")]  # type: ignore[arg-type]
 
 
 def test_master_marks_then_lifts_arp_rules() -> None:
     s = spec()
-    facts = Facts(addresses=(ON_LO, ON_ETH), nft={"input": ("arp daddr ip 192.0.2.120 drop",),
-                                                  "output": ("arp saddr ip 192.0.2.120 arp saddr ip set 192.0.2.21",)},
-                  record={"addresses": [["lo", "192.0.2.120/32"]]})
-    got = [c.description for c in plan_role(s, "MASTER", facts)]
-    assert got[0] == "nftables: mark VIP traffic for the fwmark services (1 rules)"
-    assert "nftables: delete table arp lvsdr" in got
+    assert s.backend is not None
+    arp = nftables.desired_table(s.backend)
+    assert arp is not None
+    base = facts_from({"record": RECORD})
+    facts = type(base)(addresses=(ON_LO, ON_ETH), nft={arp.key: arp}, record=base.record)
+    got = plan_role(s, "MASTER", facts)
+    assert got[0] == LoadNftTable(s.fwmark_table(), "mark VIP traffic for the fwmark services")  # type: ignore[arg-type]
+    assert DeleteNftTable(arp.key) in got[1:]
     # keepalived's VIP on eth0 is never lvsdr's to remove
-    assert not any("remove VIP" in d for d in got)
+    assert not any(isinstance(c, RemoveAddress) for c in got)
 
 
 def test_director_without_backends_only_marks() -> None:
-    data = tomllib.loads((EXAMPLES / "full.toml").read_text())
-    s = director_spec(parse_cluster(data), "lb-a")
+    s = director_spec(parse_cluster(tomllib.loads((EXAMPLES / "full.toml").read_text())), "lb-a")
     assert s.backend is None
-    got = [c.description for c in plan_role(s, "MASTER", Facts())]
-    assert got == ["nftables: mark VIP traffic for the fwmark services (1 rules)"]
-    assert plan_role(s, "BACKUP", Facts()) == []
+    table = s.fwmark_table()
+    assert table is not None and table.rule_count == 1
+    assert plan_role(s, "MASTER", facts_from({})) == [LoadNftTable(table, "mark VIP traffic for the fwmark services")]
+    assert plan_role(s, "BACKUP", facts_from({})) == []
+
+
+def test_fwmark_listing_round_trips_through_the_fact_parser() -> None:
+    """What `nft -s list table inet lvsdr_fwmark` printed (captured) parses to the
+    marks lvsdr would load: the MASTER's plan is then empty."""
+    from helpers import DATA
+
+    table = parse_fwmark((DATA / "facts" / "nft-list-table-inet-lvsdr_fwmark.txt").read_text())
+    assert table is not None
+    assert table.chains[0].rules == (
+        Mark(VIP, "tcp", 80, 0x4C560001), Mark(ipaddress.ip_address("2001:db8::100"), "udp", 53, 0x4C560002))
+    assert parse_fwmark("") is None

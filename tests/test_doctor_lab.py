@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lvsdr.lab.topology import Lab
 
-from conftest import EXAMPLES, needs_root
-from labtools import make_lab
+from helpers import EXAMPLES, make_lab, needs_root, poll
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -31,10 +29,10 @@ def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:
         director = ["--keepalived-conf", str(sd / "keepalived-node1.conf"), "--hook", "both",
                     "--lvsdr-path", lab._console(), "--config-path", lab.cluster_path,
                     "--notify-fifo", str(sd / "node1.fifo")]
-        deadline = time.monotonic() + 10
-        while (r := doctor(lab, "node1", *director)).returncode != 0 and time.monotonic() < deadline:
-            time.sleep(0.2)  # the hook follows the election
-        assert r.returncode == 0, r.stdout + r.stderr
+        # the hook follows the election
+        poll(lambda: doctor(lab, "node1", *director).returncode == 0, "doctor passes on node1", 10, interval=0.2,
+             explain=lambda: doctor(lab, "node1", *director).stdout)
+        r = doctor(lab, "node1", *director)
         assert "ok    VRRP role observed: MASTER" in r.stdout
         assert doctor(lab, "web1").returncode == 0
         # drift: the MASTER lost its mark rules, web1 its VIP on lo, node1's config was edited by hand

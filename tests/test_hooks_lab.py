@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 from lvsdr.lab import probes
 from lvsdr.lab.topology import AGENT_INTERVAL, Lab, Node
 
-from conftest import EXAMPLES, MEASURED, needs_root
-from labtools import make_lab
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -25,14 +23,24 @@ def nft(node: Node) -> str:
 
 
 def wait_for(cond: Callable[[], bool], lab: Lab, what: str, timeout: float = 10.0) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(lab.state_dir.glob("agent-*.log")))
-    rules = "\n".join(f"--- {d.name}\n{nft(d)}" for d in lab.state.directors)
-    raise AssertionError(f"{what}: not within {timeout} s\n{rules}\n{logs}")
+    """Poll; on failure show every director's rules and agent log."""
+    def explain() -> str:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(lab.state_dir.glob("agent-*.log")))
+        rules = "\n".join(f"--- {d.name}\n{nft(d)}" for d in lab.state.directors)
+        return f"{rules}\n{logs}"
+
+    return poll(cond, what, timeout, interval=0.02, explain=explain)
+
+
+def notify_running(node: Node) -> bool:
+    """Is a `lvsdr notify` (keepalived's callback) still running on the node?"""
+    for pid in subprocess.run(["ip", "netns", "pids", node.ns], capture_output=True, text=True).stdout.split():
+        try:
+            if b"\0notify\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def arp_rules(node: Node, method: str = "nftables") -> bool:
@@ -112,6 +120,7 @@ def test_agent_heals_drift_without_an_event(tmp_path: Path) -> None:
         node1 = lab.state.node("node1")
         lab.wait_for_master(10)
         wait_for(lambda: is_master_role(node1), lab, "node1 in the MASTER role")
-        time.sleep(1)  # let late notify processes of the election finish: the heal must be the agent's
+        # late notify processes of the election must be done: the heal must be the agent's
+        wait_for(lambda: not notify_running(node1), lab, "notify hooks of the election finished")
         subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
         wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)

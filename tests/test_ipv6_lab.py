@@ -9,8 +9,7 @@ import pytest
 
 from lvsdr.lab import probes
 
-from conftest import EXAMPLES, MEASURED, needs_root
-from labtools import make_lab
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root
 
 pytestmark = [needs_root, pytest.mark.lab]
 

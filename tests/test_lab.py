@@ -12,8 +12,7 @@ import pytest
 from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, run
 
-from conftest import MEASURED, needs_root
-from labtools import PREFIX, make_lab, our_namespaces, processes_in_labs, write_cluster
+from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, processes_in_labs, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
 

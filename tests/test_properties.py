@@ -17,7 +17,7 @@ from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
 from lvsdr.hooks.keepalived import check_text
 
-from test_validate import BASE
+from helpers import BASE
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 

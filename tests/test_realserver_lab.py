@@ -11,8 +11,7 @@ import pytest
 
 from lvsdr.lab import probes
 
-from conftest import needs_root
-from labtools import FirewalldInNetns, lvsdr_in, make_lab, snapshot, write_cluster
+from helpers import FirewalldInNetns, lvsdr_in, make_lab, needs_root, snapshot, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from lvsdr.cli import main
 
-from conftest import EXAMPLES, GOLDEN, REPO, needs_root
+from helpers import EXAMPLES, GOLDEN, REPO, needs_root
 
 NODES = ["app1", "app2", "app3", "app4", "app5"]  # sysctl arptables nftables iptables firewalld
 
@@ -36,9 +37,15 @@ def test_golden(node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert got == want
 
 
-def test_render_is_deterministic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(REPO)
-    assert render("app3", tmp_path / "a") == render("app3", tmp_path / "b")
+def test_files_do_not_depend_on_the_process(tmp_path: Path) -> None:
+    """Two processes with different hash seeds (set order) write the same bytes."""
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-m", "lvsdr.cli", "realserver", "render", "examples/full.toml", "--node",
+                        "app5", "--output-dir", str(tmp_path / seed)], cwd=REPO, check=True, capture_output=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    files = [{str(p.relative_to(tmp_path / s)): p.read_bytes() for p in (tmp_path / s).rglob("*") if p.is_file()}
+             for s in ("1", "2")]
+    assert files[0] == files[1] and len(files[0]) == 3
 
 
 def test_unit_uses_the_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

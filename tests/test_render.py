@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import load_cluster
 from lvsdr.hooks.keepalived import check_text
 
-from conftest import EXAMPLES, GOLDEN, REPO
+from helpers import EXAMPLES, GOLDEN, REPO
 
 CASES = [
     (example.name, d["name"])
@@ -43,8 +45,16 @@ def test_golden_passes_keepalived(example: str, node: str, scratch_netns: str) -
     assert result.ok, result.message()
 
 
-def test_render_is_deterministic() -> None:
-    assert render_case("full.toml", "lb-a") == render_case("full.toml", "lb-a")
+def test_render_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
+    """Hash seeds (set order), working directory and locale of two separate
+    processes: the same bytes."""
+    outs = []
+    for seed, cwd, lang in (("1", REPO, "C.UTF-8"), ("2", tmp_path, "POSIX")):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "LANG": lang, "LC_ALL": lang}
+        p = subprocess.run([sys.executable, "-m", "lvsdr.cli", "render", str(EXAMPLES / "full.toml"), "--node", "lb-a"],
+                           capture_output=True, cwd=cwd, env=env, check=True)
+        outs.append(p.stdout)
+    assert outs[0] == outs[1]
 
 
 def test_json_and_toml_render_the_same(tmp_path: Path) -> None:

@@ -12,21 +12,7 @@ import pytest
 from lvsdr.errors import ValidationError
 from lvsdr.generator.load import load_cluster, parse_cluster
 
-BASE: dict[str, Any] = {
-    "cluster": {"name": "web", "interface": "eth0", "virtual_router_id": 51, "advert_int": 1},
-    "directors": [
-        {"name": "lb1", "address": "192.0.2.2", "priority": 150},
-        {"name": "lb2", "address": "192.0.2.3", "priority": 100},
-    ],
-    "real_servers": [
-        {"name": "web1", "address": "192.0.2.11"},
-        {"name": "web2", "address": "192.0.2.12", "arp_method": "iptables"},
-    ],
-    "services": [
-        {"name": "http", "vip": "192.0.2.100", "port": 80, "backends": ["web1", "web2"]},
-        {"name": "https", "vip": "192.0.2.100", "port": 443, "backends": ["web1"]},
-    ],
-}
+from helpers import BASE
 
 DELETE = object()
 

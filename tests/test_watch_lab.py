@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lvsdr.lab.topology import addresses_of
 
-from conftest import needs_root
-from labtools import make_lab, write_cluster
+from helpers import lvsdr_in, make_lab, needs_root, poll, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -26,13 +26,8 @@ def replace_file(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def wait(cond, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
+def wait(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    poll(cond, what, timeout, interval=0.1)
 
 
 def test_watch_reloads_good_changes_and_keeps_the_last_good_config(tmp_path: Path) -> None:
@@ -78,3 +73,50 @@ def test_watch_reloads_good_changes_and_keeps_the_last_good_config(tmp_path: Pat
             watch.terminate()
             assert watch.wait(timeout=10) == 0
             log.close()
+
+
+def test_watch_survives_transient_failures(tmp_path: Path, scratch_netns: str) -> None:
+    """A write error and a keepalived whose pid is gone are logged; the watcher
+    goes on and installs the next good save."""
+    cluster = write_cluster(tmp_path)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    conf = out_dir / "keepalived.conf"
+    pidfile = tmp_path / "keepalived.pid"
+    pidfile.write_text("999999\n")  # no such process
+    logpath = tmp_path / "watch.log"
+    with open(logpath, "w") as log:
+        watch = subprocess.Popen(
+            ["ip", "netns", "exec", scratch_netns, sys.executable, "-m", "lvsdr.cli", "watch", str(cluster),
+             "--node", "lb1", "-o", str(conf), "--pidfile", str(pidfile)],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LVSDR_LOG="stderr"))
+        try:
+            wait(lambda: "watching" in logpath.read_text(), "watcher started")
+            assert "keepalived is not running" in logpath.read_text() and conf.exists()
+            out_dir.rename(tmp_path / "gone")  # the config's directory vanishes: writes fail
+            replace_file(cluster, cluster.read_text().replace("advert_int = 1", "advert_int = 2"))
+            wait(lambda: "cannot write the config" in logpath.read_text(), "write error logged")
+            assert watch.poll() is None
+            (tmp_path / "gone").rename(out_dir)
+            replace_file(cluster, cluster.read_text().replace("advert_int = 2", "advert_int = 3"))
+            wait(lambda: "advert_int 3" in conf.read_text(), "the next good save installed")
+            assert watch.poll() is None
+        finally:
+            watch.terminate()
+            assert watch.wait(timeout=10) == 0
+
+
+def test_watch_once_says_what_it_did(tmp_path: Path, scratch_netns: str) -> None:
+    cluster = write_cluster(tmp_path)
+    conf = tmp_path / "keepalived.conf"
+    args = ["watch", str(cluster), "--node", "lb1", "-o", str(conf), "--once", "--pidfile", str(tmp_path / "none")]
+    first = lvsdr_in(scratch_netns, *args)
+    assert first.returncode == 0
+    assert first.stderr.splitlines()[-1] == (
+        f"lvsdr watch: {conf}: written; keepalived not running (no live pid in {tmp_path / 'none'})")
+    again = lvsdr_in(scratch_netns, *args)
+    assert (again.returncode, again.stderr.splitlines()[-1]) == (0, f"lvsdr watch: {conf}: unchanged")
+    cluster.write_text(cluster.read_text().replace('interface = "eth0"', 'interface = "bond9"'))
+    bad = lvsdr_in(scratch_netns, *args)
+    assert bad.returncode == 1
+    assert bad.stderr.splitlines()[-1].startswith(f"lvsdr watch: {conf}: rejected by keepalived -t")

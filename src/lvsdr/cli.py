@@ -1,4 +1,5 @@
-"""The ``lvsdr`` command. Thin: parse flags, call the core, map errors to exit codes.
+"""The ``lvsdr`` command: the only module that knows argparse. It parses flags,
+calls the core and the edges with typed values, and maps errors to exit codes.
 
 Imports are lazy so that ``lvsdr notify`` (on keepalived's failover path)
 pays only for what it uses.
@@ -9,24 +10,42 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from lvsdr.errors import InputError, LvsdrError, ValidationError
 
+if TYPE_CHECKING:
+    from lvsdr.generator.keepalived import Wiring
+    from lvsdr.generator.model import Cluster
+
 Handler = Callable[[argparse.Namespace], int]
+
+# defaults of the processes lvsdr runs (the cluster file's own defaults are on the model)
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
+KEEPALIVED_PIDFILE = "/run/keepalived.pid"
+AGENT_INTERVAL = 30.0
 
 
 class Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise InputError(f"{self.prog}: {message}")
+        sub = self.prog.removeprefix("lvsdr").strip()
+        raise InputError(f"{sub}: {message}" if sub else message)
 
 
-def _cluster(args: argparse.Namespace) -> Any:
+def _cluster(args: argparse.Namespace) -> Cluster:
     from lvsdr.generator.load import load_cluster
 
     return load_cluster(args.cluster)
+
+
+def _wiring(args: argparse.Namespace, cluster: Cluster) -> Wiring:
+    from lvsdr.generator.keepalived import Wiring
+
+    return Wiring.from_cluster(cluster, lvsdr_path=args.lvsdr_path, config_path=args.config_path,
+                               notify_fifo=args.notify_fifo, hook=args.hook)
 
 
 # -- handlers ---------------------------------------------------------------
@@ -40,15 +59,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from lvsdr.generator.keepalived import Wiring, render_keepalived
+    from lvsdr.generator.keepalived import render_keepalived
 
     c = _cluster(args)
-    wiring = Wiring.from_cluster(
-        c, lvsdr_path=args.lvsdr_path, config_path=args.config_path,
-        notify_fifo=args.notify_fifo, hook=args.hook,
-    )
-    _check_paths(wiring)
-    text = render_keepalived(c, args.node, source=args.cluster, wiring=wiring)
+    text = render_keepalived(c, args.node, source=args.cluster, wiring=_wiring(args, c))
     if args.check:
         from lvsdr.hooks.keepalived import require_valid
 
@@ -62,66 +76,63 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_paths(wiring: Any) -> None:
-    for flag, value in (("--lvsdr-path", wiring.lvsdr_path), ("--config-path", wiring.config_path),
-                        ("--notify-fifo", wiring.notify_fifo)):
-        _check_path(flag, value)
-
-
-def _check_path(flag: str, value: str | None) -> None:
-    from lvsdr.generator.load import PATH_RE
-
-    if value is not None and not PATH_RE.fullmatch(value):
-        raise InputError(f"{flag}: {value!r} is not an absolute path without blanks or quotes")
-
-
 def cmd_realserver(args: argparse.Namespace) -> int:
     from lvsdr.hooks import realserver
 
-    return int(realserver.main(args, _cluster(args)))
+    c = _cluster(args)
+    if args.action == "render":
+        return realserver.render(c, args.node, args.cluster, Path(args.output_dir))
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    return realserver.reconcile(c, args.node, args.action, state_dir, getattr(args, "dry_run", False))
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
-    from lvsdr.hooks import director
+    from lvsdr.hooks.director import Event, notify
 
-    return director.cmd_notify(args, _cluster(args))
+    return notify(_cluster(args), args.node, Event(args.type, args.name, args.state, args.priority))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from lvsdr.hooks import director
+    from lvsdr.hooks.director import agent
 
-    return director.cmd_agent(args, _cluster(args))
+    if not args.interval > 0:
+        raise InputError(f"--interval: {args.interval} is not a positive number of seconds")
+    return agent(_cluster(args), args.node, Path(args.fifo), args.interval)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     from lvsdr.lab import cli as labcli
 
-    return int(labcli.main(args))
+    return labcli.run(args.action, Path(args.cluster) if args.cluster else None,
+                      no_suppression=getattr(args, "no_suppression", False))
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from lvsdr.generator.keepalived import find_director
     from lvsdr.hooks.keepalived import keepalived_binary
-    from lvsdr.hooks.watch import cmd_watch as watch
+    from lvsdr.hooks.watch import WatchTarget, once, watch
 
-    find_director(_cluster(args), args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
-    for flag, value in (("--lvsdr-path", args.lvsdr_path), ("--config-path", args.config_path),
-                        ("--notify-fifo", args.notify_fifo)):
-        _check_path(flag, value)
+    c = _cluster(args)
+    c.find_director(args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
+    _wiring(args, c)
     keepalived_binary()
-    return watch(args)
+    target = WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
+                         args.lvsdr_path, args.config_path, args.notify_fifo, args.hook)
+    return once(target) if args.once else watch(target)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from lvsdr.hooks.doctor import cmd_doctor as doctor
+    from lvsdr.hooks.doctor import doctor
 
-    return doctor(args, _cluster(args))
+    c = _cluster(args)
+    c.find_node(args.node)
+    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c))
 
 
 def _wiring_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director")
-    p.add_argument("--config-path", help="absolute path of the cluster file on the director")
-    p.add_argument("--notify-fifo", help="absolute path of keepalived's notify FIFO")
+    p.add_argument("--lvsdr-path", help="absolute path of lvsdr on the director (default: the file's lvsdr_path)")
+    p.add_argument("--config-path", help="absolute path of the cluster file on the director "
+                   "(default: the file's config_path)")
+    p.add_argument("--notify-fifo", help="absolute path of keepalived's notify FIFO (default: the file's notify_fifo)")
     p.add_argument("--hook", choices=("both", "fifo", "notify", "none"),
                    help="how keepalived reaches lvsdr (default: the file's cluster.hook)")
 
@@ -150,8 +161,10 @@ def build_parser() -> Parser:
     w.add_argument("cluster")
     w.add_argument("--node", required=True, help="director name")
     w.add_argument("-o", "--output", required=True, help="keepalived.conf to keep up to date")
-    w.add_argument("--pidfile", default="/run/keepalived.pid", help="keepalived's pid file (SIGHUP reloads it)")
-    w.add_argument("--once", action="store_true", help="one pass, then exit (1 if the new config was rejected)")
+    w.add_argument("--pidfile", default=KEEPALIVED_PIDFILE,
+                   help=f"keepalived's pid file (SIGHUP reloads it; default {KEEPALIVED_PIDFILE})")
+    w.add_argument("--once", action="store_true",
+                   help="one pass, say what it did on stderr, then exit (1 if the new config was not installed)")
     _wiring_flags(w)
     w.set_defaults(func=cmd_watch)
 
@@ -167,7 +180,7 @@ def build_parser() -> Parser:
         if action == "render":
             a.add_argument("--output-dir", required=True)
         else:
-            a.add_argument("--state-dir", help="where lvsdr keeps its record (default /run/lvsdr)")
+            a.add_argument("--state-dir", help="where lvsdr keeps its record (default: the file's cluster.state_dir)")
             if action != "plan":
                 a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         a.set_defaults(func=cmd_realserver)
@@ -185,15 +198,15 @@ def build_parser() -> Parser:
     ag.add_argument("cluster")
     ag.add_argument("--node", required=True, help="director name")
     ag.add_argument("--fifo", required=True, help="keepalived's vrrp_notify_fifo")
-    ag.add_argument("--interval", type=float, default=30.0,
-                    help="also reconcile after this many quiet seconds, to heal drift (default 30)")
+    ag.add_argument("--interval", type=float, default=AGENT_INTERVAL,
+                    help=f"also reconcile after this many quiet seconds, to heal drift (default {AGENT_INTERVAL:g})")
     ag.set_defaults(func=cmd_agent)
 
     dr = sub.add_parser("doctor", help="check this node against the cluster file (read-only)")
     dr.add_argument("cluster")
     dr.add_argument("--node", required=True, help="director or real server name")
-    dr.add_argument("--keepalived-conf", default="/etc/keepalived/keepalived.conf",
-                    help="directors: the live keepalived.conf to compare")
+    dr.add_argument("--keepalived-conf", default=KEEPALIVED_CONF,
+                    help=f"directors: the live keepalived.conf to compare (default {KEEPALIVED_CONF})")
     _wiring_flags(dr)
     dr.set_defaults(func=cmd_doctor)
 

@@ -1,0 +1,263 @@
+"""Shared test helpers (pure): paths, polling, fixtures of node facts, typed
+changes as JSON, and the safe-order property of real-server plans."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsdr.generator.changes import (
+    AddAddress,
+    AddRule,
+    Change,
+    DeleteNftTable,
+    DeleteRule,
+    ForgetRecord,
+    LoadNftTable,
+    RemoveAddress,
+    RestoreSysctl,
+    SetSysctl,
+    WriteRecord,
+)
+from lvsdr.generator.load import load_cluster
+from lvsdr.generator.methods import arptables, firewalld, iptables, nftables
+from lvsdr.generator.node import Facts, NodeAddress, Record, parse_nft_table
+from lvsdr.lab.topology import Lab
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+DATA = Path(__file__).resolve().parent / "data"
+PREFIX = f"lt{os.getpid()}"  # every namespace a test makes starts with this
+
+# a small valid cluster file, as parsed data (validation and property tests mutate copies)
+BASE: dict[str, Any] = {
+    "cluster": {"name": "web", "interface": "eth0", "virtual_router_id": 51, "advert_int": 1},
+    "directors": [
+        {"name": "lb1", "address": "192.0.2.2", "priority": 150},
+        {"name": "lb2", "address": "192.0.2.3", "priority": 100},
+    ],
+    "real_servers": [
+        {"name": "web1", "address": "192.0.2.11"},
+        {"name": "web2", "address": "192.0.2.12", "arp_method": "iptables"},
+    ],
+    "services": [
+        {"name": "http", "vip": "192.0.2.100", "port": 80, "backends": ["web1", "web2"]},
+        {"name": "https", "vip": "192.0.2.100", "port": 443, "backends": ["web1"]},
+    ],
+}
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+MEASURED: list[str] = []  # lines for the end of the run (failover times, ...), printed by conftest
+
+
+def poll(cond: Callable[[], bool], what: str, timeout: float = 10.0, interval: float = 0.05,
+         explain: Callable[[], str] = lambda: "") -> float:
+    """Wait until ``cond()`` holds; returns the seconds it took, or fails naming ``what``."""
+    t0 = time.monotonic()
+    while True:
+        if cond():
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: not within {timeout} s\n{explain()}")
+        time.sleep(interval)
+
+
+# -- the lab ------------------------------------------------------------------------
+def write_cluster(tmp: Path, **changes: Any) -> Path:
+    """examples/web.toml with top-level edits, e.g. method="nftables"."""
+    text = (EXAMPLES / "web.toml").read_text()
+    if "method" in changes:
+        text = text.replace('arp_method = "sysctl"', f'arp_method = "{changes["method"]}"')
+    if "name" in changes:
+        text = text.replace('name = "web"', f'name = "{changes["name"]}"', 1)
+    tomllib.loads(text)
+    p = tmp / "cluster.toml"
+    p.write_text(text)
+    return p
+
+
+def make_lab(path: Path, tmp: Path, suppression: str = "product") -> Lab:
+    return Lab(load_cluster(path), path, prefix=PREFIX, suppression=suppression, state_root=tmp / "labstate")
+
+
+def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/"
+             ) -> subprocess.CompletedProcess[str]:
+    """Run lvsdr inside network namespace ``ns`` (never in the host's)."""
+    prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+    return subprocess.run(["ip", "netns", "exec", ns, *prefix, sys.executable, "-m", "lvsdr.cli", *args],
+                          capture_output=True, text=True, check=False, cwd=cwd, timeout=120)
+
+
+def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
+    """Everything ARP suppression may touch on a node, as text (``prefix``
+    enters the node another way, e.g. where its firewalld is reachable)."""
+    enter = prefix or ["ip", "netns", "exec", ns]
+
+    def out(*cmd: str) -> str:
+        return subprocess.run([*enter, *cmd], capture_output=True, text=True, check=False).stdout
+
+    sysctls = out("sh", "-c", "grep -r . /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce")
+    return {
+        "addresses": out("ip", "-o", "addr", "show"),
+        "sysctls": sysctls,
+        "nft": out("nft", "-s", "list", "ruleset"),  # -s: without counters
+        "arptables": out("arptables", "-S"),
+        "iptables": out("iptables", "-t", "nat", "-S"),
+        "ip6tables": out("ip6tables", "-t", "nat", "-S"),
+        "firewalld": out("firewall-cmd", "--list-forward-ports") + out("firewall-cmd", "--permanent",
+                                                                         "--list-forward-ports")
+        if prefix else "",
+    }
+
+
+def our_namespaces() -> list[str]:
+    p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return [line.split()[0] for line in p.stdout.splitlines() if line.startswith(PREFIX)]
+
+
+def processes_in_labs() -> list[str]:
+    """Processes whose command line names a test lab (keepalived, httpd, stand-in)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if PREFIX in cmd or "lvsdr.lab.httpd" in cmd and PREFIX in cmd:
+            found.append(f"{pid}: {cmd}")
+    return found
+
+
+class FirewalldInNetns:
+    """Live firewalld in a lab namespace (private mount namespace and D-Bus).
+    ``prefix`` runs a command where firewall-cmd reaches it."""
+
+    def __init__(self, ns: str, tmp: Path) -> None:
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
+             sys.executable, str(Path(__file__).parent / "firewalld_ns.py"), os.readlink("/proc/self/ns/mnt"),
+             str(tmp / "etc-firewalld")],
+            stdout=open(tmp / "firewalld.log", "wb"), stderr=subprocess.STDOUT, cwd="/")  # noqa: SIM115
+        self.prefix = ["nsenter", "-t", str(self.proc.pid), "-m", "-n"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            p = subprocess.run([*self.prefix, "firewall-cmd", "--state"], capture_output=True, text=True,
+                               check=False)
+            if p.stdout.strip() == "running":
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"firewalld did not start: {(tmp / 'firewalld.log').read_text()[-2000:]}")
+
+    def lvsdr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.prefix, sys.executable, "-m", "lvsdr.cli", *args], capture_output=True,
+                              text=True, check=False, cwd="/", timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- facts from captured tool output --------------------------------------------
+def facts_from(raw: dict[str, Any]) -> Facts:
+    """Facts as the fact parsers read them from tool output (keys are the
+    commands: "arptables -S", "iptables -t nat -S", ...)."""
+    obs = [arptables.parse_listing(raw.get("arptables -S", "")),
+           iptables.parse_listing(raw.get("iptables -t nat -S", ""), 4),
+           iptables.parse_listing(raw.get("ip6tables -t nat -S", ""), 6)]
+    zone = raw.get("zone", "public")
+    fps = tuple(fp for where in firewalld.WHERE
+                for fp in firewalld.parse_listing(raw.get(f"firewall-cmd {where}", ""), where, zone))
+    table = parse_nft_table(raw.get("nft list table arp lvsdr", ""), nftables.FAMILY, nftables.TABLE,
+                            nftables.parse_rule)
+    record = raw.get("record")
+    return Facts(
+        addresses=tuple(NodeAddress(i, ipaddress.ip_interface(a), label) for i, a, label in raw.get("addresses", [])),
+        sysctls=dict(raw.get("sysctls", {})),
+        chains=tuple(c for o in obs for c in o.chains),
+        rules=tuple(r for o in obs for r in o.rules) + fps,
+        nft={table.key: table} if table else {},
+        nft_tables=dict(raw.get("nft_tables", {})),
+        record=Record.from_json(json.dumps(record), "fixture") if record is not None else None,
+    )
+
+
+# -- typed changes as JSON ---------------------------------------------------------
+def encode(value: Any) -> Any:
+    """A change (or any value in one) as plain JSON: {"type": ClassName, fields...}."""
+    if isinstance(value, Record):
+        return {"type": "Record", **json.loads(value.to_json())}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__,
+                **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    if isinstance(value, tuple | list):
+        return [encode(v) for v in value]
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Interface
+                  | ipaddress.IPv6Interface):
+        return str(value)
+    return value
+
+
+# -- the safe-order property, by change type -----------------------------------------
+SUPPRESS, UNSUPPRESS, VIP_ADD, VIP_DEL, OTHER = "suppress", "unsuppress", "vip-add", "vip-del", "other"
+
+
+def classify(ch: Change) -> str:
+    """What a change does to ARP safety. Every change type is classified (a new
+    one fails here until it is)."""
+    match ch:
+        case SetSysctl():
+            return SUPPRESS
+        case RestoreSysctl():
+            return UNSUPPRESS
+        case AddAddress():
+            return VIP_ADD
+        case RemoveAddress():
+            return VIP_DEL
+        case AddRule(rule=rule):
+            return SUPPRESS if rule.suppresses_arp else OTHER
+        case DeleteRule(rule=rule):
+            return UNSUPPRESS if rule.suppresses_arp else OTHER
+        case LoadNftTable(table=table):
+            return SUPPRESS if table.family == "arp" else OTHER
+        case DeleteNftTable(key=key):
+            return UNSUPPRESS if key.startswith("arp ") else OTHER
+        case WriteRecord() | ForgetRecord():
+            return OTHER
+    raise AssertionError(f"unclassified change {ch!r}")
+
+
+def safe_order(changes: list[Change]) -> dict[str, int]:
+    """Assert: never a moment with a VIP on the host and no suppression. Every
+    suppression step comes before the first VIP is added, and every VIP removal
+    before the first suppression step is undone. Returns how many changes of
+    each class the plan had, so callers can check the property was exercised."""
+    kinds = [classify(c) for c in changes]
+    at = {k: [i for i, x in enumerate(kinds) if x == k] for k in (SUPPRESS, UNSUPPRESS, VIP_ADD, VIP_DEL, OTHER)}
+    if at[VIP_ADD] and at[SUPPRESS]:
+        assert max(at[SUPPRESS]) < min(at[VIP_ADD]), changes
+    if at[VIP_DEL] and at[UNSUPPRESS]:
+        assert max(at[VIP_DEL]) < min(at[UNSUPPRESS]), changes
+    return {k: len(v) for k, v in at.items()}

@@ -1,0 +1,89 @@
+"""Fact parsers on captured real output (arptables-nft 1.8.9, nftables 1.0.6,
+iptables-nft 1.8.9, firewalld 1.3, Debian 12), without root: each listing
+lvsdr renders is what the tool prints, and what it prints parses back to the
+same typed value."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from lvsdr.generator.methods import arptables, firewalld, iptables, nftables
+from lvsdr.generator.node import FactError, NftChain, NftTable, RawNftRule, parse_nft_table
+from lvsdr.hooks.facts import parse_table_counts
+
+from helpers import DATA
+
+CAPTURED = DATA / "facts"
+VIP = ipaddress.IPv4Address("192.0.2.100")
+REAL = ipaddress.IPv4Address("192.0.2.11")
+
+
+def captured(name: str) -> str:
+    return (CAPTURED / name).read_text()
+
+
+def test_arptables_listing() -> None:
+    seen = arptables.parse_listing(captured("arptables-S.applied.txt"))
+    assert seen.chains == arptables.CHAINS
+    assert seen.rules == (*arptables.JUMPS, arptables.ArpDrop(VIP), arptables.ArpMangle(VIP, REAL))
+    for rule in (*arptables.CHAINS, *seen.rules):
+        assert rule.listing() in captured("arptables-S.applied.txt").splitlines()
+    empty = arptables.parse_listing(captured("arptables-S.empty.txt"))
+    assert empty.chains == () and empty.rules == ()
+
+
+def test_arptables_unknown_rule_in_our_chain_is_kept_for_removal() -> None:
+    text = captured("arptables-S.applied.txt") + "-A LVSDR_IN -j ACCEPT -d 192.0.2.7\n"
+    rules = arptables.parse_listing(text).rules
+    assert rules[-1] == arptables.ArpOther("-A LVSDR_IN -j ACCEPT -d 192.0.2.7")
+    assert rules[-1].argv("delete") == ("arptables", "-D", "LVSDR_IN", "-j", "ACCEPT", "-d", "192.0.2.7")
+
+
+def test_iptables_listings() -> None:
+    v4 = iptables.parse_listing(captured("iptables-nat-S.applied.txt"), 4)
+    assert v4.chains == (iptables.NatChain(4),)
+    assert v4.rules == (iptables.NatJump(4), iptables.NatRedirect(VIP, "tcp", 80, 8080),
+                        iptables.NatRedirect(ipaddress.IPv4Address("192.0.2.101"), "udp", 53, None))
+    v6 = iptables.parse_listing(captured("ip6tables-nat-S.applied.txt"), 6)
+    assert v6.rules == (iptables.NatJump(6), iptables.NatRedirect(ipaddress.IPv6Address("2001:db8::100"), "tcp", 80))
+    for rule in v4.rules:
+        assert rule.listing() in captured("iptables-nat-S.applied.txt").splitlines()
+    assert iptables.parse_listing(captured("iptables-nat-S.empty.txt"), 4).rules == ()
+
+
+def test_nft_arp_table_listing() -> None:
+    table = parse_nft_table(captured("nft-list-table-arp-lvsdr.txt"), "arp", "lvsdr", nftables.parse_rule)
+    assert table == NftTable("arp", "lvsdr", (
+        NftChain("input", "input", "filter", (nftables.NftArpDrop(VIP),)),
+        NftChain("output", "output", "filter", (nftables.NftArpRewrite(VIP, REAL),)),
+    ))
+    assert parse_nft_table("", "arp", "lvsdr", nftables.parse_rule) is None
+
+
+def test_nft_rule_lvsdr_does_not_know_makes_the_table_differ() -> None:
+    text = captured("nft-list-table-arp-lvsdr.txt").replace("drop", "accept")
+    table = parse_nft_table(text, "arp", "lvsdr", nftables.parse_rule)
+    assert table is not None
+    assert table.chains[0].rules == (RawNftRule("arp daddr ip 192.0.2.100 accept"),)
+
+
+def test_nft_ruleset_counts() -> None:
+    counts = parse_table_counts(captured("nft-j-list-ruleset.applied.json"))
+    assert counts == {"arp filter": 4, "ip nat": 3, "ip6 nat": 2, "arp lvsdr": 2, "inet lvsdr_fwmark": 2}
+    assert parse_table_counts(captured("nft-j-list-ruleset.empty.json")) == {}
+    assert parse_table_counts("") == {}
+    with pytest.raises(FactError):
+        parse_table_counts("not json")
+
+
+def test_firewalld_listing() -> None:
+    text = captured("firewall-cmd-list-forward-ports.txt")
+    fps = firewalld.parse_listing(text, "runtime", "public")
+    assert firewalld.ForwardPort("runtime", "public", 80, "tcp", 80) in fps
+    assert firewalld.ForwardPort("runtime", "public", 8080, "tcp", 18080) in fps
+    guide_form = [fp for fp in fps if fp.to_addr]
+    assert guide_form == [firewalld.ForwardPort("runtime", "public", 443, "tcp", 443, "192.0.2.100")]
+    for fp in fps:
+        assert fp.listing() in text.replace(":toaddr=\n", "\n").splitlines()
