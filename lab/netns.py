@@ -75,8 +75,31 @@ def list_netns() -> set[str]:
 
 
 def ns_pids(ns: str) -> list[int]:
-    p = run(["ip", "netns", "pids", ns], check=False)
-    return [int(x) for x in p.stdout.split() if x.isdigit()]
+    return pids_in([ns]).get(ns, [])
+
+
+def pids_in(namespaces: list[str]) -> dict[str, list[int]]:
+    """The processes in each named network namespace, from one scan of /proc
+    (no `ip netns pids` per namespace and poll)."""
+    inodes: dict[tuple[int, int], str] = {}
+    for ns in namespaces:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/run/netns/{ns}")
+            inodes[(st.st_dev, st.st_ino)] = ns
+    out: dict[str, list[int]] = {}
+    if not inodes:
+        return out
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        name = inodes.get((st.st_dev, st.st_ino))
+        if name is not None:
+            out.setdefault(name, []).append(int(entry))
+    return out
 
 
 def kill_in_ns(ns: str, comm: str, sig: int = signal.SIGKILL) -> list[int]:
@@ -93,25 +116,32 @@ def kill_in_ns(ns: str, comm: str, sig: int = signal.SIGKILL) -> list[int]:
     return hit
 
 
-def kill_ns_processes(ns: str, grace: float = 2.0) -> None:
-    """SIGTERM every process in ``ns``, then SIGKILL what is left after ``grace``."""
-    pids = ns_pids(ns)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = ns_pids(ns)
-        if pids:
-            time.sleep(0.05)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + grace
-    while ns_pids(ns) and time.monotonic() < deadline:
-        time.sleep(0.05)
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
-def delete_netns(ns: str) -> None:
-    kill_ns_processes(ns)
-    run(["ip", "netns", "del", ns], check=False)
+def kill_ns_processes(namespaces: list[str], grace: float = 2.0, at_once: tuple[str, ...] = ("keepalived",)) -> None:
+    """SIGTERM every process in ``namespaces`` at once (SIGKILL for the
+    ``at_once`` programs: keepalived's orderly shutdown takes a second and a
+    namespace about to go needs none), then SIGKILL what is left after
+    ``grace``; waits until they are gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = [p for ps in pids_in(namespaces).values() for p in ps]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL if _comm(pid) in at_once else sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = [p for ps in pids_in(namespaces).values() for p in ps]
+        if not pids:
+            return
+
+
+def delete_netns(namespaces: list[str]) -> None:
+    kill_ns_processes(namespaces)
+    for ns in namespaces:
+        run(["ip", "netns", "del", ns], check=False)

@@ -246,6 +246,7 @@ class Lab:
             logf.close()
 
     def _start_real_servers(self) -> None:
+        applies: list[subprocess.Popen[str]] = []
         ports = sorted({s.port for s in self.cluster.services if s.protocol == "tcp"})
         for node in self.state.directors:  # a director that is also a backend serves too
             if self.cluster.services_of(node.name):
@@ -258,8 +259,10 @@ class Lab:
                                   *map(str, listen)], f"httpd-{node.name}.log")
             if self.suppression == "product":
                 self.log(f"real server {node.name}: lvsdr realserver apply")
-                run(["ip", "netns", "exec", node.ns, self._console(), "realserver", "apply",
-                     self.cluster_path, "--node", node.name, "--state-dir", str(self.state_dir)], timeout=60)
+                applies.append(subprocess.Popen(  # every real server at once; checked below
+                    ["ip", "netns", "exec", node.ns, self._console(), "realserver", "apply", self.cluster_path,
+                     "--node", node.name, "--state-dir", str(self.state_dir)],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/"))
             elif self.suppression == "none":
                 self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
                 for vip in self.cluster.vips:
@@ -267,6 +270,14 @@ class Lab:
                            if s.vip == vip):
                         run(["ip", "-n", node.ns, "addr", "add", f"{vip}/{32 if vip.version == 4 else 128}",
                              "dev", "lo"])
+        for proc in applies:
+            try:
+                out = proc.communicate(timeout=60)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out = proc.communicate()[0]
+            if proc.returncode != 0:
+                raise LabError(f"realserver apply in the lab: exit {proc.returncode}: {out.strip()}")
         for node in self.state.real_servers:
             self._wait_port(node, ports[0] if ports else None)
 
@@ -396,10 +407,8 @@ def down_state(state_dir: Path, state: LabState | None = None) -> list[str]:
             _reap(pid)
         existing = list_netns()
         # nodes first, the switch last
-        for ns in reversed(state.namespaces):
-            if ns in existing:
-                delete_netns(ns)
-                removed.append(ns)
+        removed = [ns for ns in reversed(state.namespaces) if ns in existing]
+        delete_netns(removed)
     shutil.rmtree(state_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         state_dir.parent.rmdir()  # the state root too, once no lab is left in it
