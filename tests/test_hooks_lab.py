@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,29 +98,36 @@ def test_director_roles_follow_vrrp(tmp_path: Path, method: str) -> None:
         assert probes.http_get(lab, "192.0.2.120") == "web1"
 
 
-def test_notify_reconciles_to_what_it_sees_not_to_what_it_is_told(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def shared_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One nftables pair lab for the tests that leave it as they found it."""
+    with pair_lab(tmp_path_factory.mktemp("pair")) as lab:
+        yield lab
+
+
+def test_notify_reconciles_to_what_it_sees_not_to_what_it_is_told(shared_pair: Lab) -> None:
     """keepalived runs notify scripts out of order: a late MASTER event on the
     BACKUP must not make it mark traffic or answer ARP."""
-    with pair_lab(tmp_path) as lab:
-        node2 = lab.state.node("node2")
-        lab.wait_for_master(10)
-        wait_for(lambda: is_backup_role(node2), lab, "node2 in the BACKUP role")
-        before = nft(node2)
-        p = subprocess.run(["ip", "netns", "exec", node2.ns, lab._console(), "notify", lab.cluster_path, "--node",
-                            "node2", "INSTANCE", "VI_pair", "MASTER", "100"], capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
-        assert nft(node2) == before
-        assert is_backup_role(node2)
+    lab = shared_pair
+    node2 = lab.state.node("node2")
+    lab.wait_for_master(10)
+    wait_for(lambda: is_backup_role(node2), lab, "node2 in the BACKUP role")
+    before = nft(node2)
+    p = subprocess.run(["ip", "netns", "exec", node2.ns, lab._console(), "notify", lab.cluster_path, "--node",
+                        "node2", "INSTANCE", "VI_pair", "MASTER", "100"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert nft(node2) == before
+    assert is_backup_role(node2)
 
 
-def test_agent_heals_drift_without_an_event(tmp_path: Path) -> None:
+def test_agent_heals_drift_without_an_event(shared_pair: Lab) -> None:
     """A change by hand (or a half-applied reconcile) is put right by the
     agent's periodic reconcile, with no VRRP event."""
-    with pair_lab(tmp_path) as lab:
-        node1 = lab.state.node("node1")
-        lab.wait_for_master(10)
-        wait_for(lambda: is_master_role(node1), lab, "node1 in the MASTER role")
-        # late notify processes of the election must be done: the heal must be the agent's
-        wait_for(lambda: not notify_running(node1), lab, "notify hooks of the election finished")
-        subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
-        wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)
+    lab = shared_pair
+    node1 = lab.state.node("node1")
+    lab.wait_for_master(10)
+    wait_for(lambda: is_master_role(node1), lab, "node1 in the MASTER role")
+    # late notify processes of the election must be done: the heal must be the agent's
+    wait_for(lambda: not notify_running(node1), lab, "notify hooks of the election finished")
+    subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
+    wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)
