@@ -65,7 +65,8 @@ def main() -> int:
             inns = ["ip", "netns", "exec", NS]
             notify = [*inns, lvsdr, "notify", str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"]
             floor = [timed([*inns, sys.executable, "-c", "pass"]) for _ in range(args.runs)]
-            change, steady = [], []
+            change: list[float] = []
+            steady: list[float] = []
             for _ in range(args.runs):
                 sh("ip", "-n", NS, "addr", "del", "192.0.2.120/32", "dev", "eth0") if steady else None
                 timed(notify)  # settle the BACKUP role (VIP not on eth0)

@@ -116,13 +116,14 @@ def main(argv: list[str]) -> int:
                              stderr=subprocess.DEVNULL, text=True)
         monitors.append(m)
         assert m.stdout is not None
-        sel.register(m.stdout, selectors.EVENT_READ)
+        sel.register(m.stdout, selectors.EVENT_READ, data=m.stdout)
     reconcile()
     try:
         while True:
             events = sel.select(timeout=1.0)
             for key, _ in events:
-                if not key.fileobj.readline():  # type: ignore[union-attr]
+                stream = key.data  # the monitor's stdout, registered below
+                if not stream.readline():
                     sel.unregister(key.fileobj)  # the namespace went away
             reconcile()
             if not sel.get_map():

@@ -309,7 +309,7 @@ class Lab:
             if not HAS_IPVS:
                 cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
             self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
-                     f"priority {self.cluster.director(node.name).priority}")  # type: ignore[union-attr]
+                     f"priority {self.cluster.find_director(node.name).priority}")
             self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name, "--fifo", fifo,
                                   "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
             self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")

@@ -35,8 +35,11 @@ def test_backup_suppresses_before_dropping_the_marks() -> None:
     assert marks is not None
     facts = facts_from({"record": RECORD})
     facts = type(facts)(addresses=(ON_LO,), nft={KEY: marks}, record=facts.record)
+    assert s.backend is not None
+    arp = nftables.desired_table(s.backend)
+    assert arp is not None
     got = [c for c in plan_role(s, "BACKUP", facts) if not isinstance(c, WriteRecord)]
-    assert got == [LoadNftTable(nftables.desired_table(s.backend)), DeleteNftTable(KEY, "not MASTER")]  # type: ignore[arg-type]
+    assert got == [LoadNftTable(arp), DeleteNftTable(KEY, "not MASTER")]
 
 
 def test_master_marks_then_lifts_arp_rules() -> None:
@@ -46,8 +49,10 @@ def test_master_marks_then_lifts_arp_rules() -> None:
     assert arp is not None
     base = facts_from({"record": RECORD})
     facts = type(base)(addresses=(ON_LO, ON_ETH), nft={arp.key: arp}, record=base.record)
+    marks = s.fwmark_table()
+    assert marks is not None
     got = plan_role(s, "MASTER", facts)
-    assert got[0] == LoadNftTable(s.fwmark_table(), "mark VIP traffic for the fwmark services")  # type: ignore[arg-type]
+    assert got[0] == LoadNftTable(marks, "mark VIP traffic for the fwmark services")
     assert DeleteNftTable(arp.key) in got[1:]
     # keepalived's VIP on eth0 is never lvsdr's to remove
     assert not any(isinstance(c, RemoveAddress) for c in got)

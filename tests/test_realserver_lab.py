@@ -26,7 +26,7 @@ backends = ["web1", "web2"]
 '''
 
 
-class Node:
+class Server:
     """A real server as the test drives it: lvsdr and snapshots run where the
     node's tools (and, for firewalld, its private D-Bus) are."""
 
@@ -51,21 +51,21 @@ def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
     state = tmp_path / "records"
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(make_lab(path, tmp_path, suppression="skip"))
-        servers = []
+        servers: list[Server] = []
         for n in lab.state.real_servers:
             fw = None
             if method == "firewalld":
                 fw = FirewalldInNetns(n.ns, tmp_path / n.name.replace("/", "_"))
                 stack.callback(fw.stop)
-            servers.append(Node(n.ns, n.name, fw))
-        before = {n.name: n.snapshot() for n in servers}
+            servers.append(Server(n.ns, n.name, fw))
+        before = {srv.name: srv.snapshot() for srv in servers}
         # a dry run prints the plan and changes nothing, not even lvsdr's state directory
         dry = servers[0].lvsdr("realserver", "apply", str(path), "--node", "web1", "--state-dir", str(state),
                                "--dry-run")
         assert dry.returncode == 0 and dry.stdout.startswith(f"apply (dry run) on web1 (arp_method {method}")
         assert servers[0].snapshot() == before["web1"] and not state.exists()
-        for n in servers:
-            assert f"arp_method {method}" in n.apply(path, state)
+        for srv in servers:
+            assert f"arp_method {method}" in srv.apply(path, state)
         master = lab.wait_for_master(10)
         # exactly one MAC answers ARP for the VIP: the MASTER's
         seen = probes.arp_responders(lab, "192.0.2.100", count=4)
@@ -75,10 +75,10 @@ def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
         answers = {probes.http_get(lab, "192.0.2.100") for _ in range(24)}
         assert answers == {"web1", "web2"}, answers
         # a second apply plans nothing
-        for n in servers:
-            r = n.lvsdr("realserver", "plan", str(path), "--node", n.name, "--state-dir", str(state))
+        for srv in servers:
+            r = srv.lvsdr("realserver", "plan", str(path), "--node", srv.name, "--state-dir", str(state))
             assert "nothing to do" in r.stdout, r.stdout + r.stderr
-        applied = {n.name: n.snapshot() for n in servers}
+        applied = {srv.name: srv.snapshot() for srv in servers}
         # reconcile: a VIP added to the file appears, and goes when removed again
         bigger = tmp_path / "bigger.toml"
         bigger.write_text(path.read_text() + EXTRA_SERVICE)
@@ -92,14 +92,14 @@ def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
         assert ("192.0.2.101" in out) is not by_port
         assert web1.snapshot() == applied["web1"]
         # remove leaves the node exactly as it was
-        for n in servers:
-            dry = n.lvsdr("realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state),
+        for srv in servers:
+            dry = srv.lvsdr("realserver", "remove", str(path), "--node", srv.name, "--state-dir", str(state),
                           "--dry-run")
             assert "remove (dry run)" in dry.stdout
-            assert n.snapshot() == applied[n.name]  # dry run changed nothing
-            r = n.lvsdr("realserver", "remove", str(path), "--node", n.name, "--state-dir", str(state))
+            assert srv.snapshot() == applied[srv.name]  # dry run changed nothing
+            r = srv.lvsdr("realserver", "remove", str(path), "--node", srv.name, "--state-dir", str(state))
             assert r.returncode == 0, r.stdout + r.stderr
-            assert n.snapshot() == before[n.name]
+            assert srv.snapshot() == before[srv.name]
         assert list(state.iterdir()) == []
 
 
