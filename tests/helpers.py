@@ -155,17 +155,19 @@ class FirewalldInNetns:
              str(tmp / "etc-firewalld")],
             stdout=open(tmp / "firewalld.log", "wb"), stderr=subprocess.STDOUT, cwd="/")  # noqa: SIM115
         self.prefix = ["nsenter", "-t", str(self.proc.pid), "-m", "-n"]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            p = subprocess.run([*self.prefix, "firewall-cmd", "--state"], capture_output=True, text=True,
-                               check=False)
-            if p.stdout.strip() == "running":
-                return
+
+        def running() -> bool:
             if self.proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"firewalld did not start: {(tmp / 'firewalld.log').read_text()[-2000:]}")
+                raise AssertionError(f"firewalld exited: {(tmp / 'firewalld.log').read_text()[-2000:]}")
+            p = subprocess.run([*self.prefix, "firewall-cmd", "--state"], capture_output=True, text=True, check=False)
+            return p.stdout.strip() == "running"
+
+        try:
+            poll(running, "firewalld started", 60, interval=0.3,
+                 explain=lambda: (tmp / "firewalld.log").read_text()[-2000:])
+        except BaseException:
+            self.stop()
+            raise
 
     def lvsdr(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.prefix, sys.executable, "-m", "lvsdr.cli", *args], capture_output=True,

@@ -21,8 +21,21 @@ RULES_FILE = "etc/lvsdr/arptables.rules"
 _OP = {"add": "-A", "delete": "-D"}
 
 
+class _InArpFilter:
+    """arptables-nft keeps lvsdr's chains and rules in nftables' `arp filter`
+    table; every one of them is ARP suppression."""
+
+    @property
+    def nft_table(self) -> str:
+        return "arp filter"
+
+    @property
+    def suppresses_arp(self) -> bool:
+        return True
+
+
 @dataclass(frozen=True)
-class ArpChain(Chain):
+class ArpChain(_InArpFilter, Chain):
     name: str
 
     def argv(self, op: Op) -> tuple[str, ...]:
@@ -34,13 +47,9 @@ class ArpChain(Chain):
     def describe(self, op: Op) -> str:
         return f"arptables: {'create' if op == 'add' else 'delete'} chain {self.name}"
 
-    @property
-    def nft_table(self) -> str:
-        return "arp filter"
-
 
 @dataclass(frozen=True)
-class ArpJump(Rule):
+class ArpJump(_InArpFilter, Rule):
     hook: str  # INPUT | OUTPUT
     chain: str
 
@@ -53,17 +62,9 @@ class ArpJump(Rule):
     def describe(self, op: Op) -> str:
         return f"arptables: {'' if op == 'add' else 'remove '}jump from {self.hook} to {self.chain}"
 
-    @property
-    def nft_table(self) -> str:
-        return "arp filter"
-
-    @property
-    def suppresses_arp(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
-class ArpDrop(Rule):
+class ArpDrop(_InArpFilter, Rule):
     """Drop incoming ARP for the VIP."""
 
     vip: ipaddress.IPv4Address
@@ -77,17 +78,9 @@ class ArpDrop(Rule):
     def describe(self, op: Op) -> str:
         return f"arptables: {'' if op == 'add' else 'remove '}drop ARP for {self.vip} (INPUT)"
 
-    @property
-    def nft_table(self) -> str:
-        return "arp filter"
-
-    @property
-    def suppresses_arp(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
-class ArpMangle(Rule):
+class ArpMangle(_InArpFilter, Rule):
     """Rewrite the source of outgoing ARP from the VIP to the real address."""
 
     vip: ipaddress.IPv4Address
@@ -103,17 +96,9 @@ class ArpMangle(Rule):
         return (f"arptables: {'' if op == 'add' else 'remove '}rewrite ARP from {self.vip} to {self.real} "
                 "(OUTPUT)")
 
-    @property
-    def nft_table(self) -> str:
-        return "arp filter"
-
-    @property
-    def suppresses_arp(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
-class ArpOther(Rule):
+class ArpOther(_InArpFilter, Rule):
     """A rule in lvsdr's chains that lvsdr did not write: removed as listed."""
 
     line: str
@@ -126,14 +111,6 @@ class ArpOther(Rule):
 
     def describe(self, op: Op) -> str:
         return f"arptables: {'add' if op == 'add' else 'remove'} {self.line.split(maxsplit=1)[1]}"
-
-    @property
-    def nft_table(self) -> str:
-        return "arp filter"
-
-    @property
-    def suppresses_arp(self) -> bool:
-        return True
 
 
 CHAINS = (ArpChain(IN), ArpChain(OUT))

@@ -24,9 +24,25 @@ def _prog(family: int) -> str:
     return "iptables" if family == 4 else "ip6tables"
 
 
+class _InNat:
+    """iptables-nft keeps lvsdr's chain and rules in nftables' `ip nat` / `ip6 nat`."""
+
+    @property
+    def ip_family(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def nft_table(self) -> str:
+        return "ip nat" if self.ip_family == 4 else "ip6 nat"
+
+
 @dataclass(frozen=True)
-class NatChain(Chain):
+class NatChain(_InNat, Chain):
     family: int
+
+    @property
+    def ip_family(self) -> int:
+        return self.family
 
     def argv(self, op: Op) -> tuple[str, ...]:
         return (_prog(self.family), "-t", "nat", "-N" if op == "add" else "-X", CHAIN)
@@ -37,14 +53,14 @@ class NatChain(Chain):
     def describe(self, op: Op) -> str:
         return f"{_prog(self.family)}: {'create' if op == 'add' else 'delete'} nat chain {CHAIN}"
 
-    @property
-    def nft_table(self) -> str:
-        return "ip nat" if self.family == 4 else "ip6 nat"
-
 
 @dataclass(frozen=True)
-class NatJump(Rule):
+class NatJump(_InNat, Rule):
     family: int
+
+    @property
+    def ip_family(self) -> int:
+        return self.family
 
     def argv(self, op: Op) -> tuple[str, ...]:
         return (_prog(self.family), "-t", "nat", _OP[op], "PREROUTING", "-j", CHAIN)
@@ -55,17 +71,17 @@ class NatJump(Rule):
     def describe(self, op: Op) -> str:
         return f"{_prog(self.family)}: {'' if op == 'add' else 'remove '}jump from nat PREROUTING to {CHAIN}"
 
-    @property
-    def nft_table(self) -> str:
-        return "ip nat" if self.family == 4 else "ip6 nat"
-
 
 @dataclass(frozen=True)
-class NatRedirect(Rule):
+class NatRedirect(_InNat, Rule):
     vip: IPAddress
     protocol: str
     port: int
     to_port: int | None = None
+
+    @property
+    def ip_family(self) -> int:
+        return self.vip.version
 
     def argv(self, op: Op) -> tuple[str, ...]:
         return (_prog(self.vip.version), "-t", "nat", _OP[op], *self.listing().split()[1:])
@@ -81,17 +97,17 @@ class NatRedirect(Rule):
         action = f"redirect {what} locally" if op == "add" else f"remove redirect {what}"
         return f"{_prog(self.vip.version)}: {action}"
 
-    @property
-    def nft_table(self) -> str:
-        return "ip nat" if self.vip.version == 4 else "ip6 nat"
-
 
 @dataclass(frozen=True)
-class NatOther(Rule):
+class NatOther(_InNat, Rule):
     """A rule in lvsdr's chain that lvsdr did not write: removed as listed."""
 
     family: int
     line: str
+
+    @property
+    def ip_family(self) -> int:
+        return self.family
 
     def argv(self, op: Op) -> tuple[str, ...]:
         return (_prog(self.family), "-t", "nat", _OP[op], *self.line.split()[1:])
@@ -101,10 +117,6 @@ class NatOther(Rule):
 
     def describe(self, op: Op) -> str:
         return f"{_prog(self.family)}: {'add' if op == 'add' else 'remove'} nat {self.line.split(maxsplit=1)[1]}"
-
-    @property
-    def nft_table(self) -> str:
-        return "ip nat" if self.family == 4 else "ip6 nat"
 
 
 def desired_rules(spec: Spec, family: int) -> tuple[Rule, ...]:
