@@ -104,15 +104,18 @@ def pids_in(namespaces: list[str]) -> dict[str, list[int]]:
 
 def kill_in_ns(ns: str, comm: str, sig: int = signal.SIGKILL) -> list[int]:
     """Signal the processes named ``comm`` in ``ns`` only (pkill would match
-    every namespace on the machine)."""
-    hit = []
-    for pid in ns_pids(ns):
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
-                os.kill(pid, sig)
-                hit.append(pid)
-        except (OSError, ProcessLookupError):
-            pass
+    every namespace on the machine). For SIGKILL they are all stopped first:
+    keepalived's children get SIGTERM when their parent dies, and a VRRP child
+    that is still running then resigns in order (a priority-0 advert), which a
+    machine that dies does not do."""
+    hit = [pid for pid in ns_pids(ns) if _comm(pid) == comm]
+    if sig == signal.SIGKILL:
+        for pid in hit:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+    for pid in hit:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
     return hit
 
 
