@@ -154,8 +154,13 @@ class Cluster:
         return f"--node: {json.dumps(name)} is not {what} (directors: {directors}; real servers: {real})"
 
     def services_of(self, server: str) -> tuple[Service, ...]:
-        """Services for which ``server`` (a real server or director) is a backend."""
-        return tuple(s for s in self.services if any(b.server == server for b in s.backends))
+        """Services for which ``server`` (a real server or director) is a backend,
+        or the sorry server: IPVS forwards to it by DR like to any backend, so it
+        needs the VIP and ARP suppression too."""
+        node = self.director(server) or self.real_server(server)
+        address = node.address if node else None
+        return tuple(s for s in self.services if any(b.server == server for b in s.backends)
+                     or (s.sorry_server is not None and s.sorry_server.address == address))
 
     @property
     def vips(self) -> tuple[IPAddress, ...]:

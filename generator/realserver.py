@@ -54,7 +54,9 @@ def backend_spec(cluster: Cluster, server: RealServer | Director, *, vips_on_lo:
     vips = tuple(sorted({s.vip for s in services}, key=addr_key))
     redirects = tuple(sorted(
         {Redirect(s.vip, s.protocol, s.port, b.listen_port)
-         for s in services for b in s.backends if b.server == node},
+         for s in services for b in s.backends if b.server == node}
+        | {Redirect(s.vip, s.protocol, s.port) for s in services
+           if s.sorry_server is not None and s.sorry_server.address == server.address},
         key=lambda r: (addr_key(r.vip), r.protocol, r.port),
     ))
     zone = server.firewalld_zone if isinstance(server, RealServer) else "public"

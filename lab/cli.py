@@ -69,9 +69,13 @@ def cmd_demo(cluster_path: Path | None, no_suppression: bool) -> int:
     lab = _lab(cluster_path, no_suppression)
     started = time.monotonic()
     step(f"building the lab for cluster {lab.cluster.name} ({lab.cluster_path})")
-    if not HAS_IPVS:
-        say("    this kernel has no IPVS: keepalived runs VRRP only (-P); the lab's IPVS stand-in")
-        say("    (test scaffolding, an nftables netdev rule on the MASTER) does the DR forwarding")
+    if HAS_IPVS:
+        say("    data plane: IPVS (this kernel has it): full keepalived with the rendered config,")
+        say("    IPVS forwards by DR, keepalived's own checkers decide which backends are alive")
+    else:
+        say("    data plane: the lab's IPVS stand-in. This kernel has no IPVS: keepalived runs VRRP only")
+        say("    (-P), and an nftables netdev rule on the MASTER (test scaffolding) does the DR forwarding;")
+        say("    scripts/ipvs-vm runs the demo in a VM whose kernel has IPVS")
     lab.up()  # cleans up after itself if it fails
     try:
         step("VRRP election")

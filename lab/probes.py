@@ -112,3 +112,68 @@ def failover(lab: Lab, port: int = 80, timeout: float = 20.0) -> Failover:
         time.sleep(0.05)
     raise TimeoutError(f"no takeover within {timeout:.0f} s (client neighbour entry for {vip}: "
                        f"{mac_owner(lab, neighbour(lab, vip)[0])})")
+
+
+# -- IPVS (kernels that have it) -------------------------------------------------
+def _hex_address(text: str) -> str:
+    """/proc/net/ip_vs writes IPv4 as 8 hex digits and IPv6 as [hex:hex:...]."""
+    import ipaddress
+
+    if text.startswith("["):
+        return str(ipaddress.IPv6Address(text.strip("[]")))
+    return str(ipaddress.IPv4Address(int(text, 16)))
+
+
+def parse_ip_vs(text: str) -> dict[str, dict[str, int]]:
+    """/proc/net/ip_vs -> {"TCP 192.0.2.100:80" | "FWM 1280704513": {real server address: weight}}."""
+    table: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0] in ("IP", "Prot") or parts[:2] == ["->", "RemoteAddress:Port"]:
+            continue
+        if parts[0] == "->" and current is not None:
+            addr = _hex_address(parts[1].rsplit(":", 1)[0])
+            current[addr] = int(parts[3])
+        elif parts[0] == "FWM":
+            current = table.setdefault(f"FWM {int(parts[1], 16)}", {})
+        elif parts[0] in ("TCP", "UDP", "SCTP"):
+            host, port = parts[1].rsplit(":", 1)
+            addr = _hex_address(host)
+            current = table.setdefault(f"{parts[0]} {addr if ':' not in addr else f'[{addr}]'}:{int(port, 16)}", {})
+    return table
+
+
+def ipvs_table(lab: Lab, node: Node) -> dict[str, dict[str, int]]:
+    """The IPVS table of a director, as its kernel has it now."""
+    return parse_ip_vs(ns_run(node.ns, ["cat", "/proc/net/ip_vs"]).stdout)
+
+
+def dns_answers(lab: Lab, ip: str, port: int = 53, count: int = 1, timeout: float = 2.0) -> list[str | None]:
+    """``count`` DNS queries (A example.org) from the client, each from a new
+    socket: the address each answer carries (the lab's dnsd answers with its
+    own), None where no answer came."""
+    import json
+    import sys
+
+    code = (
+        "import json, socket, struct, sys\n"
+        "ip, port, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])\n"
+        "q = struct.pack('!HHHHHH', 0x1d, 0x0100, 1, 0, 0, 0)\n"
+        "q += b'\\x07example\\x03org\\x00' + struct.pack('!HH', 1, 1)\n"
+        "out = []\n"
+        "for _ in range(count):\n"
+        "    s = socket.socket(socket.AF_INET6 if ':' in ip else socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "    s.settimeout(timeout)\n"
+        "    try:\n"
+        "        s.sendto(q, (ip, port)); r = s.recv(512)\n"
+        "        out.append(socket.inet_ntoa(r[-4:]) if struct.unpack_from('!H', r, 6)[0] else None)\n"
+        "    except OSError:\n"
+        "        out.append(None)\n"
+        "    finally:\n"
+        "        s.close()\n"
+        "print(json.dumps(out))\n"
+    )
+    p = ns_run(lab.state.client.ns, [sys.executable, "-c", code, ip, str(port), str(count), str(timeout)],
+               check=False, timeout=30 + count * (timeout + 1))
+    return list(json.loads(p.stdout)) if p.returncode == 0 else [None] * count

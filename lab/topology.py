@@ -37,6 +37,9 @@ from .netns import LabError, delete_netns, ip_json, list_netns, require_root, re
 
 STATE_ROOT = Path("/run/lvsdr-lab")
 HAS_IPVS = Path("/proc/net/ip_vs").exists()
+# processes start about 6x slower in a guest under TCG (software emulation): the
+# lab's deadlines scale with it (scripts/ipvs-vm sets LVSDR_VM)
+TIME_SCALE = 6.0 if os.environ.get("LVSDR_VM") == "tcg" else 1.0
 AGENT_INTERVAL = 2.0  # the lab heals drift faster than the product's 30 s default
 # product: `lvsdr realserver apply` on each real server; none: VIPs on lo and
 # no suppression (shows the ARP problem); skip: nothing (a test applies itself)
@@ -156,7 +159,7 @@ class Lab:
         return [self.state.switch_ns] + [n.ns for n in self._plan_nodes()]
 
     # -- up ------------------------------------------------------------------
-    def up(self, wait_master: float = 15.0) -> LabState:
+    def up(self, wait_master: float = 15.0 * TIME_SCALE) -> LabState:
         require_root()
         require_tools()
         if self.state_dir.exists():
@@ -245,18 +248,50 @@ class Lab:
         finally:
             logf.close()
 
+    def _apps(self, node: Node) -> list[tuple[str, list[str]]]:
+        """(log name, argv) of what a node serves: HTTP on the TCP service ports
+        (and its listen_ports), DNS on the UDP ones. Test scaffolding."""
+        c = self.cluster
+        tcp = {s.port for s in c.services if s.protocol == "tcp"}
+        tcp |= {b.listen_port for s in c.services for b in s.backends if b.server == node.name and b.listen_port}
+        udp = sorted({s.port for s in c.services if s.protocol == "udp"})
+        out = []
+        if tcp:
+            out.append((f"httpd-{node.name}.log",
+                        [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *map(str, sorted(tcp))]))
+        v4 = [a.split("/")[0] for a in node.addresses if ":" not in a]
+        if udp and v4:
+            out.append((f"dnsd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.dnsd", v4[0], *map(str, udp)]))
+        return out
+
+    def app_up(self, name: str) -> None:
+        """Start the node's applications (again)."""
+        node = self.state.node(name)
+        for log_name, argv in self._apps(node):
+            self._spawn(node.ns, argv, log_name)
+
+    def app_down(self, name: str) -> None:
+        """Stop the node's applications (the backend is dead; the host is not)."""
+        from .netns import ns_pids
+
+        node = self.state.node(name)
+        for pid in ns_pids(node.ns):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"lvsdr.lab.httpd" in cmd or b"lvsdr.lab.dnsd" in cmd:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     def _start_real_servers(self) -> None:
         applies: list[subprocess.Popen[str]] = []
         ports = sorted({s.port for s in self.cluster.services if s.protocol == "tcp"})
         for node in self.state.directors:  # a director that is also a backend serves too
             if self.cluster.services_of(node.name):
-                self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *map(str, ports)],
-                            f"httpd-{node.name}.log")
+                self.app_up(node.name)
         for node in self.state.real_servers:
-            listen = sorted({b.listen_port for s in self.cluster.services for b in s.backends
-                             if b.server == node.name and b.listen_port} | set(ports))
-            self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.httpd", node.name,
-                                  *map(str, listen)], f"httpd-{node.name}.log")
+            self.app_up(node.name)
             if self.suppression == "product":
                 self.log(f"real server {node.name}: lvsdr realserver apply")
                 applies.append(subprocess.Popen(  # every real server at once; checked below
@@ -272,7 +307,7 @@ class Lab:
                              "dev", "lo"])
         for proc in applies:
             try:
-                out = proc.communicate(timeout=60)[0]
+                out = proc.communicate(timeout=60 * TIME_SCALE)[0]
             except subprocess.TimeoutExpired:
                 proc.kill()
                 out = proc.communicate()[0]
@@ -281,7 +316,7 @@ class Lab:
         for node in self.state.real_servers:
             self._wait_port(node, ports[0] if ports else None)
 
-    def _wait_port(self, node: Node, port: int | None, timeout: float = 10.0) -> None:
+    def _wait_port(self, node: Node, port: int | None, timeout: float = 10.0 * TIME_SCALE) -> None:
         if port is None:
             return
         deadline = time.monotonic() + timeout

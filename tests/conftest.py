@@ -23,6 +23,14 @@ def host_is_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Gateway, "apply", refuse)
 
 
+@pytest.fixture(autouse=True)
+def ipvs_tier_needs_ipvs(request: pytest.FixtureRequest) -> None:
+    """Tests marked ipvs need a kernel with IPVS (scripts/ipvs-vm boots one):
+    where there is none they fail, never skip silently."""
+    if request.node.get_closest_marker("ipvs") and not os.path.exists("/proc/net/ip_vs"):
+        pytest.fail("this kernel has no IPVS: run the IPVS tier in a VM (scripts/ipvs-vm, see docs/lab.md)")
+
+
 @pytest.fixture(scope="session")
 def scratch_netns() -> Iterator[str]:
     """A namespace with eth0/eth1 so keepalived -t sees the interfaces a

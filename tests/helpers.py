@@ -32,8 +32,8 @@ from lvsdr.generator.changes import (
 )
 from lvsdr.generator.load import load_cluster
 from lvsdr.generator.methods import arptables, firewalld, iptables, nftables
-from lvsdr.generator.node import Facts, NodeAddress, Record, parse_nft_table
-from lvsdr.lab.topology import Lab
+from lvsdr.generator.node import Facts, NodeAddress, Record, Rule, parse_nft_table
+from lvsdr.lab.topology import TIME_SCALE, Lab
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -97,7 +97,7 @@ def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | 
     """Run lvsdr inside network namespace ``ns`` (never in the host's)."""
     prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
     return subprocess.run(["ip", "netns", "exec", ns, *prefix, sys.executable, "-m", "lvsdr.cli", *args],
-                          capture_output=True, text=True, check=False, cwd=cwd, timeout=120)
+                          capture_output=True, text=True, check=False, cwd=cwd, timeout=120 * TIME_SCALE)
 
 
 def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
@@ -116,9 +116,8 @@ def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
         "arptables": out("arptables", "-S"),
         "iptables": out("iptables", "-t", "nat", "-S"),
         "ip6tables": out("ip6tables", "-t", "nat", "-S"),
-        "firewalld": out("firewall-cmd", "--list-forward-ports") + out("firewall-cmd", "--permanent",
-                                                                         "--list-forward-ports")
-        if prefix else "",
+        "firewalld": "".join(out("firewall-cmd", *where, listing) for where in ((), ("--permanent",))
+                             for listing in ("--list-forward-ports", "--list-ports")) if prefix else "",
     }
 
 
@@ -163,7 +162,7 @@ class FirewalldInNetns:
             return p.stdout.strip() == "running"
 
         try:
-            poll(running, "firewalld started", 60, interval=0.3,
+            poll(running, "firewalld started", 60 * TIME_SCALE, interval=0.3,
                  explain=lambda: (tmp / "firewalld.log").read_text()[-2000:])
         except BaseException:
             self.stop()
@@ -171,7 +170,7 @@ class FirewalldInNetns:
 
     def lvsdr(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.prefix, sys.executable, "-m", "lvsdr.cli", *args], capture_output=True,
-                              text=True, check=False, cwd="/", timeout=120)
+                              text=True, check=False, cwd="/", timeout=120 * TIME_SCALE)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -190,8 +189,10 @@ def facts_from(raw: dict[str, Any]) -> Facts:
            iptables.parse_listing(raw.get("iptables -t nat -S", ""), 4),
            iptables.parse_listing(raw.get("ip6tables -t nat -S", ""), 6)]
     zone = raw.get("zone", "public")
-    fps = tuple(fp for where in firewalld.WHERE
+    fps: tuple[Rule, ...] = tuple(fp for where in firewalld.WHERE
                 for fp in firewalld.parse_listing(raw.get(f"firewall-cmd {where}", ""), where, zone))
+    fps += tuple(p for where in firewalld.WHERE
+                 for p in firewalld.parse_ports(raw.get(f"firewall-cmd ports {where}", ""), where, zone))
     table = parse_nft_table(raw.get("nft list table arp lvsdr", ""), nftables.FAMILY, nftables.TABLE,
                             nftables.parse_rule)
     record = raw.get("record")

@@ -87,3 +87,8 @@ def test_firewalld_listing() -> None:
     assert guide_form == [firewalld.ForwardPort("runtime", "public", 443, "tcp", 443, "192.0.2.100")]
     for fp in fps:
         assert fp.listing() in text.replace(":toaddr=\n", "\n").splitlines()
+
+
+def test_firewalld_ports_listing() -> None:
+    assert firewalld.parse_ports("80/tcp 53/udp 8000-8010/tcp\n", "permanent", "dmz") == (
+        firewalld.OpenPort("permanent", "dmz", 53, "udp"), firewalld.OpenPort("permanent", "dmz", 80, "tcp"))

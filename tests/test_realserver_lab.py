@@ -74,6 +74,13 @@ def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
         # 24 requests: the stand-in hashes source ports, so one server 24 times has p < 1e-7
         answers = {probes.http_get(lab, "192.0.2.100") for _ in range(24)}
         assert answers == {"web1", "web2"}, answers
+        # the director's health checks reach every real server at its own address (firewalld
+        # rejected them until lvsdr opened the port: found on real IPVS, tests/ipvs)
+        for srv in servers:
+            rip = lab.state.node(srv.name).addresses[0].split("/")[0]
+            p = subprocess.run(["ip", "netns", "exec", master.ns, "curl", "-s", "-m", "3", f"http://{rip}/"],
+                               capture_output=True, text=True, check=False)
+            assert p.stdout.strip() == srv.name, (srv.name, p.returncode)
         # a second apply plans nothing
         for srv in servers:
             r = srv.lvsdr("realserver", "plan", str(path), "--node", srv.name, "--state-dir", str(state))

@@ -1,7 +1,10 @@
 """firewalld: no VIP on the host; a forward-port WITHOUT toaddr (a local
 redirect) for each VIP's port, runtime (now) and permanent (after a reload),
 in the real server's zone. The guide's toaddr=<VIP> DNATs to an address the
-host does not have, and DR traffic then gets no answer. Only forward-ports
+host does not have, and DR traffic then gets no answer. The port itself is
+opened too: the director's health checks connect to the real server's own
+address, where the redirect changes nothing (no DNAT, so firewalld's zone
+rejects it; found on real IPVS, tests/ipvs). Only forward-ports and ports
 lvsdr added (its record names them) are ever removed: the zone is shared."""
 
 from __future__ import annotations
@@ -42,10 +45,36 @@ class ForwardPort(Rule):
         return f"firewalld ({self.where}, zone {self.zone}): {verb}forward-port {self.listing()}"
 
 
-def desired_rules(spec: Spec) -> tuple[ForwardPort, ...]:
+@dataclass(frozen=True)
+class OpenPort(Rule):
+    """The port open in the zone, for the health checks to the real address."""
+
+    where: str
+    zone: str
+    port: int
+    protocol: str
+
+    def argv(self, op: Op) -> tuple[str, ...]:
+        extra = ("--permanent",) if self.where == "permanent" else ()
+        return (PROG, *extra, f"--zone={self.zone}", f"--{'add' if op == 'add' else 'remove'}-port={self.listing()}")
+
+    def listing(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+    def describe(self, op: Op) -> str:
+        verb = "open" if op == "add" else "close"
+        return f"firewalld ({self.where}, zone {self.zone}): {verb} port {self.listing()} (health checks)"
+
+
+def desired_rules(spec: Spec) -> tuple[ForwardPort | OpenPort, ...]:
     ports = sorted({(r.port, r.protocol, r.listen_port or r.port) for r in spec.redirects},
                    key=lambda t: f"port={t[0]}:proto={t[1]}:toport={t[2]}")
-    return tuple(ForwardPort(where, spec.zone, port, proto, to) for where in WHERE for port, proto, to in ports)
+    opened = sorted({(r.port, r.protocol) for r in spec.redirects}, key=lambda t: f"{t[0]}/{t[1]}")
+    out: list[ForwardPort | OpenPort] = []
+    for where in WHERE:
+        out += [ForwardPort(where, spec.zone, port, proto, to) for port, proto, to in ports]
+        out += [OpenPort(where, spec.zone, port, proto) for port, proto in opened]
+    return tuple(out)
 
 
 def parse_listing(text: str, where: str, zone: str) -> tuple[ForwardPort, ...]:
@@ -60,6 +89,16 @@ def parse_listing(text: str, where: str, zone: str) -> tuple[ForwardPort, ...]:
         except (KeyError, ValueError):
             continue  # a port range or a form lvsdr never writes: not lvsdr's
     return tuple(sorted(out, key=lambda f: f.listing()))
+
+
+def parse_ports(text: str, where: str, zone: str) -> tuple[OpenPort, ...]:
+    """`firewall-cmd --list-ports` ("80/tcp 53/udp") -> open ports (ranges are not lvsdr's)."""
+    out = []
+    for item in text.split():
+        port, _, proto = item.partition("/")
+        if port.isdigit() and proto:
+            out.append(OpenPort(where, zone, int(port), proto))
+    return tuple(sorted(out, key=lambda p: p.listing()))
 
 
 class Firewalld(Method):
@@ -78,11 +117,15 @@ class Firewalld(Method):
             return ()  # firewall-cmd fails where firewalld is not running: ask only when it matters
         hint = (("not running", "firewalld is not running (systemctl start firewalld)"),)
         return tuple(FactCommand((PROG, *(("--permanent",) if w == "permanent" else ()), f"--zone={spec.zone}",
-                                  "--list-forward-ports"), hints=hint) for w in WHERE)
+                                  listing), hints=hint)
+                     for listing in ("--list-forward-ports", "--list-ports") for w in WHERE)
 
     def parse(self, outputs: Sequence[str], spec: Spec) -> Observed:
-        return Observed(rules=tuple(fp for text, where in zip(outputs, WHERE, strict=False)
-                                    for fp in parse_listing(text, where, spec.zone)))
+        fps = tuple(fp for text, where in zip(outputs[:2], WHERE, strict=True)
+                    for fp in parse_listing(text, where, spec.zone))
+        ports = tuple(p for text, where in zip(outputs[2:], WHERE, strict=True)
+                      for p in parse_ports(text, where, spec.zone))
+        return Observed(rules=fps + ports)
 
     def add(self, spec: Spec, facts: Facts) -> list[Change]:
         return [AddRule(r) for r in desired_rules(spec) if r not in facts.rules]
@@ -90,13 +133,14 @@ class Firewalld(Method):
     def prune(self, spec: Spec, wanted: bool, facts: Facts) -> list[Change]:
         want = desired_rules(spec) if wanted else ()
         recorded = set(facts.record.forward_ports if facts.record else ())
-        present = [r for r in facts.rules if isinstance(r, ForwardPort)]
+        present = [r for r in facts.rules if isinstance(r, ForwardPort | OpenPort)]
         return [DeleteRule(r) for where in WHERE for r in present
                 if r.where == where and r not in want and r.listing() in recorded]
 
     def artifacts(self, spec: Spec) -> Artifacts:
         cmds = "".join(" ".join(r.argv("add")) + "\n" for r in sorted(
-            desired_rules(spec), key=lambda r: (r.listing(), r.where != "runtime")))
+            desired_rules(spec), key=lambda r: (isinstance(r, OpenPort), r.listing(), r.where != "runtime")))
         note = ("forward-ports are added runtime (effective now) AND permanent (after a reload), without toaddr: a "
-                "toaddr=<VIP> DNATs to an address this host does not have, and DR traffic then gets no answer.")
+                "toaddr=<VIP> DNATs to an address this host does not have, and DR traffic then gets no answer. "
+                "The ports are opened too: the director's health checks connect to this host's own address.")
         return Artifacts({COMMANDS_FILE: (cmds, 0o644)}, (note,))

@@ -1,0 +1,116 @@
+"""keepalived's own checkers on real IPVS: each check type takes a dead
+backend out of the IPVS table and puts it back within the bound its
+settings imply, traffic keeps flowing meanwhile; the sorry server takes over
+when every backend is down; a persistent service keeps one client on one
+backend."""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lvsdr.lab import probes
+from lvsdr.lab.topology import TIME_SCALE, Lab
+
+from helpers import MEASURED, make_lab, needs_root, poll
+
+pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
+HERE = Path(__file__).parent
+MISC_DIR = Path("/run/lvsdr-ipvs-test")  # root-owned, as keepalived's script security wants
+MISC_DOWN = MISC_DIR / "down"
+WEB1, WEB2, SORRY = "192.0.2.11", "192.0.2.12", "192.0.2.13"
+SERVICES = {"tcp": "TCP 192.0.2.110:80", "http": "TCP 192.0.2.111:80", "dns": "UDP 192.0.2.112:53",
+            "misc": "TCP 192.0.2.113:80"}
+# delay_loop 2, connect_timeout 1, retry 1, delay_before_retry 1 (checks.toml)
+OUT_BOUND = 2 + (1 + 1) * 1 + 1 * 1  # the next check, plus every try and every wait between tries
+IN_BOUND = 2 + 1  # the next check succeeds
+SLACK = 1.5
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    MISC_DIR.mkdir(mode=0o755, exist_ok=True)
+    script = MISC_DIR / "misc-check"
+    script.write_text(f"#!/bin/sh\n# lvsdr's IPVS tier: fails while {MISC_DOWN} exists\n[ ! -e {MISC_DOWN} ]\n")
+    script.chmod(0o755)
+    try:
+        with make_lab(HERE / "checks.toml", tmp_path_factory.mktemp("checks")) as lab:
+            yield lab
+    finally:
+        MISC_DOWN.unlink(missing_ok=True)
+        script.unlink()
+        MISC_DIR.rmdir()
+
+
+def reals(lab: Lab, service: str) -> set[str]:
+    master = lab.master()
+    return set(probes.ipvs_table(lab, master).get(service, {})) if master else set()
+
+
+def wait_reals(lab: Lab, service: str, want: set[str], what: str, timeout: float) -> float:
+    return poll(lambda: reals(lab, service) == want, what, timeout, interval=0.2,
+                explain=lambda: f"{service}: {sorted(reals(lab, service))}")
+
+
+def test_all_backends_up(lab: Lab) -> None:
+    for name, service in SERVICES.items():
+        wait_reals(lab, service, {WEB1, WEB2}, f"{name}: both backends checked in", 30 * TIME_SCALE)
+    assert reals(lab, "TCP 192.0.2.114:80") == {WEB1}  # the sorry server waits
+    assert {probes.http_get(lab, "192.0.2.110", timeout=5) for _ in range(4)} == {"web1", "web2"}
+    assert set(probes.dns_answers(lab, "192.0.2.112", count=4, timeout=3)) == {WEB1, WEB2}
+
+
+def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
+    """web1's applications die (the host stays): tcp, http and dns checks take
+    it out within the bound, the sorry server takes the sorry service, and the
+    clients that keep coming are all served by web2 once it is out."""
+    t0 = time.monotonic()
+    lab.app_down("web1")
+    out: dict[str, float] = {}
+    for name in ("tcp", "http", "dns"):
+        wait_reals(lab, SERVICES[name], {WEB2}, f"{name}: web1 out", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
+        out[name] = time.monotonic() - t0
+    wait_reals(lab, "TCP 192.0.2.114:80", {SORRY}, "sorry server in", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
+    during = [probes.http_get(lab, "192.0.2.110", timeout=3) for _ in range(6)]
+    dns = probes.dns_answers(lab, "192.0.2.112", count=4, timeout=3)
+    sorry = [probes.http_get(lab, "192.0.2.114", timeout=3) for _ in range(3)]
+    t1 = time.monotonic()
+    lab.app_up("web1")
+    back: dict[str, float] = {}
+    for name in ("tcp", "http", "dns"):
+        wait_reals(lab, SERVICES[name], {WEB1, WEB2}, f"{name}: web1 back", (IN_BOUND + SLACK) * TIME_SCALE + 5)
+        back[name] = time.monotonic() - t1
+    wait_reals(lab, "TCP 192.0.2.114:80", {WEB1}, "sorry server out", (IN_BOUND + SLACK) * TIME_SCALE + 5)
+    after = probes.http_get(lab, "192.0.2.114", timeout=3)
+    for name in out:
+        MEASURED.append(f"IPVS {name} check: web1 out after {out[name]:.1f} s (bound {OUT_BOUND} s + start-up), "
+                        f"back after {back[name]:.1f} s (bound {IN_BOUND} s + start-up)")
+    assert during == ["web2"] * 6 and dns == [WEB2] * 4
+    assert sorry == ["sorry"] * 3 and after == "web1"
+    for name in out:  # the bound from the settings, plus the time the guest takes to start a server
+        assert out[name] <= OUT_BOUND + SLACK + 2 * TIME_SCALE, (name, out[name])
+        assert back[name] <= IN_BOUND + SLACK + 4 * TIME_SCALE, (name, back[name])
+
+
+def test_misc_check_takes_backends_out_and_back(lab: Lab) -> None:
+    t0 = time.monotonic()
+    MISC_DOWN.touch()
+    wait_reals(lab, SERVICES["misc"], set(), "misc: backends out", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
+    took = time.monotonic() - t0
+    os.unlink(MISC_DOWN)
+    t1 = time.monotonic()
+    wait_reals(lab, SERVICES["misc"], {WEB1, WEB2}, "misc: backends back", (IN_BOUND + SLACK) * TIME_SCALE + 5)
+    MEASURED.append(f"IPVS misc check: out after {took:.1f} s, back after {time.monotonic() - t1:.1f} s")
+    assert took <= OUT_BOUND + 2 + SLACK + 2 * TIME_SCALE  # plus misc_timeout
+
+
+def test_persistence_keeps_a_client_on_one_backend(lab: Lab) -> None:
+    wait_reals(lab, "TCP 192.0.2.115:80", {WEB1, WEB2}, "sticky: both backends", 30 * TIME_SCALE)
+    answers = collections.Counter(probes.http_get(lab, "192.0.2.115", timeout=5) for _ in range(10))
+    MEASURED.append(f"IPVS persistence_timeout 30, 10 requests from one client: {dict(answers)}")
+    assert len(answers) == 1 and None not in answers
