@@ -1,9 +1,10 @@
 """The lab's real-server application: answers every GET with the server's name.
 
-    python -m lvsdr.lab.httpd NAME PORT [PORT...]
+    python -m lvsdr.lab.httpd NAME PORT[/tls] [PORT[/tls]...] [--cert PEM]
 
 Listens on all addresses (IPv4 and IPv6) so it serves a VIP on lo and traffic
-redirected by iptables/firewalld alike. Test scaffolding.
+redirected by iptables/firewalld alike. PORT/tls serves HTTPS with the
+certificate and key in PEM (for keepalived's SSL_GET). Test scaffolding.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ class DualStackServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str]) -> int:
-    name, ports = argv[0], [int(p) for p in argv[1:]]
+    cert = None
+    if "--cert" in argv:
+        i = argv.index("--cert")
+        cert, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    name, specs = argv[0], argv[1:]
+    ports = [int(p.split("/")[0]) for p in specs]
     body = f"{name}\n".encode()
 
     class Handler(BaseHTTPRequestHandler):
@@ -40,9 +46,16 @@ def main(argv: list[str]) -> int:
             sys.stdout.flush()
 
     servers = [DualStackServer(("::", p), Handler) for p in ports]
+    for srv, spec in zip(servers, specs, strict=True):
+        if spec.endswith("/tls"):
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(cert))
+            srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     for srv in servers[1:]:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-    print(f"{name}: listening on {', '.join(map(str, ports))}", flush=True)
+    print(f"{name}: listening on {', '.join(specs)}", flush=True)
     servers[0].serve_forever()
     return 0
 

@@ -44,10 +44,11 @@ def responders(lab: Lab, ip: str, count: int = 3) -> dict[str, int]:
     return ndp_responders(lab, ip, count) if ":" in ip else arp_responders(lab, ip, count)
 
 
-def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0) -> str | None:
-    """Body of GET http://ip:port/ from the client (the answering server's name), or None."""
+def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0, tls: bool = False) -> str | None:
+    """Body of GET http[s]://ip:port/ from the client (the answering server's name), or None."""
     host = f"[{ip}]" if ":" in ip else ip
-    p = ns_run(lab.state.client.ns, ["curl", "-s", "--max-time", str(timeout), f"http://{host}:{port}/"],
+    url = f"{'https' if tls else 'http'}://{host}:{port}/"
+    p = ns_run(lab.state.client.ns, ["curl", "-s", "-k", "--max-time", str(timeout), url],
                check=False, timeout=timeout + 5)
     return p.stdout.strip() or None if p.returncode == 0 else None
 

@@ -252,17 +252,30 @@ class Lab:
         """(log name, argv) of what a node serves: HTTP on the TCP service ports
         (and its listen_ports), DNS on the UDP ones. Test scaffolding."""
         c = self.cluster
-        tcp = {s.port for s in c.services if s.protocol == "tcp"}
+        tls = {s.check.port or s.port for s in c.services if s.check.type == "https"}
+        tcp = {s.port for s in c.services if s.protocol == "tcp"} | tls
         tcp |= {b.listen_port for s in c.services for b in s.backends if b.server == node.name and b.listen_port}
         udp = sorted({s.port for s in c.services if s.protocol == "udp"})
         out = []
         if tcp:
-            out.append((f"httpd-{node.name}.log",
-                        [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *map(str, sorted(tcp))]))
+            specs = [f"{p}/tls" if p in tls else str(p) for p in sorted(tcp)]
+            cert = ["--cert", str(self._tls_cert())] if tls else []
+            out.append((f"httpd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *specs, *cert]))
         v4 = [a.split("/")[0] for a in node.addresses if ":" not in a]
         if udp and v4:
             out.append((f"dnsd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.dnsd", v4[0], *map(str, udp)]))
         return out
+
+    def _tls_cert(self) -> Path:
+        """A throwaway self-signed certificate and key (PEM) for the lab's HTTPS ports."""
+        pem = self.state_dir / "lab-tls.pem"
+        if not pem.exists():
+            key, crt = self.state_dir / "lab-tls.key", self.state_dir / "lab-tls.crt"
+            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                 "-subj", "/CN=lvsdr-lab", "-days", "2", "-keyout", str(key), "-out", str(crt)],
+                timeout=30 * TIME_SCALE)
+            pem.write_text(key.read_text() + crt.read_text())
+        return pem
 
     def app_up(self, name: str) -> None:
         """Start the node's applications (again)."""

@@ -24,8 +24,8 @@ HERE = Path(__file__).parent
 MISC_DIR = Path("/run/lvsdr-ipvs-test")  # root-owned, as keepalived's script security wants
 MISC_DOWN = MISC_DIR / "down"
 WEB1, WEB2, SORRY = "192.0.2.11", "192.0.2.12", "192.0.2.13"
-SERVICES = {"tcp": "TCP 192.0.2.110:80", "http": "TCP 192.0.2.111:80", "dns": "UDP 192.0.2.112:53",
-            "misc": "TCP 192.0.2.113:80"}
+SERVICES = {"tcp": "TCP 192.0.2.110:80", "http": "TCP 192.0.2.111:80", "https": "TCP 192.0.2.116:443",
+            "dns": "UDP 192.0.2.112:53", "misc": "TCP 192.0.2.113:80"}
 # delay_loop 2, connect_timeout 1, retry 1, delay_before_retry 1 (checks.toml)
 OUT_BOUND = 2 + (1 + 1) * 1 + 1 * 1  # the next check, plus every try and every wait between tries
 IN_BOUND = 2 + 1  # the next check succeeds
@@ -63,16 +63,17 @@ def test_all_backends_up(lab: Lab) -> None:
     assert reals(lab, "TCP 192.0.2.114:80") == {WEB1}  # the sorry server waits
     assert {probes.http_get(lab, "192.0.2.110", timeout=5) for _ in range(4)} == {"web1", "web2"}
     assert set(probes.dns_answers(lab, "192.0.2.112", count=4, timeout=3)) == {WEB1, WEB2}
+    assert {probes.http_get(lab, "192.0.2.116", 443, timeout=5, tls=True) for _ in range(4)} == {"web1", "web2"}
 
 
 def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
-    """web1's applications die (the host stays): tcp, http and dns checks take
+    """web1's applications die (the host stays): tcp, http, https and dns checks take
     it out within the bound, the sorry server takes the sorry service, and the
     clients that keep coming are all served by web2 once it is out."""
     t0 = time.monotonic()
     lab.app_down("web1")
     out: dict[str, float] = {}
-    for name in ("tcp", "http", "dns"):
+    for name in ("tcp", "http", "https", "dns"):
         wait_reals(lab, SERVICES[name], {WEB2}, f"{name}: web1 out", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
         out[name] = time.monotonic() - t0
     wait_reals(lab, "TCP 192.0.2.114:80", {SORRY}, "sorry server in", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
@@ -82,7 +83,7 @@ def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
     t1 = time.monotonic()
     lab.app_up("web1")
     back: dict[str, float] = {}
-    for name in ("tcp", "http", "dns"):
+    for name in ("tcp", "http", "https", "dns"):
         wait_reals(lab, SERVICES[name], {WEB1, WEB2}, f"{name}: web1 back", (IN_BOUND + SLACK) * TIME_SCALE + 5)
         back[name] = time.monotonic() - t1
     wait_reals(lab, "TCP 192.0.2.114:80", {WEB1}, "sorry server out", (IN_BOUND + SLACK) * TIME_SCALE + 5)
