@@ -37,9 +37,13 @@ from .netns import LabError, delete_netns, ip_json, list_netns, require_root, re
 
 STATE_ROOT = Path("/run/lvsdr-lab")
 HAS_IPVS = Path("/proc/net/ip_vs").exists()
-# processes start about 6x slower in a guest under TCG (software emulation): the
-# lab's deadlines scale with it (scripts/ipvs-vm sets LVSDR_VM)
+# A guest under TCG (software emulation) runs about 6x slower, and starting a
+# Python process there costs over a second (natively ~15 ms). scripts/ipvs-vm
+# measures that cost in the guest (LVSDR_PROCESS_COST, seconds) and says which
+# accelerator it used (LVSDR_VM): deadlines scale with TIME_SCALE, and waits
+# that include starting a process allow PROCESS_COST for it.
 TIME_SCALE = 6.0 if os.environ.get("LVSDR_VM") == "tcg" else 1.0
+PROCESS_COST = float(os.environ.get("LVSDR_PROCESS_COST", "0.015"))
 AGENT_INTERVAL = 2.0  # the lab heals drift faster than the product's 30 s default
 # product: `lvsdr realserver apply` on each real server; none: VIPs on lo and
 # no suppression (shows the ARP problem); skip: nothing (a test applies itself)
@@ -98,7 +102,7 @@ class Lab:
 
     def __init__(self, cluster: Cluster, cluster_path: str | Path, prefix: str = "lvsdr",
                  suppression: str = "product", state_root: Path = STATE_ROOT,
-                 log: Any = None) -> None:
+                 log: Any = None, hook: str = "both") -> None:
         if suppression not in SUPPRESSION:
             raise ValueError(suppression)
         self.cluster = cluster
@@ -106,6 +110,7 @@ class Lab:
         self.lab_id = f"{prefix}-{cluster.name}"
         self.state_dir = state_root / self.lab_id
         self.suppression = suppression
+        self.hook = hook  # how keepalived reaches lvsdr's hooks: "fifo" is the agent alone (no process per event)
         self.log = log or (lambda msg: None)
         self.state = LabState(self.lab_id, self.cluster_path, f"{self.lab_id}--sw")
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -346,7 +351,7 @@ class Lab:
             fifo = str(self.state_dir / f"{node.name}.fifo")
             # the product's hooks, both of them: keepalived runs `lvsdr notify`
             # and writes the FIFO that `lvsdr agent` reads
-            wiring = Wiring.from_cluster(self.cluster, hook="both", notify_fifo=fifo, lvsdr_path=self._console(),
+            wiring = Wiring.from_cluster(self.cluster, hook=self.hook, notify_fifo=fifo, lvsdr_path=self._console(),
                                          config_path=self.cluster_path)
             conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
             conf.chmod(0o600)

@@ -88,8 +88,9 @@ def write_cluster(tmp: Path, **changes: Any) -> Path:
     return p
 
 
-def make_lab(path: Path, tmp: Path, suppression: str = "product") -> Lab:
-    return Lab(load_cluster(path), path, prefix=PREFIX, suppression=suppression, state_root=tmp / "labstate")
+def make_lab(path: Path, tmp: Path, suppression: str = "product", hook: str = "both") -> Lab:
+    return Lab(load_cluster(path), path, prefix=PREFIX, suppression=suppression, state_root=tmp / "labstate",
+               hook=hook)
 
 
 def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/"

@@ -26,7 +26,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     path = tmp / "pair.toml"
     path.write_text((EXAMPLES / "pair.toml").read_text().replace('port = 80\n', 'port = 80\nscheduler = "rr"\n'
                                                                  'delay_loop = 2\n'))
-    with make_lab(path, tmp) as lab:
+    with make_lab(path, tmp, hook="fifo") as lab:
         yield lab
 
 

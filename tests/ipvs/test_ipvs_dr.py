@@ -29,7 +29,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (firewalld's through its own firewalld)."""
     tmp = tmp_path_factory.mktemp("methods")
     with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(make_lab(HERE / "methods.toml", tmp, suppression="skip"))
+        lab = stack.enter_context(make_lab(HERE / "methods.toml", tmp, suppression="skip", hook="fifo"))
         for node in lab.state.real_servers:
             args = ("realserver", "apply", lab.cluster_path, "--node", node.name, "--state-dir", str(lab.state_dir))
             if node.name == "s-firewalld":
