@@ -13,6 +13,8 @@ from .load import PATH_RE
 from .model import HOOK_MODES, Cluster, Service, addr_key
 from .templating import render_template, token
 
+MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
+
 CHECK_BLOCKS = {
     "tcp": "TCP_CHECK",
     "http": "HTTP_GET",
@@ -95,6 +97,11 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     wiring = wiring or Wiring.from_cluster(cluster)
     family = me.address.version
     vips = cluster.vips
+    same = [_prefix(v) for v in vips if v.version == family]
+    marked = [s.name for s in cluster.services if s.fwmark]
+    if wiring.hook == "none" and marked:
+        raise InputError(f"--hook: none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
+                         "nothing would be balanced (use both, fifo or notify)")
     peers = sorted((d.address for d in cluster.directors if d.name != me.name), key=addr_key)
     notify = None
     if wiring.hook in ("notify", "both"):
@@ -112,8 +119,11 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "instance": instance_name(cluster),
         "state": "MASTER" if (cluster.initial_state == "MASTER" and me == cluster.master)
         else "BACKUP",
-        "vips": [_prefix(v) for v in vips if v.version == family],
-        "vips_excluded": [_prefix(v) for v in vips if v.version != family],
+        # a VRRP advert carries at most 255 IPv4 addresses, and IPv6 ones up to
+        # the MTU (keepalived counts 83 at 1500): the rest move with the instance
+        # without being advertised, as virtual_ipaddress_excluded
+        "vips": same[:MAX_ADVERTISED[family]],
+        "vips_excluded": same[MAX_ADVERTISED[family]:] + [_prefix(v) for v in vips if v.version != family],
         "peers": peers,
         "notify": notify,
         "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") else None,

@@ -263,6 +263,10 @@ def parse_cluster(data: Any) -> Cluster:
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
     _director_backends(directors, services, errors)
+    marked = [s.name for s in services if s is not None and (s.fwmark or any(b.is_director for b in s.backends))]
+    if cluster_kw.get("hook") == "none" and marked:
+        errors.add("cluster.hook", f"none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
+                   "nothing would be balanced (use both, fifo or notify)")
     if errors.lines:
         raise ValidationError(errors.lines)
     return Cluster(
@@ -382,6 +386,11 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     return out
 
 
+# check keys that only some check types read (the rest apply to every type)
+CHECK_KEYS = {"path": ("http", "https"), "status_code": ("http", "https"), "virtualhost": ("http", "https"),
+              "script": ("misc",), "timeout": ("misc",), "query": ("dns",), "query_type": ("dns",)}
+
+
 def _check(t: Table | None, errors: Errors) -> Check:
     if t is None:
         return Check()
@@ -401,6 +410,10 @@ def _check(t: Table | None, errors: Errors) -> Check:
     if kind == "dns":
         kw["query"] = t.text("query", HOST_RE, "a host name")
         kw["query_type"] = t.choice("query_type", ("A", "AAAA", "NS", "MX", "TXT", "SOA"), CHECK["query_type"])
+    for key, kinds in CHECK_KEYS.items():
+        if key in t.data and kind not in kinds:
+            t.seen.add(key)
+            errors.add(t.path(key), f"does not apply to check type {kind} (it is for {', '.join(kinds)})")
     t.done()
     return Check(**{k: v for k, v in kw.items() if v is not None or k in ("port", "virtualhost")})
 
@@ -496,6 +509,11 @@ def _services(
             st.done()
             if sa is not None and sp is not None:
                 sorry = SorryServer(sa, sp)
+                if isinstance(port, int) and sp != port:
+                    errors.add(st.path("port"), f"{sp} differs from the service port {port}; DR cannot map ports "
+                               "(keepalived would reset it)")
+                if sa == vip:
+                    errors.add(st.path("address"), f"{sa} is the service's own VIP")
         check = _check(t.table("check"), errors)
         backends = _backends(t, known, plain, errors)
         t.done()
@@ -521,9 +539,10 @@ def _services(
         elif quorum is not None and backends and quorum > sum(b.weight for b in backends):
             errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
                        f"{sum(b.weight for b in backends)}; the service could never be up")
-        if proto == "udp" and "check" not in t.data:
-            errors.add(t.path("check"), "a udp service needs an explicit check "
-                       "(dns, misc, or none; the default tcp check cannot probe udp)")
+        if proto in ("udp", "sctp") and "check" not in t.data:
+            kinds = "dns, misc, or none" if proto == "udp" else "misc, or none"
+            errors.add(t.path("check"), f"a {proto} service needs an explicit check "
+                       f"({kinds}; the default tcp check cannot probe {proto})")
         if check.type == "dns" and proto == "sctp":
             errors.add(t.path("check.type"), "dns check cannot run over sctp")
         out.append(Service(

@@ -71,6 +71,9 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
         "unicast": n_dir > 1 and draw(st.booleans()),
         "hook": draw(st.sampled_from(["both", "fifo", "notify", "none"])),
     }
+    director_names = {d["name"] for d in directors}
+    if cluster["hook"] == "none" and any(b["server"] in director_names for svc in services for b in svc["backends"]):
+        cluster["hook"] = "both"  # fwmark services need the hook (validation refuses none)
     if draw(st.booleans()):
         cluster["auth_pass"] = draw(st.from_regex(r"[A-Za-z0-9]{1,8}", fullmatch=True))
     return {"cluster": cluster, "directors": directors, "real_servers": real_servers,

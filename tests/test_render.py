@@ -92,3 +92,39 @@ def test_ipv6_instance_carries_ipv4_vip_as_excluded() -> None:
 def test_never_deprecated_nb_get_retry() -> None:
     for example, node in CASES:
         assert "nb_get_retry" not in render_case(example, node)
+
+
+def test_vips_past_what_one_advert_carries_move_unadvertised(scratch_netns: str) -> None:
+    """700 IPv4 and 100 IPv6 VIPs: 255 IPv4 (83 IPv6) in virtual_ipaddress,
+    the rest in virtual_ipaddress_excluded (keepalived refuses more in one
+    advert: exit 5), and keepalived -t accepts it."""
+    import ipaddress
+
+    from lvsdr.generator.load import parse_cluster
+
+    from helpers import BASE
+
+    pool = [ipaddress.ip_address(f"{net}.{i}") for net in ("198.51.100", "203.0.113", "192.0.2")
+            for i in range(1, 255)][:700]
+    pool = [a for a in pool if str(a) not in ("192.0.2.2", "192.0.2.3", "192.0.2.11", "192.0.2.12")]
+    services = [{"name": f"s{i}", "vip": str(a), "port": 80, "backends": ["web1"], "check": {"type": "none"}}
+                for i, a in enumerate(pool)]
+    services += [{"name": f"v6-{i}", "vip": f"2001:db8::{i + 1:x}", "port": 80, "backends": ["web6"],
+                  "check": {"type": "none"}} for i in range(100)]
+    data = {**BASE, "services": services,
+            "real_servers": [*BASE["real_servers"], {"name": "web6", "address": "2001:db8:1::6"}]}
+    text = render_keepalived(parse_cluster(data), "lb1", "many")
+    block = text.split("virtual_ipaddress {\n")[1].split("    }\n")[0]
+    excluded = text.split("virtual_ipaddress_excluded {\n")[1].split("    }\n")[0]
+    assert block.count(" dev eth0") == 255
+    assert excluded.count(" dev eth0") == len(pool) - 255 + 100
+    result = check_text(text, netns=scratch_netns)
+    assert result.ok, result.message()
+
+
+def test_hook_none_flag_refused_with_fwmark_services(capsys: pytest.CaptureFixture[str]) -> None:
+    from lvsdr.cli import main
+
+    assert main(["render", str(EXAMPLES / "pair.toml"), "--node", "node1", "--hook", "none"]) == 2
+    assert capsys.readouterr().err == ("lvsdr: --hook: none leaves the fwmark services (http) without their mark "
+                                       "rule: nothing would be balanced (use both, fifo or notify)\n")

@@ -111,6 +111,22 @@ CASES: list[tuple[dict[str, Any], str]] = [
       "services.0.backends": ["web2"], "real_servers.1.arp_method": "arptables"},
      "services[0].backends[0]: web2 uses arp_method arptables, which cannot serve an IPv6 VIP "
      "(use sysctl, nftables, iptables)"),
+    # found while proving the data plane and the breadth of keepalived (issue 9's list)
+    ({"services.0.sorry_server": {"address": "192.0.2.50", "port": 8080}},
+     "services[0].sorry_server.port: 8080 differs from the service port 80; DR cannot map ports "
+     "(keepalived would reset it)"),
+    ({"services.0.sorry_server": {"address": "192.0.2.100"}},
+     "services[0].sorry_server.address: 192.0.2.100 is the service's own VIP"),
+    ({"services.0.protocol": "sctp"},
+     "services[0].check: a sctp service needs an explicit check (misc, or none; the default tcp check cannot "
+     "probe sctp)"),
+    ({"services.0.check": {"type": "tcp", "path": "/x"}},
+     "services[0].check.path: does not apply to check type tcp (it is for http, https)"),
+    ({"services.0.check": {"type": "http", "query": "a.example"}},
+     "services[0].check.query: does not apply to check type http (it is for dns)"),
+    ({"cluster.hook": "none", "services.0.backends": ["web1", "lb1"]},
+     "cluster.hook: none leaves the fwmark services (http) without their mark rule: nothing would be balanced "
+     "(use both, fifo or notify)"),
 ]
 
 
