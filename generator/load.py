@@ -39,6 +39,9 @@ from .model import (
     RealServer,
     Service,
     SorryServer,
+    TrackFile,
+    TrackInterface,
+    TrackScript,
 )
 
 CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
@@ -260,6 +263,7 @@ def parse_cluster(data: Any) -> Cluster:
     real_servers = _real_servers(top, errors)
     cluster_kw = _cluster_keys(c, directors, errors) if c else {}
     services = _services(top, directors, real_servers, errors)
+    tracking = _tracking(top, errors)
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
     _director_backends(directors, services, errors)
@@ -273,6 +277,7 @@ def parse_cluster(data: Any) -> Cluster:
         directors=tuple(d for d in directors if d is not None),
         real_servers=tuple(r for r in real_servers if r is not None),
         services=tuple(_assign_fwmarks(services)),
+        **tracking,
         **cluster_kw,
     )
 
@@ -389,6 +394,60 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
 # check keys that only some check types read (the rest apply to every type)
 CHECK_KEYS = {"path": ("http", "https"), "status_code": ("http", "https"), "virtualhost": ("http", "https"),
               "script": ("misc",), "timeout": ("misc",), "query": ("dns",), "query_type": ("dns",)}
+
+
+ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
+TRACK_SCRIPT = _defaults(TrackScript)
+TRACK_WEIGHT = (-253, 253)
+
+
+def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
+    """Director self-health: [[track_scripts]], [[track_interfaces]], [[track_files]]."""
+    scripts: list[TrackScript] = []
+    ifaces: list[TrackInterface] = []
+    files: list[TrackFile] = []
+    for t in top.tables("track_scripts", required=False):
+        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        script = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
+        raw_args = t.get("args", list, [])
+        args = []
+        for i, a in enumerate(raw_args or []):
+            if not isinstance(a, str) or not ARG_RE.fullmatch(a):
+                errors.add(f"{t.path('args')}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for "
+                           "keepalived (letters, digits and ._/:=@%+,- only)")
+            else:
+                args.append(a)
+        interval = t.int_in("interval", 1, 3600, TRACK_SCRIPT["interval"])
+        timeout = t.int_in("timeout", 1, 3600, None)
+        weight = t.int_in("weight", *TRACK_WEIGHT, TRACK_SCRIPT["weight"])
+        rise = t.int_in("rise", 1, 100, TRACK_SCRIPT["rise"])
+        fall = t.int_in("fall", 1, 100, TRACK_SCRIPT["fall"])
+        t.done()
+        if name is not None and script is not None and interval and weight is not None and rise and fall:
+            scripts.append(TrackScript(name, script, tuple(args), interval, timeout, weight, rise, fall))
+    for t in top.tables("track_interfaces", required=False):
+        name = t.text("name", IFNAME_RE, "an interface name")
+        weight = t.int_in("weight", *TRACK_WEIGHT, 0)
+        t.done()
+        if name is not None and weight is not None:
+            ifaces.append(TrackInterface(name, weight))
+    for t in top.tables("track_files", required=False):
+        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        file = t.text("file", PATH_RE, "an absolute path without blanks or quotes")
+        weight = t.int_in("weight", *TRACK_WEIGHT, 0)
+        t.done()
+        if name is not None and file is not None and weight is not None:
+            files.append(TrackFile(name, file, weight))
+    named: tuple[tuple[str, list[str]], ...] = (("track_scripts", [x.name for x in scripts]),
+                                                ("track_interfaces", [x.name for x in ifaces]),
+                                                ("track_files", [x.name for x in files]))
+    for key, names in named:
+        seen: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if name in seen:
+                errors.add(f"{key}[{i}].name", f"duplicate name (also {key}[{seen[name]}].name)")
+            seen.setdefault(name, i)
+    return {"track_scripts": tuple(scripts), "track_interfaces": tuple(ifaces), "track_files": tuple(files)}
 
 
 def _check(t: Table | None, errors: Errors) -> Check:

@@ -49,6 +49,42 @@ class Check:
 
 
 @dataclass(frozen=True)
+class TrackScript:
+    """A director's own health (keepalived's vrrp_script + track_script): when
+    the script fails ``fall`` times, the director's priority changes by
+    ``weight``, or with weight 0 it gives up the VIPs (FAULT) until it passes
+    ``rise`` times. Defaults are keepalived's."""
+
+    name: str
+    script: str
+    args: tuple[str, ...] = ()
+    interval: int = 1
+    timeout: int | None = None
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+
+
+@dataclass(frozen=True)
+class TrackInterface:
+    """An interface the director needs (track_interface): down -> FAULT (weight 0)
+    or priority + weight."""
+
+    name: str
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """A file whose number the director's priority follows (vrrp_track_file):
+    with weight 0, a non-zero number in it means FAULT (a maintenance switch)."""
+
+    name: str
+    file: str
+    weight: int = 0
+
+
+@dataclass(frozen=True)
 class Director:
     name: str
     address: IPAddress
@@ -125,6 +161,9 @@ class Cluster:
     config_path: str = "/etc/lvsdr/cluster.toml"
     initial_state: str = "BACKUP"
     state_dir: str = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
+    track_scripts: tuple[TrackScript, ...] = ()
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    track_files: tuple[TrackFile, ...] = ()
 
     # -- lookups (pure) -------------------------------------------------
     def director(self, name: str) -> Director | None:

@@ -124,6 +124,17 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "services[0].check.path: does not apply to check type tcp (it is for http, https)"),
     ({"services.0.check": {"type": "http", "query": "a.example"}},
      "services[0].check.query: does not apply to check type http (it is for dns)"),
+    ({"track_scripts": [{"name": "up", "script": "/usr/bin/curl", "args": ["http://x/ ; reboot"]}]},
+     'track_scripts[0].args[0]: "http://x/ ; reboot" is not an argument lvsdr can quote for keepalived '
+     "(letters, digits and ._/:=@%+,- only)"),
+    ({"track_scripts": [{"name": "up", "script": "check-uplink"}]},
+     'track_scripts[0].script: "check-uplink" is not an absolute path without blanks or quotes'),
+    ({"track_scripts": [{"name": "up", "script": "/bin/true", "weight": 254}]},
+     "track_scripts[0].weight: 254 is outside -253..253"),
+    ({"track_interfaces": [{"name": "eth1"}, {"name": "eth1", "weight": -10}]},
+     "track_interfaces[1].name: duplicate name (also track_interfaces[0].name)"),
+    ({"track_files": [{"name": "maint", "file": "/etc/lvsdr/maint", "weigth": 1}]},
+     "track_files[0].weigth: unknown key"),
     ({"cluster.hook": "none", "services.0.backends": ["web1", "lb1"]},
      "cluster.hook: none leaves the fwmark services (http) without their mark rule: nothing would be balanced "
      "(use both, fifo or notify)"),

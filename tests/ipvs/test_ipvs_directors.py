@@ -34,6 +34,11 @@ def marks(node: Node) -> bool:
     return "lvsdr_fwmark" in ns_run(node.ns, ["nft", "list", "tables"]).stdout
 
 
+def serves_vip_locally(node: Node) -> bool:
+    """The BACKUP role of a director that is also a backend: the VIP on lo."""
+    return "192.0.2.120" in ns_run(node.ns, ["ip", "addr", "show", "dev", "lo"]).stdout
+
+
 def forwarded(node: Node) -> int:
     """Connections this director's IPVS has scheduled (its connection table)."""
     lines = ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()
@@ -49,7 +54,8 @@ def test_both_directors_and_the_real_server_share_the_traffic(lab: Lab) -> None:
     assert lab.wait_for_master(30 * TIME_SCALE).name == "node1"
     # the hook's role switch must be done (in a slow guest it takes seconds): until the
     # MASTER marks VIP traffic, its fwmark service sees none and it serves every request itself
-    poll(lambda: marks(node1) and not marks(node2), "MASTER marks, BACKUP does not", 60 * TIME_SCALE)
+    poll(lambda: marks(node1) and not marks(node2) and serves_vip_locally(node2),
+         "MASTER marks, BACKUP does not and serves the VIP from lo", 60 * TIME_SCALE)
     poll(lambda: set(probes.ipvs_table(lab, node1).get(MARK, {})) == {NODE1, NODE2, WEB1},
          "every backend checked in", 30 * TIME_SCALE, interval=0.5)
     got = spread(lab, 24)

@@ -8,9 +8,10 @@ import os
 import subprocess
 
 import pytest
-from helpers import MEASURED, needs_root
 
 from lvsdr.generator.model import SCHEDULERS
+
+from helpers import MEASURED, needs_root
 
 pytestmark = [needs_root, pytest.mark.ipvs]
 NEWER_KERNEL = {"twos": (6, 2)}  # scheduler -> first Linux version that has it
@@ -18,7 +19,8 @@ NEWER_KERNEL = {"twos": (6, 2)}  # scheduler -> first Linux version that has it
 
 def test_every_scheduler_module_loads() -> None:
     release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    loaded, missing = [], []
+    loaded: list[str] = []
+    missing: list[str] = []
     for name in SCHEDULERS:
         ok = subprocess.run(["modprobe", f"ip_vs_{name}"], capture_output=True).returncode == 0
         (loaded if ok else missing).append(name)
