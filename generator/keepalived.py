@@ -10,7 +10,7 @@ from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from .load import PATH_RE
-from .model import HOOK_MODES, Cluster, Service, addr_key
+from .model import HOOK_MODES, Backend, Cluster, Command, Service, addr_key
 from .templating import render_template, token
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -86,8 +86,34 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "rs_port": "" if svc.fwmark else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
-        "backends": [(*labels[b.server], b.weight) for b in svc.backends],
+        "backends": [(*labels[b.server], b.weight, _backend_extra(b)) for b in svc.backends],
+        "quorum_up": _command(svc.quorum_up),
+        "quorum_down": _command(svc.quorum_down),
+        "persistence_granularity": svc.persistence_granularity,
+        "ops": svc.ops,
+        "hysteresis": svc.hysteresis,
+        "flags": [flag for flag, on in (("alpha", svc.alpha), ("omega", svc.omega), ("ha_suspend", svc.ha_suspend))
+                  if on] + list(svc.scheduler_flags),
     }
+
+
+def _command(cmd: Command | None) -> str | None:
+    """An operator's script as keepalived's quoted command line (every part token-guarded)."""
+    return None if cmd is None else '"' + " ".join(token(part) for part in cmd) + '"'
+
+
+def _backend_extra(b: Backend) -> str:
+    """real_server lines beyond the weight (most backends have none: the common case stays cheap)."""
+    if b.notify_up is None and b.notify_down is None and not b.inhibit_on_failure:
+        return ""
+    lines = []
+    if b.inhibit_on_failure:
+        lines.append("        inhibit_on_failure\n")
+    if b.notify_up is not None:
+        lines.append(f"        notify_up {_command(b.notify_up)}\n")
+    if b.notify_down is not None:
+        lines.append(f"        notify_down {_command(b.notify_down)}\n")
+    return "".join(lines)
 
 
 def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None) -> str:
@@ -127,6 +153,9 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "peers": peers,
         "notify": notify,
         "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") else None,
+        "user_notify": [(key, _command(getattr(cluster, key))) for key in
+                        ("notify_master", "notify_backup", "notify_fault", "notify_stop")
+                        if getattr(cluster, key) is not None],
         "services": [_service_view(s, labels) for s in cluster.services],
     }
     return render_template("keepalived.conf.j2", **ctx)

@@ -34,6 +34,7 @@ from .model import (
     Backend,
     Check,
     Cluster,
+    Command,
     Director,
     IPAddress,
     RealServer,
@@ -327,6 +328,11 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, CLUSTER["garp_master_delay"])
     kw["garp_master_refresh"] = c.int_in("garp_master_refresh", 1, 86400, None)
     kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
+    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
+        kw[key] = _command(c, key)
+    kw["mcast_src_ip"] = c.get("mcast_src_ip", bool, CLUSTER["mcast_src_ip"])
+    if kw["mcast_src_ip"] and kw.get("unicast"):
+        errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
     kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", CLUSTER["notify_fifo"])
     kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", CLUSTER["lvsdr_path"])
     kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", CLUSTER["config_path"])
@@ -398,6 +404,26 @@ CHECK_KEYS = {"path": ("http", "https"), "status_code": ("http", "https"), "virt
 
 ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
 TRACK_SCRIPT = _defaults(TrackScript)
+
+
+def _command(t: Table, key: str) -> Command | None:
+    """An operator's script: ["/absolute/path", "arg", ...], every part safe to quote into keepalived.conf."""
+    v = t.get(key, list, None)
+    if v is None:
+        return None
+    if not v:
+        t.errors.add(t.path(key), "expected [path, arguments...], got an empty list")
+        return None
+    ok = True
+    if not isinstance(v[0], str) or not PATH_RE.fullmatch(v[0]):
+        t.errors.add(f"{t.path(key)}[0]", f"{json.dumps(v[0])} is not an absolute path without blanks or quotes")
+        ok = False
+    for i, a in enumerate(v[1:], 1):
+        if not isinstance(a, str) or not ARG_RE.fullmatch(a):
+            t.errors.add(f"{t.path(key)}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for keepalived "
+                         "(letters, digits and ._/:=@%+,- only)")
+            ok = False
+    return tuple(v) if ok else None
 TRACK_WEIGHT = (-253, 253)
 
 
@@ -448,6 +474,38 @@ def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
                 errors.add(f"{key}[{i}].name", f"duplicate name (also {key}[{seen[name]}].name)")
             seen.setdefault(name, i)
     return {"track_scripts": tuple(scripts), "track_interfaces": tuple(ifaces), "track_files": tuple(files)}
+
+
+SCHEDULER_FLAGS = {"sh_port": "sh", "sh_fallback": "sh", "mh_port": "mh", "mh_fallback": "mh"}
+
+
+def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress | None) -> dict[str, Any]:
+    """A service's IPVS options beyond the scheduler (keepalived.conf(5) names)."""
+    kw: dict[str, Any] = {"quorum_up": _command(t, "quorum_up"), "quorum_down": _command(t, "quorum_down")}
+    for key in ("ops", "alpha", "omega", "ha_suspend"):
+        kw[key] = bool(t.get(key, bool, SERVICE[key]))
+    if kw["ops"] and proto not in (None, "udp"):
+        t.errors.add(t.path("ops"), f"one-packet scheduling is for udp services (this one is {proto})")
+    kw["hysteresis"] = t.int_in("hysteresis", 0, 65535, None)
+    gran = t.get("persistence_granularity", str, None)
+    if gran is not None:
+        try:
+            if vip is not None and vip.version == 6:
+                net = ipaddress.ip_network(f"::/{int(gran)}")
+            else:
+                net = ipaddress.ip_network(f"0.0.0.0/{gran}")
+            kw["persistence_granularity"] = str(net.netmask) if net.version == 4 else str(net.prefixlen)
+        except ValueError:
+            t.errors.add(t.path("persistence_granularity"), f"{json.dumps(gran)} is not a netmask "
+                         "(IPv4: 255.255.255.0; IPv6 VIPs: a prefix length such as \"64\")")
+    flags = []
+    for key, needs in SCHEDULER_FLAGS.items():
+        if t.get(key, bool, False):
+            if sched is not None and sched != needs:
+                t.errors.add(t.path(key), f"is for scheduler {needs} (this service uses {sched})")
+            flags.append(key.replace("_", "-"))
+    kw["scheduler_flags"] = tuple(flags)
+    return kw
 
 
 def _check(t: Table | None, errors: Errors) -> Check:
@@ -513,6 +571,8 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         weight = b.int_in("weight", 0, 65535, BACKEND["weight"])
         port = b.int_in("port", 1, 65535, None)
         listen = b.int_in("listen_port", 1, 65535, None)
+        notify_up, notify_down = _command(b, "notify_up"), _command(b, "notify_down")
+        inhibit = b.get("inhibit_on_failure", bool, BACKEND["inhibit_on_failure"])
         b.done()
         if name is None or weight is None:
             continue
@@ -531,7 +591,8 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
                 f"{where}.listen_port",
                 f"needs arp_method {' or '.join(methods.REDIRECT)} on {name} (it is {srv.arp_method})",
             )
-        out.append(Backend(name, srv.address, weight, listen, isinstance(srv, Director)))
+        out.append(Backend(name, srv.address, weight, listen, isinstance(srv, Director), notify_up, notify_down,
+                           bool(inhibit)))
     return out
 
 
@@ -560,6 +621,7 @@ def _services(
         persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
         quorum = t.int_in("quorum", 1, 65535 * 256, None)
         fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
+        ipvs = _ipvs_options(t, proto, sched, vip)
         sorry = None
         st = t.table("sorry_server")
         if st is not None:
@@ -607,7 +669,7 @@ def _services(
         out.append(Service(
             name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
             backends=tuple(backends), check=check, delay_loop=delay,
-            persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark,
+            persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
         ))
     return out
 

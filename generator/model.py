@@ -48,6 +48,9 @@ class Check:
     query_type: str = "A"  # dns
 
 
+Command = tuple[str, ...]  # an operator's own script: absolute path, then arguments (validated)
+
+
 @dataclass(frozen=True)
 class TrackScript:
     """A director's own health (keepalived's vrrp_script + track_script): when
@@ -111,6 +114,9 @@ class Backend:
     weight: int = 1
     listen_port: int | None = None  # iptables/firewalld: local port to redirect to
     is_director: bool = False
+    notify_up: Command | None = None  # the operator's own scripts, run by keepalived's checker
+    notify_down: Command | None = None
+    inhibit_on_failure: bool = False  # a failed backend gets weight 0 instead of leaving the table
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,15 @@ class Service:
     quorum: int | None = None
     sorry_server: SorryServer | None = None
     fwmark: int | None = None  # effective: explicit, or chosen when a director is a backend
+    quorum_up: Command | None = None
+    quorum_down: Command | None = None
+    persistence_granularity: str | None = None  # a netmask
+    ops: bool = False  # one-packet scheduling (udp)
+    hysteresis: int | None = None
+    alpha: bool = False
+    omega: bool = False
+    ha_suspend: bool = False
+    scheduler_flags: tuple[str, ...] = ()  # sh-port, sh-fallback, mh-port, mh-fallback
 
     @property
     def family(self) -> int:
@@ -161,6 +176,11 @@ class Cluster:
     config_path: str = "/etc/lvsdr/cluster.toml"
     initial_state: str = "BACKUP"
     state_dir: str = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
+    notify_master: Command | None = None  # the operator's own scripts, run alongside lvsdr's hook
+    notify_backup: Command | None = None
+    notify_fault: Command | None = None
+    notify_stop: Command | None = None
+    mcast_src_ip: bool = False  # multicast adverts from the director's own address
     track_scripts: tuple[TrackScript, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_files: tuple[TrackFile, ...] = ()

@@ -124,6 +124,20 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "services[0].check.path: does not apply to check type tcp (it is for http, https)"),
     ({"services.0.check": {"type": "http", "query": "a.example"}},
      "services[0].check.query: does not apply to check type http (it is for dns)"),
+    ({"services.0.ops": True}, "services[0].ops: one-packet scheduling is for udp services (this one is tcp)"),
+    ({"services.0.sh_port": True}, "services[0].sh_port: is for scheduler sh (this service uses wlc)"),
+    ({"services.0.persistence_granularity": "255.0.255.0"},
+     'services[0].persistence_granularity: "255.0.255.0" is not a netmask (IPv4: 255.255.255.0; IPv6 VIPs: a '
+     'prefix length such as "64")'),
+    ({"cluster.notify_master": ["announce", "master"]},
+     'cluster.notify_master[0]: "announce" is not an absolute path without blanks or quotes'),
+    ({"cluster.notify_backup": ["/usr/bin/logger", "a b"]},
+     'cluster.notify_backup[1]: "a b" is not an argument lvsdr can quote for keepalived (letters, digits and '
+     "._/:=@%+,- only)"),
+    ({"cluster.mcast_src_ip": True, "cluster.unicast": True},
+     "cluster.mcast_src_ip: applies to multicast adverts; this cluster is unicast"),
+    ({"services.0.backends": [{"server": "web1", "notify_up": []}]},
+     "services[0].backends[0].notify_up: expected [path, arguments...], got an empty list"),
     ({"track_scripts": [{"name": "up", "script": "/usr/bin/curl", "args": ["http://x/ ; reboot"]}]},
      'track_scripts[0].args[0]: "http://x/ ; reboot" is not an argument lvsdr can quote for keepalived '
      "(letters, digits and ._/:=@%+,- only)"),
