@@ -76,6 +76,7 @@ class DirectorSpec:
     vips: tuple[IPAddress, ...]
     marks: tuple[Mark, ...]
     backend: Spec | None  # the real-server side, when this director is also a backend
+    vip_devices: tuple[tuple[IPAddress, str], ...] = ()  # VIPs that keepalived puts on another device
 
     def fwmark_table(self) -> NftTable | None:
         if not self.marks:
@@ -90,13 +91,16 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         key=lambda m: (addr_key(m.vip), m.protocol, m.port),
     ))
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
-    return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend)
+    devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
+    return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices)
 
 
 def observed_role(spec: DirectorSpec, addresses: tuple[NodeAddress, ...]) -> Role:
-    """MASTER when keepalived has put a VIP on the VRRP interface, else BACKUP."""
-    vips = set(spec.vips)
-    if any(a.ifname == spec.interface and a.address.ip in vips for a in addresses):
+    """MASTER when keepalived has put a VIP on its device (the VRRP interface
+    unless [[vips]] says otherwise), else BACKUP."""
+    devices = dict(spec.vip_devices)
+    held = {(a.ifname, a.address.ip) for a in addresses}
+    if any((devices.get(v, spec.interface), v) in held for v in spec.vips):
         return "MASTER"
     return "BACKUP"
 

@@ -10,7 +10,7 @@ from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from .load import PATH_RE
-from .model import HOOK_MODES, Backend, Cluster, Command, Service, addr_key
+from .model import HOOK_MODES, Backend, Cluster, Command, Director, IPAddress, Service, addr_key
 from .templating import render_template, token
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -97,6 +97,13 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
     }
 
 
+def _vip_line(cluster: Cluster, vip: IPAddress, me: Director) -> str:
+    """`ADDR/32 dev DEV [label LABEL]` for virtual_ipaddress."""
+    label = cluster.vip_label(vip)
+    line = f"{_prefix(vip)} dev {token(cluster.vip_device(vip, me))}"
+    return f"{line} label {token(label)}" if label else line
+
+
 def _command(cmd: Command | None) -> str | None:
     """An operator's script as keepalived's quoted command line (every part token-guarded)."""
     return None if cmd is None else '"' + " ".join(token(part) for part in cmd) + '"'
@@ -123,7 +130,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     wiring = wiring or Wiring.from_cluster(cluster)
     family = me.address.version
     vips = cluster.vips
-    same = [_prefix(v) for v in vips if v.version == family]
+    same = [_vip_line(cluster, v, me) for v in vips if v.version == family]
     marked = [s.name for s in cluster.services if s.fwmark]
     if wiring.hook == "none" and marked:
         raise InputError(f"--hook: none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
@@ -149,7 +156,9 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         # the MTU (keepalived counts 83 at 1500): the rest move with the instance
         # without being advertised, as virtual_ipaddress_excluded
         "vips": same[:MAX_ADVERTISED[family]],
-        "vips_excluded": same[MAX_ADVERTISED[family]:] + [_prefix(v) for v in vips if v.version != family],
+        "vips_excluded": same[MAX_ADVERTISED[family]:] + [_vip_line(cluster, v, me) for v in vips
+                                                           if v.version != family],
+        "extra": {e.block: e.lines for e in cluster.extra},
         "peers": peers,
         "notify": notify,
         "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") else None,

@@ -36,6 +36,7 @@ from .model import (
     Cluster,
     Command,
     Director,
+    Extra,
     IPAddress,
     RealServer,
     Service,
@@ -43,6 +44,7 @@ from .model import (
     TrackFile,
     TrackInterface,
     TrackScript,
+    Vip,
 )
 
 CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
@@ -265,9 +267,17 @@ def parse_cluster(data: Any) -> Cluster:
     cluster_kw = _cluster_keys(c, directors, errors) if c else {}
     services = _services(top, directors, real_servers, errors)
     tracking = _tracking(top, errors)
+    tracking["vip_options"] = _vips(top, errors)
+    tracking["extra"] = _extra(top, services, errors)
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
     _director_backends(directors, services, errors)
+    nodes = {x.address: f"{kind}[{i}].address" for kind, group in (("directors", directors),
+                                                                   ("real_servers", real_servers))
+             for i, x in enumerate(group) if x is not None}
+    for i, v in enumerate(tracking["vip_options"]):
+        if v.address in nodes:
+            errors.add(f"vips[{i}].address", f"{v.address} is also {nodes[v.address]}")
     marked = [s.name for s in services if s is not None and (s.fwmark or any(b.is_director for b in s.backends))]
     if cluster_kw.get("hook") == "none" and marked:
         errors.add("cluster.hook", f"none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
@@ -425,6 +435,68 @@ def _command(t: Table, key: str) -> Command | None:
             ok = False
     return tuple(v) if ok else None
 TRACK_WEIGHT = (-253, 253)
+
+
+LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}:[A-Za-z0-9_-]+")
+EXTRA_BLOCKS = ("global_defs", "vrrp_instance")
+
+
+def _vips(top: Table, errors: Errors) -> tuple[Vip, ...]:
+    """[[vips]]: VRRP-only VIPs, and per-VIP device and label."""
+    out: list[Vip] = []
+    seen: dict[IPAddress, int] = {}
+    for i, t in enumerate(top.tables("vips", required=False)):
+        addr = t.address("address")
+        device = t.text("device", IFNAME_RE, "an interface name", None)
+        label = t.text("label", LABEL_RE, "a label DEVICE:NAME (15 characters at most)", None)
+        t.done()
+        if label is not None and (len(label) > 15 or (device is not None and label.split(":")[0] != device)):
+            errors.add(t.path("label"), f"{json.dumps(label)} must start with its device and hold 15 characters "
+                       "at most")
+            continue
+        if addr is None:
+            continue
+        if addr in seen:
+            errors.add(t.path("address"), f"duplicate VIP (also vips[{seen[addr]}].address)")
+            continue
+        seen[addr] = i
+        out.append(Vip(addr, device, label))
+    return tuple(out)
+
+
+def _extra(top: Table, services: list[Service | None], errors: Errors) -> tuple[Extra, ...]:
+    """[[keepalived_extra]]: directives the model does not cover, added to one block.
+    Each line stays on its line and the braces balance, so nothing leaves its block."""
+    names = {s.name for s in services if s is not None}
+    out: list[Extra] = []
+    for t in top.tables("keepalived_extra", required=False):
+        block = t.get("block", str)
+        lines = t.get("lines", list)
+        t.done()
+        if block is None or lines is None:
+            continue
+        target = block.removeprefix("service:")
+        if block not in EXTRA_BLOCKS and not (block.startswith("service:") and target in names):
+            errors.add(t.path("block"), f"{json.dumps(block)} is not global_defs, vrrp_instance or service:NAME "
+                       "of a service in this file")
+            continue
+        depth, ok = 0, True
+        for i, line in enumerate(lines):
+            if not isinstance(line, str) or any(c in line for c in "\n\r\0"):
+                errors.add(f"{t.path('lines')}[{i}]", "expected one line of text")
+                ok = False
+                continue
+            depth += line.count("{") - line.count("}")
+            if depth < 0:
+                errors.add(f"{t.path('lines')}[{i}]", "closes a block it did not open")
+                ok = False
+                break
+        if ok and depth:
+            errors.add(t.path("lines"), "opens a block it does not close")
+            ok = False
+        if ok:
+            out.append(Extra(block, tuple(lines)))
+    return tuple(out)
 
 
 def _tracking(top: Table, errors: Errors) -> dict[str, Any]:

@@ -88,6 +88,25 @@ class TrackFile:
 
 
 @dataclass(frozen=True)
+class Vip:
+    """A VIP the VRRP instance carries with options ([[vips]]): a service's VIP
+    on another device or with a label, or a VRRP-only address (no service)."""
+
+    address: IPAddress
+    device: str | None = None  # default: the director's interface
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Keepalived directives the model does not cover ([[keepalived_extra]]):
+    lines added to one block, validated by keepalived -t like everything else."""
+
+    block: str  # global_defs | vrrp_instance | service:NAME
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Director:
     name: str
     address: IPAddress
@@ -181,6 +200,8 @@ class Cluster:
     notify_fault: Command | None = None
     notify_stop: Command | None = None
     mcast_src_ip: bool = False  # multicast adverts from the director's own address
+    vip_options: tuple[Vip, ...] = ()
+    extra: tuple[Extra, ...] = ()
     track_scripts: tuple[TrackScript, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_files: tuple[TrackFile, ...] = ()
@@ -223,7 +244,15 @@ class Cluster:
 
     @property
     def vips(self) -> tuple[IPAddress, ...]:
-        return tuple(sorted({s.vip for s in self.services}, key=_addr_key))
+        """Every VIP the VRRP instance carries: the services' and the VRRP-only ones."""
+        return tuple(sorted({s.vip for s in self.services} | {v.address for v in self.vip_options}, key=_addr_key))
+
+    def vip_device(self, vip: IPAddress, director: Director) -> str:
+        opt = next((v for v in self.vip_options if v.address == vip), None)
+        return opt.device if opt is not None and opt.device else director.interface
+
+    def vip_label(self, vip: IPAddress) -> str | None:
+        return next((v.label for v in self.vip_options if v.address == vip), None)
 
     @property
     def master(self) -> Director:

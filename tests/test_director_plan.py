@@ -77,3 +77,15 @@ def test_fwmark_listing_round_trips_through_the_fact_parser() -> None:
     assert table.chains[0].rules == (
         Mark(VIP, "tcp", 80, 0x4C560001), Mark(ipaddress.ip_address("2001:db8::100"), "udp", 53, 0x4C560002))
     assert parse_fwmark("") is None
+
+
+def test_role_follows_a_vip_on_its_own_device() -> None:
+    """A [[vips]] entry on another device: keepalived puts it there, and that is where MASTER is seen."""
+    data = tomllib.loads((EXAMPLES / "web.toml").read_text())
+    data["services"] = [{**data["services"][0], "vip": "192.0.2.100"}]
+    data["vips"] = [{"address": "192.0.2.100", "device": "eth1"}]
+    s = director_spec(parse_cluster(data), "lb1")
+    on_eth1 = NodeAddress("eth1", ipaddress.ip_interface("192.0.2.100/32"), "eth1")
+    on_eth0 = NodeAddress("eth0", ipaddress.ip_interface("192.0.2.100/32"), "eth0")
+    assert observed_role(s, (on_eth1,)) == "MASTER"
+    assert observed_role(s, (on_eth0,)) == "BACKUP"
