@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,10 +65,10 @@ def is_backup_role(node: Node, method: str = "nftables") -> bool:
     return "table inet lvsdr_fwmark" not in nft(node) and suppressed
 
 
-def pair_lab(tmp_path: Path, method: str = "nftables") -> Lab:
+def pair_lab(tmp_path: Path, method: str = "nftables", extra: str = "") -> Lab:
     path = tmp_path / "pair.toml"
-    path.write_text((EXAMPLES / "pair.toml").read_text().replace('arp_method = "nftables"',
-                                                                 f'arp_method = "{method}"'))
+    path.write_text((EXAMPLES / "pair.toml").read_text().replace('arp_method = "nftables"', f'arp_method = "{method}"')
+                    .replace("unicast = true", "unicast = true" + extra))
     return make_lab(path, tmp_path)
 
 
@@ -98,11 +99,26 @@ def test_director_roles_follow_vrrp(tmp_path: Path, method: str) -> None:
         assert probes.http_get(lab, "192.0.2.120") == "web1"
 
 
+NOTIFY_DIR = Path("/run/lvsdr-lab-notify")  # root-owned: keepalived runs only scripts no one else can change
+OPERATOR_NOTIFY = f'''
+notify_master = ["{NOTIFY_DIR}/record", "MASTER"]
+notify_backup = ["{NOTIFY_DIR}/record", "BACKUP"]
+'''
+
+
 @pytest.fixture(scope="module")
 def shared_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One nftables pair lab for the tests that leave it as they found it."""
-    with pair_lab(tmp_path_factory.mktemp("pair")) as lab:
-        yield lab
+    """One nftables pair lab, with the operator's own notify scripts, for the
+    tests that leave it as they found it (the last one kills node1)."""
+    NOTIFY_DIR.mkdir(mode=0o755)
+    try:
+        record = NOTIFY_DIR / "record"
+        record.write_text(f'#!/bin/sh\necho "$1" >> "{NOTIFY_DIR}/events-$(ip netns identify)"\n')
+        record.chmod(0o755)
+        with pair_lab(tmp_path_factory.mktemp("pair"), extra=OPERATOR_NOTIFY) as lab:
+            yield lab
+    finally:
+        shutil.rmtree(NOTIFY_DIR)
 
 
 def test_notify_reconciles_to_what_it_sees_not_to_what_it_is_told(shared_pair: Lab) -> None:
@@ -131,3 +147,21 @@ def test_agent_heals_drift_without_an_event(shared_pair: Lab) -> None:
     wait_for(lambda: not notify_running(node1), lab, "notify hooks of the election finished")
     subprocess.run(["ip", "netns", "exec", node1.ns, "nft", "delete", "table", "inet", "lvsdr_fwmark"], check=True)
     wait_for(lambda: is_master_role(node1), lab, "marks restored by the agent", timeout=3 * AGENT_INTERVAL)
+
+
+def test_operators_notify_scripts_run_alongside_lvsdrs_hook(shared_pair: Lab) -> None:
+    """The operator's notify_master/notify_backup run on each transition, and
+    lvsdr's own hook still switches the director's role (the marks). Last: it
+    kills node1."""
+    lab = shared_pair
+    node1, node2 = lab.state.node("node1"), lab.state.node("node2")
+
+    def events(node: Node) -> list[str]:
+        f = NOTIFY_DIR / f"events-{node.ns}"
+        return f.read_text().split() if f.exists() else []
+
+    wait_for(lambda: events(node1)[-1:] == ["MASTER"] and is_master_role(node1), lab, "node1: its script, lvsdr's role")
+    wait_for(lambda: events(node2)[-1:] == ["BACKUP"] and is_backup_role(node2), lab, "node2: its script, lvsdr's role")
+    probes.kill_director(lab, node1)
+    wait_for(lambda: events(node2)[-1:] == ["MASTER"] and is_master_role(node2), lab, "node2: its script, lvsdr's role",
+             timeout=15)
