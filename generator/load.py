@@ -41,6 +41,7 @@ from .model import (
     RealServer,
     Service,
     SorryServer,
+    SyncDaemon,
     TrackFile,
     TrackInterface,
     TrackScript,
@@ -341,6 +342,14 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
         kw[key] = _command(c, key)
     kw["mcast_src_ip"] = c.get("mcast_src_ip", bool, CLUSTER["mcast_src_ip"])
+    sync = c.get("sync_daemon", (bool, dict), None)
+    if sync is True:
+        kw["sync_daemon"] = SyncDaemon()
+    elif isinstance(sync, dict):
+        st = Table(sync, c.path("sync_daemon"), errors)
+        kw["sync_daemon"] = SyncDaemon(st.text("interface", IFNAME_RE, "an interface name", None),
+                                       st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
+        st.done()
     if kw["mcast_src_ip"] and kw.get("unicast"):
         errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
     kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", CLUSTER["notify_fifo"])

@@ -88,6 +88,17 @@ class TrackFile:
 
 
 @dataclass(frozen=True)
+class SyncDaemon:
+    """IPVS connection sync between the directors (keepalived's lvs_sync_daemon):
+    the MASTER sends its connection table, the BACKUP keeps it, so established
+    connections survive a failover. Defaults are keepalived's."""
+
+    interface: str | None = None  # default: the director's interface
+    id: int | None = None  # default: the virtual_router_id
+    port: int | None = None  # default 8848
+
+
+@dataclass(frozen=True)
 class Vip:
     """A VIP the VRRP instance carries with options ([[vips]]): a service's VIP
     on another device or with a label, or a VRRP-only address (no service)."""
@@ -200,6 +211,7 @@ class Cluster:
     notify_fault: Command | None = None
     notify_stop: Command | None = None
     mcast_src_ip: bool = False  # multicast adverts from the director's own address
+    sync_daemon: SyncDaemon | None = None
     vip_options: tuple[Vip, ...] = ()
     extra: tuple[Extra, ...] = ()
     track_scripts: tuple[TrackScript, ...] = ()

@@ -35,11 +35,31 @@ def main(argv: list[str]) -> int:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.startswith("/stream"):
+                return self.stream()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def stream(self) -> None:
+            """GET /stream?seconds=N: the server's name, one line every 0.25 s for
+            N seconds (a long-lived connection for failover and drain tests)."""
+            import time
+            from urllib.parse import parse_qs, urlparse
+
+            seconds = float(parse_qs(urlparse(self.path).query).get("seconds", ["10"])[0])
+            lines = max(1, int(seconds * 4))
+            line = f"{name}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(lines * len(line)))
+            self.end_headers()
+            for _ in range(lines):
+                self.wfile.write(line)
+                self.wfile.flush()
+                time.sleep(0.25)
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             sys.stdout.write(f"{self.client_address[0]} {format % args}\n")

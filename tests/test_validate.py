@@ -138,6 +138,10 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"keepalived_extra": [{"block": "service:nosuch", "lines": ["ops"]}]},
      'keepalived_extra[0].block: "service:nosuch" is not global_defs, vrrp_instance or service:NAME of a service '
      "in this file"),
+    ({"cluster.sync_daemon": {"id": 256}}, "cluster.sync_daemon.id: 256 is outside 0..255"),
+    ({"cluster.sync_daemon": {"interface": "eth 1"}},
+     'cluster.sync_daemon.interface: "eth 1" is not an interface name'),
+    ({"cluster.sync_daemon": "yes"}, "cluster.sync_daemon: expected boolean or table, got string"),
     ({"services.0.ops": True}, "services[0].ops: one-packet scheduling is for udp services (this one is tcp)"),
     ({"services.0.sh_port": True}, "services[0].sh_port: is for scheduler sh (this service uses wlc)"),
     ({"services.0.persistence_granularity": "255.0.255.0"},
