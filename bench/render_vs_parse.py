@@ -28,7 +28,7 @@ FEATURES = [  # the breadth of keepalived in use: the directors' own health, the
     'sync_daemon = true', 'notify_master = ["/usr/bin/logger", "-t", "bench", "MASTER"]', "",
     "[[track_scripts]]", 'name = "uplink"', 'script = "/usr/sbin/arping"',
     'args = ["-c1", "-w1", "-I", "eth0", "192.0.2.1"]', "interval = 2", "",
-    "[[track_interfaces]]", 'name = "eth0"', "weight = -10", "",
+    "[[track_interfaces]]", 'name = "eth1"', "weight = -10", "",
     "[[keepalived_extra]]", 'block = "global_defs"', 'lines = ["vrrp_garp_master_repeat 2"]', "",
 ]
 
@@ -49,7 +49,8 @@ def cluster_toml(services: int, backends: int, features: bool = True) -> str:
         return f'"rs{b}"'
 
     names = ", ".join(backend(b) for b in range(backends))
-    options = ["hysteresis = 1", "alpha = true", 'quorum_down = ["/usr/bin/logger", "quorum-down"]'] if features else []
+    options = ["quorum = 2", "hysteresis = 1", "alpha = true",
+               'quorum_down = ["/usr/bin/logger", "quorum-down"]'] if features else []
     for s in range(services):
         vip = f"203.0.113.{1 + s // 50}"
         lines += ["[[services]]", f'name = "svc{s}"', f'vip = "{vip}"', f"port = {8000 + s % 50}", *options,

@@ -273,6 +273,11 @@ def parse_cluster(data: Any) -> Cluster:
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
     _director_backends(directors, services, errors)
+    vrrp_ifaces = {d.interface for d in directors if d is not None}
+    for i, ti in enumerate(tracking["track_interfaces"]):
+        if ti.name in vrrp_ifaces:
+            errors.add(f"track_interfaces[{i}].name", f"{ti.name} is the VRRP interface itself (keepalived tracks "
+                       "it already, and refuses it here)")
     nodes = {x.address: f"{kind}[{i}].address" for kind, group in (("directors", directors),
                                                                    ("real_servers", real_servers))
              for i, x in enumerate(group) if x is not None}
@@ -568,6 +573,10 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
     if kw["ops"] and proto not in (None, "udp"):
         t.errors.add(t.path("ops"), f"one-packet scheduling is for udp services (this one is {proto})")
     kw["hysteresis"] = t.int_in("hysteresis", 0, 65535, None)
+    quorum = t.data.get("quorum", 1)
+    if kw["hysteresis"] is not None and isinstance(quorum, int) and kw["hysteresis"] >= quorum:
+        t.errors.add(t.path("hysteresis"), f"{kw['hysteresis']} is not below the quorum {quorum} "
+                     "(keepalived would set it to 0)")
     gran = t.get("persistence_granularity", str, None)
     if gran is not None:
         try:

@@ -27,7 +27,7 @@ from .changes import (
     SetSysctl,
     WriteRecord,
 )
-from .methods import REGISTRY, method_of
+from .methods import method_of, registry
 from .model import Cluster, Director, RealServer, addr_key
 from .node import LABEL, Chain, Facts, IPInterface, Record, address_key
 from .spec import Redirect, Spec
@@ -131,7 +131,8 @@ def _tables_prune(keep: tuple[str, ...], facts: Facts) -> list[Change]:
 def _prune_all(spec: Spec, facts: Facts, keep_own: bool) -> list[Change]:
     """Every method prunes what it left: redirects first (no VIP depends on
     them), then ARP suppression (after the VIPs it protected are gone)."""
-    order = [m for m in REGISTRY.values() if m.redirect] + [m for m in REGISTRY.values() if not m.redirect]
+    methods = registry().values()
+    order = [m for m in methods if m.redirect] + [m for m in methods if not m.redirect]
     out: list[Change] = []
     for m in order:
         out += m.prune(spec, keep_own and m.name == spec.method, facts)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from lvsdr.generator.methods import REGISTRY
+from lvsdr.generator.methods import registry
 from lvsdr.generator.methods.base import FactCommand
 from lvsdr.generator.node import Chain, FactError, Facts, NftTable, NodeAddress, Record, Rule
 from lvsdr.generator.spec import Spec
@@ -115,11 +115,11 @@ def read_facts(spec: Spec, state_dir: Path) -> Facts:
     a plan also cleans up what another method left. ``state_dir`` is the
     cluster file's state_dir (or --state-dir): where lvsdr's record is."""
     record = read_record(record_path(state_dir, spec))
-    keys = set(REGISTRY[spec.method].sysctls(spec)) | set(dict(record.sysctl_originals) if record else {})
+    keys = set(registry()[spec.method].sysctls(spec)) | set(dict(record.sysctl_originals) if record else {})
     chains: list[Chain] = []
     rules: list[Rule] = []
     nft: dict[str, NftTable] = {}
-    for method in REGISTRY.values():
+    for method in registry().values():
         cmds = method.fact_commands(spec, record.forward_ports if record else ())
         if not cmds:
             continue

@@ -1,25 +1,37 @@
-"""The ARP-suppression methods, one module each; every list of methods is
-derived from ``REGISTRY`` (adding a method is one module and its fixtures)."""
+"""The ARP-suppression methods, one module each. What each can do is in
+``catalog`` (cheap: the loader needs it for every file); the modules load on
+the first plan. Adding a method is its module, one line in the catalog and one
+in ``registry()``, and its fixtures."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
 from ..model import DEFAULT_ARP_METHOD
-from ..spec import Spec
-from .arptables import Arptables
-from .base import Method
-from .firewalld import Firewalld
-from .iptables import Iptables
-from .nftables import Nftables
-from .sysctl import Sysctl
+from .catalog import DIRECTOR_BACKEND, IPV6, NAMES, REDIRECT
 
-REGISTRY: dict[str, Method] = {m.name: m for m in (Sysctl(), Arptables(), Nftables(), Iptables(), Firewalld())}
+if TYPE_CHECKING:
+    from ..spec import Spec
+    from .base import Method
 
-NAMES = tuple(REGISTRY)
-IPV6 = tuple(n for n, m in REGISTRY.items() if m.ipv6)
-REDIRECT = tuple(n for n, m in REGISTRY.items() if m.redirect)
-DIRECTOR_BACKEND = tuple(n for n, m in REGISTRY.items() if m.director_backend)
 DEFAULT = DEFAULT_ARP_METHOD
+__all__ = ["DEFAULT", "DIRECTOR_BACKEND", "IPV6", "NAMES", "REDIRECT", "method_of", "registry"]
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Method]:
+    """Every method, in the catalog's order."""
+    from .arptables import Arptables
+    from .firewalld import Firewalld
+    from .iptables import Iptables
+    from .nftables import Nftables
+    from .sysctl import Sysctl
+
+    methods: dict[str, Method] = {m.name: m for m in (Sysctl(), Arptables(), Nftables(), Iptables(), Firewalld())}
+    assert tuple(methods) == NAMES, "the catalog and the registry name the same methods"
+    return methods
 
 
 def method_of(spec: Spec) -> Method:
-    return REGISTRY[spec.method]
+    return registry()[spec.method]

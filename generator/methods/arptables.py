@@ -158,7 +158,6 @@ def _typed(parts: list[str]) -> Rule | None:
 class Arptables(Method):
     name = "arptables"
     summary = "VIPs on the interface; arptables chains LVSDR_IN/LVSDR_OUT drop and rewrite ARP for them"
-    director_backend = True
 
     def tools(self, spec: Spec) -> tuple[Tool, ...]:
         return (Tool(PROG, "arptables", "iptables-nft"),)

@@ -9,6 +9,7 @@ from typing import ClassVar
 from ..changes import AddRule, Change, DeleteRule
 from ..node import Chain, Facts, IPInterface, NftTable, Rule, host_interface
 from ..spec import Spec
+from .catalog import CATALOG
 
 Files = dict[str, tuple[str, int]]  # relative path -> (text, mode)
 
@@ -51,14 +52,20 @@ class Artifacts:
 
 class Method:
     """One ARP-suppression method: its desired state, plan steps, facts,
-    install files and tools. Subclasses are stateless; ``methods.REGISTRY``
+    install files and tools. Subclasses are stateless; ``methods.registry()``
     holds one instance of each."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    ipv6: ClassVar[bool] = False  # can serve IPv6 VIPs (NDP is not ARP)
-    redirect: ClassVar[bool] = False  # serves VIPs without having them (local redirect; listen_port)
-    director_backend: ClassVar[bool] = False  # usable by a director that is also a backend
+    # from the catalog (catalog.py), by name
+    ipv6: ClassVar[bool]  # can serve IPv6 VIPs (NDP is not ARP)
+    redirect: ClassVar[bool]  # serves VIPs without having them (local redirect; listen_port)
+    director_backend: ClassVar[bool]  # usable by a director that is also a backend
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        can = CATALOG[cls.name]
+        cls.ipv6, cls.redirect, cls.director_backend = "ipv6" in can, "redirect" in can, "director_backend" in can
 
     # -- desired state ---------------------------------------------------------
     def tools(self, spec: Spec) -> tuple[Tool, ...]:

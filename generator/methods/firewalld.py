@@ -104,7 +104,6 @@ def parse_ports(text: str, where: str, zone: str) -> tuple[OpenPort, ...]:
 class Firewalld(Method):
     name = "firewalld"
     summary = "no VIP on the host; firewalld forward-ports (no toaddr) redirect each VIP port locally"
-    redirect = True
 
     def tools(self, spec: Spec) -> tuple[Tool, ...]:
         return (Tool(PROG, "firewalld", "firewalld"),)

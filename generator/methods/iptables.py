@@ -149,8 +149,6 @@ def _typed(line: str, family: int) -> Rule | None:
 class Iptables(Method):
     name = "iptables"
     summary = "no VIP on the host; iptables -t nat chain LVSDR (from PREROUTING) redirects VIP:port locally"
-    ipv6 = True
-    redirect = True
 
     def tools(self, spec: Spec) -> tuple[Tool, ...]:
         v6 = (Tool("ip6tables", "iptables", "iptables-nft"),) if spec.v6 else ()

@@ -66,8 +66,6 @@ def desired_table(spec: Spec) -> NftTable | None:
 class Nftables(Method):
     name = "nftables"
     summary = "VIPs on the interface (IPv6 on lo); lvsdr's own `table arp lvsdr` drops and rewrites ARP"
-    ipv6 = True
-    director_backend = True
 
     def tools(self, spec: Spec) -> tuple[Tool, ...]:
         return (Tool("nft", "nftables", "nftables"),)

@@ -19,8 +19,6 @@ SYSCTL_FILE = "etc/sysctl.d/90-lvsdr-arp.conf"
 class Sysctl(Method):
     name = "sysctl"
     summary = "VIPs on lo; net.ipv4.conf.{all,IFACE}.arp_ignore=1, arp_announce=2"
-    ipv6 = True
-    director_backend = True
 
     def addresses(self, spec: Spec) -> tuple[tuple[str, IPInterface], ...]:
         return tuple(("lo", host_interface(v)) for v in spec.vips)
