@@ -438,16 +438,23 @@ def _command(t: Table, key: str) -> Command | None:
     if not v:
         t.errors.add(t.path(key), "expected [path, arguments...], got an empty list")
         return None
-    ok = True
-    if not isinstance(v[0], str) or not PATH_RE.fullmatch(v[0]):
+    ok = isinstance(v[0], str) and bool(PATH_RE.fullmatch(v[0]))
+    if not ok:
         t.errors.add(f"{t.path(key)}[0]", f"{json.dumps(v[0])} is not an absolute path without blanks or quotes")
-        ok = False
-    for i, a in enumerate(v[1:], 1):
-        if not isinstance(a, str) or not ARG_RE.fullmatch(a):
-            t.errors.add(f"{t.path(key)}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for keepalived "
-                         "(letters, digits and ._/:=@%+,- only)")
-            ok = False
-    return tuple(v) if ok else None
+    args = _args(t, key, v[1:], first=1)
+    return (v[0], *args) if ok and len(args) == len(v) - 1 else None
+
+
+def _args(t: Table, key: str, values: list[Any], first: int = 0) -> tuple[str, ...]:
+    """Script arguments lvsdr quotes into keepalived.conf: the valid ones (each bad one is an error)."""
+    out = []
+    for i, a in enumerate(values, first):
+        if isinstance(a, str) and ARG_RE.fullmatch(a):
+            out.append(a)
+        else:
+            t.errors.add(f"{t.path(key)}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for "
+                         "keepalived (letters, digits and ._/:=@%+,- only)")
+    return tuple(out)
 TRACK_WEIGHT = (-253, 253)
 
 
@@ -521,14 +528,7 @@ def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
     for t in top.tables("track_scripts", required=False):
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
         script = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
-        raw_args = t.get("args", list, [])
-        args = []
-        for i, a in enumerate(raw_args or []):
-            if not isinstance(a, str) or not ARG_RE.fullmatch(a):
-                errors.add(f"{t.path('args')}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for "
-                           "keepalived (letters, digits and ._/:=@%+,- only)")
-            else:
-                args.append(a)
+        args = _args(t, "args", t.get("args", list, []) or [])
         interval = t.int_in("interval", 1, 3600, TRACK_SCRIPT["interval"])
         timeout = t.int_in("timeout", 1, 3600, None)
         weight = t.int_in("weight", *TRACK_WEIGHT, TRACK_SCRIPT["weight"])
@@ -536,7 +536,7 @@ def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
         fall = t.int_in("fall", 1, 100, TRACK_SCRIPT["fall"])
         t.done()
         if name is not None and script is not None and interval and weight is not None and rise and fall:
-            scripts.append(TrackScript(name, script, tuple(args), interval, timeout, weight, rise, fall))
+            scripts.append(TrackScript(name, script, args, interval, timeout, weight, rise, fall))
     for t in top.tables("track_interfaces", required=False):
         name = t.text("name", IFNAME_RE, "an interface name")
         weight = t.int_in("weight", *TRACK_WEIGHT, 0)

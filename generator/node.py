@@ -188,10 +188,6 @@ class Record:
         except (ValueError, TypeError) as e:
             raise LvsdrError(f"{where}: unreadable lvsdr record ({e}); fix or remove it") from None
 
-    @property
-    def originals(self) -> dict[str, str]:
-        return dict(self.sysctl_originals)
-
 
 @dataclass(frozen=True)
 class Facts:

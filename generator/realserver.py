@@ -69,10 +69,6 @@ def addresses(spec: Spec) -> tuple[Addr, ...]:
     return method_of(spec).addresses(spec)
 
 
-def sysctls(spec: Spec) -> dict[str, str]:
-    return method_of(spec).sysctls(spec)
-
-
 def _ours(facts: Facts) -> set[Addr]:
     """Addresses on the node that lvsdr put there: labelled, or in its record."""
     recorded = set(facts.record.addresses if facts.record else ())

@@ -52,9 +52,9 @@ def _processes(*match: str) -> list[int]:
 
 
 def _identity(r: Report, node: str, address: object) -> bool:
-    from .facts import read_addresses
+    from .facts import has_address, read_addresses
 
-    if any(str(a.address.ip) == str(address) for a in read_addresses()):
+    if has_address(read_addresses(), address):
         r.ok(f"this node has {node}'s address {address}")
         return True
     r.fail(f"this node does not have {node}'s address {address} (wrong --node, or not run on {node}?)")

@@ -102,10 +102,14 @@ def read_record(path: Path) -> Record | None:
     return Record.from_json(text, str(path))
 
 
+def has_address(addresses: tuple[NodeAddress, ...], address: object) -> bool:
+    return any(str(a.address.ip) == str(address) for a in addresses)
+
+
 def require_identity(node: str, address: object, addresses: tuple[NodeAddress, ...]) -> None:
     """Act only on the node the cluster file names: its address must be here.
     (A wrong --node, or a command run on the wrong host or namespace, changes nothing.)"""
-    if not any(str(a.address.ip) == str(address) for a in addresses):
+    if not has_address(addresses, address):
         raise FactError(f"this node does not have {node}'s address {address}; refusing to change it "
                         f"(wrong --node, or not run on {node}?)")
 
