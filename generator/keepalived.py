@@ -21,7 +21,13 @@ CHECK_BLOCKS = {
     "https": "SSL_GET",
     "misc": "MISC_CHECK",
     "dns": "DNS_CHECK",
+    "udp": "UDP_CHECK",
+    "ping": "PING_CHECK",
+    "smtp": "SMTP_CHECK",
+    "file": "FILE_CHECK",
 }
+# checkers that open a connection to a port (connect_port applies)
+CONNECTING = ("tcp", "http", "https", "dns", "udp", "smtp")
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,6 @@ def _prefix(addr: Any) -> str:
 
 
 def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    check = svc.check
     return {
         "name": svc.name,
         "vip": svc.vip,
@@ -80,13 +85,12 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "persistence_timeout": svc.persistence_timeout,
         "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
-        "check": check,
-        "check_block": CHECK_BLOCKS.get(check.type),
+        "checks": svc.checks,
         # fwmark services carry no port on their real servers
         "rs_port": "" if svc.fwmark else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
-        "backends": [(*labels[b.server], b.weight, _backend_extra(b)) for b in svc.backends],
+        "backends": [(*labels[b.server], b.weight, _backend_extra(b), b.checks) for b in svc.backends],
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),
         "persistence_granularity": svc.persistence_granularity,
@@ -121,6 +125,13 @@ def _backend_extra(b: Backend) -> str:
     if b.notify_down is not None:
         lines.append(f"        notify_down {_command(b.notify_down)}\n")
     return "".join(lines)
+
+
+def file_names(cluster: Cluster) -> dict[str, str]:
+    """FILE_CHECK reads a named track_file block: one per file path, named by its place in sorted order."""
+    paths = sorted({c.file for s in cluster.services for b in s.backends for c in (*s.checks, *(b.checks or ()))
+                    if c.file})
+    return {p: f"lvsdr_check_file_{i}" for i, p in enumerate(paths, 1)}
 
 
 def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None) -> str:
@@ -166,5 +177,8 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],
         "services": [_service_view(s, labels) for s in cluster.services],
+        "check_blocks": CHECK_BLOCKS,
+        "connecting": CONNECTING,
+        "file_names": file_names(cluster),
     }
     return render_template("keepalived.conf.j2", **ctx)

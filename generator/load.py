@@ -45,6 +45,7 @@ from .model import (
     TrackFile,
     TrackInterface,
     TrackScript,
+    Url,
     Vip,
 )
 
@@ -70,6 +71,8 @@ def _defaults(cls: type) -> dict[str, Any]:
 CLUSTER = _defaults(Cluster)
 REAL_SERVER = _defaults(RealServer)
 CHECK = _defaults(Check)
+URL = _defaults(Url)
+URL_DEFAULT: tuple[Url, ...] = CHECK["urls"]
 BACKEND = _defaults(Backend)
 SERVICE = _defaults(Service)
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+").fullmatch
@@ -421,9 +424,20 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     return out
 
 
-# check keys that only some check types read (the rest apply to every type)
-CHECK_KEYS = {"path": ("http", "https"), "status_code": ("http", "https"), "virtualhost": ("http", "https"),
-              "script": ("misc",), "timeout": ("misc",), "query": ("dns",), "query_type": ("dns",)}
+# every check key but type, and the check types that read it
+_ALL_CHECKS = ("tcp", "http", "https", "misc", "dns", "udp", "ping", "smtp", "file")
+_CONNECTING = ("tcp", "http", "https", "dns", "udp", "smtp")
+CHECK_KEYS = {
+    "port": _CONNECTING, "connect_timeout": (*_CONNECTING, "ping"),
+    "retry": _ALL_CHECKS[:-1], "delay_before_retry": _ALL_CHECKS[:-1],
+    "path": ("http", "https"), "status_code": ("http", "https"), "digest": ("http", "https"),
+    "urls": ("http", "https"), "virtualhost": ("http", "https"), "sni": ("https",),
+    "script": ("misc",), "args": ("misc",), "timeout": ("misc",), "user": ("misc",), "dynamic": ("misc",),
+    "query": ("dns",), "query_type": ("dns",),
+    "payload": ("udp",), "require_reply": ("udp",), "helo_name": ("smtp",),
+    "file": ("file",), "weight": ("file",), "reverse": ("file",),
+}
+DNS_TYPES = ("A", "AAAA", "NS", "CNAME", "MX", "TXT", "SOA")
 
 
 ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
@@ -598,31 +612,128 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
     return kw
 
 
-def _check(t: Table | None, errors: Errors) -> Check:
-    if t is None:
-        return Check()
+def _checks(t: Table, errors: Errors) -> tuple[Check, ...] | None:
+    """``check = {...}`` (one checker) or ``checks = [{...}, ...]`` (several);
+    None when the table names neither."""
+    if "check" in t.data and "checks" in t.data:
+        errors.add(t.path("checks"), "give check (one checker) or checks (several), not both")
+    if "checks" in t.data:
+        tables = t.tables("checks")
+        if not tables and isinstance(t.data["checks"], list):
+            errors.add(t.path("checks"), "expected at least one check (for none, use check = { type = \"none\" })")
+        out = [_check(c, errors) for c in tables]
+        for c, ct in zip(out, tables, strict=True):
+            if c is None and len(tables) > 1:
+                errors.add(ct.path("type"), "none cannot be one of several checks")
+        return tuple(c for c in out if c is not None)
+    one = t.table("check")
+    if one is None:
+        return None
+    c = _check(one, errors)
+    return () if c is None else (c,)
+
+
+STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
+DIGEST_RE = re.compile(r"[0-9a-f]{32}")
+HEX_RE = re.compile(r"[0-9A-Fa-f]{1,2}(?: ?[0-9A-Fa-f]{1,2})*")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+FILE_WEIGHT = (-2147483647, 2147483647)
+
+
+def _status_codes(t: Table) -> tuple[str, ...]:
+    v = t.get("status_code", (int, str, list), None)
+    if v is None:
+        return ()
+    out = []
+    for item in v if isinstance(v, list) else [v]:
+        m = STATUS_RE.fullmatch(str(item)) if isinstance(item, int | str) and not isinstance(item, bool) else None
+        if m is None or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            t.errors.add(t.path("status_code"), f"{json.dumps(item)} is not a status code (200) or range "
+                         "(\"200-299\")")
+            continue
+        out.append(m.group(0))
+    return tuple(out)
+
+
+def _url(t: Table) -> Url:
+    path = t.text("path", URL_PATH_RE, "a URL path (/..., no blanks, quotes, # or !)", URL["path"])
+    return Url(path or URL["path"], _status_codes(t), t.text("digest", DIGEST_RE, "an MD5 digest (32 lowercase hex "
+                                                               "digits, as keepalived's genhash prints)", None),
+               t.text("virtualhost", HOST_RE, "a host name", None))
+
+
+def _urls(t: Table, errors: Errors) -> tuple[Url, ...]:
+    """``urls = [{path, status_code, digest, virtualhost}, ...]``, or one URL's
+    keys on the check itself."""
+    if "urls" not in t.data:
+        one = Table(t.data, t.where, errors)
+        one.data = {k: v for k, v in t.data.items() if k in ("path", "status_code", "digest")}
+        t.seen.update(one.data)
+        return (_url(one),)
+    for key in ("path", "status_code", "digest"):
+        if key in t.data:
+            t.seen.add(key)
+            errors.add(t.path(key), "give it inside urls, or drop urls")
+    urls = []
+    for u in t.tables("urls"):
+        urls.append(_url(u))
+        u.done()
+    if not urls and isinstance(t.data["urls"], list):
+        errors.add(t.path("urls"), "expected at least one URL")
+    return tuple(urls) or URL_DEFAULT
+
+
+def _check(t: Table, errors: Errors) -> Check | None:
+    """One checker; None for type none."""
     kind = t.choice("type", CHECK_TYPES, CHECK["type"]) or CHECK["type"]
-    kw: dict[str, Any] = {"type": kind}
-    kw["port"] = t.int_in("port", 1, 65535, None)
-    kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, CHECK["connect_timeout"])
-    kw["retry"] = t.int_in("retry", 0, 100, CHECK["retry"])
-    kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, CHECK["delay_before_retry"])
-    if kind in ("http", "https"):
-        kw["path"] = t.text("path", URL_PATH_RE, "a URL path (/..., no blanks, quotes, # or !)", CHECK["path"])
-        kw["status_code"] = t.int_in("status_code", 100, 599, CHECK["status_code"])
-        kw["virtualhost"] = t.text("virtualhost", HOST_RE, "a host name", None)
-    if kind == "misc":
-        kw["script"] = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
-        kw["misc_timeout"] = t.int_in("timeout", 1, 3600, None)
-    if kind == "dns":
-        kw["query"] = t.text("query", HOST_RE, "a host name")
-        kw["query_type"] = t.choice("query_type", ("A", "AAAA", "NS", "MX", "TXT", "SOA"), CHECK["query_type"])
     for key, kinds in CHECK_KEYS.items():
         if key in t.data and kind not in kinds:
             t.seen.add(key)
             errors.add(t.path(key), f"does not apply to check type {kind} (it is for {', '.join(kinds)})")
+    if kind == "none":
+        t.done()
+        return None
+    got = {k for k in CHECK_KEYS if k in t.data}
+    kw: dict[str, Any] = {"type": kind}
+    if "port" in got:
+        kw["port"] = t.int_in("port", 1, 65535, None)
+    if "connect_timeout" in got:
+        kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, None)
+    if "retry" in got:
+        kw["retry"] = t.int_in("retry", 0, 100, None)
+    if "delay_before_retry" in got:
+        kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, None)
+    if kind in ("http", "https"):
+        kw["urls"] = _urls(t, errors)
+        kw["virtualhost"] = t.text("virtualhost", HOST_RE, "a host name", None)
+        if kind == "https":
+            kw["sni"] = bool(t.get("sni", bool, False))
+            if kw["sni"] and kw["virtualhost"] is None and not all(u.virtualhost for u in kw["urls"]):
+                errors.add(t.path("sni"), "needs a virtualhost (the name sent as SNI)")
+    elif kind == "misc":
+        path = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
+        args = _args(t, "args", t.get("args", list, []) or [])
+        kw["script"] = None if path is None else (path, *args)
+        kw["misc_timeout"] = t.int_in("timeout", 1, 3600, None)
+        kw["user"] = t.text("user", USER_RE, "a user name", None)
+        kw["dynamic"] = bool(t.get("dynamic", bool, False))
+    elif kind == "dns":
+        kw["query"] = t.text("query", HOST_RE, "a host name", None)
+        kw["query_type"] = t.choice("query_type", DNS_TYPES, None)
+    elif kind == "udp":
+        kw["payload"] = t.text("payload", HEX_RE, "hex bytes (\"0a1b 2c\")", None)
+        reply = t.get("require_reply", (bool, str), False)
+        if isinstance(reply, str):
+            kw["reply"] = t.text("require_reply", HEX_RE, "true, or the hex bytes the reply must start with", None)
+        kw["require_reply"] = bool(reply)
+    elif kind == "smtp":
+        kw["helo_name"] = t.text("helo_name", HOST_RE, "a host name", None)
+    elif kind == "file":
+        kw["file"] = t.text("file", PATH_RE, "an absolute path without blanks or quotes")
+        kw["weight"] = t.int_in("weight", *FILE_WEIGHT, None)
+        kw["reverse"] = bool(t.get("reverse", bool, False))
     t.done()
-    return Check(**{k: v for k, v in kw.items() if v is not None or k in ("port", "virtualhost")})
+    return Check(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str, Backend],
@@ -663,6 +774,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         listen = b.int_in("listen_port", 1, 65535, None)
         notify_up, notify_down = _command(b, "notify_up"), _command(b, "notify_down")
         inhibit = b.get("inhibit_on_failure", bool, BACKEND["inhibit_on_failure"])
+        own_checks = _checks(b, errors)
         b.done()
         if name is None or weight is None:
             continue
@@ -682,7 +794,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
                 f"needs arp_method {' or '.join(methods.REDIRECT)} on {name} (it is {srv.arp_method})",
             )
         out.append(Backend(name, srv.address, weight, listen, isinstance(srv, Director), notify_up, notify_down,
-                           bool(inhibit)))
+                           bool(inhibit), own_checks))
     return out
 
 
@@ -707,7 +819,7 @@ def _services(
         port = t.int_in("port", 1, 65535)
         proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
         sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
-        delay = t.int_in("delay_loop", 1, 3600, SERVICE["delay_loop"])
+        delay = t.int_in("delay_loop", 1, 3600, None)
         persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
         quorum = t.int_in("quorum", 1, 65535 * 256, None)
         fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
@@ -725,10 +837,10 @@ def _services(
                                "(keepalived would reset it)")
                 if sa == vip:
                     errors.add(st.path("address"), f"{sa} is the service's own VIP")
-        check = _check(t.table("check"), errors)
+        checks = _checks(t, errors)
         backends = _backends(t, known, plain, errors)
         t.done()
-        if vip is None or port is None or delay is None or name is None or proto is None or sched is None:
+        if vip is None or port is None or name is None or proto is None or sched is None:
             out.append(None)
             continue
         for i, b in enumerate(backends):
@@ -750,15 +862,17 @@ def _services(
         elif quorum is not None and backends and quorum > sum(b.weight for b in backends):
             errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
                        f"{sum(b.weight for b in backends)}; the service could never be up")
-        if proto in ("udp", "sctp") and "check" not in t.data:
-            kinds = "dns, misc, or none" if proto == "udp" else "misc, or none"
+        if proto in ("udp", "sctp") and checks is None:
+            kinds = "udp, dns, misc, ping, file or none" if proto == "udp" else "misc, ping, file or none"
             errors.add(t.path("check"), f"a {proto} service needs an explicit check "
                        f"({kinds}; the default tcp check cannot probe {proto})")
-        if check.type == "dns" and proto == "sctp":
-            errors.add(t.path("check.type"), "dns check cannot run over sctp")
+        for i, c in enumerate(checks or ()):
+            if c.type in ("dns", "udp") and proto == "sctp":
+                where = t.path("check") if "check" in t.data else f"{t.path('checks')}[{i}]"
+                errors.add(f"{where}.type", f"a {c.type} check cannot probe an sctp service")
         out.append(Service(
             name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
-            backends=tuple(backends), check=check, delay_loop=delay,
+            backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks, delay_loop=delay,
             persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
         ))
     return out

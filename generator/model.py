@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lvsdr.errors import InputError
 
@@ -20,7 +20,7 @@ DEFAULT_ARP_METHOD = "sysctl"
 DEFAULT_PROTOCOL = "tcp"
 DEFAULT_SCHEDULER = "wlc"
 PROTOCOLS = ("tcp", "udp", "sctp")
-CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "none")
+CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "udp", "ping", "smtp", "file", "none")
 HOOK_MODES = ("both", "fifo", "notify", "none")
 # IPVS schedulers keepalived 2.2 knows (ipvs(8), keepalived.conf(5) lb_algo)
 SCHEDULERS = (
@@ -30,25 +30,59 @@ SCHEDULERS = (
 AUTO_FWMARK_BASE = 0x4C56_0000
 
 
+Command = tuple[str, ...]  # an operator's own script: absolute path, then arguments (validated)
+
+
+@dataclass(frozen=True)
+class Url:
+    """One URL an HTTP_GET/SSL_GET checker fetches. ``status_codes`` are codes
+    ("200") and ranges ("200-299"); empty is keepalived's default, 200-299."""
+
+    path: str = "/"
+    status_codes: tuple[str, ...] = ()
+    digest: str | None = None  # MD5 of the body (keepalived's genhash)
+    virtualhost: str | None = None
+
+
 @dataclass(frozen=True)
 class Check:
-    """A health check for every backend of a service."""
+    """One health checker run against each backend of a service. A value left
+    None is not written, so keepalived's own default applies (KEEPALIVED_CHECK
+    names them, for the docs and for people reading a plan)."""
 
     type: str = "tcp"
     port: int | None = None  # connect_port; None: the backend's port
-    path: str = "/"
-    status_code: int = 200
-    virtualhost: str | None = None
-    connect_timeout: int = 3
-    retry: int = 3
-    delay_before_retry: int = 2
-    script: str | None = None  # misc
+    connect_timeout: int | None = None
+    retry: int | None = None
+    delay_before_retry: int | None = None
+    urls: tuple[Url, ...] = (Url(),)  # http, https
+    virtualhost: str | None = None  # http, https: for every URL without its own
+    sni: bool = False  # https: send the virtualhost as SNI
+    script: Command | None = None  # misc: the program and its arguments
     misc_timeout: int | None = None  # misc
-    query: str | None = None  # dns: the name to ask for
-    query_type: str = "A"  # dns
+    dynamic: bool = False  # misc: the exit code sets the weight (misc_dynamic)
+    user: str | None = None  # misc: run as this user instead of root
+    query: str | None = None  # dns: the name to ask for (keepalived: ".")
+    query_type: str | None = None  # dns (keepalived: SOA)
+    payload: str | None = None  # udp: hex bytes to send (keepalived: random)
+    require_reply: bool = False  # udp: a reply is needed, not only no ICMP error
+    reply: str | None = None  # udp: hex the reply must start with
+    helo_name: str | None = None  # smtp
+    file: str | None = None  # file: the file whose number is read
+    weight: int | None = None  # file: multiplier of the number
+    reverse: bool = False  # file
 
 
-Command = tuple[str, ...]  # an operator's own script: absolute path, then arguments (validated)
+# keepalived 2.2's defaults for what a Check leaves None (keepalived.conf(5))
+KEEPALIVED_CHECK = {
+    "connect_timeout": "5 s",
+    "retry": "1 (dns 3, misc 0)",
+    "delay_before_retry": "1 s (http and https 3 s, dns the delay_loop)",
+    "status_code": "200-299",
+    "query": ".",
+    "query_type": "SOA",
+    "delay_loop": "60 s",
+}
 
 
 @dataclass(frozen=True)
@@ -147,6 +181,7 @@ class Backend:
     notify_up: Command | None = None  # the operator's own scripts, run by keepalived's checker
     notify_down: Command | None = None
     inhibit_on_failure: bool = False  # a failed backend gets weight 0 instead of leaving the table
+    checks: tuple[Check, ...] | None = None  # this backend's own checkers instead of the service's
 
 
 @dataclass(frozen=True)
@@ -163,8 +198,8 @@ class Service:
     protocol: str
     scheduler: str
     backends: tuple[Backend, ...]
-    check: Check = field(default_factory=Check)
-    delay_loop: int = 6
+    checks: tuple[Check, ...] = (Check(),)  # () : no checker (type "none")
+    delay_loop: int | None = None  # None: keepalived's 60 s
     persistence_timeout: int | None = None
     quorum: int | None = None
     sorry_server: SorryServer | None = None

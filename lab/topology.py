@@ -257,7 +257,7 @@ class Lab:
         """(log name, argv) of what a node serves: HTTP on the TCP service ports
         (and its listen_ports), DNS on the UDP ones. Test scaffolding."""
         c = self.cluster
-        tls = {s.check.port or s.port for s in c.services if s.check.type == "https"}
+        tls = {k.port or s.port for s in c.services for k in s.checks if k.type == "https"}
         tcp = {s.port for s in c.services if s.protocol == "tcp"} | tls
         tcp |= {b.listen_port for s in c.services for b in s.backends if b.server == node.name and b.listen_port}
         udp = sorted({s.port for s in c.services if s.protocol == "udp"})
