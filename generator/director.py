@@ -87,7 +87,7 @@ class DirectorSpec:
 def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     d = cluster.find_director(node)
     marks = tuple(sorted(
-        (Mark(s.vip, s.protocol, s.port, s.fwmark) for s in cluster.services if s.fwmark),
+        (Mark(v, s.protocol, p, s.fwmark) for s in cluster.services if s.fwmark for v, p in s.endpoints),
         key=lambda m: (addr_key(m.vip), m.protocol, m.port),
     ))
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None

@@ -10,7 +10,7 @@ from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from .load import PATH_RE
-from .model import HOOK_MODES, Backend, Cluster, Command, Director, IPAddress, Service, addr_key
+from .model import HOOK_MODES, Backend, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
 from .templating import render_template, token
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -64,8 +64,36 @@ def _check_path(name: str, value: str) -> None:
         raise InputError(f"{name}: {json.dumps(value)} is not an absolute path without blanks or quotes")
 
 
-def instance_name(cluster: Cluster) -> str:
-    return f"VI_{cluster.name}"
+def instance_name(cluster: Cluster, extra: Instance | None = None) -> str:
+    return f"VI_{cluster.name}" if extra is None else f"VI_{cluster.name}_{extra.name}"
+
+
+def _instances(cluster: Cluster, me: Director) -> list[dict[str, Any]]:
+    """The cluster's own VRRP instance (every VIP no [[instances]] entry takes),
+    then the others, each as the template reads it."""
+    taken = {v for i in cluster.instances for v in i.vips}
+    own = [v for v in cluster.vips if v not in taken]
+    master = cluster.initial_state == "MASTER" and me == cluster.master
+    out = [_instance(cluster, me, instance_name(cluster), cluster.virtual_router_id, me.priority, own, master)]
+    for extra in cluster.instances:
+        out.append(_instance(cluster, me, instance_name(cluster, extra), extra.virtual_router_id,
+                             extra.priority(me.name), list(extra.vips), False))
+    return out
+
+
+def _instance(cluster: Cluster, me: Director, name: str, vrid: int, priority: int, vips: list[IPAddress],
+              master: bool) -> dict[str, Any]:
+    family = me.address.version
+    same = [_vip_line(cluster, v, me) for v in vips if v.version == family]
+    return {
+        "name": name, "state": "MASTER" if master else "BACKUP", "virtual_router_id": vrid, "priority": priority,
+        # a VRRP advert carries at most 255 IPv4 addresses, and IPv6 ones up to
+        # the MTU (keepalived counts 83 at 1500): the rest move with the instance
+        # without being advertised, as virtual_ipaddress_excluded
+        "vips": same[:MAX_ADVERTISED[family]],
+        "vips_excluded": same[MAX_ADVERTISED[family]:] + [_vip_line(cluster, v, me) for v in vips
+                                                           if v.version != family],
+    }
 
 
 def _prefix(addr: Any) -> str:
@@ -78,6 +106,10 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "vip": svc.vip,
         "port": svc.port,
         "fwmark": svc.fwmark,
+        # a virtual_server_group (unless a fwmark stands for the whole service)
+        "group": [f"{v} {p}" for v, p in svc.endpoints] if svc.is_group and not svc.fwmark else None,
+        "portless": bool(svc.fwmark or svc.is_group),
+        "multi_port": bool(svc.group_ports),
         "family": "inet6" if svc.vip.version == 6 else "inet",
         "protocol": svc.protocol.upper(),
         "scheduler": svc.scheduler,
@@ -86,8 +118,9 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
         "checks": svc.checks,
-        # fwmark services carry no port on their real servers
-        "rs_port": "" if svc.fwmark else f" {svc.port}",
+        # fwmark services and groups carry no port on their real servers (DR
+        # forwards each VIP:port to the same port)
+        "rs_port": "" if svc.fwmark or svc.is_group else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
         "backends": [(*labels[b.server], b.weight, _backend_extra(b), b.checks) for b in svc.backends],
@@ -139,9 +172,6 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     file in the header (as given: no timestamp, no host facts)."""
     me = cluster.find_director(node)
     wiring = wiring or Wiring.from_cluster(cluster)
-    family = me.address.version
-    vips = cluster.vips
-    same = [_vip_line(cluster, v, me) for v in vips if v.version == family]
     marked = [s.name for s in cluster.services if s.fwmark]
     if wiring.hook == "none" and marked:
         raise InputError(f"--hook: none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
@@ -161,14 +191,8 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "cluster": cluster,
         "me": me,
         "instance": instance_name(cluster),
-        "state": "MASTER" if (cluster.initial_state == "MASTER" and me == cluster.master)
-        else "BACKUP",
-        # a VRRP advert carries at most 255 IPv4 addresses, and IPv6 ones up to
-        # the MTU (keepalived counts 83 at 1500): the rest move with the instance
-        # without being advertised, as virtual_ipaddress_excluded
-        "vips": same[:MAX_ADVERTISED[family]],
-        "vips_excluded": same[MAX_ADVERTISED[family]:] + [_vip_line(cluster, v, me) for v in vips
-                                                           if v.version != family],
+        "instances": _instances(cluster, me),
+        "sync_group": f"VG_{cluster.name}" if cluster.sync_group else None,
         "extra": {e.block: e.lines for e in cluster.extra},
         "peers": peers,
         "notify": notify,

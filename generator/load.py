@@ -22,6 +22,7 @@ from lvsdr.errors import InputError, ValidationError
 
 from . import methods
 from .model import (
+    AUTH_TYPES,
     AUTO_FWMARK_BASE,
     CHECK_TYPES,
     DEFAULT_ADVERT_INT,
@@ -37,7 +38,9 @@ from .model import (
     Command,
     Director,
     Extra,
+    Instance,
     IPAddress,
+    IPNetwork,
     RealServer,
     Service,
     SorryServer,
@@ -47,6 +50,7 @@ from .model import (
     TrackScript,
     Url,
     Vip,
+    addr_key,
 )
 
 CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
@@ -219,13 +223,28 @@ def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
     except ValueError:
         errors.add(where, f"{json.dumps(v)} is not an IP address")
         return None
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or (
+            addr.version == 4 and (addr.is_reserved or int(addr) >> 24 == 0)):
         errors.add(where, f"{addr} is not a unicast host address")
         return None
     if addr.version == 6 and addr.is_link_local:
         errors.add(where, f"{addr} is link-local; use a global address")
         return None
     return addr
+
+
+def _sorry_address(st: Table) -> IPAddress | None:
+    """A sorry server's address: a host, or the director itself (127.0.0.1,
+    ::1: IPVS delivers to a local address on the director that holds the VIP)."""
+    v = st.data.get("address")
+    if isinstance(v, str):
+        try:
+            if ipaddress.ip_address(v).is_loopback:
+                st.seen.add("address")
+                return ipaddress.ip_address(v)
+        except ValueError:
+            pass
+    return st.address("address")
 
 
 def load_cluster(path: str | Path) -> Cluster:
@@ -273,6 +292,7 @@ def parse_cluster(data: Any) -> Cluster:
     tracking = _tracking(top, errors)
     tracking["vip_options"] = _vips(top, errors)
     tracking["extra"] = _extra(top, services, errors)
+    tracking["instances"] = _instances(top, directors, services, tracking["vip_options"], cluster_kw, errors)
     top.done()
     _cross_checks(directors, real_servers, services, cluster_kw, errors)
     _director_backends(directors, services, errors)
@@ -339,6 +359,9 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     if auth is not None and kw["vrrp_version"] == 3:
         errors.add(c.path("auth_pass"), "VRRP version 3 has no authentication; remove auth_pass")
     kw["auth_pass"] = auth
+    kw["auth_type"] = c.choice("auth_type", AUTH_TYPES, CLUSTER["auth_type"])
+    if "auth_type" in c.data and auth is None and "auth_pass" not in c.data:
+        errors.add(c.path("auth_type"), "needs auth_pass (the shared secret)")
     kw["unicast"] = c.get("unicast", bool, CLUSTER["unicast"])
     if kw["unicast"] and len(live) == 1:
         errors.add(c.path("unicast"), "needs at least two directors (a unicast peer)")
@@ -365,10 +388,28 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", CLUSTER["config_path"])
     kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
     kw["state_dir"] = c.text("state_dir", PATH_RE, "an absolute path", CLUSTER["state_dir"])
+    kw["subnet"] = _subnet(c, live)
+    kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
     c.done()
     return kw
+
+
+def _subnet(c: Table, directors: list[Director]) -> IPNetwork | None:
+    """The directors' segment, when the file names it: the directors must be in it."""
+    v = c.get("subnet", str, None)
+    if v is None:
+        return None
+    try:
+        net = ipaddress.ip_network(v, strict=True)
+    except ValueError:
+        c.errors.add(c.path("subnet"), f"{json.dumps(v)} is not a network (\"192.0.2.0/24\", host bits zero)")
+        return None
+    for d in directors:
+        if d.address not in net:
+            c.errors.add(c.path("subnet"), f"{net} does not hold director {d.name} ({d.address})")
+    return net
 
 
 def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director | None]:
@@ -496,6 +537,88 @@ def _vips(top: Table, errors: Errors) -> tuple[Vip, ...]:
             continue
         seen[addr] = i
         out.append(Vip(addr, device, label))
+    return tuple(out)
+
+
+def _instances(top: Table, directors: list[Director | None], services: list[Service | None],
+               vip_options: tuple[Vip, ...], kw: dict[str, Any], errors: Errors) -> tuple[Instance, ...]:
+    """[[instances]]: further VRRP instances, each with some of the VIPs."""
+    tables = top.tables("instances", required=False)
+    live = [d for d in directors if d is not None]
+    known = {v for s in services if s is not None for v in s.all_vips} | {v.address for v in vip_options}
+    out: list[Instance] = []
+    claimed: dict[IPAddress, str] = {}
+    vrids = {kw.get("virtual_router_id"): "cluster.virtual_router_id"}
+    names: dict[str, int] = {}
+    for i, t in enumerate(tables):
+        name = t.text("name", CLUSTER_NAME_RE, "an instance name ([a-z0-9][a-z0-9_-]{0,30})")
+        vrid = t.int_in("virtual_router_id", 1, 255)
+        raw = t.get("vips", list)
+        prio_t = t.table("priorities")
+        t.done()
+        if name is not None:
+            if name in names:
+                errors.add(t.path("name"), f"duplicate name (also instances[{names[name]}].name)")
+            names.setdefault(name, i)
+        if vrid is not None:
+            if vrid in vrids:
+                errors.add(t.path("virtual_router_id"), f"{vrid} is also {vrids[vrid]}")
+            vrids.setdefault(vrid, f"instances[{i}].virtual_router_id")
+        vips: list[IPAddress] = []
+        for j, item in enumerate(raw or []):
+            where = f"{t.path('vips')}[{j}]"
+            a = parse_address(item, where, errors) if isinstance(item, str) else None
+            if not isinstance(item, str):
+                errors.add(where, f"expected string, got {_typename(item)}")
+            if a is None:
+                continue
+            if a not in known:
+                errors.add(where, f"{a} is no service's VIP and not in [[vips]]")
+            elif a in claimed:
+                errors.add(where, f"{a} is already {claimed[a]}")
+            else:
+                claimed[a] = f"in instances[{i}]"
+                vips.append(a)
+        if raw is not None and not raw:
+            errors.add(t.path("vips"), "expected at least one VIP")
+        prios: list[tuple[str, int]] = []
+        if prio_t is not None:
+            for d in live:
+                p = prio_t.int_in(d.name, 1, 254)
+                if p is not None:
+                    prios.append((d.name, p))
+            prio_t.done()
+            seen: dict[int, str] = {}
+            for dname, p in prios:
+                if p in seen:
+                    errors.add(f"{prio_t.path(dname)}", f"same priority {p} as {seen[p]}; VRRP then elects by "
+                               "address")
+                seen.setdefault(p, dname)
+        elif "priorities" not in t.data:
+            errors.add(t.path("priorities"), "required key is missing")
+        if name is None or vrid is None or not vips or len(prios) != len(live):
+            continue
+        if live and not any(v.version == live[0].address.version for v in vips):
+            errors.add(t.path("vips"), f"no IPv{live[0].address.version} VIP; a vrrp_instance needs one of the "
+                       "directors' family")
+        out.append(Instance(name, vrid, tuple(sorted(vips, key=addr_key)), tuple(prios)))
+    if out and known and known <= set(claimed):
+        errors.add("instances", "every VIP is in [[instances]]; the cluster's own instance would carry none")
+    backing = sorted({b.server for s in services if s is not None for b in s.backends if b.is_director})
+    if tables and backing:
+        errors.add("instances", f"several VRRP instances with a director as a backend ({', '.join(backing)}) are "
+                   "not supported: its ARP suppression follows one role")
+    if tables and kw.get("initial_state") == "MASTER":
+        errors.add("cluster.initial_state", "MASTER is for one instance; with [[instances]] every director starts "
+                   "as BACKUP")
+    if kw.get("sync_group") and not tables:
+        errors.add("cluster.sync_group", "needs [[instances]] (a sync group joins several instances)")
+    if kw.get("sync_group"):
+        for key in ("track_scripts", "track_interfaces", "track_files"):
+            for j, item in enumerate(top.data.get(key) or []):
+                if isinstance(item, dict) and item.get("weight", 0) != 0:
+                    errors.add(f"{key}[{j}].weight", "must be 0 in a sync group (keepalived ignores weighted "
+                               "tracking there and refuses the file); 0 puts the group in FAULT")
     return tuple(out)
 
 
@@ -815,8 +938,13 @@ def _services(
         errors.add("services", "at least one service is required")
     for t in tables:
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
-        vip = t.address("vip")
-        port = t.int_in("port", 1, 65535)
+        group_vips, group_ports = _group_vips(t), _group_ports(t)
+        vip = group_vips[0] if group_vips else t.address("vip")
+        port = group_ports[0] if group_ports else t.int_in("port", 1, 65535)
+        if len(group_vips) == 1:
+            group_vips = ()
+        if len(group_ports) == 1:
+            group_ports = ()
         proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
         sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
         delay = t.int_in("delay_loop", 1, 3600, None)
@@ -827,12 +955,14 @@ def _services(
         sorry = None
         st = t.table("sorry_server")
         if st is not None:
-            sa = st.address("address")
+            sa = _sorry_address(st)
             sp = st.int_in("port", 1, 65535, port if isinstance(port, int) else 1)
             st.done()
+            if "port" in st.data and group_ports:
+                errors.add(st.path("port"), "leave it out: a group with several ports forwards each to the same port")
             if sa is not None and sp is not None:
                 sorry = SorryServer(sa, sp)
-                if isinstance(port, int) and sp != port:
+                if isinstance(port, int) and sp != port and not group_ports:
                     errors.add(st.path("port"), f"{sp} differs from the service port {port}; DR cannot map ports "
                                "(keepalived would reset it)")
                 if sa == vip:
@@ -855,7 +985,8 @@ def _services(
                            f"{b.server} uses arp_method {srv.arp_method}, which cannot serve an "
                            f"IPv6 VIP (use {', '.join(methods.IPV6)})")
         if sorry is not None and sorry.address.version != vip.version:
-            errors.add(t.path("sorry_server.address"), f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
+            errors.add(f"{t.path('sorry_server')}.address",
+                       f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
         if backends and len(backends) == len(t.data.get("backends") or []) and not any(
                 b.weight for b in backends):
             errors.add(t.path("backends"), "every weight is 0; the service could never be up")
@@ -874,8 +1005,81 @@ def _services(
             name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
             backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks, delay_loop=delay,
             persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
+            group_vips=group_vips, group_ports=group_ports,
         ))
     return out
+
+
+MAX_GROUP = 4096  # VIP:port pairs one service may expand to
+
+
+def _group_vips(t: Table) -> tuple[IPAddress, ...]:
+    """``vip = [ADDR, "FIRST-LAST", ...]``: a virtual_server_group's VIPs, in order
+    (empty when vip is one address: the caller reads it). LAST is a full address
+    or the last part of FIRST (``"192.0.2.10-19"``)."""
+    v = t.data.get("vip")
+    if not isinstance(v, list):
+        if isinstance(v, str) and "-" in v:
+            v = [v]
+        else:
+            return ()
+    t.seen.add("vip")
+    where = t.path("vip")
+    if not v:
+        t.errors.add(where, "expected at least one VIP")
+    out: list[IPAddress] = []
+    for i, item in enumerate(v):
+        here = f"{where}[{i}]" if isinstance(t.data["vip"], list) else where
+        if not isinstance(item, str):
+            t.errors.add(here, f"expected string, got {_typename(item)}")
+            continue
+        first_s, dash, last_s = item.partition("-")
+        first = parse_address(first_s, here, t.errors)
+        if first is None:
+            continue
+        if not dash:
+            out.append(first)
+            continue
+        sep = "." if first.version == 4 else ":"
+        full = last_s if (sep in last_s) else first_s.rsplit(sep, 1)[0] + sep + last_s
+        last = parse_address(full, here, t.errors)
+        if last is None:
+            continue
+        if last.version != first.version or int(last) < int(first):
+            t.errors.add(here, f"{json.dumps(item)} is not a range FIRST-LAST with FIRST <= LAST")
+            continue
+        if int(last) - int(first) >= MAX_GROUP:
+            t.errors.add(here, f"{json.dumps(item)} holds more than {MAX_GROUP} addresses")
+            continue
+        out += [ipaddress.ip_address(n) for n in range(int(first), int(last) + 1)]
+    for i, a in enumerate(out):
+        if a.version != out[0].version:
+            t.errors.add(where, f"mixes IPv{out[0].version} and IPv{a.version}; a service has one family")
+            return ()
+        if a in out[:i]:
+            t.errors.add(where, f"{a} is listed twice")
+            return ()
+    return tuple(out)
+
+
+def _group_ports(t: Table) -> tuple[int, ...]:
+    """``port = [80, 443]``: a virtual_server_group's ports (empty when port is one number)."""
+    v = t.data.get("port")
+    if not isinstance(v, list):
+        return ()
+    t.seen.add("port")
+    where = t.path("port")
+    if not v:
+        t.errors.add(where, "expected at least one port")
+    out: list[int] = []
+    for i, p in enumerate(v):
+        if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535:
+            t.errors.add(f"{where}[{i}]", f"{json.dumps(p)} is not a port (1..65535)")
+        elif p in out:
+            t.errors.add(f"{where}[{i}]", f"{p} is listed twice")
+        else:
+            out.append(p)
+    return tuple(out)
 
 
 def _dupes(items: list[tuple[str, Any]], label: Callable[[int], str], errors: Errors,
@@ -902,8 +1106,8 @@ def _cross_checks(directors: list[Director | None], real_servers: list[RealServe
     _dupes(addrs, lambda j: addrs[j][0], errors, "address")
     svc_names = [(f"services[{i}].name", s.name if s else None) for i, s in enumerate(services)]
     _dupes(svc_names, lambda j: svc_names[j][0], errors, "service name")
-    keys = [(f"services[{i}]", (s.vip, s.port, s.protocol) if s else None)
-            for i, s in enumerate(services)]
+    keys = [(f"services[{i}]", (v, p, s.protocol)) for i, s in enumerate(services) if s
+            for v, p in s.endpoints]
     _dupes(keys, lambda j: keys[j][0], errors, "vip/port/protocol")
     marks = [(f"services[{i}].fwmark", s.fwmark if s else None) for i, s in enumerate(services)]
     _dupes(marks, lambda j: marks[j][0], errors, "fwmark")
@@ -911,8 +1115,24 @@ def _cross_checks(directors: list[Director | None], real_servers: list[RealServe
     for i, s in enumerate(services):
         if s is None:
             continue
-        if s.vip in host_addrs:
-            errors.add(f"services[{i}].vip", f"{s.vip} is also {host_addrs[s.vip]}")
+        for v in s.all_vips:
+            if v in host_addrs:
+                errors.add(f"services[{i}].vip", f"{v} is also {host_addrs[v]}")
+    net = kw.get("subnet")
+    if net is not None and net.prefixlen < net.max_prefixlen - 1:
+        reserved = {net.network_address: "network", net.broadcast_address: "broadcast"}
+        for i, s in enumerate(services):
+            for v in s.all_vips if s else ():
+                if v in reserved:
+                    errors.add(f"services[{i}].vip", f"{v} is the {reserved[v]} address of cluster.subnet {net}")
+            if s and s.sorry_server and s.sorry_server.address in reserved:
+                errors.add(f"services[{i}].sorry_server.address", f"{s.sorry_server.address} is the "
+                           f"{reserved[s.sorry_server.address]} address of cluster.subnet {net}")
+        for kind, group in (("directors", directors), ("real_servers", real_servers)):
+            for i, x in enumerate(group):
+                if x is not None and x.address in reserved:
+                    errors.add(f"{kind}[{i}].address", f"{x.address} is the {reserved[x.address]} address of "
+                               f"cluster.subnet {net}")
     live = [d for d in directors if d is not None]
     vips = [s for s in services if s is not None]
     if live and vips and not any(s.vip.version == live[0].address.version for s in vips):

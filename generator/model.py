@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lvsdr.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_INTERFACE = "eth0"
 DEFAULT_ADVERT_INT = 1
@@ -22,6 +23,7 @@ DEFAULT_SCHEDULER = "wlc"
 PROTOCOLS = ("tcp", "udp", "sctp")
 CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "udp", "ping", "smtp", "file", "none")
 HOOK_MODES = ("both", "fifo", "notify", "none")
+AUTH_TYPES = ("PASS", "AH")  # VRRPv2 authentication (keepalived built with VRRP_AUTH, as Debian's is)
 # IPVS schedulers keepalived 2.2 knows (ipvs(8), keepalived.conf(5) lb_algo)
 SCHEDULERS = (
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
@@ -143,6 +145,21 @@ class Vip:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """A further VRRP instance ([[instances]]): its own virtual_router_id and
+    per-director priorities, carrying some of the VIPs (active/active: the
+    directors hold different VIPs). The cluster's own instance keeps the rest."""
+
+    name: str
+    virtual_router_id: int
+    vips: tuple[IPAddress, ...]
+    priorities: tuple[tuple[str, int], ...]  # (director, priority), every director
+
+    def priority(self, director: str) -> int:
+        return dict(self.priorities)[director]
+
+
+@dataclass(frozen=True)
 class Extra:
     """Keepalived directives the model does not cover ([[keepalived_extra]]):
     lines added to one block, validated by keepalived -t like everything else."""
@@ -213,10 +230,31 @@ class Service:
     omega: bool = False
     ha_suspend: bool = False
     scheduler_flags: tuple[str, ...] = ()  # sh-port, sh-fallback, mh-port, mh-fallback
+    # a virtual_server_group: every VIP and port (vip and port are the first of each);
+    # empty for a plain VIP:port service
+    group_vips: tuple[IPAddress, ...] = ()
+    group_ports: tuple[int, ...] = ()
 
     @property
     def family(self) -> int:
         return self.vip.version
+
+    @property
+    def all_vips(self) -> tuple[IPAddress, ...]:
+        return self.group_vips or (self.vip,)
+
+    @property
+    def all_ports(self) -> tuple[int, ...]:
+        return self.group_ports or (self.port,)
+
+    @property
+    def endpoints(self) -> tuple[tuple[IPAddress, int], ...]:
+        """Every VIP:port the service answers on."""
+        return tuple((v, p) for v in self.all_vips for p in self.all_ports)
+
+    @property
+    def is_group(self) -> bool:
+        return bool(self.group_vips or self.group_ports)
 
 
 @dataclass(frozen=True)
@@ -229,6 +267,8 @@ class Cluster:
     real_servers: tuple[RealServer, ...]
     services: tuple[Service, ...]
     auth_pass: str | None = None
+    auth_type: str = "PASS"
+    subnet: IPNetwork | None = None  # the directors' segment, when the file names it
     vrrp_version: int = 2
     unicast: bool = False
     nopreempt: bool = False
@@ -252,6 +292,8 @@ class Cluster:
     track_scripts: tuple[TrackScript, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_files: tuple[TrackFile, ...] = ()
+    instances: tuple[Instance, ...] = ()
+    sync_group: bool = False  # one vrrp_sync_group over every instance: they change state together
 
     # -- lookups (pure) -------------------------------------------------
     def director(self, name: str) -> Director | None:
@@ -292,7 +334,8 @@ class Cluster:
     @property
     def vips(self) -> tuple[IPAddress, ...]:
         """Every VIP the VRRP instance carries: the services' and the VRRP-only ones."""
-        return tuple(sorted({s.vip for s in self.services} | {v.address for v in self.vip_options}, key=_addr_key))
+        return tuple(sorted({v for s in self.services for v in s.all_vips} | {v.address for v in self.vip_options},
+                            key=_addr_key))
 
     def vip_device(self, vip: IPAddress, director: Director) -> str:
         opt = next((v for v in self.vip_options if v.address == vip), None)

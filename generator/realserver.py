@@ -51,12 +51,12 @@ def backend_spec(cluster: Cluster, server: RealServer | Director, *, vips_on_lo:
     also a backend: then with vips_on_lo=True and suppress per VRRP role)."""
     node = server.name
     services = cluster.services_of(node)
-    vips = tuple(sorted({s.vip for s in services}, key=addr_key))
+    vips = tuple(sorted({v for s in services for v in s.all_vips}, key=addr_key))
     redirects = tuple(sorted(
-        {Redirect(s.vip, s.protocol, s.port, b.listen_port)
-         for s in services for b in s.backends if b.server == node}
-        | {Redirect(s.vip, s.protocol, s.port) for s in services
-           if s.sorry_server is not None and s.sorry_server.address == server.address},
+        {Redirect(v, s.protocol, p, b.listen_port)
+         for s in services for b in s.backends if b.server == node for v, p in s.endpoints}
+        | {Redirect(v, s.protocol, p) for s in services
+           if s.sorry_server is not None and s.sorry_server.address == server.address for v, p in s.endpoints},
         key=lambda r: (addr_key(r.vip), r.protocol, r.port),
     ))
     zone = server.firewalld_zone if isinstance(server, RealServer) else "public"

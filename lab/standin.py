@@ -32,7 +32,7 @@ def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, 
     lines = [f"table netdev {TABLE}", f"delete table netdev {TABLE}"]
     rules = []
     for svc in services:
-        if str(svc.vip) not in held:
+        if not held & {str(v) for v in svc.all_vips}:
             continue
         # real servers first; directors that are also backends only when no real
         # server backs the service, and never the director itself (a frame sent
@@ -51,10 +51,10 @@ def ruleset(director: Any, held: set[str], services: list[Any], macs: dict[str, 
             key = f"{fam} saddr . {proto} sport" if proto in ("tcp", "udp") else f"{fam} saddr"
             mapping = ", ".join(f"{i} : {m}" for i, m in enumerate(targets))
             dst = f"jhash {key} mod {len(targets)} map {{ {mapping} }}"
-        rules.append(
-            f"        ether daddr {director.mac} {fam} daddr {svc.vip} {proto} dport {svc.port} "
+        rules += [
+            f"        ether daddr {director.mac} {fam} daddr {vip} {proto} dport {port} "
             f"ether saddr set {director.mac} ether daddr set {dst} fwd to \"{director.ifname}\""
-        )
+            for vip, port in svc.endpoints if str(vip) in held]
     if rules:
         lines += [
             f"table netdev {TABLE} {{",

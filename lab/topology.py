@@ -258,9 +258,9 @@ class Lab:
         (and its listen_ports), DNS on the UDP ones. Test scaffolding."""
         c = self.cluster
         tls = {k.port or s.port for s in c.services for k in s.checks if k.type == "https"}
-        tcp = {s.port for s in c.services if s.protocol == "tcp"} | tls
+        tcp = {p for s in c.services if s.protocol == "tcp" for p in s.all_ports} | tls
         tcp |= {b.listen_port for s in c.services for b in s.backends if b.server == node.name and b.listen_port}
-        udp = sorted({s.port for s in c.services if s.protocol == "udp"})
+        udp = sorted({p for s in c.services if s.protocol == "udp" for p in s.all_ports})
         out = []
         if tcp:
             specs = [f"{p}/tls" if p in tls else str(p) for p in sorted(tcp)]
@@ -304,7 +304,7 @@ class Lab:
 
     def _start_real_servers(self) -> None:
         applies: list[subprocess.Popen[str]] = []
-        ports = sorted({s.port for s in self.cluster.services if s.protocol == "tcp"})
+        ports = sorted({p for s in self.cluster.services if s.protocol == "tcp" for p in s.all_ports})
         for node in self.state.directors:  # a director that is also a backend serves too
             if self.cluster.services_of(node.name):
                 self.app_up(node.name)
@@ -320,7 +320,7 @@ class Lab:
                 self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
                 for vip in self.cluster.vips:
                     if any(b.server == node.name for s in self.cluster.services for b in s.backends
-                           if s.vip == vip):
+                           if vip in s.all_vips):
                         run(["ip", "-n", node.ns, "addr", "add", f"{vip}/{32 if vip.version == 4 else 128}",
                              "dev", "lo"])
         for proc in applies:

@@ -11,6 +11,7 @@ import pytest
 
 from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, run
+from lvsdr.lab.topology import addresses_of
 
 from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, processes_in_labs, write_cluster
 
@@ -120,3 +121,41 @@ def test_demo_bundled_example(tmp_path: Path) -> None:
     assert "exactly one responder: 02:1d:00:00:00:11 (lb2" in p.stdout
     assert "took over" in p.stdout
     print(p.stdout)
+
+
+# frames on the client's segment for ~`seconds`: how many were VRRP in clear (IP
+# protocol 112) and how many IPsec AH (51); AF_PACKET sees them without joining 224.0.0.18
+_COUNT_VRRP = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.settimeout(0.2)
+seen = {112: 0, 51: 0}
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        frame = s.recv(2048)
+    except TimeoutError:
+        continue
+    if len(frame) > 23 and frame[23] in seen:
+        seen[frame[23]] += 1
+print(seen[112], seen[51])
+"""
+
+
+def test_ah_authentication_elects_one_master(tmp_path: Path) -> None:
+    """auth_type AH: the adverts on the wire carry an IPsec AH header, and the
+    BACKUP accepts them (one MASTER; a BACKUP that rejected them would take
+    over too)."""
+    path = write_cluster(tmp_path)
+    path.write_text(path.read_text().replace('auth_pass = "s3cret"\n', 'auth_pass = "s3cret"\nauth_type = "AH"\n'))
+    with make_lab(path, tmp_path) as lab:
+        assert lab.wait_for_master(10).name == "lb1"
+        p = run(["ip", "netns", "exec", lab.state.client.ns, sys.executable, "-c", _COUNT_VRRP,
+                 str(4 * lab.cluster.advert_int)])
+        clear, ah = map(int, p.stdout.split())
+        holders = [d.name for d in lab.state.directors if "192.0.2.100" in addresses_of(d, d.ifname)]
+        MEASURED.append(f"VRRP with auth_type AH: {ah} AH adverts and {clear} in clear over "
+                        f"{4 * lab.cluster.advert_int} s; VIP held by {holders}")
+        assert ah >= 3 and clear == 0
+        assert holders == ["lb1"]
+        assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.100")] == ["lb1"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lvsdr.generator.keepalived import render_keepalived
-from lvsdr.generator.load import load_cluster
+from lvsdr.generator.load import load_cluster, parse_cluster
 from lvsdr.hooks.keepalived import check_text
 
 from helpers import EXAMPLES, GOLDEN, REPO
@@ -100,8 +100,6 @@ def test_vips_past_what_one_advert_carries_move_unadvertised(scratch_netns: str)
     advert: exit 5), and keepalived -t accepts it."""
     import ipaddress
 
-    from lvsdr.generator.load import parse_cluster
-
     from helpers import BASE
 
     pool = [ipaddress.ip_address(f"{net}.{i}") for net in ("198.51.100", "203.0.113", "192.0.2")
@@ -128,3 +126,16 @@ def test_hook_none_flag_refused_with_fwmark_services(capsys: pytest.CaptureFixtu
     assert main(["render", str(EXAMPLES / "pair.toml"), "--node", "node1", "--hook", "none"]) == 2
     assert capsys.readouterr().err == ("lvsdr: --hook: none leaves the fwmark services (http) without their mark "
                                        "rule: nothing would be balanced (use both, fifo or notify)\n")
+
+
+def test_sync_group_joins_every_instance(scratch_netns: str) -> None:
+    """sync_group: one vrrp_sync_group over the cluster's instance and the
+    [[instances]], and keepalived -t accepts it with the tracking in use."""
+    data = tomllib.loads((EXAMPLES / "active-active.toml").read_text())
+    data["cluster"]["sync_group"] = True
+    data["track_scripts"] = [{"name": "uplink", "script": "/bin/true"}]
+    text = render_keepalived(parse_cluster(data), "lb1", "x")
+    group = text.split("vrrp_sync_group VG_aa {\n")[1].split("\n}\n")[0]
+    assert group.split() == ["group", "{", "VI_aa", "VI_aa_shop", "}"]
+    result = check_text(text, netns=scratch_netns)
+    assert result.ok, result.message()

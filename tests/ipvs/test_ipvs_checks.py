@@ -1,7 +1,8 @@
 """keepalived's own checkers on real IPVS: each check type takes a dead
 backend out of the IPVS table and puts it back within the bound its
 settings imply, traffic keeps flowing meanwhile; the sorry server takes over
-when every backend is down; a persistent service keeps one client on one
+when every backend is down (a host, or the director itself at 127.0.0.1);
+a persistent service keeps one client on one
 backend."""
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     script.chmod(0o755)
     try:
         with make_lab(HERE / "checks.toml", tmp_path_factory.mktemp("checks"), hook="fifo") as lab:
+            for d in lab.state.directors:  # for the local sorry server (127.0.0.1)
+                lab.app_up(d.name)
             yield lab
     finally:
         MISC_DOWN.unlink(missing_ok=True)
@@ -111,6 +114,9 @@ def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
     during = [probes.http_get(lab, "192.0.2.110", timeout=3) for _ in range(6)]
     dns = probes.dns_answers(lab, "192.0.2.112", count=4, timeout=3)
     sorry = [probes.http_get(lab, "192.0.2.114", timeout=3) for _ in range(3)]
+    wait_reals(lab, "TCP 192.0.2.118:80", {"127.0.0.1"}, "local sorry server in", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
+    master = lab.master()
+    local = [probes.http_get(lab, "192.0.2.118", timeout=3) for _ in range(3)]
     lab.app_up("web1")
     poll(lambda: serving(lab, "web1"), "web1's servers listening again", 30 * TIME_SCALE, interval=0.2)
     # the checks' bound starts when the servers are back
@@ -125,7 +131,9 @@ def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
         MEASURED.append(f"IPVS {name} check: web1 out {out[name]:.1f} s after its servers died (bound {OUT_BOUND} s), "
                         f"back {back[name]:.1f} s after they listened again (bound {IN_BOUND} s)")
     assert during == ["web2"] * 6 and dns == [WEB2] * 4
+    MEASURED.append(f"IPVS local sorry server 127.0.0.1, web1 out: 3 requests answered by {local}")
     assert sorry == ["sorry"] * 3 and after == "web1"
+    assert master is not None and local == [master.name] * 3
     for name in out:  # the bounds from the settings
         assert out[name] <= OUT_BOUND + SLACK, (name, out[name], SLACK)
         assert back[name] <= IN_BOUND + SLACK, (name, back[name], SLACK)

@@ -61,6 +61,23 @@ def test_every_method_is_reached_through_ipvs_rr(lab: Lab) -> None:
     assert answers == {name: 4 for name in SERVERS}
 
 
+def test_a_group_serves_every_vip_and_port_from_one_pool(lab: Lab) -> None:
+    """virtual_server_group: each VIP:port is its own IPVS service with the
+    same real servers, every VIP has one ARP owner, each endpoint is served."""
+    endpoints = [(vip, port) for vip in ("192.0.2.102", "192.0.2.103") for port in (80, 8080)]
+    reals = {"192.0.2.11", "192.0.2.13"}
+    poll(lambda: all(table_has(lab, f"TCP {v}:{p}", reals) for v, p in endpoints), "every VIP:port in IPVS",
+         30 * TIME_SCALE, interval=0.5)
+    master = lab.master()
+    assert master is not None
+    answers: dict[str, set[str | None]] = {}
+    for vip, port in endpoints:
+        assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, vip)] == [master.name]
+        answers[f"{vip}:{port}"] = {probes.http_get(lab, vip, port, timeout=5) for _ in range(4)}
+    MEASURED.append(f"IPVS virtual_server_group, 4 requests per endpoint: {answers}")
+    assert all(a == {"s-sysctl", "s-nftables"} for a in answers.values()), answers
+
+
 def test_wrr_weights_show_in_the_spread(lab: Lab) -> None:
     poll(lambda: table_has(lab, "TCP 192.0.2.101:80", {"192.0.2.11", "192.0.2.13"}), "weighted service in IPVS",
          30 * TIME_SCALE, interval=0.5)

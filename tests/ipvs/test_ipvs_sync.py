@@ -1,9 +1,10 @@
-"""Connection sync on failover (lvs_sync_daemon): an established TCP
-connection through the VIP survives the MASTER's death when the directors
-sync their IPVS connection tables, and does not without it."""
+"""Established connections: through the VIP one survives the MASTER's death
+when the directors sync their IPVS connection tables (lvs_sync_daemon), and
+does not without it; one to a drained backend runs to its end."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from lvsdr.lab import probes
 from lvsdr.lab.netns import ns_run
 from lvsdr.lab.topology import TIME_SCALE
 
-from helpers import MEASURED, make_lab, needs_root, poll
+from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
 
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 HERE = Path(__file__).parent
@@ -57,3 +58,49 @@ def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync
             assert rc == 0 and len(lines) == SECONDS * 4 and len(set(lines)) == 1
         else:
             assert rc != 0 and len(lines) < SECONDS * 4
+
+
+def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
+    """Draining (weight 0, saved in the cluster file, applied by `lvsdr watch
+    --once`): the established stream to the drained backend runs to its end,
+    every new connection goes to the other backend."""
+    path = tmp_path / "drain.toml"
+    path.write_text((HERE / "sync.toml").read_text().replace("sync_daemon = true\n", ""))
+    with make_lab(path, tmp_path, hook="fifo") as lab:
+        master = lab.wait_for_master(30 * TIME_SCALE)
+        service = "TCP 192.0.2.130:80"
+        poll(lambda: set(probes.ipvs_table(lab, master).get(service, {})) == {"192.0.2.11", "192.0.2.12"},
+             "both backends checked in", 30 * TIME_SCALE, interval=0.5)
+        body = tmp_path / "body"
+        curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
+                                 str(int(SECONDS * 3 + 30)), "-o", str(body),
+                                 f"http://192.0.2.130/stream?seconds={SECONDS}"])
+        try:
+            poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
+            drained = body.read_text().split()[0]
+            other = "web2" if drained == "web1" else "web1"
+            drained_ip = {"web1": "192.0.2.11", "web2": "192.0.2.12"}[drained]
+            data = json.loads(Path(lab.cluster_path).read_text())
+            data["services"][0]["backends"] = [{"server": drained, "weight": 0}, other]
+            Path(lab.cluster_path).write_text(json.dumps(data))
+            r = lvsdr_in(master.ns, "watch", lab.cluster_path, "--node", master.name,
+                         "-o", str(lab.state_dir / f"keepalived-{master.name}.conf"),
+                         "--pidfile", str(lab.state_dir / f"keepalived-{master.name}.pid"), "--hook", "fifo",
+                         "--lvsdr-path", lab._console(), "--config-path", lab.cluster_path,
+                         "--notify-fifo", str(lab.state_dir / f"{master.name}.fifo"), "--once")
+            assert r.returncode == 0, r.stdout + r.stderr
+            took = poll(lambda: probes.ipvs_table(lab, master).get(service, {}).get(drained_ip) == 0,
+                        "the drained backend at weight 0 in IPVS", 10 * TIME_SCALE, interval=0.2)
+            at_drain = len(body.read_text().split())
+            fresh = [probes.http_get(lab, "192.0.2.130", timeout=5) for _ in range(10)]
+            rc = curl.wait(timeout=SECONDS * 3 + 60)
+        finally:
+            if curl.poll() is None:
+                curl.kill()
+        lines = body.read_text().split()
+        MEASURED.append(f"IPVS drain: {drained} at weight 0 {took:.1f} s after `watch --once` started at line "
+                        f"{at_drain}; the stream ended with curl exit {rc}, {len(lines)} of {SECONDS * 4} lines from "
+                        f"{sorted(set(lines))}; 10 new requests: {sorted(set(map(str, fresh)))}")
+        assert at_drain < SECONDS * 4 - 8, "the drain came too late in the stream to tell"
+        assert rc == 0 and len(lines) == SECONDS * 4 and set(lines) == {drained}
+        assert fresh == [other] * 10
