@@ -355,7 +355,7 @@ class Lab:
                                          config_path=self.cluster_path)
             conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
             conf.chmod(0o600)
-            cmd = ["keepalived", "-n", "-l", "-D", "-f", str(conf),
+            cmd = ["keepalived", "-n", "-l", "-f", str(conf),
                    "-p", str(self.state_dir / f"keepalived-{node.name}.pid"),
                    "-r", str(self.state_dir / f"vrrp-{node.name}.pid"),
                    "-c", str(self.state_dir / f"checkers-{node.name}.pid")]
