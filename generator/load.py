@@ -270,6 +270,11 @@ def load_cluster(path: str | Path) -> Cluster:
         try:
             data = _toml.loads(text)
         except _toml.TOMLDecodeError as e:
+            from .kaconf import looks_like_keepalived
+
+            if looks_like_keepalived(text):
+                raise InputError(f"{path}: this is a keepalived.conf, not a cluster file; `lvsdr import {path} "
+                                 "--arp-method METHOD` turns it into one") from None
             raise InputError(f"{path}: TOML syntax error: {e}") from None
         except RecursionError:
             raise InputError(f"{path}: TOML nested too deeply") from None

@@ -120,6 +120,53 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return once(target) if args.once else watch(target)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from lvsdr.generator import methods
+    from lvsdr.generator.importer import compare, import_files, semantics
+    from lvsdr.generator.kaconf import read_keepalived
+
+    if args.arp_method not in methods.NAMES:
+        raise InputError(f"--arp-method: {args.arp_method!r} is not one of {', '.join(methods.NAMES)}")
+    addresses = {}
+    for item in args.address or []:
+        node, sep, ip = item.partition("=")
+        if not sep or not node or not ip:
+            raise InputError(f"--address: {item!r} is not NAME=IP")
+        addresses[node] = ip
+    job = import_files(args.files, lambda p: Path(p).read_text(), args.arp_method, addresses, args.name,
+                       args.config_id)
+    for line in job.notes:
+        print(f"lvsdr import: {line}", file=sys.stderr)
+    for u in job.imported.unmapped:
+        print(f"lvsdr import: {u.line()}", file=sys.stderr)
+    if not args.diff:
+        if args.output:
+            from lvsdr.hooks.files import write_atomic
+
+            write_atomic(Path(args.output), job.text, 0o600)
+        else:
+            sys.stdout.write(job.text)
+        return 0
+    import tomllib
+
+    from lvsdr.generator.keepalived import render_keepalived
+    from lvsdr.generator.load import parse_cluster
+
+    try:
+        cluster = parse_cluster(tomllib.loads(job.text))
+    except ValidationError as e:
+        raise InputError("the imported cluster does not validate: " + "; ".join(e.errors)) from None
+    differ = 0
+    for node, tree in job.trees.items():
+        rendered = render_keepalived(cluster, node, "import")
+        lines = compare(semantics(tree), semantics(read_keepalived("(rendered)", {"(rendered)": rendered}.__getitem__)))
+        print(f"{node}: {'the same' if not lines else f'{len(lines)} differences'}")
+        for line in lines:
+            print(f"  {line}")
+        differ |= bool(lines)
+    return 1 if differ else 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from lvsdr.hooks.doctor import doctor
 
@@ -156,6 +203,20 @@ def build_parser() -> Parser:
     r.add_argument("--check", action="store_true", help="validate with keepalived -t first")
     _wiring_flags(r)
     r.set_defaults(func=cmd_render)
+
+    im = sub.add_parser("import", help="turn existing keepalived.conf files (one per director) into a cluster file")
+    im.add_argument("files", nargs="+", metavar="KEEPALIVED.CONF")
+    im.add_argument("--arp-method", required=True,
+                    help="how the real servers suppress ARP (sysctl, arptables, nftables, iptables, firewalld)")
+    im.add_argument("-o", "--output", help="write the cluster file here (default: stdout)")
+    im.add_argument("--address", action="append", metavar="NAME=IP",
+                    help="a director's address its file does not hold (repeatable)")
+    im.add_argument("--name", help="the cluster's name (default: from the first vrrp_instance)")
+    im.add_argument("--config-id", help="keepalived's -i: which @ID conditional lines apply")
+    im.add_argument("--diff", action="store_true",
+                    help="render the import for each director and compare it with the original "
+                    "(exit 0 the same, 1 different)")
+    im.set_defaults(func=cmd_import)
 
     w = sub.add_parser("watch", help="re-render, validate and reload keepalived when the cluster file changes")
     w.add_argument("cluster")

@@ -1,0 +1,208 @@
+"""Reading keepalived.conf as keepalived does (pure but for the ``read``
+function it is given): blocks, comments, quoted strings, line continuations,
+``include`` (globs, relative to the including file), ``@ID`` conditional
+lines and ``$NAME=value`` definitions. The result is a tree of directives,
+each with its file and line, for ``importer.py``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lvsdr.errors import InputError
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One keepalived directive: its words (keyword first, quotes removed)
+    and, for a block, its children."""
+
+    words: tuple[str, ...]
+    file: str
+    line: int
+    children: tuple[Directive, ...] | None = None
+    quoted: tuple[bool, ...] = ()  # per word: was it a quoted string
+
+    @property
+    def key(self) -> str:
+        return self.words[0]
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return self.words[1:]
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def block(self) -> tuple[Directive, ...]:
+        return self.children or ()
+
+
+@dataclass
+class Notes:
+    """What the reader could not take as keepalived would: (where, text)."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+_VAR_DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
+_VAR_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+MAX_INCLUDE_DEPTH = 8
+BLOCK_KEYWORDS = ("global_defs", "vrrp_instance", "virtual_server", "vrrp_script", "vrrp_sync_group",
+                  "virtual_server_group", "static_ipaddress", "static_routes", "vrrp_track_file", "track_file",
+                  "linkbeat_interfaces", "static_rules", "garp_group", "bfd_instance")
+
+
+def looks_like_keepalived(text: str) -> bool:
+    """Does ``text`` open a keepalived block (in its first 50 directives)?"""
+    seen = 0
+    for raw in text.splitlines():
+        words = raw.split()
+        if not words or words[0][0] in "#!":
+            continue
+        if words[0].startswith("@") and len(words) > 1:
+            words = words[1:]
+        if words[0] in BLOCK_KEYWORDS or words[0] == "include":
+            return True
+        seen += 1
+        if seen >= 50:
+            break
+    return False
+
+
+def _tokens(line: str) -> list[tuple[str, bool]]:
+    """Words of one logical line: quoted strings are one word, # and ! at the
+    start of a word begin a comment, braces are words of their own."""
+    out: list[tuple[str, bool]] = []
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c.isspace():
+            i += 1
+        elif c in "#!":
+            break
+        elif c == '"':
+            j = line.find('"', i + 1)
+            if j < 0:
+                j = n  # keepalived takes an unterminated quote to the end of the line
+            out.append((line[i + 1:j], True))
+            i = j + 1
+        elif c in "{}":
+            out.append((c, False))
+            i += 1
+        else:
+            j = i
+            while j < n and not line[j].isspace() and line[j] not in '{}"':
+                j += 1
+            out.append((line[i:j], False))
+            i = j
+    return out
+
+
+def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None = None,
+                    notes: Notes | None = None) -> tuple[Directive, ...]:
+    """The directive tree of ``path`` and what it includes. ``read(path)``
+    returns a file's text (raising OSError); ``config_id`` is keepalived's
+    ``-i``: lines ``@ID ...`` apply only when it matches, ``@^ID ...`` unless it
+    does. Raises InputError for what keepalived would not read at all."""
+    notes = notes if notes is not None else Notes()
+    variables: dict[str, str] = {}
+    lines: list[tuple[str, int, str]] = []
+    _load(path, read, config_id, notes, variables, lines, 0)
+    pos = 0
+
+    def block(depth: int) -> tuple[Directive, ...]:
+        nonlocal pos
+        out: list[Directive] = []
+        while pos < len(lines):
+            file, lineno, text = lines[pos]
+            toks = _tokens(text)
+            pos += 1
+            while toks:
+                if toks[0][0] == "}":
+                    if depth == 0:
+                        raise InputError(f"{file}:{lineno}: '}}' closes a block that was not opened")
+                    rest = toks[1:]
+                    if rest:  # "} something" on one line: keep the rest for the parent
+                        pos -= 1
+                        lines[pos] = (file, lineno, " ".join(f'"{w}"' if q else w for w, q in rest))
+                    return tuple(out)
+                if "{" in [w for w, q in toks if not q]:
+                    k = next(i for i, (w, q) in enumerate(toks) if w == "{" and not q)
+                    head, tail = toks[:k], toks[k + 1:]
+                    if not head:
+                        raise InputError(f"{file}:{lineno}: a block without a keyword")
+                    if tail:  # "{ a b }" on one line: the rest is the block's first lines
+                        lines.insert(pos, (file, lineno, " ".join(f'"{w}"' if q else w for w, q in tail)))
+                    children = block(depth + 1)
+                    out.append(Directive(tuple(w for w, _q in head), file, lineno, children,
+                                         tuple(q for _w, q in head)))
+                    toks = []
+                else:
+                    k = next((i for i, (w, q) in enumerate(toks) if w == "}" and not q), len(toks))
+                    out.append(Directive(tuple(w for w, _q in toks[:k]), file, lineno, None,
+                                         tuple(q for _w, q in toks[:k])))
+                    toks = toks[k:]
+        if depth:
+            raise InputError(f"{lines[-1][0]}: end of file inside a block (a '}}' is missing)")
+        return tuple(out)
+
+    return block(0)
+
+
+def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: Notes,
+          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int) -> None:
+    if depth > MAX_INCLUDE_DEPTH:
+        raise InputError(f"{path}: includes nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)")
+    try:
+        text = read(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    pending = ""
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        if pending:
+            raw = pending + " " + raw.lstrip()
+        else:
+            start = lineno
+        if raw.rstrip().endswith("\\"):
+            pending = raw.rstrip()[:-1]
+            continue
+        pending = ""
+        line = raw.strip()
+        if line.startswith("@"):
+            cond, _, rest = line[1:].partition(" ")
+            negate = cond.startswith("^")
+            name = cond[1:] if negate else cond
+            if config_id is None and not negate:
+                notes.skipped.append((f"{path}:{start}", f"conditional line for config id {name!r} skipped "
+                                      "(give --config-id to take it)"))
+                continue
+            if (name == config_id) == negate:
+                continue
+            line = rest.strip()
+        if not line or line[0] in "#!":
+            continue
+        m = _VAR_DEF.fullmatch(line)
+        if m:
+            variables[m.group(1)] = m.group(2).strip()
+            continue
+        if "$" in line:
+            line = _VAR_USE.sub(lambda v: variables.get(v.group(1) or v.group(2), v.group(0)), line)
+        words = _tokens(line)
+        if words and words[0][0] == "include" and len(words) >= 2:
+            pattern = words[1][0]
+            if not os.path.isabs(pattern):
+                pattern = os.path.join(os.path.dirname(path), pattern)
+            found = sorted(glob.glob(pattern))
+            if not found:
+                notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
+            for inc in found:
+                _load(inc, read, config_id, notes, variables, lines, depth + 1)
+            continue
+        lines.append((path, start, line))

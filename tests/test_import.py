@@ -1,0 +1,227 @@
+"""`lvsdr import`: hand-written keepalived.conf files become a cluster file.
+Each test set round-trips (the import rendered again says what the original
+said), every difference is a directive the import named on stderr, and what
+lvsdr renders passes keepalived -t."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from lvsdr.cli import main
+from lvsdr.errors import InputError
+from lvsdr.generator.importer import compare, import_files, semantics
+from lvsdr.generator.kaconf import Directive, read_keepalived
+from lvsdr.generator.keepalived import render_keepalived
+from lvsdr.generator.load import parse_cluster
+from lvsdr.hooks.keepalived import check_text
+
+from helpers import REPO
+
+DATA = REPO / "tests" / "data" / "import"
+SETS = {
+    "classic": ([DATA / "classic" / "lb1.conf", DATA / "classic" / "lb2.conf"], "sysctl"),
+    "unicast": ([DATA / "unicast" / "lb-a.conf", DATA / "unicast" / "lb-b.conf"], "nftables"),
+}
+# keepalived's own samples, as Debian's keepalived package installs them (scripts/setup installs it)
+SAMPLES = Path("/usr/share/doc/keepalived/samples")
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _span(tree: tuple[Directive, ...], match: str) -> tuple[str, int, int] | None:
+    """(file, first line, last line) of the top-level directive a difference is about."""
+    kind, _, rest = match.partition(" ")
+    for d in tree:
+        if d.key != kind:
+            continue
+        if kind == "vrrp_instance":
+            vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
+            if not rest.startswith(vrid):
+                continue
+        elif not rest.startswith(" ".join(d.args)):
+            continue
+        lines = [d.line]
+        stack = list(d.block())
+        while stack:
+            c = stack.pop()
+            if c.file == d.file:
+                lines.append(c.line)
+            stack += c.block()
+        return d.file, min(lines), max(lines)
+    return None
+
+
+def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = None) -> list[str]:
+    """Round-trip differences that no directive named on stderr accounts for."""
+    job = import_files([str(p) for p in paths], _read, arp, addresses or {})
+    cluster = parse_cluster(tomllib.loads(job.text))
+    named = [(u.where.rsplit(":", 1)[0], int(u.where.rsplit(":", 1)[1])) for u in job.imported.unmapped]
+    out = []
+    for node, tree in job.trees.items():
+        rendered = render_keepalived(cluster, node, "import")
+        again = read_keepalived("(rendered)", {"(rendered)": rendered}.__getitem__)
+        for diff in compare(semantics(tree), semantics(again)):
+            span = _span(tree, diff)
+            if span is None or not any(f == span[0] and span[1] <= n <= span[2] for f, n in named):
+                out.append(f"{node}: {diff}")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_every_difference_is_named(name: str) -> None:
+    paths, arp = SETS[name]
+    assert unexplained(paths, arp) == []
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_import_renders_what_keepalived_accepts(name: str, tmp_path: Path, scratch_netns: str) -> None:
+    paths, arp = SETS[name]
+    out = tmp_path / "cluster.toml"
+    assert main(["import", *map(str, paths), "--arp-method", arp, "-o", str(out)]) == 0
+    cluster = parse_cluster(tomllib.loads(out.read_text()))
+    for d in cluster.directors:
+        result = check_text(render_keepalived(cluster, d.name, "import"), netns=scratch_netns)
+        assert result.ok, result.message()
+
+
+def test_diff_says_what_differs_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    paths, arp = SETS["classic"]
+    assert main(["import", *map(str, paths), "--arp-method", arp, "--diff"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["lb1: 1 differences", "  virtual_server 192.0.2.100 80 nat_mask: only in the original",
+                                "lb2: 1 differences", "  virtual_server 192.0.2.100 80 nat_mask: only in the original"]
+    assert f"{paths[0]}:34: nat_mask 255.255.255.0: obsolete keepalived keyword" in err
+    assert "lb1@example.com" in err  # kept through [[keepalived_extra]], and said so
+
+
+def test_diff_exits_0_when_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths, arp = SETS["classic"]
+    for i, p in enumerate(paths):
+        (tmp_path / f"{i}.conf").write_text(p.read_text().replace("    nat_mask 255.255.255.0\n", ""))
+    assert main(["import", str(tmp_path / "0.conf"), str(tmp_path / "1.conf"), "--arp-method", arp, "--diff"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["lb1: the same", "lb2: the same"]
+
+
+def test_the_cluster_file_says_what_it_chose() -> None:
+    paths, arp = SETS["unicast"]
+    job = import_files([str(p) for p in paths], _read, arp, {})
+    data = tomllib.loads(job.text)
+    assert [(d["name"], d["address"], d["priority"]) for d in data["directors"]] == [
+        ("lb-a", "198.51.100.2", 200), ("lb-b", "198.51.100.3", 100)]
+    assert data["cluster"]["name"] == "web" and data["cluster"]["unicast"] is True
+    assert data["cluster"]["sync_daemon"] == {"id": 7}
+    assert {r["arp_method"] for r in data["real_servers"]} == {"nftables"}
+    shop = next(s for s in data["services"] if s["name"] == "shop")
+    assert (shop["vip"], shop["port"]) == (["198.51.100.110", "198.51.100.111"], [80, 443])
+    nat = [u.line() for u in job.imported.unmapped if "lb_kind NAT" in u.line()]
+    assert len(nat) == 2 and all("services.conf:96: virtual_server 198.51.100.130 3306" in n for n in nat)
+
+
+def test_one_file_infers_the_other_director_and_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    one = str(SETS["classic"][0][0])
+    assert main(["import", one, "--arp-method", "sysctl"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "lvsdr: --address: the address of director lb1-peer is not in the file (no unicast_src_ip, mcast_src_ip "
+        "or unicast_peer); give --address NAME=IP")
+    out = tmp_path / "c.toml"
+    assert main(["import", one, "--arp-method", "sysctl", "--address", "lb1-peer=192.0.2.3", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "# NOTE: one keepalived.conf given: director lb1-peer is inferred (priority 100" in text
+    data = tomllib.loads(text)
+    assert [(d["name"], d["priority"]) for d in data["directors"]] == [("lb1", 150), ("lb1-peer", 100)]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["import", "{cluster}", "--arp-method", "sysctl"],
+     "does not look like a keepalived.conf (no global_defs, vrrp_instance or virtual_server block first)"),
+    (["import", "{lb1}", "--arp-method", "arp"], "--arp-method: 'arp' is not one of sysctl, arptables, nftables, "
+                                                 "iptables, firewalld"),
+    (["import", "{lb1}", "--arp-method", "sysctl", "--address", "lb1"], "--address: 'lb1' is not NAME=IP"),
+    (["import", "/nonexistent.conf", "--arp-method", "sysctl"], "/nonexistent.conf: cannot read"),
+    (["validate", "{lb1}"], "this is a keepalived.conf, not a cluster file; `lvsdr import"),
+])
+def test_bad_input_is_one_line_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = {"cluster": str(REPO / "examples" / "web.toml"), "lb1": str(SETS["classic"][0][0])}
+    assert main([a.format(**paths) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+def test_conditional_lines_follow_the_config_id(tmp_path: Path) -> None:
+    src = tmp_path / "k.conf"
+    src.write_text("vrrp_instance VI_0 {\n  interface eth0\n  virtual_router_id 1\n@high  priority 170\n"
+                   "@low  priority 85\n  unicast_src_ip 192.0.2.2\n  unicast_peer {\n    192.0.2.3\n  }\n"
+                   "  virtual_ipaddress {\n    192.0.2.100\n  }\n}\n"
+                   "virtual_server 192.0.2.100 80 {\n  lb_kind DR\n  protocol TCP\n  real_server 192.0.2.11 80 {\n"
+                   "  }\n}\n")
+    for cid, prio in (("high", 170), ("low", 85)):
+        job = import_files([str(src)], _read, "sysctl", {}, config_id=cid)
+        assert tomllib.loads(job.text)["directors"][0]["priority"] == prio
+    job = import_files([str(src)], _read, "sysctl", {})
+    assert any("conditional line for config id 'high' skipped" in n for n in job.notes)
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="keepalived's samples are not installed")
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("keepalived.conf.*")) if SAMPLES.is_dir()
+                         else ["none"])
+def test_keepalived_samples_import_or_say_why(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """keepalived's own samples (most are NAT, or LVS without VRRP): each is
+    imported with every difference named, or refused in one line."""
+    path = SAMPLES / sample
+    text = path.read_text()
+    router = re.search(r"router_id\s+(\S+)", text)
+    me = router.group(1) if router else sample
+    args = ["--address", f"{me}=192.0.2.5", "--address", f"{me}-peer=192.0.2.6", "--config-id", "high"]
+    rc = main(["import", str(path), "--arp-method", "sysctl", *args])
+    err = capsys.readouterr().err
+    if rc == 2:
+        assert len([ln for ln in err.splitlines() if ln.startswith("lvsdr: ")]) == 1
+        return
+    assert rc == 0
+    addresses = {me: "192.0.2.5", f"{me}-peer": "192.0.2.6"}
+    try:
+        assert unexplained([path], "sysctl", addresses) == []
+    except Exception as e:  # the import validated for main(); unexplained() must too
+        raise AssertionError(f"{sample}: {e}") from e
+
+
+_VRRP = """vrrp_instance VI_X {
+  interface eth0
+  virtual_router_id 77
+  priority 150
+  unicast_src_ip 192.0.2.5
+  unicast_peer {
+    192.0.2.6
+  }
+  virtual_ipaddress {
+    %s
+  }
+}
+"""
+
+
+@pytest.mark.skipif(not SAMPLES.is_dir(), reason="keepalived's samples are not installed")
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("keepalived.conf.*")) if SAMPLES.is_dir()
+                         else ["none"])
+def test_keepalived_samples_as_dr(sample: str, tmp_path: Path) -> None:
+    """keepalived's samples with lb_kind DR (and a vrrp_instance where they
+    have none): the breadth of keepalived's own syntax and checkers, each
+    imported with every difference named, or refused in one line."""
+    text = re.sub(r"lb_kind\s+(NAT|TUN)", "lb_kind DR", (SAMPLES / sample).read_text())
+    if "vrrp_instance" not in text:
+        vip = re.search(r"virtual_server\s+([0-9.]+)\s", text)
+        text += _VRRP % (vip.group(1) if vip else "192.0.2.100")
+    path = tmp_path / sample
+    path.write_text(text)
+    try:
+        left = unexplained([path], "sysctl", {"LVS_DEVEL-peer": "192.0.2.6", f"{sample}-peer": "192.0.2.6"})
+    except InputError as e:
+        assert "\n" not in str(e)
+        return
+    assert left == []

@@ -1,0 +1,70 @@
+"""Reading keepalived.conf as keepalived does: blocks, comments, quotes,
+continuations, include, @ID conditional lines, $VARIABLES."""
+
+from __future__ import annotations
+
+import pytest
+
+from lvsdr.errors import InputError
+from lvsdr.generator.kaconf import Directive, Notes, looks_like_keepalived, read_keepalived
+
+
+def read(files: dict[str, str], config_id: str | None = None) -> tuple[tuple[Directive, ...], Notes]:
+    notes = Notes()
+    def reader(path: str) -> str:
+        if path not in files:
+            raise FileNotFoundError(2, "No such file or directory")
+        return files[path]
+    return read_keepalived("/k/keepalived.conf", reader, config_id, notes), notes
+
+
+def shape(tree: tuple[Directive, ...]) -> list[object]:
+    return [(d.words, shape(d.children)) if d.children is not None else d.words for d in tree]
+
+
+def test_blocks_comments_quotes_and_continuations() -> None:
+    tree, _ = read({"/k/keepalived.conf": """! a comment
+global_defs {   # trailing comment
+   router_id lb1
+}
+vrrp_script chk { script "/usr/bin/check --fast  now" ; interval 2 }
+virtual_server 192.0.2.100 80 {
+    lb_algo \\
+        wrr
+    real_server 192.0.2.11 80 { weight 2 }
+}
+"""})
+    assert shape(tree) == [
+        (("global_defs",), [("router_id", "lb1")]),
+        (("vrrp_script", "chk"), [("script", "/usr/bin/check --fast  now", ";", "interval", "2")]),
+        (("virtual_server", "192.0.2.100", "80"), [("lb_algo", "wrr"),
+                                                 (("real_server", "192.0.2.11", "80"), [("weight", "2")])]),
+    ]
+    assert tree[1].children is not None and tree[1].children[0].quoted[:2] == (False, True)
+    assert tree[2].children is not None and tree[2].children[1].line == 9
+
+
+def test_include_conditions_and_variables() -> None:
+    files = {
+        "/k/keepalived.conf": "$VIP=192.0.2.100\n@lb1 $PRIO=150\n@lb2 $PRIO=100\ninclude conf.d/*.conf\n"
+                              "vrrp_instance VI_1 {\n  priority $PRIO\n  virtual_ipaddress {\n    ${VIP}\n  }\n}\n",
+    }
+    with pytest.raises(InputError):  # no file for the glob is a note, a missing brace is an error
+        read({**files, "/k/keepalived.conf": files["/k/keepalived.conf"] + "vrrp_instance X {\n"})
+    tree, notes = read(files, config_id="lb2")
+    assert shape(tree) == [(("vrrp_instance", "VI_1"), [("priority", "100"), (("virtual_ipaddress",),
+                                                                             [("192.0.2.100",)])])]
+    assert [text for _w, text in notes.skipped] == ["include conf.d/*.conf matches no file"]
+    _tree, notes = read(files)
+    assert any("conditional line for config id 'lb1' skipped" in t for _w, t in notes.skipped)
+
+
+def test_unbalanced_braces_are_one_line_errors() -> None:
+    with pytest.raises(InputError, match=r"/k/keepalived.conf:3: '}' closes a block that was not opened"):
+        read({"/k/keepalived.conf": "global_defs {\n}\n}\n"})
+
+
+def test_looks_like_keepalived() -> None:
+    assert looks_like_keepalived("! x\n\nglobal_defs {\n}\n")
+    assert looks_like_keepalived("@high net_namespace high\nvrrp_instance VI_0 {\n}\n")
+    assert not looks_like_keepalived('[cluster]\nname = "web"\n')
