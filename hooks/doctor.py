@@ -111,6 +111,30 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
     r.ok(f"VRRP role observed: {role} (VIPs {'on' if role == 'MASTER' else 'not on'} {spec.interface})")
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],
              "the failover hook would make them; `lvsdr notify` runs it")
+    _network(cluster, r)
+
+
+def _network(cluster: Cluster, r: Report) -> None:
+    """The audit's checks on the wire (ARP owners, VRRP, DR paths), from here."""
+    if os.geteuid() != 0:
+        r.warn("not root: the network checks (lvsdr audit's) need raw sockets; skipped")
+        return
+    from lvsdr.generator.audit import evaluate
+
+    from .audit import LISTEN_ADVERTS, choose_interface
+    from .facts import read_addresses
+    from .wire import run_probes
+
+    addresses = read_addresses()
+    iface, me = choose_interface(cluster, addresses, None)
+    local = {a.address.ip for a in addresses if a.ifname == iface}
+    obs = run_probes(cluster, iface, me, local, True, LISTEN_ADVERTS * float(cluster.advert_int) + 0.3)
+    for result in evaluate(cluster, obs):
+        text = f"{result.check} {result.target}: {result.detail}"
+        if result.ok:
+            r.ok(text)
+        else:
+            r.fail(text)
 
 
 def doctor_realserver(cluster: Cluster, node: str, r: Report) -> None:

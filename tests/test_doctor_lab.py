@@ -34,6 +34,7 @@ def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:
              explain=lambda: doctor(lab, "node1", *director).stdout)
         r = doctor(lab, "node1", *director)
         assert "ok    VRRP role observed: MASTER" in r.stdout
+        assert "ok    arp 192.0.2.120: one owner: node1" in r.stdout
         assert doctor(lab, "web1").returncode == 0
         # drift: the MASTER lost its mark rules, web1 its VIP on lo, node1's config was edited by hand
         n1, w1 = lab.state.node("node1"), lab.state.node("web1")
@@ -45,6 +46,8 @@ def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:
         assert r.returncode == 1
         assert "differs from `lvsdr render` for node1" in r.stdout
         assert "nftables: mark VIP traffic for the fwmark services (1 rules)" in r.stdout
+        # the audit's network checks, run by doctor on a director: web1 no longer accepts the VIP
+        assert "FAIL  path http/web1: tcp 192.0.2.120:80 got no answer at web1" in r.stdout
         r = doctor(lab, "web1")
         assert r.returncode == 1 and "add VIP 192.0.2.120/32 on lo" in r.stdout
         # and the wrong node is named as such

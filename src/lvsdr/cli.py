@@ -167,6 +167,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if differ else 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    import os
+
+    from lvsdr.hooks.audit import audit
+
+    c = _cluster(args)
+    if os.geteuid() != 0:
+        raise InputError("audit: needs root (it sends and reads raw frames)")
+    return audit(c, args.interface, args.json, args.textfile)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from lvsdr.hooks.doctor import doctor
 
@@ -217,6 +228,14 @@ def build_parser() -> Parser:
                     help="render the import for each director and compare it with the original "
                     "(exit 0 the same, 1 different)")
     im.set_defaults(func=cmd_import)
+
+    a = sub.add_parser("audit", help="check the whole cluster on the wire from this host (read-only)")
+    a.add_argument("cluster")
+    a.add_argument("--interface", help="the interface in the directors' segment (default: the one holding an "
+                   "address in the first director's network)")
+    a.add_argument("--json", action="store_true", help="one JSON document instead of lines")
+    a.add_argument("--textfile", metavar="PATH", help="also write Prometheus gauges here (node_exporter textfile)")
+    a.set_defaults(func=cmd_audit)
 
     w = sub.add_parser("watch", help="re-render, validate and reload keepalived when the cluster file changes")
     w.add_argument("cluster")

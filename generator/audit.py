@@ -1,0 +1,184 @@
+"""The cluster checked on the wire (pure part): what the probes observed ->
+one result per check, the faulty node named. The probes are in
+``hooks/wire.py``; ``hooks/audit.py`` runs them and prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .keepalived import MAX_ADVERTISED
+from .model import Cluster, IPAddress, addr_key
+
+
+@dataclass(frozen=True)
+class Advert:
+    """One VRRP advertisement seen on the segment."""
+
+    vrid: int
+    source: IPAddress
+    priority: int
+    addresses: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One DR path to probe: a service's VIP:port at one backend's MAC."""
+
+    service: str
+    server: str
+    vip: IPAddress
+    port: int
+    protocol: str
+
+
+@dataclass
+class Observation:
+    """What the probes saw. ``macs``: node name -> the MAC answering for its
+    address (absent: no answer); ``owners``: VIP -> every MAC answering for it;
+    ``paths``: (service, server) -> "answered", "refused", "silent" or
+    "skipped: why"; ``local``: results of the checks run on this host."""
+
+    macs: dict[str, str] = field(default_factory=dict)
+    owners: dict[IPAddress, tuple[str, ...]] = field(default_factory=dict)
+    adverts: tuple[Advert, ...] = ()
+    adverts_seen: bool = True  # False: VRRP could not be observed from here (unicast, not a director)
+    paths: dict[tuple[str, str], str] = field(default_factory=dict)
+    local: tuple[Result, ...] = ()
+    skipped_vips: dict[IPAddress, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Result:
+    check: str  # arp, vrrp, path, director
+    target: str
+    ok: bool
+    detail: str
+    nodes: tuple[str, ...] = ()  # the nodes at fault
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FAIL'} {self.check:<8} {self.target}: {self.detail}"
+
+
+def instances(cluster: Cluster) -> list[tuple[int, dict[str, int], tuple[IPAddress, ...]]]:
+    """(virtual_router_id, director -> priority, VIPs) of every VRRP instance."""
+    taken = {v for i in cluster.instances for v in i.vips}
+    out = [(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors},
+            tuple(v for v in cluster.vips if v not in taken))]
+    out += [(i.virtual_router_id, dict(i.priorities), i.vips) for i in cluster.instances]
+    return out
+
+
+def targets(cluster: Cluster) -> list[Target]:
+    """One probe per service and backend: the service's first VIP:port."""
+    return [Target(s.name, b.server, s.vip, s.port, s.protocol) for s in cluster.services for b in s.backends]
+
+
+def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
+    names = {mac: name for name, mac in obs.macs.items()}
+
+    def who(mac: str) -> str:
+        return f"{names.get(mac, 'a host not in the cluster')} ({mac})"
+
+    results: list[Result] = []
+    # the directors answer for their own addresses
+    for d in cluster.directors:
+        mac = obs.macs.get(d.name)
+        results.append(Result("director", d.name, mac is not None,
+                              f"answers ARP for {d.address} ({mac})" if mac else
+                              f"no answer for {d.address}: down, or not on this segment", () if mac else (d.name,)))
+    # VRRP: one MASTER per instance, with the expected priority and VIPs
+    masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name
+    by_address = {d.address: d.name for d in cluster.directors}
+    for vrid, prios, vips in instances(cluster):
+        family = cluster.directors[0].address.version if cluster.directors else 4
+        want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
+        seen = [a for a in obs.adverts if a.vrid == vrid]
+        sources = sorted({a.source for a in seen}, key=addr_key)
+        target = f"vrid {vrid}"
+        if not obs.adverts_seen:
+            results.append(Result("vrrp", target, True, "not observed: unicast adverts reach only the directors "
+                                  "(run the audit on a director)"))
+            continue
+        if not sources:
+            results.append(Result("vrrp", target, False, "no advertisement: no director is MASTER (silent cluster)",
+                                  tuple(sorted(prios))))
+            continue
+        if len(sources) > 1:
+            named = [by_address.get(s, str(s)) for s in sources]
+            results.append(Result("vrrp", target, False, f"split brain: {' and '.join(named)} both advertise as "
+                                  "MASTER", tuple(named)))
+            continue
+        source = sources[0]
+        name = by_address.get(source)
+        last = seen[-1]
+        problems = []
+        if name is None:
+            problems.append(f"{source} is not a director of this cluster")
+        elif last.priority != prios.get(name):
+            problems.append(f"priority {last.priority}, the file says {prios.get(name)} (tracking lowered it?)")
+        if set(last.addresses) != want:
+            missing = sorted(want - set(last.addresses), key=addr_key)
+            unknown = sorted(set(last.addresses) - want, key=addr_key)
+            problems.append("VIPs differ from the file" + (f": missing {', '.join(map(str, missing))}" if missing
+                                                          else "") + (f"; extra {', '.join(map(str, unknown))}"
+                                                                      if unknown else ""))
+        for v in vips:
+            if name:
+                masters[v] = name
+        results.append(Result("vrrp", target, not problems,
+                              f"MASTER {name or source}, priority {last.priority}, {len(last.addresses)} VIPs"
+                              + (f": {'; '.join(problems)}" if problems else ""),
+                              (name or str(source),) if problems else ()))
+    # ARP/NDP: each VIP answered by exactly one MAC, the MASTER's
+    for vip in cluster.vips:
+        target = str(vip)
+        if vip in obs.skipped_vips:
+            results.append(Result("arp", target, True, f"not checked: {obs.skipped_vips[vip]}"))
+            continue
+        owners = obs.owners.get(vip, ())
+        master = masters.get(vip)
+        master_mac = obs.macs.get(master) if master else None
+        if not owners:
+            results.append(Result("arp", target, False, "nobody answers: the VIP is not up on any director",
+                                  (master,) if master else ()))
+        elif len(owners) > 1:
+            extra = [m for m in owners if m != master_mac]
+            results.append(Result("arp", target, False, f"{len(owners)} answer: {', '.join(who(m) for m in owners)}"
+                                  f"; {', '.join(who(m) for m in extra)} steal{'s' if len(extra) == 1 else ''} "
+                                  "traffic", tuple(names.get(m, m) for m in extra)))
+        elif master_mac is not None and owners[0] != master_mac:
+            results.append(Result("arp", target, False, f"answered by {who(owners[0])}, not by the MASTER {master}",
+                                  (names.get(owners[0], owners[0]),)))
+        else:
+            results.append(Result("arp", target, True, f"one owner: {who(owners[0])}"))
+    # DR paths: every backend accepts the VIP
+    for t in targets(cluster):
+        state = obs.paths.get((t.service, t.server), "skipped: not probed")
+        where = f"{t.service}/{t.server}"
+        host = f"[{t.vip}]" if t.vip.version == 6 else str(t.vip)
+        if state == "answered":
+            results.append(Result("path", where, True, f"{t.protocol} {host}:{t.port} answered at {t.server}"))
+        elif state == "refused":
+            results.append(Result("path", where, False, f"{t.protocol} {host}:{t.port} refused at {t.server}: it has "
+                                  "the VIP but nothing listens on the port", (t.server,)))
+        elif state == "silent":
+            results.append(Result("path", where, False, f"{t.protocol} {host}:{t.port} got no answer at {t.server}: it "
+                                  "does not accept the VIP (not on lo?) or drops it", (t.server,)))
+        else:
+            results.append(Result("path", where, True, f"{t.protocol} {host}:{t.port}: {state}"))
+    results += obs.local
+    return results
+
+
+def textfile(results: list[Result]) -> str:
+    """Prometheus text format for node_exporter's textfile collector."""
+    def label(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+    lines = ["# HELP lvsdr_audit_ok 1 when the check passed, 0 when it found a fault.",
+             "# TYPE lvsdr_audit_ok gauge"]
+    lines += [f'lvsdr_audit_ok{{check="{label(r.check)}",target="{label(r.target)}"}} {int(r.ok)}' for r in results]
+    lines += ["# HELP lvsdr_audit_faults Checks that found a fault.", "# TYPE lvsdr_audit_faults gauge",
+              f"lvsdr_audit_faults {sum(not r.ok for r in results)}"]
+    return "\n".join(lines) + "\n"

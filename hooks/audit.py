@@ -1,0 +1,82 @@
+"""`lvsdr audit`: the whole cluster checked on the wire, from one host with a
+leg in the directors' segment. Read-only. One line per check (``--json`` for
+monitoring, ``--textfile`` for node_exporter); exit 1 when a fault is found.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from lvsdr.errors import InputError
+from lvsdr.generator.audit import Result, evaluate, textfile
+from lvsdr.generator.model import Cluster, IPAddress
+from lvsdr.generator.node import NodeAddress
+
+LISTEN_ADVERTS = 3  # advert intervals to listen for VRRP (a MASTER sends one per interval)
+
+
+def choose_interface(cluster: Cluster, addresses: tuple[NodeAddress, ...], ifname: str | None
+                     ) -> tuple[str, ipaddress.IPv4Address]:
+    """The interface in the directors' segment and our IPv4 address on it."""
+    first = cluster.directors[0].address
+    for a in addresses:
+        if a.address.version != 4 or a.ifname == "lo":
+            continue
+        if (ifname is None and first in a.address.network) or a.ifname == ifname:
+            return a.ifname, ipaddress.IPv4Address(int(a.address.ip))
+    if ifname is not None:
+        raise InputError(f"--interface: {ifname} has no IPv4 address here")
+    raise InputError(f"--interface: no interface here is in the directors' segment (none holds an address in the "
+                     f"network of {first}); name one")
+
+
+def local_results(cluster: Cluster, node: str) -> tuple[Result, ...]:
+    """On a director: its hooks' state matches its role (the facts doctor reads)."""
+    from lvsdr.generator.director import director_spec, observed_role, plan_role
+
+    from .facts import read_director_facts
+
+    spec = director_spec(cluster, node)
+    facts = read_director_facts(spec.backend, Path(cluster.state_dir))
+    role = observed_role(spec, facts.addresses)
+    pending = [c.description for c in plan_role(spec, role, facts)]
+    if not pending:
+        return (Result("director", f"{node} hooks", True, f"{role}: marks and ARP suppression as the role needs"),)
+    return (Result("director", f"{node} hooks", False, f"{role}, but {len(pending)} changes pending: "
+                   + "; ".join(pending) + " (the failover hook did not run: is lvsdr-agent running?)", (node,)),)
+
+
+def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: str | None) -> int:
+    from .facts import read_addresses
+    from .wire import run_probes
+
+    started = time.monotonic()
+    addresses = read_addresses()
+    iface, me = choose_interface(cluster, addresses, ifname)
+    local: set[IPAddress] = {a.address.ip for a in addresses if a.ifname == iface}
+    held = {a.address.ip for a in addresses}
+    director = next((d.name for d in cluster.directors if d.address in held), None)
+    listen = LISTEN_ADVERTS * float(cluster.advert_int) + 0.3
+    obs = run_probes(cluster, iface, me, local, director is not None, listen)
+    if director is not None:
+        obs.local = local_results(cluster, director)
+    results = evaluate(cluster, obs)
+    took = time.monotonic() - started
+    faults = sum(not r.ok for r in results)
+    if as_json:
+        print(json.dumps({"cluster": cluster.name, "from": str(me), "interface": iface, "seconds": round(took, 2),
+                          "faults": faults, "checks": [asdict(r) for r in results]}, indent=1))
+    else:
+        for r in results:
+            print(r.line())
+        print(f"{cluster.name}: {'no fault' if not faults else f'{faults} faults'} "
+              f"(from {me} on {iface}, {took:.1f} s)")
+    if textfile_path:
+        from .files import write_atomic
+
+        write_atomic(Path(textfile_path), textfile(results), 0o644)
+    return 1 if faults else 0

@@ -1,0 +1,251 @@
+"""Probes on the wire for `lvsdr audit`: ARP for every VIP and node, VRRP
+adverts, and a TCP SYN (or a DNS query) to each VIP:port addressed to each
+backend's MAC, as IPVS delivers it. Raw frames from one AF_PACKET socket,
+sent and read in one loop; frame building and parsing are pure functions
+(tested on bytes). Nothing here changes a node: an ARP request, a SYN the
+kernel answers with RST, a DNS question.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import select
+import socket
+import struct
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lvsdr.generator.audit import Advert, Observation, Target, targets
+from lvsdr.generator.model import Cluster, IPAddress
+
+ETH_P_ALL, ETH_P_IP, ETH_P_ARP = 0x0003, 0x0800, 0x0806
+BROADCAST = b"\xff" * 6
+TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+
+
+# -- pure: frames -------------------------------------------------------------
+
+def mac_text(mac: bytes) -> str:
+    return mac.hex(":")
+
+
+def arp_request(src_mac: bytes, src_ip: ipaddress.IPv4Address, target: ipaddress.IPv4Address) -> bytes:
+    eth = BROADCAST + src_mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, 1) + src_mac + src_ip.packed + b"\x00" * 6 + target.packed
+    return eth + arp
+
+
+def parse_arp_reply(frame: bytes) -> tuple[ipaddress.IPv4Address, str] | None:
+    """(sender IP, sender MAC) of an ARP reply, else None."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    op = struct.unpack("!H", frame[20:22])[0]
+    if op != 2:
+        return None
+    return ipaddress.IPv4Address(frame[28:32]), mac_text(frame[22:28])
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ipv4(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: int, payload: bytes) -> bytes:
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), random.getrandbits(16), 0x4000, 64, proto, 0,
+                       src.packed, dst.packed)
+    return head[:10] + struct.pack("!H", _checksum(head)) + head[12:] + payload
+
+
+def tcp_syn(src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address,
+            sport: int, dport: int, seq: int) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, TCP_SYN, 64240, 0, 0) + b"\x02\x04\x05\xb4"
+    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 6, tcp)
+
+
+def dns_query(src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address,
+              sport: int, dport: int, qid: int, name: str) -> bytes:
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split(".") if p) + b"\x00"
+    dns = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + struct.pack("!HH", 1, 1)
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns  # checksum 0: none (IPv4 allows it)
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 17, udp)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A TCP or UDP packet addressed to us: enough to match a probe."""
+
+    src: IPAddress
+    sport: int
+    dport: int
+    flags: int  # TCP flags; 0 for UDP
+    udp: bool
+
+
+def parse_reply(frame: bytes) -> Reply | None:
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return None
+    ihl = (frame[14] & 0x0F) * 4
+    proto = frame[23]
+    src = ipaddress.IPv4Address(frame[26:30])
+    l4 = frame[14 + ihl:]
+    if proto == 6 and len(l4) >= 14:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        return Reply(src, sport, dport, l4[13], False)
+    if proto == 17 and len(l4) >= 8:
+        sport, dport = struct.unpack("!HH", l4[:4])
+        return Reply(src, sport, dport, 0, True)
+    return None
+
+
+def parse_vrrp(frame: bytes) -> Advert | None:
+    """A VRRP advertisement (v2 or v3, IPv4 or IPv6, in clear or under AH)."""
+    ethertype = frame[12:14]
+    if ethertype == b"\x08\x00" and len(frame) >= 34:
+        ihl = (frame[14] & 0x0F) * 4
+        proto = frame[23]
+        source: IPAddress = ipaddress.IPv4Address(frame[26:30])
+        body = frame[14 + ihl:]
+        if proto == 51 and len(body) >= 12 and body[0] == 112:  # AH, then VRRP
+            body = body[(body[1] + 2) * 4:]
+        elif proto != 112:
+            return None
+        size = 4
+    elif ethertype == b"\x86\xdd" and len(frame) >= 54 and frame[20] == 112:
+        source = ipaddress.IPv6Address(frame[22:38])
+        body = frame[54:]
+        size = 16
+    else:
+        return None
+    if len(body) < 8 or body[0] & 0x0F != 1:
+        return None
+    count = body[3]
+    raw = body[8:8 + count * size]
+    addrs = tuple(ipaddress.ip_address(raw[i:i + size]) for i in range(0, len(raw) - size + 1, size))
+    return Advert(body[1], source, body[2], addrs)
+
+
+# -- the probe run (raw sockets, root) -----------------------------------------
+
+def run_probes(cluster: Cluster, ifname: str, me: ipaddress.IPv4Address, local: set[IPAddress],
+               on_director: bool, listen: float) -> Observation:
+    """Probe the segment from ``ifname`` (our address ``me``; ``local``: every
+    address this host holds there) for ``listen`` seconds."""
+    from pathlib import Path
+
+    mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        s.bind((ifname, 0))
+        return _loop(cluster, s, mac, me, local, on_director, listen)
+    finally:
+        s.close()
+
+
+def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: ipaddress.IPv4Address, local: set[IPAddress],
+          on_director: bool, listen: float) -> Observation:
+    obs = Observation(adverts_seen=not cluster.unicast or on_director)
+    nodes: dict[str, IPAddress] = {d.name: d.address for d in cluster.directors}
+    nodes.update({r.name: r.address for r in cluster.real_servers})
+    ask = sorted({a for a in (*nodes.values(), *cluster.vips) if a.version == 4}, key=int)
+    for v in cluster.vips:
+        if v.version == 6:
+            obs.skipped_vips[v] = "IPv6 (the audit probes IPv4 for now)"
+    owners: dict[IPAddress, set[str]] = {a: set() for a in ask}
+    for a in ask:
+        if a in local:
+            owners[a].add(mac_text(mac))
+    probes = [t for t in targets(cluster)]
+    pending: dict[tuple[str, int, int], tuple[str, str]] = {}  # (vip, vport, our port) -> (service, server)
+    adverts: list[Advert] = []
+    checks = {s_.name: next((c for c in s_.checks if c.type == "dns"), None) for s_ in cluster.services}
+    t0 = time.monotonic()
+    arp_rounds = [0.0, 0.15, 0.3]
+    syn_rounds = [0.45, 1.0]
+    arp_done = syn_done = 0
+    while True:
+        now = time.monotonic() - t0
+        if arp_done < len(arp_rounds) and now >= arp_rounds[arp_done]:
+            for a in ask:  # our own addresses too: another host answering for them is what we look for
+                s.send(arp_request(mac, me, ipaddress.IPv4Address(int(a))))
+            arp_done += 1
+        if syn_done < len(syn_rounds) and now >= syn_rounds[syn_done]:
+            macs = _node_macs(nodes, owners)
+            for t in probes:
+                key = (t.service, t.server)
+                if obs.paths.get(key) in ("answered", "refused"):
+                    continue
+                _send_probe(s, obs, t, macs, mac, me, local, nodes, checks, pending)
+            syn_done += 1
+        end = max(listen, syn_rounds[-1] + 0.6)
+        if now >= end:
+            break
+        wait = min([r for r in arp_rounds[arp_done:] + syn_rounds[syn_done:]] + [end]) - now
+        if select.select([s], [], [], max(0.0, wait))[0]:
+            frame = s.recv(4096)
+            arp = parse_arp_reply(frame)
+            if arp is not None and frame[0:6] == mac and arp[0] in owners:
+                owners[arp[0]].add(arp[1])
+                continue
+            adv = parse_vrrp(frame)
+            if adv is not None:
+                adverts.append(adv)
+                continue
+            rep = parse_reply(frame)
+            if rep is not None and frame[0:6] == mac:
+                hit = pending.get((str(rep.src), rep.sport, rep.dport))
+                if hit is not None:
+                    if rep.udp or rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+                        obs.paths[hit] = "answered"
+                    elif rep.flags & TCP_RST:
+                        obs.paths[hit] = "refused"
+    macs = _node_macs(nodes, owners)
+    obs.macs = macs
+    obs.owners = {v: tuple(sorted(owners.get(v, ()))) for v in cluster.vips if v.version == 4}
+    obs.adverts = tuple(adverts)
+    for t in probes:
+        obs.paths.setdefault((t.service, t.server), "silent")
+    return obs
+
+
+def _node_macs(nodes: dict[str, IPAddress], owners: dict[IPAddress, set[str]]) -> dict[str, str]:
+    return {name: sorted(owners[a])[0] for name, a in nodes.items() if owners.get(a)}
+
+
+def _send_probe(s: socket.socket, obs: Observation, t: Target, macs: dict[str, str], mac: bytes,
+                me: ipaddress.IPv4Address, local: set[IPAddress], nodes: dict[str, IPAddress],
+                checks: Mapping[str, object], pending: dict[tuple[str, int, int], tuple[str, str]]) -> None:
+    key = (t.service, t.server)
+    if t.vip.version != 4:
+        obs.paths[key] = "skipped: IPv6 (the audit probes IPv4 for now)"
+        return
+    if nodes.get(t.server) in local:
+        obs.paths[key] = "skipped: this host"
+        return
+    dst = macs.get(t.server)
+    if dst is None:
+        obs.paths[key] = "skipped: the backend does not answer ARP for its address"
+        return
+    sport = 32768 + random.getrandbits(14)
+    vip = ipaddress.IPv4Address(int(t.vip))
+    if t.protocol == "tcp":
+        frame = tcp_syn(mac, bytes.fromhex(dst.replace(":", "")), me, vip, sport, t.port, random.getrandbits(32))
+    elif t.protocol == "udp" and (t.port == 53 or checks.get(t.service) is not None):
+        check = checks.get(t.service)
+        name = getattr(check, "query", None) or "."
+        frame = dns_query(mac, bytes.fromhex(dst.replace(":", "")), me, vip, sport, t.port, os.getpid() & 0xFFFF,
+                          name)
+    else:
+        obs.paths[key] = f"skipped: no probe for {t.protocol}/{t.port}"
+        return
+    obs.paths.pop(key, None)
+    pending[(str(vip), t.port, sport)] = key
+    s.send(frame)

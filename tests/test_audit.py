@@ -1,0 +1,105 @@
+"""The audit's pure parts: frames built and parsed as bytes, and what the
+observations mean (which check fails, which node is named)."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+from lvsdr.generator.audit import Advert, Observation, evaluate, textfile
+from lvsdr.generator.load import load_cluster
+from lvsdr.hooks.wire import _checksum, arp_request, parse_arp_reply, parse_reply, parse_vrrp, tcp_syn
+
+from helpers import EXAMPLES
+
+IP = ipaddress.ip_address
+V4 = ipaddress.IPv4Address
+LB1, LB2, WEB1, WEB2 = "02:00:00:00:00:10", "02:00:00:00:00:11", "02:00:00:00:00:21", "02:00:00:00:00:22"
+
+
+def _vrrp_frame(vrid: int, prio: int, addrs: list[str], ah: bool = False) -> bytes:
+    body = struct.pack("!BBBBBBH", 0x21, vrid, prio, len(addrs), 0, 1, 0) + b"".join(IP(a).packed for a in addrs)
+    if ah:
+        body = struct.pack("!BBHII", 112, 4, 0, 1, 7) + b"\0" * 12 + body  # AH: 24 bytes, then VRRP
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 255, 51 if ah else 112, 0,
+                     IP("192.0.2.2").packed, IP("224.0.0.18").packed)
+    return b"\x01\x00\x5e\x00\x00\x12" + bytes(6) + b"\x08\x00" + ip + body
+
+
+def test_vrrp_adverts_in_clear_and_under_ah() -> None:
+    for ah in (False, True):
+        adv = parse_vrrp(_vrrp_frame(51, 150, ["192.0.2.100", "192.0.2.101"], ah))
+        assert adv == Advert(51, IP("192.0.2.2"), 150, (IP("192.0.2.100"), IP("192.0.2.101")))
+    assert parse_vrrp(arp_request(bytes(6), V4("192.0.2.250"), V4("192.0.2.100"))) is None
+
+
+def test_arp_request_and_reply() -> None:
+    req = arp_request(bytes.fromhex("020000000001"), V4("192.0.2.250"), V4("192.0.2.100"))
+    assert len(req) == 42 and req[:6] == b"\xff" * 6 and req[38:42] == IP("192.0.2.100").packed
+    reply = bytes.fromhex("020000000001") + bytes.fromhex("020000000010") + b"\x08\x06" + struct.pack(
+        "!HHBBH", 1, 0x0800, 6, 4, 2) + bytes.fromhex("020000000010") + IP("192.0.2.100").packed + bytes(10)
+    assert parse_arp_reply(reply) == (IP("192.0.2.100"), LB1)
+    assert parse_arp_reply(req) is None  # a request is not an answer
+
+
+def test_syn_checksums_hold_and_replies_parse() -> None:
+    syn = tcp_syn(bytes(6), bytes(6), V4("192.0.2.250"), V4("192.0.2.100"), 40000, 80, 1)
+    ip, tcp = syn[14:34], syn[34:]
+    assert _checksum(ip) == 0
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    assert _checksum(pseudo + tcp) == 0
+    # the same frame seen coming back (addresses swapped) is a TCP packet from the VIP
+    back = syn[:26] + ip[16:20] + ip[12:16] + struct.pack("!HH", 80, 40000) + tcp[4:13] + b"\x12" + tcp[14:]
+    rep = parse_reply(back)
+    assert rep is not None and (rep.src, rep.sport, rep.dport, rep.flags) == (IP("192.0.2.100"), 80, 40000, 0x12)
+
+
+def _healthy() -> Observation:
+    return Observation(
+        macs={"lb1": LB1, "lb2": LB2, "web1": WEB1, "web2": WEB2},
+        owners={IP("192.0.2.100"): (LB1,)},
+        adverts=(Advert(51, IP("192.0.2.2"), 150, (IP("192.0.2.100"),)),),
+        paths={("http", "web1"): "answered", ("http", "web2"): "answered"},
+    )
+
+
+def faults(obs: Observation) -> list[tuple[str, str, tuple[str, ...]]]:
+    cluster = load_cluster(EXAMPLES / "web.toml")
+    return [(r.check, r.target, r.nodes) for r in evaluate(cluster, obs) if not r.ok]
+
+
+def test_healthy_observation_has_no_fault() -> None:
+    assert faults(_healthy()) == []
+
+
+def test_each_fault_names_its_node() -> None:
+    obs = _healthy()
+    obs.owners = {IP("192.0.2.100"): (LB1, WEB1)}
+    assert faults(obs) == [("arp", "192.0.2.100", ("web1",))]
+    obs = _healthy()
+    obs.owners = {IP("192.0.2.100"): (WEB2,)}
+    assert faults(obs) == [("arp", "192.0.2.100", ("web2",))]
+    obs = _healthy()
+    obs.adverts += (Advert(51, IP("192.0.2.3"), 100, (IP("192.0.2.100"),)),)
+    assert faults(obs) == [("vrrp", "vrid 51", ("lb1", "lb2"))]
+    obs = _healthy()
+    obs.adverts = ()
+    assert faults(obs) == [("vrrp", "vrid 51", ("lb1", "lb2"))]
+    obs = _healthy()
+    obs.adverts = (Advert(51, IP("192.0.2.2"), 90, (IP("192.0.2.100"),)),)
+    assert faults(obs) == [("vrrp", "vrid 51", ("lb1",))]
+    obs = _healthy()
+    obs.paths = {("http", "web1"): "refused", ("http", "web2"): "silent"}
+    assert faults(obs) == [("path", "http/web1", ("web1",)), ("path", "http/web2", ("web2",))]
+    obs = _healthy()
+    del obs.macs["lb2"]
+    assert faults(obs) == [("director", "lb2", ("lb2",))]
+
+
+def test_textfile_is_prometheus_text() -> None:
+    cluster = load_cluster(EXAMPLES / "web.toml")
+    obs = _healthy()
+    obs.paths[("http", "web2")] = "silent"
+    text = textfile(evaluate(cluster, obs))
+    assert 'lvsdr_audit_ok{check="path",target="http/web2"} 0' in text
+    assert text.endswith("lvsdr_audit_faults 1\n") and "# TYPE lvsdr_audit_ok gauge" in text
