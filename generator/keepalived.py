@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from .load import PATH_RE
-from .model import HOOK_MODES, Backend, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
+from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
 from .templating import render_template, token
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -100,8 +101,29 @@ def _prefix(addr: Any) -> str:
     return f"{addr}/{32 if addr.version == 4 else 128}"
 
 
-def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str, Any]:
-    return {
+class Checks:
+    """The checkers' text of each distinct (checks, port, portless): most
+    services share theirs, and a jinja2 macro call costs more than a lookup."""
+
+    def __init__(self, file_names: dict[str, str]) -> None:
+        from .templating import environment
+
+        self.macro = environment().get_template("checks.j2").module.checkers  # type: ignore[attr-defined]
+        self.file_names = file_names
+        self.done: dict[tuple[tuple[Check, ...], int, bool], str] = {}
+
+    def text(self, checks: tuple[Check, ...], port: int, portless: bool) -> str:
+        key = (checks, port, portless)
+        text = self.done.get(key)
+        if text is None:
+            text = self.done[key] = str(self.macro(checks, port, portless, self.file_names, CHECK_BLOCKS, CONNECTING))
+        return text
+
+
+def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks) -> SimpleNamespace:
+    """What the template reads of a service (an object: jinja2 reads attributes
+    of objects directly, of dicts only after a failed attribute lookup)."""
+    return SimpleNamespace(**{
         "name": svc.name,
         "vip": svc.vip,
         "port": svc.port,
@@ -117,13 +139,15 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "persistence_timeout": svc.persistence_timeout,
         "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
-        "checks": svc.checks,
+        "check_text": checks.text(svc.checks, svc.port, bool(svc.fwmark or svc.is_group)),
         # fwmark services and groups carry no port on their real servers (DR
         # forwards each VIP:port to the same port)
         "rs_port": "" if svc.fwmark or svc.is_group else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
-        "backends": [(*labels[b.server], b.weight, _backend_extra(b), b.checks) for b in svc.backends],
+        "backends": [(*labels[b.server], b.weight, _backend_extra(b),
+                      None if b.checks is None else checks.text(b.checks, svc.port, bool(svc.fwmark or svc.is_group)))
+                     for b in svc.backends],
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),
         "persistence_granularity": svc.persistence_granularity,
@@ -131,7 +155,7 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]]) -> dict[str,
         "hysteresis": svc.hysteresis,
         "flags": [flag for flag, on in (("alpha", svc.alpha), ("omega", svc.omega), ("ha_suspend", svc.ha_suspend))
                   if on] + list(svc.scheduler_flags),
-    }
+    })
 
 
 def _vip_line(cluster: Cluster, vip: IPAddress, me: Director) -> str:
@@ -185,6 +209,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     servers = {b.server: b for s in cluster.services for b in s.backends}
     labels = {n: (token(n) + (" (a director)" if b.is_director else ""), str(b.address))
               for n, b in servers.items()}
+    checks = Checks(file_names(cluster))
     ctx = {
         "version": __version__,
         "source": source.replace("\n", " "),
@@ -200,9 +225,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "user_notify": [(key, _command(getattr(cluster, key))) for key in
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],
-        "services": [_service_view(s, labels) for s in cluster.services],
-        "check_blocks": CHECK_BLOCKS,
-        "connecting": CONNECTING,
-        "file_names": file_names(cluster),
+        "services": [_service_view(s, labels, checks) for s in cluster.services],
+        "file_names": checks.file_names,
     }
     return render_template("keepalived.conf.j2", **ctx)
