@@ -63,3 +63,29 @@ def node_lock(state_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_tree(root: Path, trees: dict[str, dict[str, tuple[bytes, int]]]) -> int:
+    """Write ``root/NODE/PATH`` for every node's tree with exactly the modes
+    given (not the umask's), directories 0755. ``root`` must be empty or new:
+    lvsdr never mixes its tree with files it did not write. Returns the count."""
+    from lvsdr.errors import InputError
+
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise InputError(f"--output-dir: {root} exists and is not an empty directory")
+    count = 0
+    for node, tree in trees.items():
+        for rel, (data, mode) in tree.items():
+            path = root / node / rel
+            for parent in reversed(path.relative_to(root).parents):
+                d = root / parent
+                if not d.exists():
+                    d.mkdir()
+                    os.chmod(d, 0o755)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(path, mode)
+            count += 1
+    os.chmod(root, 0o755)
+    return count

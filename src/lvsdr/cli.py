@@ -61,6 +61,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from lvsdr.generator.keepalived import render_keepalived
 
+    if args.all:
+        return _render_all(args)
+    if not args.node:
+        raise InputError("render: give --node NAME (one director) or --all --output-dir DIR (every node)")
+    if args.output_dir:
+        raise InputError("render: --output-dir is for --all; one director's keepalived.conf goes to -o FILE")
     c = _cluster(args)
     text = render_keepalived(c, args.node, source=args.cluster, wiring=_wiring(args, c))
     if args.check:
@@ -73,6 +79,21 @@ def cmd_render(args: argparse.Namespace) -> int:
         write_atomic(args.output, text, 0o600 if c.auth_pass else 0o644)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _render_all(args: argparse.Namespace) -> int:
+    from lvsdr.generator.bundle import node_trees
+    from lvsdr.hooks.files import write_tree
+
+    if args.node or args.output or args.check or args.lvsdr_path or args.config_path or args.notify_fifo or args.hook:
+        raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
+    if not args.output_dir:
+        raise InputError("render: --all needs --output-dir DIR")
+    c = _cluster(args)
+    trees = node_trees(c, Path(args.cluster).read_bytes())
+    count = write_tree(Path(args.output_dir), trees)
+    print(f"{args.output_dir}: {count} files for {len(trees)} nodes ({', '.join(trees)})")
     return 0
 
 
@@ -207,9 +228,12 @@ def build_parser() -> Parser:
     v.add_argument("cluster")
     v.set_defaults(func=cmd_validate)
 
-    r = sub.add_parser("render", help="keepalived.conf for one director")
+    r = sub.add_parser("render", help="keepalived.conf for one director, or every node's files (--all)")
     r.add_argument("cluster")
-    r.add_argument("--node", required=True, help="director name")
+    r.add_argument("--node", help="director name")
+    r.add_argument("--all", action="store_true",
+                   help="every node's files, root-relative, under --output-dir DIR/NODE (reproducible bytes)")
+    r.add_argument("--output-dir", help="with --all: an empty or new directory")
     r.add_argument("-o", "--output", help="write here atomically (default: stdout)")
     r.add_argument("--check", action="store_true", help="validate with keepalived -t first")
     _wiring_flags(r)

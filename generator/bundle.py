@@ -1,0 +1,58 @@
+"""Every node's files at once (`lvsdr render --all`), pure and reproducible:
+node name -> root-relative path -> (bytes, mode). Nothing depends on where
+the cluster file lies, the working directory, the time, the umask, the locale
+or the environment: the header names the cluster's config_path, the modes are
+stated, the paths sorted.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files as package_files
+
+from .artifacts import realserver_files
+from .keepalived import Wiring, render_keepalived
+from .model import Cluster, Director
+from .realserver import desired
+
+Tree = dict[str, tuple[bytes, int]]
+AGENT, WATCH = "lvsdr-agent@.service", "lvsdr-watch@.service"
+KEEPALIVED_CONF = "etc/keepalived/keepalived.conf"
+
+
+def unit(name: str, cluster: Cluster) -> str:
+    """A unit of systemd/ with the cluster's paths filled in."""
+    text = package_files("lvsdr.systemd").joinpath(name).read_text()
+    return (text.replace("@LVSDR@", cluster.lvsdr_path).replace("@CONFIG@", cluster.config_path)
+            .replace("@FIFO@", cluster.notify_fifo))
+
+
+def _secret_mode(cluster: Cluster) -> int:
+    """The cluster file and keepalived.conf hold the VRRP password when there is one."""
+    return 0o600 if cluster.auth_pass else 0o644
+
+
+def director_tree(cluster: Cluster, d: Director, cluster_file: bytes) -> Tree:
+    conf = render_keepalived(cluster, d.name, cluster.config_path, Wiring.from_cluster(cluster))
+    tree: Tree = {
+        KEEPALIVED_CONF: (conf.encode(), _secret_mode(cluster)),
+        f"etc/systemd/system/{WATCH}": (unit(WATCH, cluster).encode(), 0o644),
+    }
+    if cluster.hook in ("fifo", "both"):
+        tree[f"etc/systemd/system/{AGENT}"] = (unit(AGENT, cluster).encode(), 0o644)
+    return tree
+
+
+def node_trees(cluster: Cluster, cluster_file: bytes) -> dict[str, Tree]:
+    """Each node's files: directors get keepalived.conf and the agent and
+    watch units, real servers their ARP suppression files and boot unit;
+    every node gets the cluster file at its config_path."""
+    config = (cluster.config_path.lstrip("/"), (cluster_file, _secret_mode(cluster)))
+    out: dict[str, Tree] = {}
+    for d in cluster.directors:
+        out[d.name] = dict([config, *director_tree(cluster, d, cluster_file).items()])
+    for r in cluster.real_servers:
+        files = realserver_files(cluster, desired(cluster, r.name), cluster.config_path)
+        docs = f"usr/share/doc/lvsdr-{r.name}/"  # the README: what the node gets, how to install it
+        out[r.name] = dict([config, *(((docs + path if path == "README.txt" else path), (text.encode(), mode))
+                                      for path, (text, mode) in files.items())])
+    return {node: dict(sorted(tree.items())) for node, tree in sorted(out.items())}

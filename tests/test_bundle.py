@@ -1,0 +1,117 @@
+"""`lvsdr render --all`: every node's files, byte-identical wherever and
+however they are built; units systemd accepts; one package per node."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lvsdr.cli import main
+
+from helpers import EXAMPLES, REPO
+
+
+def tree(root: Path) -> dict[str, tuple[str, int]]:
+    """relative path -> (sha256, mode) of every file and directory under root."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        out[str(p.relative_to(root))] = (digest, mode)
+    return out
+
+
+def render_all(cluster: Path, out: Path, cwd: Path, umask: int, env: dict[str, str]) -> None:
+    code = f"import os, sys; os.umask({umask}); from lvsdr.cli import main; sys.exit(main(sys.argv[1:]))"
+    p = subprocess.run([sys.executable, "-c", code, "render", str(cluster), "--all", "--output-dir", str(out)],
+                       cwd=cwd, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+
+
+def test_the_tree_does_not_depend_on_where_or_how_it_is_built(tmp_path: Path) -> None:
+    a, b = tmp_path / "build-a" / "deep" / "dir", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir(parents=True)
+        shutil.copy(EXAMPLES / "full.toml", d / "cluster.toml")
+    render_all(a / "cluster.toml", tmp_path / "out1", a, 0o077, {"LANG": "C", "TZ": "UTC"})
+    render_all(Path("..") / "b" / "cluster.toml", tmp_path / "out2", tmp_path / "build-a", 0o022,
+               {"LC_ALL": "C.UTF-8", "TZ": "Asia/Tokyo", "LVSDR_LOG_LEVEL": "debug"})
+    render_all(b / "cluster.toml", tmp_path / "out3", b, 0o002, {})
+    one = tree(tmp_path / "out1")
+    assert one == tree(tmp_path / "out2") == tree(tmp_path / "out3")
+    assert one["lb-a/etc/keepalived/keepalived.conf"][1] == 0o600  # it holds the VRRP password
+    assert one["app1/etc/sysctl.d/90-lvsdr-arp.conf"][1] == 0o644
+    conf = (tmp_path / "out1" / "lb-a" / "etc" / "keepalived" / "keepalived.conf").read_text()
+    assert "from /etc/lvsdr/edge.toml" in conf and str(tmp_path) not in conf
+    unit = (tmp_path / "out1" / "lb-a" / "etc" / "systemd" / "system" / "lvsdr-agent@.service").read_text()
+    assert "ExecStart=/usr/bin/lvsdr agent /etc/lvsdr/edge.toml --node %i --fifo /run/lvsdr/edge.fifo" in unit
+    assert "@" + "LVSDR@" not in unit
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["render", str(EXAMPLES / "full.toml"), "--all", "--output-dir", str(out)]) == 0
+    for node in ("lb-a", "app1"):
+        root = tmp_path / f"root-{node}"
+        shutil.copytree(out / node, root)
+        # the units name systemd's own (keepalived.service, network-pre.target) and lvsdr's path
+        shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+        stub = root / "usr/bin/lvsdr"
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+        units = [f"{p.name.split('@')[0]}@{node}.service" for p in (root / "etc/systemd/system").glob("*@.service")]
+        assert units
+        p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True, text=True,
+                           check=False)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
+def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
+    """scripts/node-packages, the documented recipe (docs/packaging.md)."""
+    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    digests = []
+    for run in ("one", "two"):
+        p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / "web.toml"), "1.0",
+                            str(tmp_path / run)], env=env, capture_output=True, text=True, check=False)
+        assert p.returncode == 0, p.stderr
+        debs = sorted((tmp_path / run).glob("*.deb"))
+        assert [d.name for d in debs] == [f"lvsdr-{n}_1.0_all.deb" for n in ("lb1", "lb2", "web1", "web2")]
+        digests.append([hashlib.sha256(d.read_bytes()).hexdigest() for d in debs])
+    assert digests[0] == digests[1]
+    listing = subprocess.run(["dpkg-deb", "-c", str(tmp_path / "one" / "lvsdr-lb1_1.0_all.deb")],
+                             capture_output=True, text=True, check=True).stdout
+    files = [(line.split()[0], line.split()[1], line.split()[-1]) for line in listing.splitlines()
+             if not line.startswith("d")]
+    assert files == [
+        ("-rw-------", "root/root", "./etc/keepalived/keepalived.conf"),
+        ("-rw-------", "root/root", "./etc/lvsdr/cluster.toml"),
+        ("-rw-r--r--", "root/root", "./etc/systemd/system/lvsdr-agent@.service"),
+        ("-rw-r--r--", "root/root", "./etc/systemd/system/lvsdr-watch@.service"),
+    ]
+    info = subprocess.run(["dpkg-deb", "-f", str(tmp_path / "one" / "lvsdr-web1_1.0_all.deb"), "Package",
+                           "Version"], capture_output=True, text=True, check=True).stdout
+    assert info.split() == ["Package:", "lvsdr-web1", "Version:", "1.0"]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--all"], "render: --all needs --output-dir DIR"),
+    (["--all", "--node", "lb1", "--output-dir", "x"], "render: --all takes the paths from the cluster file"),
+    ([], "render: give --node NAME (one director) or --all --output-dir DIR (every node)"),
+    (["--node", "lb1", "--output-dir", "x"], "render: --output-dir is for --all"),
+    (["--all", "--output-dir", "{full}"], "exists and is not an empty directory"),
+])
+def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(full=str(EXAMPLES)) for a in args]
+    assert main(["render", str(EXAMPLES / "web.toml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err
