@@ -1,13 +1,14 @@
-"""Benchmark: how long keepalived's transition waits on `lvsdr notify` (and the agent).
+"""Benchmark: how long keepalived's transition waits on `lvsdr notify`,
+against the hook an operator writes by hand (bench/baseline-hook.sh), in the
+same run, alternating.
 
 Runs in a scratch network namespace made for the purpose (root needed):
-director node1 of examples/pair.toml holds the VIP, so each run reconciles
-the MASTER role. Reports median wall times over N runs of
-  - `python -c pass` (the interpreter's own floor),
-  - `lvsdr notify` when the role changes (BACKUP -> MASTER),
-  - `lvsdr notify` when nothing is left to change (the common repeat),
-  - the agent's in-process reconcile (no interpreter start-up),
-and the imports on the notify path.
+director node1 of examples/pair.toml, a director that is also a real server
+(nftables method). Each measured call starts from the other role's steady
+state, with the VIP added (MASTER) or removed (BACKUP) as keepalived does
+before calling the hook. Reports median wall times and peak RSS of both
+hooks per event, their ratio, `lvsdr notify` with nothing to change, the
+agent's in-process reconcile and resident size, and the heaviest imports.
 
     .venv/bin/python bench/notify_latency.py [--runs 20]
 """
@@ -37,13 +38,26 @@ RECONCILE_MS: list[float] = []
 
 
 def timed(cmd: list[str]) -> float:
+    took, _rss = measured(cmd)
+    return took
+
+
+def measured(cmd: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in KiB) of one run of ``cmd``."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, LVSDR_LOG="stderr"))
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, LVSDR_LOG="stderr"))
+    assert p.stderr is not None
+    err = p.stderr.read()
+    _pid, status, usage = os.wait4(p.pid, 0)
     took = time.perf_counter() - t0
-    for line in p.stderr.splitlines():  # the hook's own log: how long its reconcile took
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode:
+        raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}: {err}")
+    for line in err.splitlines():  # the hook's own log: how long its reconcile took
         if line.startswith("{") and '"vrrp transition"' in line:
             RECONCILE_MS.append(json.loads(line)["ms"])
-    return took
+    return took, usage.ru_maxrss
 
 
 def main() -> int:
@@ -51,6 +65,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     lvsdr = str(Path(sys.executable).parent / "lvsdr")
+    baseline = str(REPO / "bench" / "baseline-hook.sh")
     with tempfile.TemporaryDirectory() as d:
         data = tomllib.loads((REPO / "examples" / "pair.toml").read_text())
         data["cluster"]["state_dir"] = d
@@ -63,16 +78,31 @@ def main() -> int:
                 sh("ip", "-n", NS, "link", "set", dev, "up")
             sh("ip", "-n", NS, "addr", "add", "192.0.2.21/24", "dev", "eth0")
             inns = ["ip", "netns", "exec", NS]
-            notify = [*inns, lvsdr, "notify", str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"]
+
+            def hook(kind: str, state: str) -> list[str]:
+                if kind == "sh":
+                    return [*inns, "sh", baseline, "INSTANCE", "VI_pair", state, "200"]
+                return [*inns, lvsdr, "notify", str(cluster), "--node", "node1", "INSTANCE", "VI_pair", state, "200"]
+
+            def vip(on: bool) -> None:  # what keepalived does before it calls the hook
+                subprocess.run(["ip", "-n", NS, "addr", "add" if on else "del", "192.0.2.120/32", "dev", "eth0"],
+                               capture_output=True, check=False)
+
             floor = [timed([*inns, sys.executable, "-c", "pass"]) for _ in range(args.runs)]
-            change: list[float] = []
-            steady: list[float] = []
-            for _ in range(args.runs):
-                sh("ip", "-n", NS, "addr", "del", "192.0.2.120/32", "dev", "eth0") if steady else None
-                timed(notify)  # settle the BACKUP role (VIP not on eth0)
-                sh("ip", "-n", NS, "addr", "add", "192.0.2.120/32", "dev", "eth0")  # keepalived: MASTER
-                change.append(timed(notify))
-                steady.append(timed(notify))
+            walls: dict[tuple[str, str], list[float]] = {}
+            rss: dict[str, list[int]] = {"sh": [], "lvsdr": []}
+            for i in range(args.runs):
+                for state in ("MASTER", "BACKUP"):
+                    kinds = ("sh", "lvsdr") if i % 2 == 0 else ("lvsdr", "sh")  # alternate who goes first
+                    for kind in kinds:
+                        # from the other role's steady state, made by lvsdr itself (untimed)
+                        vip(state == "BACKUP")
+                        timed(hook("lvsdr", "BACKUP" if state == "MASTER" else "MASTER"))
+                        vip(state == "MASTER")
+                        took, peak = measured(hook(kind, state))
+                        walls.setdefault((kind, state), []).append(took)
+                        rss[kind].append(peak)
+            steady = [timed(hook("lvsdr", "MASTER")) for _ in range(args.runs)]  # nothing left to change
             code = ("import time,sys; from pathlib import Path\n"
                     "from lvsdr.generator.load import load_cluster\n"
                     "from lvsdr.generator.director import director_spec\n"
@@ -81,21 +111,29 @@ def main() -> int:
                     "ts=[]\n"
                     f"for _ in range({args.runs}):\n"
                     "    t=time.perf_counter(); reconcile(s, Path(c.state_dir)); ts.append(time.perf_counter()-t)\n"
-                    "ts.sort(); print(ts[len(ts)//2])\n")
-            agent = float(subprocess.run([*inns, sys.executable, "-c", code], check=True, capture_output=True,
-                                         text=True).stdout)
+                    "ts.sort(); print(ts[len(ts)//2])\n"
+                    "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            out = subprocess.run([*inns, sys.executable, "-c", code], check=True, capture_output=True,
+                                 text=True).stdout.split()
+            agent, agent_rss = float(out[0]), int(out[1])
             imports = subprocess.run([*inns, sys.executable, "-X", "importtime", "-m", "lvsdr.cli", "notify",
                                       str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"],
                                      capture_output=True, text=True).stderr
         finally:
             subprocess.run(["ip", "netns", "del", NS], check=False)
     med = statistics.median
-    print(f"runs: {args.runs} each, in a scratch namespace; examples/pair.toml, director node1 (nftables)")
-    print(f"python -c pass (floor):            {med(floor) * 1000:6.1f} ms")
-    print(f"lvsdr notify, BACKUP -> MASTER:    {med(change) * 1000:6.1f} ms")
-    print(f"lvsdr notify, nothing to change:   {med(steady) * 1000:6.1f} ms")
-    print(f"  of which the reconcile itself:   {med(RECONCILE_MS):6.1f} ms (the rest: start-up, imports, log)")
-    print(f"agent reconcile (in process):      {agent * 1000:6.1f} ms")
+    ms = {k: med(v) * 1000 for k, v in walls.items()}
+    both = {kind: med(walls[(kind, "MASTER")] + walls[(kind, "BACKUP")]) * 1000 for kind in ("sh", "lvsdr")}
+    print(f"runs: {args.runs} per hook and event, alternating, in a scratch namespace; examples/pair.toml, "
+          "director node1 (nftables), a director that is also a real server")
+    print(f"python -c pass (floor):                 {med(floor) * 1000:6.1f} ms")
+    for kind, label in (("sh", "bench/baseline-hook.sh"), ("lvsdr", "lvsdr notify")):
+        print(f"{label:<24} MASTER {ms[(kind, 'MASTER')]:6.1f} ms, BACKUP {ms[(kind, 'BACKUP')]:6.1f} ms, "
+              f"median of both {both[kind]:6.1f} ms, peak RSS {max(rss[kind]) / 1024:5.1f} MiB")
+    print(f"ratio lvsdr / hand-written (median over both events): {both['lvsdr'] / both['sh']:.2f} (target <= 1.0)")
+    print(f"lvsdr notify, nothing to change:        {med(steady) * 1000:6.1f} ms")
+    print(f"  of which the reconcile itself:        {med(RECONCILE_MS):6.1f} ms (the rest: start-up, imports, log)")
+    print(f"agent: reconcile in process {agent * 1000:.1f} ms (median), resident {agent_rss / 1024:.1f} MiB")
     top = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in imports.splitlines()
                   if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()), reverse=True)
     print("heaviest imports on the notify path: " + ", ".join(f"{n} {us / 1000:.0f} ms" for us, n in top[:5]))

@@ -10,6 +10,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from lvsdr import defaults
 from lvsdr.errors import InputError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -276,11 +277,11 @@ class Cluster:
     garp_master_delay: int = 5
     garp_master_refresh: int | None = None
     hook: str = "both"
-    notify_fifo: str = "/run/lvsdr/notify.fifo"
-    lvsdr_path: str = "/usr/local/bin/lvsdr"
-    config_path: str = "/etc/lvsdr/cluster.toml"
+    notify_fifo: str = defaults.NOTIFY_FIFO
+    lvsdr_path: str = defaults.LVSDR_PATH
+    config_path: str = defaults.CONFIG_PATH
     initial_state: str = "BACKUP"
-    state_dir: str = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
+    state_dir: str = defaults.STATE_DIR  # lvsdr's records on each node (and its lock)
     notify_master: Command | None = None  # the operator's own scripts, run alongside lvsdr's hook
     notify_backup: Command | None = None
     notify_fault: Command | None = None

@@ -33,38 +33,66 @@ class Event:
         return {"type": self.type, "name": self.name, "state": self.state, "priority": self.priority}
 
 
-def reconcile(spec: DirectorSpec, state_dir: Path) -> tuple[Role, list[str]]:
-    """Read the node, plan for the observed role, apply. Returns (role, change descriptions)."""
+def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None) -> tuple[Role, list[str]]:
+    """Read the node, plan for the observed role, apply. Returns (role, change
+    descriptions). With ``key`` (the cluster file's, see replay.py) the state
+    the role is left in is recorded for notify's fast path."""
     require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
     with node_lock(state_dir):
         facts = read_director_facts(spec.backend, state_dir)
         role = observed_role(spec, facts.addresses)
         changes = plan_role(spec, role, facts)
+        rs = role_spec(spec, role)
+        rec = record_path(state_dir, rs) if rs else state_dir / f"director-{spec.cluster}-{spec.node}.json"
         if changes:
             from .gateway import Gateway
 
-            rs = role_spec(spec, role)
-            rec = record_path(state_dir, rs) if rs else state_dir / f"director-{spec.cluster}-{spec.node}.json"
             Gateway(rec).apply(changes)
+        if key is not None:
+            _remember(spec, role, state_dir, key, rec, sorted(facts.sysctls))
         return role, [c.description for c in changes]
 
 
-def notify(cluster: Cluster, node: str, event: Event) -> int:
+def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Path, sysctls: list[str]) -> None:
+    """Record the state ``role`` is in for replay.py, when everything the role
+    changes is an nft table (else forget any record: the full path runs)."""
+    from lvsdr.generator.director import KEY
+    from lvsdr.generator.methods import method_of
+    from lvsdr.generator.realserver import addresses
+
+    from . import replay
+    from .facts import sysctl_path
+
+    path = replay.cache_path(str(state_dir), spec.cluster, spec.node)
+    keys = [KEY]
+    rs = role_spec(spec, role)
+    if rs is not None:
+        for c in method_of(rs).fact_commands(rs, ()):
+            if c.argv[:4] != ("nft", "-s", "list", "table"):
+                replay.forget(path)
+                return
+            keys.append(f"{c.argv[4]} {c.argv[5]}")
+    devices = dict(spec.vip_devices)
+    replay.remember(path, key, role, str(spec.address), [[devices.get(v, spec.interface), str(v)] for v in spec.vips],
+                    sorted(set(keys)), [str(sysctl_path(k)) for k in sysctls], str(rec),
+                    [[ifname, str(a)] for ifname, a in (addresses(rs) if rs else ())])
+
+
+def notify(cluster: Cluster, node: str, event: Event, key: str | None = None) -> int:
     """keepalived: `notify "lvsdr notify CLUSTER --node NAME"` + TYPE NAME STATE PRIORITY."""
     started = time.monotonic()
     spec = director_spec(cluster, node)
     try:
-        role, done = reconcile(spec, Path(cluster.state_dir))
+        role, done = reconcile(spec, Path(cluster.state_dir), key)
     except Exception:
         from .log import get_logger
 
         get_logger(node=node, event_source="notify").exception("reconcile failed", **event.fields())
         raise
-    from .log import get_logger
+    from .log import quick_info
 
-    get_logger(node=node, event_source="notify").info(
-        "vrrp transition", observed_role=role, changes=done, ms=round((time.monotonic() - started) * 1000, 1),
-        **event.fields())
+    quick_info("vrrp transition", node=node, event_source="notify", observed_role=role, changes=done,
+               ms=round((time.monotonic() - started) * 1000, 1), **event.fields())
     return 0
 
 
@@ -88,7 +116,8 @@ def parse_event(line: str) -> Event | None:
     return Event(parts[0], parts[1].strip('"'), parts[2], parts[3] if len(parts) > 3 else "")
 
 
-def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_INTERVAL) -> int:
+def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_INTERVAL,
+          key: str | None = None) -> int:
     """Resident: reconcile once at start, then after every burst of FIFO events,
     and after ``interval`` quiet seconds. A failed reconcile is logged and retried."""
     import select
@@ -99,7 +128,7 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
     state_dir = Path(cluster.state_dir)
     log = get_logger(node=node, event_source="agent")
     fd = _open_fifo(fifo_path)
-    role, done = reconcile(spec, state_dir)
+    role, done = reconcile(spec, state_dir, key)
     log.info("agent started", fifo=str(fifo_path), observed_role=role, changes=done)
     buf = b""
     with os.fdopen(fd, "rb", buffering=0) as fifo:
@@ -107,7 +136,7 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
             if not select.select([fifo], [], [], interval)[0]:
                 # no event for a while: heal anything left half-applied (or changed by hand)
                 try:
-                    role, done = reconcile(spec, state_dir)
+                    role, done = reconcile(spec, state_dir, key)
                     if done:
                         log.warning("node drifted from its role; reconciled", observed_role=role, changes=done)
                 except Exception:
@@ -123,7 +152,7 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
                 continue
             started = time.monotonic()
             try:
-                role, done = reconcile(spec, state_dir)
+                role, done = reconcile(spec, state_dir, key)
             except Exception:  # keep running: the next event (or the interval) retries
                 log.exception("reconcile failed", events=[e.fields() for e in events])
                 continue

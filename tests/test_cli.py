@@ -40,7 +40,10 @@ def test_missing_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", str(EXAMPLES / "web.toml")]) == 2  # --node missing
-    assert capsys.readouterr().err == "lvsdr: render: the following arguments are required: --node\n"
+    assert capsys.readouterr().err == ("lvsdr: render: give --node NAME (one director) or --all --output-dir DIR "
+                                       "(every node)\n")
+    assert main(["notify", str(EXAMPLES / "web.toml"), "--node"]) == 2  # not keepalived's form: argparse says why
+    assert capsys.readouterr().err == "lvsdr: notify: argument --node: expected one argument\n"
 
 
 def test_unknown_command_says_lvsdr_once(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,32 +7,26 @@ pays only for what it uses.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
 
 from lvsdr.errors import InputError, LvsdrError, ValidationError
 
+TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
+
 if TYPE_CHECKING:
+    import argparse
+    from typing import Any, NoReturn
+
     from lvsdr.generator.keepalived import Wiring
     from lvsdr.generator.model import Cluster
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[["argparse.Namespace"], int]
 
 # defaults of the processes lvsdr runs (the cluster file's own defaults are on the model)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_PIDFILE = "/run/keepalived.pid"
 AGENT_INTERVAL = 30.0
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        sub = self.prog.removeprefix("lvsdr").strip()
-        raise InputError(f"{sub}: {message}" if sub else message)
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -83,6 +77,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def _render_all(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.generator.bundle import node_trees
     from lvsdr.hooks.files import write_tree
 
@@ -98,6 +94,8 @@ def _render_all(args: argparse.Namespace) -> int:
 
 
 def cmd_realserver(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.hooks import realserver
 
     c = _cluster(args)
@@ -107,21 +105,53 @@ def cmd_realserver(args: argparse.Namespace) -> int:
     return realserver.reconcile(c, args.node, args.action, state_dir, getattr(args, "dry_run", False))
 
 
+def _source_key(path: str, node: str) -> str | None:
+    """The cluster file's key for notify's fast path (hooks/replay.py)."""
+    from pathlib import Path
+
+    from lvsdr import __version__
+    from lvsdr.hooks.replay import source_key
+
+    try:
+        return source_key(Path(path).read_bytes(), node, __version__)
+    except OSError:
+        return None
+
+
 def cmd_notify(args: argparse.Namespace) -> int:
+    import time
+
+    started = time.monotonic()
+    from lvsdr import __version__
+    from lvsdr.hooks.replay import replay
+
+    fast = replay(args.cluster, args.node, __version__)
+    if fast is not None:
+        from lvsdr.hooks.log import quick_info
+
+        quick_info("vrrp transition", node=args.node, event_source="notify", observed_role=fast[0], changes=fast[1],
+                   replayed=True, ms=round((time.monotonic() - started) * 1000, 1), type=args.type, name=args.name,
+                   state=args.state, priority=args.priority)
+        return 0
     from lvsdr.hooks.director import Event, notify
 
-    return notify(_cluster(args), args.node, Event(args.type, args.name, args.state, args.priority))
+    return notify(_cluster(args), args.node, Event(args.type, args.name, args.state, args.priority),
+                  _source_key(args.cluster, args.node))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.hooks.director import agent
 
     if not args.interval > 0:
         raise InputError(f"--interval: {args.interval} is not a positive number of seconds")
-    return agent(_cluster(args), args.node, Path(args.fifo), args.interval)
+    return agent(_cluster(args), args.node, Path(args.fifo), args.interval, _source_key(args.cluster, args.node))
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.lab import cli as labcli
 
     return labcli.run(args.action, Path(args.cluster) if args.cluster else None,
@@ -129,6 +159,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.hooks.keepalived import keepalived_binary
     from lvsdr.hooks.watch import WatchTarget, once, watch
 
@@ -142,6 +174,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.generator import methods
     from lvsdr.generator.importer import compare, import_files, semantics
     from lvsdr.generator.kaconf import read_keepalived
@@ -200,6 +234,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from lvsdr.hooks.doctor import doctor
 
     c = _cluster(args)
@@ -217,7 +253,21 @@ def _wiring_flags(p: argparse.ArgumentParser) -> None:
 
 
 # -- parser -----------------------------------------------------------------
-def build_parser() -> Parser:
+def _parser_class() -> type[argparse.ArgumentParser]:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        """argparse that reports a bad flag in one line, exit 2."""
+
+        def error(self, message: str) -> NoReturn:
+            sub = self.prog.removeprefix("lvsdr").strip()
+            raise InputError(f"{sub}: {message}" if sub else message)
+
+    return Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    Parser = _parser_class()  # argparse is imported here, not on notify's path
     p = Parser(prog="lvsdr", description="LVS direct-routing clusters with keepalived.")
     from lvsdr import __version__
 
@@ -330,9 +380,22 @@ def build_parser() -> Parser:
     return p
 
 
+def _keepalived_notify(argv: Sequence[str]) -> Any:
+    """The exact form keepalived calls (`notify CLUSTER --node NAME TYPE NAME
+    STATE [PRIORITY]`), read without building the whole parser: it is on the
+    failover path. Anything else goes through argparse."""
+    if len(argv) in (7, 8) and argv[0] == "notify" and argv[2] == "--node" and not any(
+            a.startswith("-") for i, a in enumerate(argv[1:], 1) if i != 2):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(func=cmd_notify, cluster=argv[1], node=argv[3], type=argv[4], name=argv[5],
+                               state=argv[6], priority=argv[7] if len(argv) == 8 else "")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _keepalived_notify(sys.argv[1:] if argv is None else argv) or build_parser().parse_args(argv)
         func: Handler = args.func
         return func(args)
     except ValidationError as e:
