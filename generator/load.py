@@ -140,9 +140,10 @@ class Table:
         return self.data[key]
 
     def get(self, key: str, kind: type[T] | tuple[type, ...], default: Any = MISSING) -> Any:
-        v = self.raw(key, default)
-        if key not in self.data:
-            return v
+        if key not in self.data:  # the common case for optional keys: kept cheap
+            return self.raw(key, default)
+        self.seen.add(key)
+        v = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         ok = isinstance(v, kinds) and not (isinstance(v, bool) and bool not in kinds)
         if not ok:
@@ -707,8 +708,16 @@ def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
 SCHEDULER_FLAGS = {"sh_port": "sh", "sh_fallback": "sh", "mh_port": "mh", "mh_fallback": "mh"}
 
 
+IPVS_KEYS = frozenset(("quorum_up", "quorum_down", "ops", "alpha", "omega", "ha_suspend", "hysteresis",
+                       "persistence_granularity", *SCHEDULER_FLAGS))
+IPVS_DEFAULTS: dict[str, Any] = {k: SERVICE.get(k) for k in ("quorum_up", "quorum_down", "ops", "alpha", "omega",
+                                                                "ha_suspend", "hysteresis", "scheduler_flags")}
+
+
 def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress | None) -> dict[str, Any]:
     """A service's IPVS options beyond the scheduler (keepalived.conf(5) names)."""
+    if t.data.keys().isdisjoint(IPVS_KEYS):  # the common case: none given, all defaults
+        return IPVS_DEFAULTS
     kw: dict[str, Any] = {"quorum_up": _command(t, "quorum_up"), "quorum_down": _command(t, "quorum_down")}
     for key in ("ops", "alpha", "omega", "ha_suspend"):
         kw[key] = bool(t.get(key, bool, SERVICE[key]))
@@ -814,14 +823,15 @@ def _urls(t: Table, errors: Errors) -> tuple[Url, ...]:
 def _check(t: Table, errors: Errors) -> Check | None:
     """One checker; None for type none."""
     kind = t.choice("type", CHECK_TYPES, CHECK["type"]) or CHECK["type"]
-    for key, kinds in CHECK_KEYS.items():
-        if key in t.data and kind not in kinds:
+    for key in list(t.data):
+        kinds = CHECK_KEYS.get(key)
+        if kinds is not None and kind not in kinds:
             t.seen.add(key)
             errors.add(t.path(key), f"does not apply to check type {kind} (it is for {', '.join(kinds)})")
     if kind == "none":
         t.done()
         return None
-    got = {k for k in CHECK_KEYS if k in t.data}
+    got = {k for k in t.data if k in CHECK_KEYS}
     kw: dict[str, Any] = {"type": kind}
     if "port" in got:
         kw["port"] = t.int_in("port", 1, 65535, None)
@@ -876,22 +886,24 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
     out: list[Backend] = []
     seen: dict[str, int] = {}
 
-    def resolve(name: str, i: int, where: str) -> Director | RealServer | None:
+    base = t.path("backends")
+
+    def resolve(name: str, i: int) -> Director | RealServer | None:
         if name in seen:
-            errors.add(where, f"server {json.dumps(name)} is already backends[{seen[name]}]")
+            errors.add(f"{base}[{i}]", f"server {json.dumps(name)} is already backends[{seen[name]}]")
             return None
         seen[name] = i
         srv = known.get(name)
         if srv is None:
-            errors.add(where, f"unknown server {json.dumps(name)}")
+            errors.add(f"{base}[{i}]", f"unknown server {json.dumps(name)}")
         return srv
 
     for i, item in enumerate(v):
-        where = f"{t.path('backends')}[{i}]"
         if isinstance(item, str):  # the common case, kept cheap: a name with the defaults
-            if resolve(item, i, where) is not None:
+            if resolve(item, i) is not None:
                 out.append(plain[item])
             continue
+        where = f"{base}[{i}]"
         if not isinstance(item, dict):
             errors.add(where, f"expected server name or table, got {_typename(item)}")
             continue
@@ -906,7 +918,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         b.done()
         if name is None or weight is None:
             continue
-        srv = resolve(name, i, where)
+        srv = resolve(name, i)
         if srv is None:
             continue
         svc_port = t.data.get("port")

@@ -29,6 +29,7 @@ def environment() -> jinja2.Environment:
     root = files("lvsdr.templates")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root)),
+        bytecode_cache=_bytecode_cache(str(root)),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -37,6 +38,24 @@ def environment() -> jinja2.Environment:
     )
     env.filters["token"] = token
     return env
+
+
+def _bytecode_cache(root: str) -> jinja2.BytecodeCache | None:
+    """The compiled templates, kept beside them as Python keeps .pyc files
+    (compiling keepalived.conf.j2 costs ~30 ms of every render). jinja2 keys
+    each entry by the template's name and a checksum of its source, so an
+    edited template is compiled again; where the package is not writable
+    (an installed wheel, not root) nothing is kept."""
+    import os
+
+    cache = os.path.join(root, "__pycache__")
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(cache, os.W_OK):
+        return None
+    return jinja2.FileSystemBytecodeCache(cache, "%s.jinja2.cache")
 
 
 def render_template(name: str, **context: Any) -> str:
