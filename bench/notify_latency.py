@@ -103,19 +103,28 @@ def main() -> int:
                         walls.setdefault((kind, state), []).append(took)
                         rss[kind].append(peak)
             steady = [timed(hook("lvsdr", "MASTER")) for _ in range(args.runs)]  # nothing left to change
-            code = ("import time,sys; from pathlib import Path\n"
+            code = ("import time,sys,subprocess; from pathlib import Path\n"
+                    "from lvsdr import __version__\n"
                     "from lvsdr.generator.load import load_cluster\n"
                     "from lvsdr.generator.director import director_spec\n"
-                    "from lvsdr.hooks.director import reconcile\n"
+                    "from lvsdr.hooks.director import reconcile, _replay\n"
                     f"c=load_cluster({str(cluster)!r}); s=director_spec(c,'node1'); reconcile(s, Path(c.state_dir))\n"
-                    "ts=[]\n"
-                    f"for _ in range({args.runs}):\n"
+                    "ts=[]; tr=[]\n"
+                    f"for i in range({args.runs}):\n"
                     "    t=time.perf_counter(); reconcile(s, Path(c.state_dir)); ts.append(time.perf_counter()-t)\n"
-                    "ts.sort(); print(ts[len(ts)//2])\n"
+                    "    subprocess.run(['ip','addr','del' if i % 2 else 'add','192.0.2.120/32','dev','eth0'],"
+                    "capture_output=True)\n"
+                    f"    t=time.perf_counter(); r=_replay({str(cluster)!r}, 'node1')\n"
+                    "    tr.append(time.perf_counter()-t)\n"
+                    "    assert r is not None and r[1], r\n"
+                    "ts.sort(); tr.sort(); print(ts[len(ts)//2], tr[len(tr)//2])\n"
                     "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-            out = subprocess.run([*inns, sys.executable, "-c", code], check=True, capture_output=True,
-                                 text=True).stdout.split()
-            agent, agent_rss = float(out[0]), int(out[1])
+            out = subprocess.run([*inns, sys.executable, "-c", code], check=False, capture_output=True,
+                                 text=True)
+            if out.returncode:
+                raise SystemExit(f"agent measurement failed: {out.stderr}")
+            fields = out.stdout.split()
+            agent, agent_replay, agent_rss = float(fields[0]), float(fields[1]), int(fields[2])
             imports = subprocess.run([*inns, sys.executable, "-X", "importtime", "-m", "lvsdr.cli", "notify",
                                       str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"],
                                      capture_output=True, text=True).stderr
@@ -133,7 +142,8 @@ def main() -> int:
     print(f"ratio lvsdr / hand-written (median over both events): {both['lvsdr'] / both['sh']:.2f} (target <= 1.0)")
     print(f"lvsdr notify, nothing to change:        {med(steady) * 1000:6.1f} ms")
     print(f"  of which the reconcile itself:        {med(RECONCILE_MS):6.1f} ms (the rest: start-up, imports, log)")
-    print(f"agent: reconcile in process {agent * 1000:.1f} ms (median), resident {agent_rss / 1024:.1f} MiB")
+    print(f"agent: a transition (replayed in process) {agent_replay * 1000:.1f} ms, a full reconcile with nothing "
+          f"to change {agent * 1000:.1f} ms (medians), resident {agent_rss / 1024:.1f} MiB")
     top = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in imports.splitlines()
                   if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()), reverse=True)
     print("heaviest imports on the notify path: " + ", ".join(f"{n} {us / 1000:.0f} ms" for us, n in top[:5]))

@@ -19,6 +19,7 @@ class Advert:
     source: IPAddress
     priority: int
     addresses: tuple[IPAddress, ...]
+    mac: str = ""  # the frame's source: VRRPv3 over IPv6 comes from a link-local address
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
         seen = [a for a in obs.adverts if a.vrid == vrid]
         sources = sorted({a.source for a in seen}, key=addr_key)
         target = f"vrid {vrid}"
+
         if not obs.adverts_seen:
             results.append(Result("vrrp", target, True, "not observed: unicast adverts reach only the directors "
                                   "(run the audit on a director)"))
@@ -105,12 +107,12 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
                                   tuple(sorted(prios))))
             continue
         if len(sources) > 1:
-            named = [by_address.get(s, str(s)) for s in sources]
+            named = [_director_of(s, seen, by_address, names, prios) or str(s) for s in sources]
             results.append(Result("vrrp", target, False, f"split brain: {' and '.join(named)} both advertise as "
                                   "MASTER", tuple(named)))
             continue
         source = sources[0]
-        name = by_address.get(source)
+        name = _director_of(source, seen, by_address, names, prios)
         last = seen[-1]
         problems = []
         if name is None:
@@ -169,6 +171,15 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
             results.append(Result("path", where, True, f"{t.protocol} {host}:{t.port}: {state}"))
     results += obs.local
     return results
+
+
+def _director_of(source: IPAddress, seen: list[Advert], by_address: dict[IPAddress, str], names: dict[str, str],
+                 prios: dict[str, int]) -> str | None:
+    """The director an advert came from: by its address, or (VRRPv3 over IPv6
+    comes from a link-local address) by its frame's MAC."""
+    mac = next((a.mac for a in seen if a.source == source), "")
+    name = names.get(mac)
+    return by_address.get(source) or (name if name in prios else None)
 
 
 def textfile(results: list[Result]) -> str:

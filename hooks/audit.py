@@ -10,28 +10,37 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsdr.errors import InputError
 from lvsdr.generator.audit import Result, evaluate, textfile
 from lvsdr.generator.model import Cluster, IPAddress
 from lvsdr.generator.node import NodeAddress
 
+if TYPE_CHECKING:
+    from .wire import Source
+
 LISTEN_ADVERTS = 3  # advert intervals to listen for VRRP (a MASTER sends one per interval)
 
 
-def choose_interface(cluster: Cluster, addresses: tuple[NodeAddress, ...], ifname: str | None
-                     ) -> tuple[str, ipaddress.IPv4Address]:
-    """The interface in the directors' segment and our IPv4 address on it."""
+def choose_interface(cluster: Cluster, addresses: tuple[NodeAddress, ...], ifname: str | None) -> Source:
+    """The interface in the directors' segment (the one holding an address in
+    the first director's network, or ``ifname``) and our address of each family there."""
+    from .wire import Source
+
     first = cluster.directors[0].address
-    for a in addresses:
-        if a.address.version != 4 or a.ifname == "lo":
-            continue
-        if (ifname is None and first in a.address.network) or a.ifname == ifname:
-            return a.ifname, ipaddress.IPv4Address(int(a.address.ip))
-    if ifname is not None:
-        raise InputError(f"--interface: {ifname} has no IPv4 address here")
-    raise InputError(f"--interface: no interface here is in the directors' segment (none holds an address in the "
-                     f"network of {first}); name one")
+    if ifname is None:
+        ifname = next((a.ifname for a in addresses if a.ifname != "lo" and first in a.address.network), None)
+        if ifname is None:
+            raise InputError(f"--interface: no interface here is in the directors' segment (none holds an address "
+                             f"in the network of {first}); name one")
+    mine = [a.address for a in addresses if a.ifname == ifname]
+    if not mine:
+        raise InputError(f"--interface: {ifname} has no address here")
+    v4 = next((ipaddress.IPv4Address(int(a.ip)) for a in mine if a.version == 4), None)
+    v6s = [ipaddress.IPv6Address(int(a.ip)) for a in mine if a.version == 6]
+    v6 = next((a for a in v6s if not a.is_link_local), v6s[0] if v6s else None)
+    return Source(ifname, v4, v6)
 
 
 def local_results(cluster: Cluster, node: str) -> tuple[Result, ...]:
@@ -56,25 +65,26 @@ def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: st
 
     started = time.monotonic()
     addresses = read_addresses()
-    iface, me = choose_interface(cluster, addresses, ifname)
-    local: set[IPAddress] = {a.address.ip for a in addresses if a.ifname == iface}
+    src = choose_interface(cluster, addresses, ifname)
+    local: set[IPAddress] = {a.address.ip for a in addresses if a.ifname == src.ifname}
     held = {a.address.ip for a in addresses}
     director = next((d.name for d in cluster.directors if d.address in held), None)
     listen = LISTEN_ADVERTS * float(cluster.advert_int) + 0.3
-    obs = run_probes(cluster, iface, me, local, director is not None, listen)
+    obs = run_probes(cluster, src, local, director is not None, listen)
     if director is not None:
         obs.local = local_results(cluster, director)
     results = evaluate(cluster, obs)
     took = time.monotonic() - started
     faults = sum(not r.ok for r in results)
     if as_json:
-        print(json.dumps({"cluster": cluster.name, "from": str(me), "interface": iface, "seconds": round(took, 2),
+        me = src.v4 or src.v6
+        print(json.dumps({"cluster": cluster.name, "from": str(me), "interface": src.ifname, "seconds": round(took, 2),
                           "faults": faults, "checks": [asdict(r) for r in results]}, indent=1))
     else:
         for r in results:
             print(r.line())
         print(f"{cluster.name}: {'no fault' if not faults else f'{faults} faults'} "
-              f"(from {me} on {iface}, {took:.1f} s)")
+              f"(from {src.v4 or src.v6} on {src.ifname}, {took:.1f} s)")
     if textfile_path:
         from .files import write_atomic
 

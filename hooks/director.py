@@ -96,6 +96,15 @@ def notify(cluster: Cluster, node: str, event: Event, key: str | None = None) ->
     return 0
 
 
+def _replay(cluster_path: str, node: str) -> tuple[Role, list[str]] | None:
+    from lvsdr import __version__
+
+    from .replay import replay
+
+    fast = replay(cluster_path, node, __version__)
+    return None if fast is None else ("MASTER" if fast[0] == "MASTER" else "BACKUP", fast[1])
+
+
 def _open_fifo(path: Path) -> int:
     try:
         st = path.stat()
@@ -117,9 +126,11 @@ def parse_event(line: str) -> Event | None:
 
 
 def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_INTERVAL,
-          key: str | None = None) -> int:
-    """Resident: reconcile once at start, then after every burst of FIFO events,
-    and after ``interval`` quiet seconds. A failed reconcile is logged and retried."""
+          key: str | None = None, cluster_path: str | None = None) -> int:
+    """Resident: reconcile once at start, then after every burst of FIFO events
+    (replaying the recorded role state when it can, see replay.py), and after
+    ``interval`` quiet seconds (always the full reconcile: it heals what the
+    replay does not look at). A failed reconcile is logged and retried."""
     import select
 
     from .log import get_logger
@@ -152,7 +163,8 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
                 continue
             started = time.monotonic()
             try:
-                role, done = reconcile(spec, state_dir, key)
+                fast = _replay(cluster_path, node) if cluster_path else None
+                role, done = fast if fast is not None else reconcile(spec, state_dir, key)
             except Exception:  # keep running: the next event (or the interval) retries
                 log.exception("reconcile failed", events=[e.fields() for e in events])
                 continue

@@ -126,9 +126,9 @@ def _network(cluster: Cluster, r: Report) -> None:
     from .wire import run_probes
 
     addresses = read_addresses()
-    iface, me = choose_interface(cluster, addresses, None)
-    local = {a.address.ip for a in addresses if a.ifname == iface}
-    obs = run_probes(cluster, iface, me, local, True, LISTEN_ADVERTS * float(cluster.advert_int) + 0.3)
+    src = choose_interface(cluster, addresses, None)
+    local = {a.address.ip for a in addresses if a.ifname == src.ifname}
+    obs = run_probes(cluster, src, local, True, LISTEN_ADVERTS * float(cluster.advert_int) + 0.3)
     for result in evaluate(cluster, obs):
         text = f"{result.check} {result.target}: {result.detail}"
         if result.ok:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lvsdr.generator.audit import Advert, Observation, Target, targets
 from lvsdr.generator.model import Cluster, IPAddress
 
-ETH_P_ALL, ETH_P_IP, ETH_P_ARP = 0x0003, 0x0800, 0x0806
+ETH_P_ALL, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0003, 0x0800, 0x0806, 0x86DD
 BROADCAST = b"\xff" * 6
 TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
 
@@ -63,19 +63,64 @@ def _ipv4(src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address, proto: int, pa
     return head[:10] + struct.pack("!H", _checksum(head)) + head[12:] + payload
 
 
-def tcp_syn(src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address,
-            sport: int, dport: int, seq: int) -> bytes:
+def _ipv6(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address, proto: int, payload: bytes,
+          hops: int = 64) -> bytes:
+    return struct.pack("!IHBB", 6 << 28, len(payload), proto, hops) + src.packed + dst.packed + payload
+
+
+def _pseudo(src: IPAddress, dst: IPAddress, proto: int, length: int) -> bytes:
+    if src.version == 4:
+        return src.packed + dst.packed + struct.pack("!BBH", 0, proto, length)
+    return src.packed + dst.packed + struct.pack("!IxxxB", length, proto)
+
+
+def tcp_syn(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
+            seq: int) -> bytes:
+    """A TCP SYN in an Ethernet frame, over IPv4 or IPv6 (the family of ``dst``)."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, TCP_SYN, 64240, 0, 0) + b"\x02\x04\x05\xb4"
-    pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", _checksum(_pseudo(src, dst, 6, len(tcp)) + tcp)) + tcp[18:]
+    if isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address):
+        return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, 6, tcp)
+    assert isinstance(src, ipaddress.IPv4Address) and isinstance(dst, ipaddress.IPv4Address)
     return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 6, tcp)
 
 
-def dns_query(src_mac: bytes, dst_mac: bytes, src: ipaddress.IPv4Address, dst: ipaddress.IPv4Address,
-              sport: int, dport: int, qid: int, name: str) -> bytes:
+def solicited_node(target: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(int(ipaddress.IPv6Address("ff02::1:ff00:0")) | (int(target) & 0xFFFFFF))
+
+
+def neighbour_solicitation(src_mac: bytes, src: ipaddress.IPv6Address, target: ipaddress.IPv6Address) -> bytes:
+    """NDP's ARP request: to the target's solicited-node group, with our MAC."""
+    group = solicited_node(target)
+    icmp = struct.pack("!BBHI", 135, 0, 0, 0) + target.packed + struct.pack("!BB", 1, 1) + src_mac
+    icmp = icmp[:2] + struct.pack("!H", _checksum(_pseudo(src, group, 58, len(icmp)) + icmp)) + icmp[4:]
+    dst_mac = b"\x33\x33" + group.packed[-4:]
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, group, 58, icmp, hops=255)
+
+
+def parse_neighbour_advert(frame: bytes) -> tuple[ipaddress.IPv6Address, str] | None:
+    """(target, the answering MAC) of an NDP neighbour advertisement, else None."""
+    if len(frame) < 78 or frame[12:14] != b"\x86\xdd" or frame[20] != 58 or frame[54] != 136:
+        return None
+    target = ipaddress.IPv6Address(frame[62:78])
+    opts = frame[78:]
+    while len(opts) >= 8 and opts[1]:
+        if opts[0] == 2:  # target link-layer address
+            return target, mac_text(opts[2:8])
+        opts = opts[opts[1] * 8:]
+    return target, mac_text(frame[6:12])
+
+
+def dns_query(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int, qid: int,
+              name: str) -> bytes:
+    """A DNS question (A for ``name``) in an Ethernet frame, over IPv4 or IPv6."""
     labels = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split(".") if p) + b"\x00"
     dns = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + struct.pack("!HH", 1, 1)
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns  # checksum 0: none (IPv4 allows it)
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns
+    udp = udp[:6] + struct.pack("!H", _checksum(_pseudo(src, dst, 17, len(udp)) + udp) or 0xFFFF) + udp[8:]
+    if isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address):
+        return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, 17, udp)
+    assert isinstance(src, ipaddress.IPv4Address) and isinstance(dst, ipaddress.IPv4Address)
     return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 17, udp)
 
 
@@ -91,12 +136,18 @@ class Reply:
 
 
 def parse_reply(frame: bytes) -> Reply | None:
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+    src: IPAddress
+    if len(frame) >= 34 and frame[12:14] == b"\x08\x00":
+        ihl = (frame[14] & 0x0F) * 4
+        proto = frame[23]
+        src = ipaddress.IPv4Address(frame[26:30])
+        l4 = frame[14 + ihl:]
+    elif len(frame) >= 54 and frame[12:14] == b"\x86\xdd":
+        proto = frame[20]
+        src = ipaddress.IPv6Address(frame[22:38])
+        l4 = frame[54:]
+    else:
         return None
-    ihl = (frame[14] & 0x0F) * 4
-    proto = frame[23]
-    src = ipaddress.IPv4Address(frame[26:30])
-    l4 = frame[14 + ihl:]
     if proto == 6 and len(l4) >= 14:
         sport, dport = struct.unpack("!HH", l4[:4])
         return Reply(src, sport, dport, l4[13], False)
@@ -130,35 +181,57 @@ def parse_vrrp(frame: bytes) -> Advert | None:
     count = body[3]
     raw = body[8:8 + count * size]
     addrs = tuple(ipaddress.ip_address(raw[i:i + size]) for i in range(0, len(raw) - size + 1, size))
-    return Advert(body[1], source, body[2], addrs)
+    return Advert(body[1], source, body[2], addrs, mac_text(frame[6:12]))
 
 
 # -- the probe run (raw sockets, root) -----------------------------------------
 
-def run_probes(cluster: Cluster, ifname: str, me: ipaddress.IPv4Address, local: set[IPAddress],
-               on_director: bool, listen: float) -> Observation:
-    """Probe the segment from ``ifname`` (our address ``me``; ``local``: every
-    address this host holds there) for ``listen`` seconds."""
+@dataclass(frozen=True)
+class Source:
+    """Where the probes leave from: the interface, its MAC, our address of each family there."""
+
+    ifname: str
+    v4: ipaddress.IPv4Address | None
+    v6: ipaddress.IPv6Address | None
+
+    def of(self, family: int) -> IPAddress | None:
+        return self.v4 if family == 4 else self.v6
+
+
+def run_probes(cluster: Cluster, src: Source, local: set[IPAddress], on_director: bool,
+               listen: float) -> Observation:
+    """Probe the segment from ``src`` (``local``: every address this host holds
+    there) for ``listen`` seconds."""
+    ifname = src.ifname
     from pathlib import Path
 
     mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     try:
         s.bind((ifname, 0))
-        return _loop(cluster, s, mac, me, local, on_director, listen)
+        return _loop(cluster, s, mac, src, local, on_director, listen)
     finally:
         s.close()
 
 
-def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: ipaddress.IPv4Address, local: set[IPAddress],
+def _ask(s: socket.socket, mac: bytes, src: Source, a: IPAddress) -> None:
+    """Who has ``a``: ARP for IPv4, a neighbour solicitation for IPv6."""
+    if isinstance(a, ipaddress.IPv4Address) and src.v4 is not None:
+        s.send(arp_request(mac, src.v4, a))
+    elif isinstance(a, ipaddress.IPv6Address) and src.v6 is not None:
+        s.send(neighbour_solicitation(mac, src.v6, a))
+
+
+def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, local: set[IPAddress],
           on_director: bool, listen: float) -> Observation:
     obs = Observation(adverts_seen=not cluster.unicast or on_director)
     nodes: dict[str, IPAddress] = {d.name: d.address for d in cluster.directors}
     nodes.update({r.name: r.address for r in cluster.real_servers})
-    ask = sorted({a for a in (*nodes.values(), *cluster.vips) if a.version == 4}, key=int)
+    ask = sorted({a for a in (*nodes.values(), *cluster.vips) if me.of(a.version) is not None},
+                 key=lambda a: (a.version, int(a)))
     for v in cluster.vips:
-        if v.version == 6:
-            obs.skipped_vips[v] = "IPv6 (the audit probes IPv4 for now)"
+        if me.of(v.version) is None:
+            obs.skipped_vips[v] = f"this host has no IPv{v.version} address on {me.ifname}"
     owners: dict[IPAddress, set[str]] = {a: set() for a in ask}
     for a in ask:
         if a in local:
@@ -175,7 +248,7 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: ipaddress.IPv4Addr
         now = time.monotonic() - t0
         if arp_done < len(arp_rounds) and now >= arp_rounds[arp_done]:
             for a in ask:  # our own addresses too: another host answering for them is what we look for
-                s.send(arp_request(mac, me, ipaddress.IPv4Address(int(a))))
+                _ask(s, mac, me, a)
             arp_done += 1
         if syn_done < len(syn_rounds) and now >= syn_rounds[syn_done]:
             macs = _node_macs(nodes, owners)
@@ -191,7 +264,7 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: ipaddress.IPv4Addr
         wait = min([r for r in arp_rounds[arp_done:] + syn_rounds[syn_done:]] + [end]) - now
         if select.select([s], [], [], max(0.0, wait))[0]:
             frame = s.recv(4096)
-            arp = parse_arp_reply(frame)
+            arp: tuple[IPAddress, str] | None = parse_arp_reply(frame) or parse_neighbour_advert(frame)
             if arp is not None and frame[0:6] == mac and arp[0] in owners:
                 owners[arp[0]].add(arp[1])
                 continue
@@ -209,7 +282,7 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: ipaddress.IPv4Addr
                         obs.paths[hit] = "refused"
     macs = _node_macs(nodes, owners)
     obs.macs = macs
-    obs.owners = {v: tuple(sorted(owners.get(v, ()))) for v in cluster.vips if v.version == 4}
+    obs.owners = {v: tuple(sorted(owners.get(v, ()))) for v in cluster.vips if v not in obs.skipped_vips}
     obs.adverts = tuple(adverts)
     for t in probes:
         obs.paths.setdefault((t.service, t.server), "silent")
@@ -221,21 +294,22 @@ def _node_macs(nodes: dict[str, IPAddress], owners: dict[IPAddress, set[str]]) -
 
 
 def _send_probe(s: socket.socket, obs: Observation, t: Target, macs: dict[str, str], mac: bytes,
-                me: ipaddress.IPv4Address, local: set[IPAddress], nodes: dict[str, IPAddress],
+                src: Source, local: set[IPAddress], nodes: dict[str, IPAddress],
                 checks: Mapping[str, object], pending: dict[tuple[str, int, int], tuple[str, str]]) -> None:
     key = (t.service, t.server)
-    if t.vip.version != 4:
-        obs.paths[key] = "skipped: IPv6 (the audit probes IPv4 for now)"
+    me = src.of(t.vip.version)
+    if me is None:
+        obs.paths[key] = f"skipped: this host has no IPv{t.vip.version} address on {src.ifname}"
         return
     if nodes.get(t.server) in local:
         obs.paths[key] = "skipped: this host"
         return
     dst = macs.get(t.server)
     if dst is None:
-        obs.paths[key] = "skipped: the backend does not answer ARP for its address"
+        obs.paths[key] = "skipped: the backend does not answer ARP (NDP) for its address"
         return
     sport = 32768 + random.getrandbits(14)
-    vip = ipaddress.IPv4Address(int(t.vip))
+    vip = t.vip
     if t.protocol == "tcp":
         frame = tcp_syn(mac, bytes.fromhex(dst.replace(":", "")), me, vip, sport, t.port, random.getrandbits(32))
     elif t.protocol == "udp" and (t.port == 53 or checks.get(t.service) is not None):

@@ -8,7 +8,17 @@ import struct
 
 from lvsdr.generator.audit import Advert, Observation, evaluate, textfile
 from lvsdr.generator.load import load_cluster
-from lvsdr.hooks.wire import _checksum, arp_request, parse_arp_reply, parse_reply, parse_vrrp, tcp_syn
+from lvsdr.hooks.wire import (
+    _checksum,
+    _pseudo,
+    arp_request,
+    neighbour_solicitation,
+    parse_arp_reply,
+    parse_neighbour_advert,
+    parse_reply,
+    parse_vrrp,
+    tcp_syn,
+)
 
 from helpers import EXAMPLES
 
@@ -29,7 +39,7 @@ def _vrrp_frame(vrid: int, prio: int, addrs: list[str], ah: bool = False) -> byt
 def test_vrrp_adverts_in_clear_and_under_ah() -> None:
     for ah in (False, True):
         adv = parse_vrrp(_vrrp_frame(51, 150, ["192.0.2.100", "192.0.2.101"], ah))
-        assert adv == Advert(51, IP("192.0.2.2"), 150, (IP("192.0.2.100"), IP("192.0.2.101")))
+        assert adv == Advert(51, IP("192.0.2.2"), 150, (IP("192.0.2.100"), IP("192.0.2.101")), "00:00:00:00:00:00")
     assert parse_vrrp(arp_request(bytes(6), V4("192.0.2.250"), V4("192.0.2.100"))) is None
 
 
@@ -52,6 +62,27 @@ def test_syn_checksums_hold_and_replies_parse() -> None:
     back = syn[:26] + ip[16:20] + ip[12:16] + struct.pack("!HH", 80, 40000) + tcp[4:13] + b"\x12" + tcp[14:]
     rep = parse_reply(back)
     assert rep is not None and (rep.src, rep.sport, rep.dport, rep.flags) == (IP("192.0.2.100"), 80, 40000, 0x12)
+
+
+def test_ndp_and_ipv6_syn_frames() -> None:
+    me, vip = ipaddress.IPv6Address("2001:db8::250"), ipaddress.IPv6Address("2001:db8::100")
+    ns = neighbour_solicitation(bytes.fromhex("020000000001"), me, vip)
+    assert ns[:6] == bytes.fromhex("3333ff000100")  # the solicited-node group's MAC
+    icmp = ns[54:]
+    assert icmp[0] == 135 and icmp[8:24] == vip.packed and ns[21] == 255  # hop limit 255, as NDP requires
+    assert _checksum(_pseudo(me, IP("ff02::1:ff00:100"), 58, len(icmp)) + icmp) == 0
+    # an advertisement back: the target and the MAC in its target link-layer option
+    na = bytearray(ns)
+    na[54] = 136
+    na[78:80] = b"\x02\x01"
+    na[80:86] = bytes.fromhex("020000000010")
+    assert parse_neighbour_advert(bytes(na)) == (vip, LB1)
+    syn = tcp_syn(bytes(6), bytes(6), me, vip, 40000, 80, 1)
+    tcp = syn[54:]
+    assert syn[12:14] == b"\x86\xdd" and _checksum(_pseudo(me, vip, 6, len(tcp)) + tcp) == 0
+    back = syn[:22] + vip.packed + me.packed + struct.pack("!HH", 80, 40000) + tcp[4:13] + b"\x12" + tcp[14:]
+    rep = parse_reply(back)
+    assert rep is not None and (rep.src, rep.sport, rep.dport, rep.flags) == (vip, 80, 40000, 0x12)
 
 
 def _healthy() -> Observation:

@@ -107,3 +107,24 @@ def test_a_director_whose_hooks_did_not_run_is_named(tmp_path: Path) -> None:
         _rc, from_client, _ = audit(lab, "client")
         vrrp = next(c for c in from_client["checks"] if c["check"] == "vrrp")
         assert vrrp["ok"] and "not observed: unicast" in vrrp["detail"]
+
+
+def test_ipv6_ndp_owners_and_paths(tmp_path: Path) -> None:
+    """examples/ipv6.toml (IPv6 directors, VRRPv3, an IPv4 VIP riding along):
+    NDP owners and SYNs over IPv6 pass; web2 with the VIP moved from lo to its
+    interface by hand (Linux answers NDP for the receiving interface's
+    addresses only) is named as a second owner."""
+    with make_lab(EXAMPLES / "ipv6.toml", tmp_path) as lab:
+        lab.wait_for_master(10)
+        rc, report, took = audit(lab, "client")
+        assert (rc, faults(report)) == (0, []), faults(report)
+        checks = {(c["check"], c["target"]): c for c in report["checks"]}
+        assert checks[("arp", "2001:db8::100")]["detail"].startswith("one owner: lb1")
+        assert checks[("path", "http6/web1")]["detail"] == "tcp [2001:db8::100]:80 answered at web1"
+        assert checks[("vrrp", "vrid 70")]["ok"] and "MASTER lb1" in checks[("vrrp", "vrid 70")]["detail"]
+        sh(lab, "web2", "ip", "-6", "addr", "del", "2001:db8::100/128", "dev", "lo")
+        sh(lab, "web2", "ip", "-6", "addr", "add", "2001:db8::100/128", "dev", "eth0", "nodad")
+        rc, report, _ = audit(lab, "client")
+        assert rc == 1 and ("arp", "2001:db8::100", ["web2"]) in faults(report)
+        MEASURED.append(f"audit of the IPv6 cluster from the client: {took:.1f} s; web2 with the VIP on eth0: "
+                        f"{[f for f in faults(report) if f[0] == 'arp']}")

@@ -146,7 +146,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     if not args.interval > 0:
         raise InputError(f"--interval: {args.interval} is not a positive number of seconds")
-    return agent(_cluster(args), args.node, Path(args.fifo), args.interval, _source_key(args.cluster, args.node))
+    return agent(_cluster(args), args.node, Path(args.fifo), args.interval, _source_key(args.cluster, args.node),
+                 args.cluster)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
