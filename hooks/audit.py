@@ -20,7 +20,7 @@ from lvsdr.generator.node import NodeAddress
 if TYPE_CHECKING:
     from .wire import Source
 
-LISTEN_ADVERTS = 3  # advert intervals to listen for VRRP (a MASTER sends one per interval)
+LISTEN_ADVERTS = 2  # advert intervals to listen for VRRP: a MASTER sends one per interval, so 2 or more are seen
 
 
 def choose_interface(cluster: Cluster, addresses: tuple[NodeAddress, ...], ifname: str | None) -> Source:
