@@ -63,9 +63,7 @@ class Result:
 
 def instances(cluster: Cluster) -> list[tuple[int, dict[str, int], tuple[IPAddress, ...]]]:
     """(virtual_router_id, director -> priority, VIPs) of every VRRP instance."""
-    taken = {v for i in cluster.instances for v in i.vips}
-    out = [(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors},
-            tuple(v for v in cluster.vips if v not in taken))]
+    out = [(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors}, cluster.own_vips)]
     out += [(i.virtual_router_id, dict(i.priorities), i.vips) for i in cluster.instances]
     return out
 

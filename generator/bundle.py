@@ -31,7 +31,7 @@ def _secret_mode(cluster: Cluster) -> int:
     return 0o600 if cluster.auth_pass else 0o644
 
 
-def director_tree(cluster: Cluster, d: Director, cluster_file: bytes) -> Tree:
+def director_tree(cluster: Cluster, d: Director) -> Tree:
     conf = render_keepalived(cluster, d.name, cluster.config_path, Wiring.from_cluster(cluster))
     tree: Tree = {
         KEEPALIVED_CONF: (conf.encode(), _secret_mode(cluster)),
@@ -49,7 +49,7 @@ def node_trees(cluster: Cluster, cluster_file: bytes) -> dict[str, Tree]:
     config = (cluster.config_path.lstrip("/"), (cluster_file, _secret_mode(cluster)))
     out: dict[str, Tree] = {}
     for d in cluster.directors:
-        out[d.name] = dict([config, *director_tree(cluster, d, cluster_file).items()])
+        out[d.name] = dict([config, *director_tree(cluster, d).items()])
     for r in cluster.real_servers:
         files = realserver_files(cluster, desired(cluster, r.name), cluster.config_path)
         docs = f"usr/share/doc/lvsdr-{r.name}/"  # the README: what the node gets, how to install it

@@ -146,8 +146,6 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                 pass
             case _:
                 side.skip(d, "top-level block lvsdr does not model")
-    used = {f for s in side.track_files for f in [s["name"]]}
-    side.track_files = [t for t in side.track_files if t["name"] in used]
     return side
 
 
@@ -564,21 +562,11 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
             backends.append(entry)
         shared = _shared_checks(backends)
         if shared is not None:
-            if len(shared) == 1:
-                out["check"] = shared[0]
-            elif shared:
-                out["checks"] = shared
-            else:
-                out["check"] = {"type": "none"}
+            out.update(_check_keys(shared))
         for entry in backends:
             checks = entry.pop("_checks")
             if shared is None:
-                if len(checks) == 1:
-                    entry["check"] = checks[0]
-                elif checks:
-                    entry["checks"] = checks
-                else:
-                    entry["check"] = {"type": "none"}
+                entry.update(_check_keys(checks))
         out["backends"] = [e if len(e) > 1 else e["server"] for e in backends]
         services.append(out)
     data["real_servers"] = sorted(servers.values(), key=lambda r: r["name"])
@@ -616,8 +604,8 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
         data["instances"] = extra_instances
     # the directors' own health
     if first.track_scripts:
-        weights = {n: 0 for n in main.get("track_scripts", [])}
-        data["track_scripts"] = [t for t in first.track_scripts if t["name"] in weights or not weights]
+        tracked = set(main.get("track_scripts", []))
+        data["track_scripts"] = [t for t in first.track_scripts if t["name"] in tracked or not tracked]
     ifaces = main.get("track_interfaces") or []
     if ifaces:
         data["track_interfaces"] = ifaces
@@ -632,6 +620,13 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
         for d in _differences(first, s):
             comments.append(d)
     return Imported(data, comments, unmapped)
+
+
+def _check_keys(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A service's or backend's checkers as the cluster file writes them."""
+    if len(checks) == 1:
+        return {"check": checks[0]}
+    return {"checks": checks} if checks else {"check": {"type": "none"}}
 
 
 def _shared_checks(backends: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

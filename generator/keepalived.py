@@ -72,8 +72,7 @@ def instance_name(cluster: Cluster, extra: Instance | None = None) -> str:
 def _instances(cluster: Cluster, me: Director) -> list[dict[str, Any]]:
     """The cluster's own VRRP instance (every VIP no [[instances]] entry takes),
     then the others, each as the template reads it."""
-    taken = {v for i in cluster.instances for v in i.vips}
-    own = [v for v in cluster.vips if v not in taken]
+    own = list(cluster.own_vips)
     master = cluster.initial_state == "MASTER" and me == cluster.master
     out = [_instance(cluster, me, instance_name(cluster), cluster.virtual_router_id, me.priority, own, master)]
     for extra in cluster.instances:
@@ -123,6 +122,9 @@ class Checks:
 def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks) -> SimpleNamespace:
     """What the template reads of a service (an object: jinja2 reads attributes
     of objects directly, of dicts only after a failed attribute lookup)."""
+    # fwmark services and groups carry no port on their real servers (DR
+    # forwards each VIP:port to the same port): their checks name it
+    portless = bool(svc.fwmark or svc.is_group)
     return SimpleNamespace(**{
         "name": svc.name,
         "vip": svc.vip,
@@ -130,7 +132,6 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         "fwmark": svc.fwmark,
         # a virtual_server_group (unless a fwmark stands for the whole service)
         "group": [f"{v} {p}" for v, p in svc.endpoints] if svc.is_group and not svc.fwmark else None,
-        "portless": bool(svc.fwmark or svc.is_group),
         "multi_port": bool(svc.group_ports),
         "family": "inet6" if svc.vip.version == 6 else "inet",
         "protocol": svc.protocol.upper(),
@@ -139,14 +140,12 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         "persistence_timeout": svc.persistence_timeout,
         "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
-        "check_text": checks.text(svc.checks, svc.port, bool(svc.fwmark or svc.is_group)),
-        # fwmark services and groups carry no port on their real servers (DR
-        # forwards each VIP:port to the same port)
-        "rs_port": "" if svc.fwmark or svc.is_group else f" {svc.port}",
+        "check_text": checks.text(svc.checks, svc.port, portless),
+        "rs_port": "" if portless else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
         "backends": [(*labels[b.server], b.weight, _backend_extra(b),
-                      None if b.checks is None else checks.text(b.checks, svc.port, bool(svc.fwmark or svc.is_group)))
+                      None if b.checks is None else checks.text(b.checks, svc.port, portless))
                      for b in svc.backends],
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),

@@ -803,8 +803,7 @@ def _urls(t: Table, errors: Errors) -> tuple[Url, ...]:
     """``urls = [{path, status_code, digest, virtualhost}, ...]``, or one URL's
     keys on the check itself."""
     if "urls" not in t.data:
-        one = Table(t.data, t.where, errors)
-        one.data = {k: v for k, v in t.data.items() if k in ("path", "status_code", "digest")}
+        one = Table({k: v for k, v in t.data.items() if k in ("path", "status_code", "digest")}, t.where, errors)
         t.seen.update(one.data)
         return (_url(one),)
     for key in ("path", "status_code", "digest"):
@@ -1027,7 +1026,7 @@ def _services(
     return out
 
 
-MAX_GROUP = 4096  # VIP:port pairs one service may expand to
+MAX_GROUP = 4096  # addresses one VIP range may expand to
 
 
 def _group_vips(t: Table) -> tuple[IPAddress, ...]:
@@ -1069,13 +1068,15 @@ def _group_vips(t: Table) -> tuple[IPAddress, ...]:
             t.errors.add(here, f"{json.dumps(item)} holds more than {MAX_GROUP} addresses")
             continue
         out += [ipaddress.ip_address(n) for n in range(int(first), int(last) + 1)]
-    for i, a in enumerate(out):
+    seen: set[IPAddress] = set()
+    for a in out:
         if a.version != out[0].version:
             t.errors.add(where, f"mixes IPv{out[0].version} and IPv{a.version}; a service has one family")
             return ()
-        if a in out[:i]:
+        if a in seen:
             t.errors.add(where, f"{a} is listed twice")
             return ()
+        seen.add(a)
     return tuple(out)
 
 

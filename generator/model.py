@@ -50,8 +50,8 @@ class Url:
 @dataclass(frozen=True)
 class Check:
     """One health checker run against each backend of a service. A value left
-    None is not written, so keepalived's own default applies (KEEPALIVED_CHECK
-    names them, for the docs and for people reading a plan)."""
+    None is not written, so keepalived's own default applies (docs/cluster-file.md
+    names them: keepalived.conf(5) is where they are stated)."""
 
     type: str = "tcp"
     port: int | None = None  # connect_port; None: the backend's port
@@ -74,18 +74,6 @@ class Check:
     file: str | None = None  # file: the file whose number is read
     weight: int | None = None  # file: multiplier of the number
     reverse: bool = False  # file
-
-
-# keepalived 2.2's defaults for what a Check leaves None (keepalived.conf(5))
-KEEPALIVED_CHECK = {
-    "connect_timeout": "5 s",
-    "retry": "1 (dns 3, misc 0)",
-    "delay_before_retry": "1 s (http and https 3 s, dns the delay_loop)",
-    "status_code": "200-299",
-    "query": ".",
-    "query_type": "SOA",
-    "delay_loop": "60 s",
-}
 
 
 @dataclass(frozen=True)
@@ -337,6 +325,12 @@ class Cluster:
         """Every VIP the VRRP instance carries: the services' and the VRRP-only ones."""
         return tuple(sorted({v for s in self.services for v in s.all_vips} | {v.address for v in self.vip_options},
                             key=_addr_key))
+
+    @property
+    def own_vips(self) -> tuple[IPAddress, ...]:
+        """The VIPs of the cluster's own VRRP instance: every VIP no [[instances]] entry takes."""
+        taken = {v for i in self.instances for v in i.vips}
+        return tuple(v for v in self.vips if v not in taken)
 
     def vip_device(self, vip: IPAddress, director: Director) -> str:
         opt = next((v for v in self.vip_options if v.address == vip), None)

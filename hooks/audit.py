@@ -18,6 +18,8 @@ from lvsdr.generator.model import Cluster, IPAddress
 from lvsdr.generator.node import NodeAddress
 
 if TYPE_CHECKING:
+    from lvsdr.generator.audit import Observation
+
     from .wire import Source
 
 LISTEN_ADVERTS = 2  # advert intervals to listen for VRRP: a MASTER sends one per interval, so 2 or more are seen
@@ -59,11 +61,12 @@ def local_results(cluster: Cluster, node: str) -> tuple[Result, ...]:
                    + "; ".join(pending) + " (the failover hook did not run: is lvsdr-agent running?)", (node,)),)
 
 
-def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: str | None) -> int:
+def probe(cluster: Cluster, ifname: str | None, hooks: bool = True) -> tuple[Source, Observation]:
+    """Run the probes from this host (audit's, and doctor's on a director);
+    on a director, with its hooks' results too unless ``hooks`` is False."""
     from .facts import read_addresses
     from .wire import run_probes
 
-    started = time.monotonic()
     addresses = read_addresses()
     src = choose_interface(cluster, addresses, ifname)
     local: set[IPAddress] = {a.address.ip for a in addresses if a.ifname == src.ifname}
@@ -71,8 +74,14 @@ def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: st
     director = next((d.name for d in cluster.directors if d.address in held), None)
     listen = LISTEN_ADVERTS * float(cluster.advert_int) + 0.3
     obs = run_probes(cluster, src, local, director is not None, listen)
-    if director is not None:
+    if director is not None and hooks:
         obs.local = local_results(cluster, director)
+    return src, obs
+
+
+def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: str | None) -> int:
+    started = time.monotonic()
+    src, obs = probe(cluster, ifname)
     results = evaluate(cluster, obs)
     took = time.monotonic() - started
     faults = sum(not r.ok for r in results)

@@ -90,8 +90,7 @@ def quick_info(event: str, **fields: Any) -> None:
     if sys.stderr.isatty():
         get_logger().info(event, **fields)
         return
-    if LEVELS.index(os.environ.get("LVSDR_LOG_LEVEL", "info").lower()
-                    if os.environ.get("LVSDR_LOG_LEVEL", "info").lower() in LEVELS else "info") > 1:
+    if os.environ.get("LVSDR_LOG_LEVEL", "info").lower() in LEVELS[2:]:  # warning, error: no info lines
         return
     import json
     import time

@@ -236,7 +236,7 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, local: set
     for a in ask:
         if a in local:
             owners[a].add(mac_text(mac))
-    probes = [t for t in targets(cluster)]
+    probes = targets(cluster)
     pending: dict[tuple[str, int, int], tuple[str, str]] = {}  # (vip, vport, our port) -> (service, server)
     adverts: list[Advert] = []
     checks = {s_.name: next((c for c in s_.checks if c.type == "dns"), None) for s_ in cluster.services}

@@ -13,7 +13,7 @@ import pytest
 
 from lvsdr.lab import probes
 from lvsdr.lab.netns import ns_run
-from lvsdr.lab.topology import TIME_SCALE
+from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
 
@@ -23,6 +23,27 @@ SECONDS = 16  # the stream: 64 lines, one every 0.25 s
 DRAIN_SECONDS = 32  # long enough for `watch --once` in a TCG guest (a Python start is 1-2 s there)
 
 
+SERVICE, BACKENDS = "TCP 192.0.2.130:80", {"192.0.2.11", "192.0.2.12"}
+
+
+def stream(lab: Lab, director: Node, body: Path, seconds: int) -> subprocess.Popen[bytes]:
+    """Once both backends are in ``director``'s IPVS table: a download through
+    the VIP, one line every 0.25 s for ``seconds``, into ``body`` as it comes."""
+    poll(lambda: set(probes.ipvs_table(lab, director).get(SERVICE, {})) == BACKENDS, "both backends checked in",
+         30 * TIME_SCALE, interval=0.5)
+    # -N: curl writes each line as it comes (without it, the file stays empty to the end)
+    curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
+                             str(int(seconds * 3 + 30)), "-o", str(body),
+                             f"http://192.0.2.130/stream?seconds={seconds}"])
+    try:
+        poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
+    except BaseException:
+        curl.kill()
+        curl.wait()
+        raise
+    return curl
+
+
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
 def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync: bool) -> None:
     path = tmp_path / "sync.toml"
@@ -30,15 +51,9 @@ def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync
     path.write_text(text if sync else text.replace("sync_daemon = true\n", ""))
     with make_lab(path, tmp_path, hook="fifo") as lab:
         old = lab.wait_for_master(30 * TIME_SCALE)
-        poll(lambda: set(probes.ipvs_table(lab, old).get("TCP 192.0.2.130:80", {})) == {"192.0.2.11", "192.0.2.12"},
-             "both backends checked in", 30 * TIME_SCALE, interval=0.5)
         body = tmp_path / "body"
-        # -N: curl writes each line as it comes (without it, the file stays empty to the end)
-        curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
-                                 str(int(SECONDS * 3 + 30)), "-o", str(body),
-                                 f"http://192.0.2.130/stream?seconds={SECONDS}"])
+        curl = stream(lab, old, body, SECONDS)
         try:
-            poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
             backup = next(d for d in lab.state.directors if d.name != old.name)
             if sync:  # the BACKUP has the connection in its table before the MASTER dies
                 poll(lambda: "ESTABLISHED" in ns_run(backup.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout,
@@ -69,15 +84,9 @@ def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
     path.write_text((HERE / "sync.toml").read_text().replace("sync_daemon = true\n", ""))
     with make_lab(path, tmp_path, hook="fifo") as lab:
         master = lab.wait_for_master(30 * TIME_SCALE)
-        service = "TCP 192.0.2.130:80"
-        poll(lambda: set(probes.ipvs_table(lab, master).get(service, {})) == {"192.0.2.11", "192.0.2.12"},
-             "both backends checked in", 30 * TIME_SCALE, interval=0.5)
         body = tmp_path / "body"
-        curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
-                                 str(int(DRAIN_SECONDS * 3 + 30)), "-o", str(body),
-                                 f"http://192.0.2.130/stream?seconds={DRAIN_SECONDS}"])
+        curl = stream(lab, master, body, DRAIN_SECONDS)
         try:
-            poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
             drained = body.read_text().split()[0]
             other = "web2" if drained == "web1" else "web1"
             drained_ip = {"web1": "192.0.2.11", "web2": "192.0.2.12"}[drained]
@@ -90,7 +99,7 @@ def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
                          "--lvsdr-path", lab._console(), "--config-path", lab.cluster_path,
                          "--notify-fifo", str(lab.state_dir / f"{master.name}.fifo"), "--once")
             assert r.returncode == 0, r.stdout + r.stderr
-            took = poll(lambda: probes.ipvs_table(lab, master).get(service, {}).get(drained_ip) == 0,
+            took = poll(lambda: probes.ipvs_table(lab, master).get(SERVICE, {}).get(drained_ip) == 0,
                         "the drained backend at weight 0 in IPVS", 10 * TIME_SCALE, interval=0.2)
             at_drain = len(body.read_text().split())
             fresh = [probes.http_get(lab, "192.0.2.130", timeout=5) for _ in range(10)]
