@@ -67,10 +67,11 @@ def main() -> int:
     lvsdr = str(Path(sys.executable).parent / "lvsdr")
     baseline = str(REPO / "bench" / "baseline-hook.sh")
     with tempfile.TemporaryDirectory() as d:
-        data = tomllib.loads((REPO / "examples" / "pair.toml").read_text())
-        data["cluster"]["state_dir"] = d
-        cluster = Path(d) / "pair.json"
-        cluster.write_text(json.dumps(data))
+        # the cluster file as operators keep it (TOML), with lvsdr's state in the scratch directory
+        text = (REPO / "examples" / "pair.toml").read_text()
+        cluster = Path(d) / "pair.toml"
+        cluster.write_text(text.replace("[cluster]\n", f'[cluster]\nstate_dir = "{d}"\n', 1))
+        assert tomllib.loads(cluster.read_text())["cluster"]["state_dir"] == d
         sh("ip", "netns", "add", NS)
         try:
             sh("ip", "-n", NS, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
@@ -125,7 +126,7 @@ def main() -> int:
                 raise SystemExit(f"agent measurement failed: {out.stderr}")
             fields = out.stdout.split()
             agent, agent_replay, agent_rss = float(fields[0]), float(fields[1]), int(fields[2])
-            imports = subprocess.run([*inns, sys.executable, "-X", "importtime", "-m", "lvsdr.cli", "notify",
+            imports = subprocess.run([*inns, sys.executable, "-X", "importtime", lvsdr, "notify",  # as keepalived runs it
                                       str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"],
                                      capture_output=True, text=True).stderr
         finally:

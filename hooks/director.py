@@ -101,7 +101,7 @@ def _replay(cluster_path: str, node: str) -> tuple[Role, list[str]] | None:
 
     from .replay import replay
 
-    fast = replay(cluster_path, node, __version__)
+    fast = replay(cluster_path, node, __version__, resident=True)
     return None if fast is None else ("MASTER" if fast[0] == "MASTER" else "BACKUP", fast[1])
 
 

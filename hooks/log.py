@@ -81,6 +81,38 @@ def configure() -> None:
     _configured = True
 
 
+_ESCAPES = {**{i: f"\\u{i:04x}" for i in (*range(0x20), 0x7F)}, 0x22: '\\"', 0x5C: "\\\\", 0x8: "\\b", 0x9: "\\t",
+            0xA: "\\n", 0xC: "\\f", 0xD: "\\r"}
+
+
+def _ascii(c: str) -> str:
+    n = ord(c)
+    if n < 0x80:
+        return c
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 | n >> 10:04x}\\u{0xDC00 | n & 0x3FF:04x}"  # a surrogate pair, as json writes it
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, default=str)`` for what a log line
+    holds (text, finite numbers, booleans, None, lists, dicts), without
+    importing json (~5 ms with the re module it pulls in)."""
+    if isinstance(value, str):
+        text = value.translate(_ESCAPES)
+        return '"' + (text if text.isascii() else "".join(map(_ascii, text))) + '"'
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{dumps(str(k))}: {dumps(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(dumps(v) for v in value) + "]"
+    return dumps(str(value))
+
+
 def quick_info(event: str, **fields: Any) -> None:
     """One info line as structlog would render it (JSON, sorted keys, ISO UTC
     time) to syslog or, with LVSDR_LOG=stderr, to stderr; on a terminal
@@ -92,12 +124,11 @@ def quick_info(event: str, **fields: Any) -> None:
         return
     if os.environ.get("LVSDR_LOG_LEVEL", "info").lower() in LEVELS[2:]:  # warning, error: no info lines
         return
-    import json
     import time
 
     now = time.time()  # structlog's TimeStamper(fmt="iso", utc=True), without importing datetime
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-    line = json.dumps({**fields, "event": event, "level": "info", "timestamp": stamp}, sort_keys=True, default=str)
+    line = dumps({**fields, "event": event, "level": "info", "timestamp": stamp})
     if os.environ.get("LVSDR_LOG") == "stderr":
         print(line, file=sys.stderr, flush=True)
     else:

@@ -8,8 +8,8 @@ the gateway.
 
 from __future__ import annotations
 
+import _socket as socket  # the C module: `socket` costs ~3 ms to import (enum, selectors) on notify's path
 import os
-import socket
 import struct
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)

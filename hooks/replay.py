@@ -7,7 +7,8 @@ costs about 100 ms in a fresh process, most of it imports. A director only
 ever moves between two states, MASTER's and BACKUP's, and both are known
 once the full path has reconciled each of them: after every reconcile it
 records the state it left (``remember``), keyed by the cluster file's bytes,
-the node and lvsdr's version. ``replay`` then observes the node (one netlink
+the node and lvsdr's version. ``replay`` finds the record without parsing
+the cluster file (``locate``), then observes the node (one netlink
 dump, one ``nft -s list ruleset``, a few /proc reads), and when everything
 lvsdr manages there matches one of the two recorded states but for the nft
 tables of the role, loads those tables in one atomic ``nft -f`` (the recorded
@@ -20,13 +21,11 @@ the full path's to see, as the agent does every 30 s.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
 
-FORMAT = 1
+FORMAT = 2  # 2: marshal, not JSON (json costs ~4 ms to import: it pulls in re)
 
 if TYPE_CHECKING:
     from typing import Any
@@ -34,12 +33,58 @@ if TYPE_CHECKING:
 
 
 def cache_path(state_dir: str, cluster: str, node: str) -> str:
-    return os.path.join(state_dir, f"director-{cluster}-{node}.roles.json")
+    """The record of both roles' states. marshal, the interpreter's own
+    format (no import): trusted as the cluster file is, root's and 0600."""
+    return os.path.join(state_dir, f"director-{cluster}-{node}.roles")
 
 
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
+
+
+def _load(path: str) -> dict[str, Any]:
+    import marshal
+
+    with open(path, "rb") as f:
+        data = marshal.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a record")
+    return data
+
+
+def locate(raw: bytes, path: str) -> tuple[str, str | None] | None:
+    """(cluster name, state_dir or None) from a cluster file, without a TOML
+    parser (tomli costs ~10 ms to import): read by line, for the plain form
+    the docs and `lvsdr import` write (`name = "edge"` in `[cluster]`).
+    None for any other way of saying it; the full path then runs. Safe by
+    construction: a record is used only when its key matches these bytes,
+    and such a record exists only where the full path, reading these same
+    bytes, put it."""
+    if path.endswith(".json"):
+        import json
+
+        cluster = json.loads(raw)["cluster"]
+        return cluster["name"], cluster.get("state_dir")
+    table = ""
+    found: dict[str, str] = {}
+    for line in raw.decode().splitlines():
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        if text.startswith("["):
+            table = text
+            continue
+        key, eq, value = text.partition("=")
+        key, value = key.strip(), value.strip()
+        if not table and key.startswith("cluster"):
+            return None  # a dotted key (`cluster.name = ...`): not the plain form
+        if table == "[cluster]" and key in ("name", "state_dir"):
+            plain = len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1] and "\\" not in value
+            if not plain or key in found:
+                return None
+            found[key] = value[1:-1]
+    return (found["name"], found.get("state_dir")) if "name" in found else None
 
 
 def source_key(cluster_bytes: bytes, node: str, version: str) -> str:
@@ -70,10 +115,24 @@ def _run(argv: list[str], stdin: str = "") -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), output
 
 
-def nft_tables(keys: list[str]) -> dict[str, str]:
+def _nft(argv: list[str], script: str, resident: bool) -> tuple[int, str]:
+    """(exit code, output) of an nft script: in a resident process through
+    libnftables (libnft.py: ~0.4 ms for a role change), else by spawning
+    ``argv`` (~16 ms; cheaper than loading the library in a process that
+    ends)."""
+    if resident:
+        from .libnft import run
+
+        done = run(script)
+        if done is not None:
+            return done
+    return _run(argv, script if argv[-1] == "-" else "")
+
+
+def nft_tables(keys: list[str], resident: bool = False) -> dict[str, str]:
     """The listing of each of these tables (``FAMILY NAME``) that exists, as
     `nft -s list ruleset` prints it."""
-    code, stdout = _run(["nft", "-s", "list", "ruleset"])
+    code, stdout = _nft(["nft", "-s", "list", "ruleset"], "list ruleset\n", resident)
     if code:
         raise OSError(f"nft list ruleset: {stdout.strip()}")
     out: dict[str, str] = {}
@@ -94,58 +153,59 @@ def _sysctls(paths: list[str]) -> dict[str, str]:
     return {p: _read(p).strip() for p in paths}
 
 
-def observe(keys: list[str], sysctls: list[str], record: str) -> dict[str, Any]:
+def observe(keys: list[str], sysctls: list[str], record: str, resident: bool = False) -> dict[str, Any]:
     """What the fast path compares: lvsdr's nft tables, sysctls and record."""
     try:
         rec: str | None = _read(record)
     except FileNotFoundError:
         rec = None
-    return {"tables": nft_tables(keys), "sysctls": _sysctls(sysctls), "record": rec}
+    return {"tables": nft_tables(keys, resident), "sysctls": _sysctls(sysctls), "record": rec}
 
 
 def remember(path: str, key: str, role: str, address: str, devices: list[list[str]], keys: list[str],
              sysctls: list[str], record: str, addresses: list[list[str]]) -> None:
     """After a full reconcile: the state of ``role`` as it is now."""
+    import marshal
+
     from .files import write_atomic
 
     try:
-        cache = json.loads(_read(path))
+        cache = _load(path)
         if cache.get("key") != key or cache.get("format") != FORMAT:
             cache = {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, TypeError):
         cache = {}
     cache.update({"format": FORMAT, "key": key, "address": address, "devices": devices, "keys": keys,
                   "sysctls": sysctls, "record": record})
     cache.setdefault("roles", {})[role] = {**observe(keys, sysctls, record), "addresses": addresses}
-    write_atomic(path, json.dumps(cache, sort_keys=True, indent=1), 0o600)
+    write_atomic(path, marshal.dumps(cache), 0o600)
 
 
 def forget(path: str) -> None:
+    import contextlib
+
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
 
 
-def replay(cluster_path: str, node: str, version: str) -> tuple[str, list[str]] | None:
+def replay(cluster_path: str, node: str, version: str, resident: bool = False) -> tuple[str, list[str]] | None:
     """(role, changes made) when the node could be put into a recorded role
-    state; None when the full path must run."""
+    state; None when the full path must run. ``resident``: the caller is the
+    agent, a process that stays (nft runs in process, see libnft.py)."""
     from . import netlink
     from .files import node_lock
 
-    with open(cluster_path, "rb") as f:
-        raw = f.read()
     try:
-        if cluster_path.endswith(".json"):
-            data = json.loads(raw)
-        else:
-            import tomli
-
-            data = tomli.loads(raw.decode())
+        with open(cluster_path, "rb") as f:
+            raw = f.read()
+        where = locate(raw, cluster_path)
+        if where is None:
+            return None
         from lvsdr.defaults import STATE_DIR
 
-        state_dir = data["cluster"].get("state_dir", STATE_DIR)
-        path = cache_path(state_dir, data["cluster"]["name"], node)
-        cache = json.loads(_read(path))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        state_dir = where[1] or STATE_DIR
+        cache = _load(cache_path(state_dir, where[0], node))
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
     if cache.get("format") != FORMAT or cache.get("key") != source_key(raw, node, version):
         return None
@@ -157,7 +217,7 @@ def replay(cluster_path: str, node: str, version: str) -> tuple[str, list[str]] 
         want = cache["roles"].get(role)
         if want is None or not all((ifname, cidr.split("/")[0]) in held for ifname, cidr in want["addresses"]):
             return None
-        now = observe(cache["keys"], cache["sysctls"], cache["record"])
+        now = observe(cache["keys"], cache["sysctls"], cache["record"], resident)
         if now["sysctls"] != want["sysctls"] or now["record"] != want["record"]:
             return None
         script = []
@@ -173,6 +233,6 @@ def replay(cluster_path: str, node: str, version: str) -> tuple[str, list[str]] 
             else:
                 done.append(f"nftables: delete table {key} (the recorded {role} state)")
         # one transaction: all of it or nothing; on failure the full path runs
-        if script and _run(["nft", "-f", "-"], "\n".join(script) + "\n")[0]:
+        if script and _nft(["nft", "-f", "-"], "\n".join(script) + "\n", resident)[0]:
             return None
     return role, done

@@ -133,3 +133,20 @@ def test_cli_garbage_exits_2_without_traceback(tmp_path_factory: Any, raw: bytes
     p: Path = tmp_path_factory.mktemp("g") / f"c{suffix}"
     p.write_bytes(raw)
     assert main(["validate", str(p)]) == 2
+
+
+log_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(st.dictionaries(st.text(), log_values, max_size=6))
+def test_notify_log_lines_are_the_json_structlog_writes(fields: dict[str, Any]) -> None:
+    """notify's success line is written without importing json (hooks/log.py
+    dumps): byte for byte what json.dumps writes for structlog, so log
+    collectors parse both the same."""
+    from lvsdr.hooks.log import dumps
+
+    assert dumps(fields) == json.dumps(fields, sort_keys=True, default=str)
+    assert json.loads(dumps(fields)) == fields

@@ -9,13 +9,63 @@ import json
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from helpers import EXAMPLES, lvsdr_in, needs_root
+import pytest
 
-pytestmark = [needs_root]
+from lvsdr.hooks.replay import locate
+
+from helpers import EXAMPLES, PREFIX, lvsdr_in, needs_root
+
 VIP = "192.0.2.120"
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ('[cluster]\nname = "edge"\ninterface = "eth0"\n', ("edge", None)),
+    ('# lb\n[cluster]\n  name = "edge"\nstate_dir = "/srv/x"\n[[directors]]\nname = "lb1"\n', ("edge", "/srv/x")),
+    ('[[directors]]\nname = "lb1"\n[cluster]\nname = "edge"\n', ("edge", None)),
+    # anything but the plain form: None, and the full path (a real TOML parser) runs
+    ('[cluster]\nname = "edge" # the edge\n', None),
+    ("[cluster]\nname = 'edge'\n", None),
+    ('[cluster]\nname = "ed\\u0067e"\n', None),
+    ('cluster.name = "edge"\n', None),
+    ('[cluster]\nname = "edge"\nname = "other"\n', None),
+    ('[cluster]\ninterface = "eth0"\n', None),
+])
+def test_the_record_is_found_without_a_toml_parser(text: str, found: tuple[str, str | None] | None) -> None:
+    """notify's fast path finds its record from the cluster file read by line
+    (tomli costs ~10 ms to import); any other form takes the full path."""
+    assert locate(text.encode(), "/etc/lvsdr/edge.toml") == found
+    if found is not None:
+        assert tomllib.loads(text)["cluster"]["name"] == found[0]
+
+
+@pytest.fixture
+def node1_ns() -> Iterator[str]:
+    """A namespace of its own holding director node1's address on eth0 (the
+    nft tables the tests leave stay out of the shared scratch namespace)."""
+    name = f"{PREFIX}-replay"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"], check=True)
+        for ifname in ("lo", "eth0", "eth1"):
+            subprocess.run(["ip", "-n", name, "link", "set", ifname, "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "192.0.2.21/24", "dev", "eth0"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def pair_file(tmp_path: Path) -> Path:
+    """examples/pair.toml as an operator keeps it, TOML, with the state kept in
+    ``tmp_path`` (the fast path finds its record by reading the file by line)."""
+    text = (EXAMPLES / "pair.toml").read_text()
+    cluster = tmp_path / "pair.toml"
+    cluster.write_text(text.replace("[cluster]\n", f'[cluster]\nstate_dir = "{tmp_path / "state"}"\n', 1))
+    assert tomllib.loads(cluster.read_text())["cluster"]["state_dir"] == str(tmp_path / "state")
+    return cluster
 
 
 def notify(ns: str, cluster: Path, state: str) -> dict[str, Any]:
@@ -44,13 +94,10 @@ def planned(ns: str, cluster: Path) -> int:
     return int(p.stdout)
 
 
-def test_transitions_replay_and_leave_nothing_to_plan(scratch_netns: str, tmp_path: Path) -> None:
-    ns = scratch_netns
-    subprocess.run(["ip", "-n", ns, "addr", "add", "192.0.2.21/24", "dev", "eth0"], check=True)
-    data = tomllib.loads((EXAMPLES / "pair.toml").read_text())
-    data["cluster"]["state_dir"] = str(tmp_path / "state")
-    cluster = tmp_path / "pair.json"
-    cluster.write_text(json.dumps(data))
+@needs_root
+def test_transitions_replay_and_leave_nothing_to_plan(node1_ns: str, tmp_path: Path) -> None:
+    ns = node1_ns
+    cluster = pair_file(tmp_path)
     # the full path, once per role: it records each role's state
     first = notify(ns, cluster, "BACKUP")
     vip(ns, True)
@@ -69,8 +116,35 @@ def test_transitions_replay_and_leave_nothing_to_plan(scratch_netns: str, tmp_pa
     event = notify(ns, cluster, "BACKUP")
     assert "replayed" not in event and any("add VIP" in c for c in event["changes"])
     # a changed cluster file: its key no longer matches, the full path runs (and records anew)
-    cluster.write_text(json.dumps(data, indent=2))
+    cluster.write_text(cluster.read_text() + "\n# changed\n")
     vip(ns, True)
     event = notify(ns, cluster, "MASTER")
     assert "replayed" not in event and event["observed_role"] == "MASTER"
     assert planned(ns, cluster) == 0
+
+
+@needs_root
+def test_the_agent_replays_in_process_through_libnftables(node1_ns: str, tmp_path: Path) -> None:
+    """The agent (a process that stays) runs nft through libnftables: its
+    listing is byte for byte what `nft -s list ruleset` prints (the recorded
+    states come from the nft tool), so its transitions replay, and leave
+    nothing for the full planner."""
+    ns = node1_ns
+    cluster = pair_file(tmp_path)
+    notify(ns, cluster, "BACKUP")
+    vip(ns, True)
+    notify(ns, cluster, "MASTER")
+    code = ("import json, subprocess\n"
+            "from lvsdr.hooks import libnft\n"
+            "from lvsdr.hooks.director import _replay\n"
+            "tool = subprocess.run(['nft', '-s', 'list', 'ruleset'], capture_output=True, text=True, check=True)\n"
+            "print(json.dumps({'same': libnft.run('list ruleset\\n') == (0, tool.stdout),\n"
+            f"                  'replayed': _replay({str(cluster)!r}, 'node1')}}))\n")
+    for on, role in ((False, "BACKUP"), (True, "MASTER")):
+        vip(ns, on)
+        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+        out = json.loads(p.stdout)
+        assert out["same"] is True
+        assert out["replayed"] is not None and out["replayed"][0] == role and out["replayed"][1]
+        assert planned(ns, cluster) == 0
