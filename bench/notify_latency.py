@@ -126,7 +126,8 @@ def main() -> int:
                 raise SystemExit(f"agent measurement failed: {out.stderr}")
             fields = out.stdout.split()
             agent, agent_replay, agent_rss = float(fields[0]), float(fields[1]), int(fields[2])
-            imports = subprocess.run([*inns, sys.executable, "-X", "importtime", lvsdr, "notify",  # as keepalived runs it
+            # as keepalived runs it: the console script
+            imports = subprocess.run([*inns, sys.executable, "-X", "importtime", lvsdr, "notify",
                                       str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"],
                                      capture_output=True, text=True).stderr
         finally:
