@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -125,6 +126,7 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
     # fwmark services and groups carry no port on their real servers (DR
     # forwards each VIP:port to the same port): their checks name it
     portless = bool(svc.fwmark or svc.is_group)
+    check = checks.text(svc.checks, svc.port, portless)
     return SimpleNamespace(**{
         "name": svc.name,
         "vip": svc.vip,
@@ -140,12 +142,11 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         "persistence_timeout": svc.persistence_timeout,
         "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
-        "check_text": checks.text(svc.checks, svc.port, portless),
         "rs_port": "" if portless else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
         "backends": [(*labels[b.server], b.weight, _backend_extra(b),
-                      None if b.checks is None else checks.text(b.checks, svc.port, portless))
+                      check if b.checks is None else checks.text(b.checks, svc.port, portless))
                      for b in svc.backends],
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),
@@ -164,8 +165,10 @@ def _vip_line(cluster: Cluster, vip: IPAddress, me: Director) -> str:
     return f"{line} label {token(label)}" if label else line
 
 
+@lru_cache(maxsize=4096)
 def _command(cmd: Command | None) -> str | None:
-    """An operator's script as keepalived's quoted command line (every part token-guarded)."""
+    """An operator's script as keepalived's quoted command line (every part
+    token-guarded). Cached: the same script often serves many services."""
     return None if cmd is None else '"' + " ".join(token(part) for part in cmd) + '"'
 
 
@@ -173,20 +176,26 @@ def _backend_extra(b: Backend) -> str:
     """real_server lines beyond the weight (most backends have none: the common case stays cheap)."""
     if b.notify_up is None and b.notify_down is None and not b.inhibit_on_failure:
         return ""
+    return _extra_lines(b.inhibit_on_failure, b.notify_up, b.notify_down)
+
+
+@lru_cache(maxsize=4096)
+def _extra_lines(inhibit: bool, notify_up: Command | None, notify_down: Command | None) -> str:
     lines = []
-    if b.inhibit_on_failure:
+    if inhibit:
         lines.append("        inhibit_on_failure\n")
-    if b.notify_up is not None:
-        lines.append(f"        notify_up {_command(b.notify_up)}\n")
-    if b.notify_down is not None:
-        lines.append(f"        notify_down {_command(b.notify_down)}\n")
+    if notify_up is not None:
+        lines.append(f"        notify_up {_command(notify_up)}\n")
+    if notify_down is not None:
+        lines.append(f"        notify_down {_command(notify_down)}\n")
     return "".join(lines)
 
 
 def file_names(cluster: Cluster) -> dict[str, str]:
     """FILE_CHECK reads a named track_file block: one per file path, named by its place in sorted order."""
-    paths = sorted({c.file for s in cluster.services for b in s.backends for c in (*s.checks, *(b.checks or ()))
-                    if c.file})
+    checks = [c for s in cluster.services for c in s.checks]
+    checks += [c for s in cluster.services for b in s.backends if b.checks for c in b.checks]
+    paths = sorted({c.file for c in checks if c.file})
     return {p: f"lvsdr_check_file_{i}" for i, p in enumerate(paths, 1)}
 
 

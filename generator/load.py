@@ -99,6 +99,27 @@ class Errors:
         self.lines.append(f"{where}: {msg}")
 
 
+class Memo:
+    """Sub-tables parsed once per distinct content (the same backend options
+    or check under many services, as large clusters write them): a result is
+    kept only when parsing it recorded no error, and the errors name their
+    place, so every bad occurrence is still reported where it is."""
+
+    def __init__(self, errors: Errors) -> None:
+        self.errors = errors
+        self.done: dict[Any, Any] = {}
+
+    def get(self, kind: str, value: Any, parse: Callable[[], T]) -> T:
+        key = (kind, repr(value))  # parsed TOML: repr tells every value and type apart (true is not 1)
+        if key in self.done:
+            return self.done[key]  # type: ignore[no-any-return]
+        before = len(self.errors.lines)
+        out = parse()
+        if len(self.errors.lines) == before:
+            self.done[key] = out
+        return out
+
+
 def _typename(v: object) -> str:
     if v is None:
         return "null"
@@ -749,9 +770,12 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
     return kw
 
 
-def _checks(t: Table, errors: Errors) -> tuple[Check, ...] | None:
+def _checks(t: Table, errors: Errors, memo: Memo | None = None) -> tuple[Check, ...] | None:
     """``check = {...}`` (one checker) or ``checks = [{...}, ...]`` (several);
     None when the table names neither."""
+    if memo is not None and ("check" in t.data or "checks" in t.data):
+        t.seen.update(k for k in ("check", "checks") if k in t.data)
+        return memo.get("checks", [t.data.get("check"), t.data.get("checks")], lambda: _checks(t, errors))
     if "check" in t.data and "checks" in t.data:
         errors.add(t.path("checks"), "give check (one checker) or checks (several), not both")
     if "checks" in t.data:
@@ -873,8 +897,22 @@ def _check(t: Table, errors: Errors) -> Check | None:
     return Check(**{k: v for k, v in kw.items() if v is not None})
 
 
+def _backend_keys(b: Table, errors: Errors) -> tuple[Any, ...]:
+    """What a backend's table says, checked: (server, weight, port,
+    listen_port, notify_up, notify_down, inhibit_on_failure, checks)."""
+    name = b.get("server", str)
+    weight = b.int_in("weight", 0, 65535, BACKEND["weight"])
+    port = b.int_in("port", 1, 65535, None)
+    listen = b.int_in("listen_port", 1, 65535, None)
+    notify_up, notify_down = _command(b, "notify_up"), _command(b, "notify_down")
+    inhibit = b.get("inhibit_on_failure", bool, BACKEND["inhibit_on_failure"])
+    own_checks = _checks(b, errors)
+    b.done()
+    return name, weight, port, listen, notify_up, notify_down, inhibit, own_checks
+
+
 def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str, Backend],
-              errors: Errors) -> list[Backend]:
+              errors: Errors, memo: Memo) -> list[Backend]:
     """``plain`` maps each server name to its Backend with default settings
     (frozen, so shared by every service that names it plainly)."""
     v = t.get("backends", list)
@@ -907,14 +945,8 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
             errors.add(where, f"expected server name or table, got {_typename(item)}")
             continue
         b = Table(item, where, errors)
-        name = b.get("server", str)
-        weight = b.int_in("weight", 0, 65535, BACKEND["weight"])
-        port = b.int_in("port", 1, 65535, None)
-        listen = b.int_in("listen_port", 1, 65535, None)
-        notify_up, notify_down = _command(b, "notify_up"), _command(b, "notify_down")
-        inhibit = b.get("inhibit_on_failure", bool, BACKEND["inhibit_on_failure"])
-        own_checks = _checks(b, errors)
-        b.done()
+        name, weight, port, listen, notify_up, notify_down, inhibit, own_checks = memo.get(
+            "backend", item, lambda: _backend_keys(b, errors))  # noqa: B023 -- called at once, in this iteration
         if name is None or weight is None:
             continue
         srv = resolve(name, i)
@@ -948,6 +980,7 @@ def _services(
         if r is not None:
             known.setdefault(r.name, r)
     plain = {n: Backend(n, srv.address, 1, None, isinstance(srv, Director)) for n, srv in known.items()}
+    memo = Memo(errors)
     out: list[Service | None] = []
     tables = top.tables("services")
     if not tables and isinstance(top.data.get("services"), list):
@@ -983,8 +1016,8 @@ def _services(
                                "(keepalived would reset it)")
                 if sa == vip:
                     errors.add(st.path("address"), f"{sa} is the service's own VIP")
-        checks = _checks(t, errors)
-        backends = _backends(t, known, plain, errors)
+        checks = _checks(t, errors, memo)
+        backends = _backends(t, known, plain, errors, memo)
         t.done()
         if vip is None or port is None or name is None or proto is None or sched is None:
             out.append(None)

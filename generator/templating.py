@@ -22,6 +22,12 @@ def token(value: Any) -> str:
     return s
 
 
+def format_each(fmt: str, rows: list[tuple[Any, ...]]) -> str:
+    """``fmt % row`` for every row, joined: a loop the template would otherwise
+    run once per row (jinja2 yields on every iteration)."""
+    return "".join([fmt % row for row in rows])
+
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     from importlib.resources import files
@@ -37,6 +43,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["token"] = token
+    env.filters["format_each"] = format_each
     return env
 
 

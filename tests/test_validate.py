@@ -311,3 +311,27 @@ def test_json_shape_is_accepted(tmp_path: Path) -> None:
     p = tmp_path / "c.json"
     p.write_text(json.dumps(BASE))
     assert load_cluster(p).name == "web"
+
+
+def test_repeated_sub_tables_are_parsed_once_and_still_checked_everywhere() -> None:
+    """The loader reuses a backend's or a check's table that parsed without
+    error when the same one comes again (large clusters repeat them): the
+    same bad table under two services is reported under both, the same good
+    one gives equal results, and true is not taken for 1."""
+    bad_backend = {"server": "web1", "weight": -1}
+    bad_check = {"type": "http", "path": "no slash"}
+    data = patched(**{"services.0.backends": [bad_backend], "services.1.backends": [dict(bad_backend)],
+                      "services.0.check": bad_check, "services.1.check": dict(bad_check)})
+    with pytest.raises(ValidationError) as exc:
+        parse_cluster(data)
+    for i in (0, 1):
+        assert f"services[{i}].backends[0].weight: -1 is outside 0..65535" in exc.value.errors
+        assert any(e.startswith(f"services[{i}].check.path: ") for e in exc.value.errors), exc.value.errors
+    good = {"server": "web1", "weight": 1, "inhibit_on_failure": True}
+    c = parse_cluster(patched(**{"services.0.backends": [good], "services.1.backends": [dict(good)]}))
+    assert c.services[0].backends == c.services[1].backends
+    assert c.services[0].backends[0].inhibit_on_failure is True
+    with pytest.raises(ValidationError) as exc:
+        parse_cluster(patched(**{"services.0.backends": [good],
+                                 "services.1.backends": [{**good, "weight": True}]}))
+    assert exc.value.errors == ["services[1].backends[0].weight: expected integer, got boolean"]

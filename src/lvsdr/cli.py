@@ -43,7 +43,19 @@ def _wiring(args: argparse.Namespace, cluster: Cluster) -> Wiring:
 
 
 # -- handlers ---------------------------------------------------------------
+def _short_lived() -> None:
+    """For a command that reads a cluster file, writes and exits: no cyclic
+    garbage collection. It builds hundreds of thousands of objects that live
+    until the end (the model, the rendered text) and makes next to no cycles;
+    the collector only rescans them, ~12 ms of a 1,000-service render
+    (measured with gc.callbacks). Not for agent or watch, which stay."""
+    import gc
+
+    gc.disable()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    _short_lived()
     c = _cluster(args)
     print(
         f"{args.cluster}: ok: cluster {c.name}, {len(c.directors)} directors, "
@@ -55,6 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from lvsdr.generator.keepalived import render_keepalived
 
+    _short_lived()
     if args.all:
         return _render_all(args)
     if not args.node:
