@@ -981,6 +981,7 @@ def _services(
             known.setdefault(r.name, r)
     plain = {n: Backend(n, srv.address, 1, None, isinstance(srv, Director)) for n, srv in known.items()}
     memo = Memo(errors)
+    v4_servers = {n for n, srv in known.items() if srv.address.version == 4}
     out: list[Service | None] = []
     tables = top.tables("services")
     if not tables and isinstance(top.data.get("services"), list):
@@ -1022,9 +1023,10 @@ def _services(
         if vip is None or port is None or name is None or proto is None or sched is None:
             out.append(None)
             continue
+        family = v4_servers if vip.version == 4 else set()
         for i, b in enumerate(backends):
-            if b.address.version == vip.version == 4:
-                continue  # the common case, nothing to check
+            if b.server in family:
+                continue  # the common case (IPv4 everywhere), nothing to check
             if b.address.version != vip.version:
                 errors.add(f"{t.path('backends')}[{i}]",
                            f"{b.server} is IPv{b.address.version} but the VIP is IPv{vip.version}")
