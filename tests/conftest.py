@@ -58,8 +58,26 @@ def no_lab_left_behind() -> Iterator[None]:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test's measurements travel in its report: with pytest-xdist the
+    tests run in worker processes and only reports reach the summary."""
+    outcome = yield
     if MEASURED:
+        report = outcome.get_result()  # type: ignore[attr-defined]
+        report.user_properties = [*report.user_properties, *(("measured", line) for line in MEASURED)]
+        MEASURED.clear()
+
+
+REPORTED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    REPORTED.extend(str(v) for k, v in report.user_properties if k == "measured")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if REPORTED:
         terminalreporter.section("lab measurements")
-        for line in MEASURED:
+        for line in REPORTED:
             terminalreporter.write_line(line)

@@ -124,7 +124,7 @@ def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
 
 def our_namespaces() -> list[str]:
     p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    return [line.split()[0] for line in p.stdout.splitlines() if line.startswith(PREFIX)]
+    return [line.split()[0] for line in p.stdout.splitlines() if line.startswith(f"{PREFIX}-")]
 
 
 def processes_in_labs() -> list[str]:
@@ -137,7 +137,7 @@ def processes_in_labs() -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if PREFIX in cmd or "lvsdr.lab.httpd" in cmd and PREFIX in cmd:
+        if f"{PREFIX}-" in cmd:  # with the dash: lt12 is not lt123 (pytest-xdist runs several at once)
             found.append(f"{pid}: {cmd}")
     return found
 
