@@ -55,12 +55,13 @@ def _load() -> Any:
 
 
 def _context(lib: Any) -> Any:
+    """This namespace's context; None when libnftables cannot make one."""
     netns = os.stat("/proc/self/ns/net").st_ino
     ctx = _ctx.get(netns)
     if ctx is None:
         ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
         if not ctx or lib.nft_ctx_buffer_output(ctx) or lib.nft_ctx_buffer_error(ctx):
-            raise OSError("libnftables: cannot make a context")
+            return None
         lib.nft_ctx_output_set_flags(ctx, OUTPUT_STATELESS)
         _ctx[netns] = ctx
     return ctx
@@ -73,6 +74,8 @@ def run(script: str) -> tuple[int, str] | None:
     if not lib:
         return None
     ctx = _context(lib)
+    if ctx is None:
+        return None
     code = lib.nft_run_cmd_from_buffer(ctx, script.encode())
     # reading a buffer also empties it for the next command
     out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()

@@ -217,7 +217,10 @@ def replay(cluster_path: str, node: str, version: str, resident: bool = False) -
         want = cache["roles"].get(role)
         if want is None or not all((ifname, cidr.split("/")[0]) in held for ifname, cidr in want["addresses"]):
             return None
-        now = observe(cache["keys"], cache["sysctls"], cache["record"], resident)
+        try:
+            now = observe(cache["keys"], cache["sysctls"], cache["record"], resident)
+        except OSError:
+            return None  # nft could not list (or a sysctl is gone): the full path says what is wrong
         if now["sysctls"] != want["sysctls"] or now["record"] != want["record"]:
             return None
         script = []
