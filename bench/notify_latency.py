@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 NS = f"lvsdr-bench-{os.getpid()}"
@@ -58,6 +61,50 @@ def measured(cmd: list[str]) -> tuple[float, int]:
         if line.startswith("{") and '"vrrp transition"' in line:
             RECONCILE_MS.append(json.loads(line)["ms"])
     return took, usage.ru_maxrss
+
+
+def agent_over_fifo(inns: list[str], lvsdr: str, cluster: Path, fifo: Path, runs: int,
+                    vip: Callable[[bool], None]) -> tuple[list[float], list[float], int]:
+    """`lvsdr agent` as keepalived drives it: the VIP changed, then one event
+    line written to the FIFO. Returns the agent's own figure per transition
+    (FIFO read to node reconciled, its log line's ms), the wall time from the
+    write to that log line here, and the agent's resident KiB."""
+    vip(False)  # the agent starts on a BACKUP; each event then changes the role
+    p = subprocess.Popen([*inns, lvsdr, "agent", str(cluster), "--node", "node1", "--fifo", str(fifo),
+                          "--interval", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, LVSDR_LOG="stderr"))  # `ip netns exec` execs: p.pid is the agent
+
+    def line(needle: str) -> dict[str, Any]:
+        assert p.stderr is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and select.select([p.stderr], [], [], 1)[0]:
+            text = p.stderr.readline()
+            if needle in text:
+                event: dict[str, Any] = json.loads(text)
+                return event
+        raise SystemExit(f"agent: no {needle} line")
+
+    try:
+        line('"agent started"')
+        fd = os.open(fifo, os.O_WRONLY)
+        logged, walls = [], []
+        for i in range(runs):
+            state = "MASTER" if i % 2 == 0 else "BACKUP"
+            vip(state == "MASTER")
+            t0 = time.perf_counter()
+            os.write(fd, f'INSTANCE "VI_pair" {state} 200\n'.encode())
+            event = line('"vrrp transition"')
+            walls.append(time.perf_counter() - t0)
+            if event["observed_role"] != state or not event["changes"]:
+                raise SystemExit(f"agent: unexpected transition {event}")
+            logged.append(event["ms"] / 1000)
+        os.close(fd)
+        with open(f"/proc/{p.pid}/status") as f:
+            rss = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+        return logged, walls, rss
+    finally:
+        p.kill()
+        p.wait()
 
 
 def main() -> int:
@@ -126,6 +173,8 @@ def main() -> int:
                 raise SystemExit(f"agent measurement failed: {out.stderr}")
             fields = out.stdout.split()
             agent, agent_replay, agent_rss = float(fields[0]), float(fields[1]), int(fields[2])
+            fifo_ms, fifo_walls, fifo_rss = agent_over_fifo(inns, lvsdr, cluster, Path(d) / "notify.fifo", args.runs,
+                                                             vip)
             # as keepalived runs it: the console script
             imports = subprocess.run([*inns, sys.executable, "-X", "importtime", lvsdr, "notify",
                                       str(cluster), "--node", "node1", "INSTANCE", "VI_pair", "MASTER", "200"],
@@ -146,6 +195,9 @@ def main() -> int:
     print(f"  of which the reconcile itself:        {med(RECONCILE_MS):6.1f} ms (the rest: start-up, imports, log)")
     print(f"agent: a transition (replayed in process) {agent_replay * 1000:.1f} ms, a full reconcile with nothing "
           f"to change {agent * 1000:.1f} ms (medians), resident {agent_rss / 1024:.1f} MiB")
+    print(f"agent through its FIFO (keepalived's vrrp_notify_fifo): FIFO read to node reconciled "
+          f"{med(fifo_ms) * 1000:.1f} ms (its log's figure, target 5 ms), write to its log line "
+          f"{med(fifo_walls) * 1000:.1f} ms (medians), resident {fifo_rss / 1024:.1f} MiB")
     top = sorted(((int(ln.split("|")[1]), ln.split("|")[2].strip()) for ln in imports.splitlines()
                   if ln.startswith("import time:") and ln.split("|")[1].strip().isdigit()), reverse=True)
     print("heaviest imports on the notify path: " + ", ".join(f"{n} {us / 1000:.0f} ms" for us, n in top[:5]))
