@@ -17,7 +17,7 @@ import pytest
 
 from lvsdr.hooks.replay import locate
 
-from helpers import EXAMPLES, PREFIX, lvsdr_in, needs_root
+from helpers import DATA, EXAMPLES, PREFIX, lvsdr_in, needs_root
 
 VIP = "192.0.2.120"
 
@@ -40,6 +40,15 @@ def test_the_record_is_found_without_a_toml_parser(text: str, found: tuple[str, 
     assert locate(text.encode(), "/etc/lvsdr/edge.toml") == found
     if found is not None:
         assert tomllib.loads(text)["cluster"]["name"] == found[0]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_is_in_the_plain_form(path: Path) -> None:
+    """The examples (and what `lvsdr import` writes, in the same form) are
+    found by the fast path, as tomllib reads them."""
+    raw = path.read_bytes()
+    cluster = tomllib.loads(raw.decode())["cluster"]
+    assert locate(raw, str(path)) == (cluster["name"], cluster.get("state_dir"))
 
 
 @pytest.fixture
@@ -148,3 +157,13 @@ def test_the_agent_replays_in_process_through_libnftables(node1_ns: str, tmp_pat
         assert out["same"] is True
         assert out["replayed"] is not None and out["replayed"][0] == role and out["replayed"][1]
         assert planned(ns, cluster) == 0
+
+
+def test_what_import_writes_is_in_the_plain_form(tmp_path: Path) -> None:
+    from lvsdr.cli import main
+
+    out = tmp_path / "imported.toml"
+    confs = [str(DATA / "import" / "classic" / n) for n in ("lb1.conf", "lb2.conf")]
+    assert main(["import", *confs, "--arp-method", "sysctl", "-o", str(out)]) == 0
+    raw = out.read_bytes()
+    assert locate(raw, str(out)) == (tomllib.loads(raw.decode())["cluster"]["name"], None)
