@@ -53,28 +53,40 @@ def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None) -> tu
         return role, [c.description for c in changes]
 
 
+def replay_keys(spec: DirectorSpec, role: Role) -> list[str] | None:
+    """The nft tables (``FAMILY NAME``) that make up lvsdr's rules in ``role``;
+    None when the real-server method's rules are not nft tables (arptables,
+    iptables, firewalld): then notify has no fast path (replay.py)."""
+    from lvsdr.generator.director import KEY
+    from lvsdr.generator.methods import method_of
+
+    keys = [KEY]
+    rs = role_spec(spec, role)
+    if rs is not None:
+        for c in method_of(rs).fact_commands(rs, ()):
+            if c.argv[:4] != ("nft", "-s", "list", "table"):
+                return None
+            keys.append(f"{c.argv[4]} {c.argv[5]}")
+    return sorted(set(keys))
+
+
 def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Path, sysctls: list[str]) -> None:
     """Record the state ``role`` is in for replay.py, when everything the role
     changes is an nft table (else forget any record: the full path runs)."""
-    from lvsdr.generator.director import KEY
-    from lvsdr.generator.methods import method_of
     from lvsdr.generator.realserver import addresses
 
     from . import replay
     from .facts import sysctl_path
 
     path = replay.cache_path(str(state_dir), spec.cluster, spec.node)
-    keys = [KEY]
+    keys = replay_keys(spec, role)
+    if keys is None:
+        replay.forget(path)
+        return
     rs = role_spec(spec, role)
-    if rs is not None:
-        for c in method_of(rs).fact_commands(rs, ()):
-            if c.argv[:4] != ("nft", "-s", "list", "table"):
-                replay.forget(path)
-                return
-            keys.append(f"{c.argv[4]} {c.argv[5]}")
     devices = dict(spec.vip_devices)
     replay.remember(path, key, role, str(spec.address), [[devices.get(v, spec.interface), str(v)] for v in spec.vips],
-                    sorted(set(keys)), [str(sysctl_path(k)) for k in sysctls], str(rec),
+                    keys, [str(sysctl_path(k)) for k in sysctls], str(rec),
                     [[ifname, str(a)] for ifname, a in (addresses(rs) if rs else ())])
 
 

@@ -13,6 +13,10 @@ from pathlib import Path
 from lvsdr.generator.keepalived import Wiring
 from lvsdr.generator.model import Cluster
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lvsdr.generator.director import DirectorSpec
+
 
 @dataclass
 class Report:
@@ -106,12 +110,53 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
             r.ok(f"lvsdr agent is running (pid {min(agents)})")
         else:
             r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{node}.service)")
+    if wiring.hook in ("notify", "both"):
+        _fast_path(spec, cluster, source, r)
     facts = read_director_facts(spec.backend, Path(cluster.state_dir))
     role = observed_role(spec, facts.addresses)
     r.ok(f"VRRP role observed: {role} (VIPs {'on' if role == 'MASTER' else 'not on'} {spec.interface})")
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],
              "the failover hook would make them; `lvsdr notify` runs it")
     _network(cluster, r)
+
+
+def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> None:
+    """Whether `lvsdr notify` can replay (hooks/replay.py): lvsdr's rules in
+    both roles are nft tables, it finds its record from the cluster file read
+    by line, and it has recorded each role's state."""
+    from lvsdr import __version__
+    from lvsdr.defaults import STATE_DIR
+
+    from . import replay
+    from .director import replay_keys
+
+    node = spec.node
+    if replay_keys(spec, "MASTER") is None or replay_keys(spec, "BACKUP") is None:
+        method = spec.backend.method if spec.backend else "?"
+        r.ok(f"notify has no fast path with arp_method {method} (its rules are not nft tables): every transition "
+             "takes the full path (~100 ms in a notify process; the agent reconciles in its own)")
+        return
+
+    try:
+        raw = Path(source).read_bytes()
+    except OSError:
+        return  # the file was read a moment ago; nothing to say that the other checks do not
+    where = replay.locate(raw, source)
+    if where is None or (where[0], where[1] or STATE_DIR) != (cluster.name, cluster.state_dir):
+        r.warn("notify's fast path cannot find its record: write the cluster's name plainly in [cluster] "
+               '(name = "...", no comment on that line); every transition takes the full path (~100 ms)')
+        return
+    try:
+        record = replay.load_record(replay.cache_path(cluster.state_dir, cluster.name, node))
+    except (OSError, ValueError, EOFError, TypeError):
+        record = {}
+    roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, __version__) else []
+    missing = [role for role in ("BACKUP", "MASTER") if role not in roles]
+    if missing:
+        r.warn(f"notify's fast path: no record yet of the {' or '.join(missing)} state for this cluster file "
+               "(the first transition into it takes the full path, which records it)")
+    else:
+        r.ok("notify's fast path: both roles' states recorded for this cluster file")
 
 
 def _network(cluster: Cluster, r: Report) -> None:

@@ -43,7 +43,7 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _load(path: str) -> dict[str, Any]:
+def load_record(path: str) -> dict[str, Any]:
     import marshal
 
     with open(path, "rb") as f:
@@ -170,7 +170,7 @@ def remember(path: str, key: str, role: str, address: str, devices: list[list[st
     from .files import write_atomic
 
     try:
-        cache = _load(path)
+        cache = load_record(path)
         if cache.get("key") != key or cache.get("format") != FORMAT:
             cache = {}
     except (OSError, ValueError, EOFError, TypeError):
@@ -186,6 +186,12 @@ def forget(path: str) -> None:
 
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+def current(record: dict[str, Any], raw: bytes, node: str, version: str) -> bool:
+    """Whether a record was made from these cluster file bytes, for this node
+    and this lvsdr."""
+    return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, version)
 
 
 def replay(cluster_path: str, node: str, version: str, resident: bool = False) -> tuple[str, list[str]] | None:
@@ -204,10 +210,10 @@ def replay(cluster_path: str, node: str, version: str, resident: bool = False) -
         from lvsdr.defaults import STATE_DIR
 
         state_dir = where[1] or STATE_DIR
-        cache = _load(cache_path(state_dir, where[0], node))
+        cache = load_record(cache_path(state_dir, where[0], node))
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
-    if cache.get("format") != FORMAT or cache.get("key") != source_key(raw, node, version):
+    if not current(cache, raw, node, version):
         return None
     with node_lock(state_dir):
         held = {(ifname, cidr.split("/")[0]) for ifname, cidr, _label in netlink.raw_addresses()}

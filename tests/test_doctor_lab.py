@@ -36,6 +36,8 @@ def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:
         r = doctor(lab, "node1", *director)
         assert "ok    VRRP role observed: MASTER" in r.stdout
         assert "ok    arp 192.0.2.120: one owner: node1" in r.stdout
+        # keepalived started it as BACKUP, then it became MASTER: notify recorded both for its fast path
+        assert "ok    notify's fast path: both roles' states recorded for this cluster file" in r.stdout
         assert doctor(lab, "web1").returncode == 0
         # drift: the MASTER lost its mark rules, web1 its VIP on lo, node1's config was edited by hand;
         # node1's agent is stopped first, or it heals the rules within its 2 s interval (a race under load)

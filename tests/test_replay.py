@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +167,24 @@ def test_what_import_writes_is_in_the_plain_form(tmp_path: Path) -> None:
     assert main(["import", *confs, "--arp-method", "sysctl", "-o", str(out)]) == 0
     raw = out.read_bytes()
     assert locate(raw, str(out)) == (tomllib.loads(raw.decode())["cluster"]["name"], None)
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda t: t, "warn  notify's fast path: no record yet of the BACKUP or MASTER state"),
+    (lambda t: t.replace('name = "pair"', 'name = "pair"  # the pair'),
+     "warn  notify's fast path cannot find its record: write the cluster's name plainly"),
+    (lambda t: t.replace('arp_method = "nftables"', 'arp_method = "arptables"'),
+     "ok    notify has no fast path with arp_method arptables"),
+])
+def test_doctor_says_whether_notify_can_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               edit: Callable[[str], str], said: str) -> None:
+    """doctor on a director names why notify would take its full path."""
+    from lvsdr.generator.director import director_spec
+    from lvsdr.generator.load import load_cluster
+    from lvsdr.hooks.doctor import Report, _fast_path
+
+    path = pair_file(tmp_path)
+    path.write_text(edit(path.read_text()))
+    cluster = load_cluster(path)
+    _fast_path(director_spec(cluster, "node1"), cluster, str(path), Report())
+    assert said in capsys.readouterr().out
