@@ -188,3 +188,21 @@ def test_doctor_says_whether_notify_can_replay(tmp_path: Path, capsys: pytest.Ca
     cluster = load_cluster(path)
     _fast_path(director_spec(cluster, "node1"), cluster, str(path), Report())
     assert said in capsys.readouterr().out
+
+
+def test_the_notify_path_imports_nothing_heavy() -> None:
+    """notify's fast path is fast because of what it does not import (each
+    of these costs 1-50 ms at every failover): its modules, and the helpers
+    it calls, stay free of them."""
+    code = ("import sys\n"
+            "import lvsdr.cli\n"
+            "from lvsdr.hooks import files, libnft, log, netlink, replay\n"
+            f"replay.locate(open({str(EXAMPLES / 'pair.toml')!r}, 'rb').read(), 'pair.toml')\n"
+            "replay.source_key(b'cluster', 'node1', 'version')\n"
+            "log.dumps({'changes': ['x'], 'ms': 1.5})\n"
+            "print(' '.join(sorted(sys.modules)))\n")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())
+    heavy = {"argparse", "asyncio", "contextlib", "ctypes", "dataclasses", "enum", "hashlib", "ipaddress", "jinja2",
+             "json", "pathlib", "re", "socket", "structlog", "subprocess", "tempfile", "tomli", "typing"}
+    assert heavy & loaded == set()
