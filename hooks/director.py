@@ -53,15 +53,16 @@ def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None) -> tu
         return role, [c.description for c in changes]
 
 
-def replay_keys(spec: DirectorSpec, role: Role) -> list[str] | None:
-    """The nft tables (``FAMILY NAME``) that make up lvsdr's rules in ``role``;
-    None when the real-server method's rules are not nft tables (arptables,
-    iptables, firewalld): then notify has no fast path (replay.py)."""
+def replay_keys(spec: DirectorSpec) -> list[str] | None:
+    """The nft tables (``FAMILY NAME``) that make up lvsdr's rules on this
+    director, in either role; None when the real-server method's rules are not
+    nft tables (arptables, iptables, firewalld): then notify has no fast path
+    (replay.py)."""
     from lvsdr.generator.director import KEY
     from lvsdr.generator.methods import method_of
 
     keys = [KEY]
-    rs = role_spec(spec, role)
+    rs = spec.backend
     if rs is not None:
         for c in method_of(rs).fact_commands(rs, ()):
             if c.argv[:4] != ("nft", "-s", "list", "table"):
@@ -79,7 +80,7 @@ def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Pa
     from .facts import sysctl_path
 
     path = replay.cache_path(str(state_dir), spec.cluster, spec.node)
-    keys = replay_keys(spec, role)
+    keys = replay_keys(spec)
     if keys is None:
         replay.forget(path)
         return
@@ -101,10 +102,9 @@ def notify(cluster: Cluster, node: str, event: Event, key: str | None = None) ->
 
         get_logger(node=node, event_source="notify").exception("reconcile failed", **event.fields())
         raise
-    from .log import quick_info
+    from .log import transition
 
-    quick_info("vrrp transition", node=node, event_source="notify", observed_role=role, changes=done,
-               ms=round((time.monotonic() - started) * 1000, 1), **event.fields())
+    transition(node, role, done, started, event.fields())
     return 0
 
 

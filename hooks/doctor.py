@@ -125,29 +125,27 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
     both roles are nft tables, it finds its record from the cluster file read
     by line, and it has recorded each role's state."""
     from lvsdr import __version__
-    from lvsdr.defaults import STATE_DIR
 
     from . import replay
     from .director import replay_keys
 
     node = spec.node
-    if replay_keys(spec, "MASTER") is None or replay_keys(spec, "BACKUP") is None:
+    if replay_keys(spec) is None:
         method = spec.backend.method if spec.backend else "?"
         r.ok(f"notify has no fast path with arp_method {method} (its rules are not nft tables): every transition "
              "takes the full path (~100 ms in a notify process; the agent reconciles in its own)")
         return
-
     try:
         raw = Path(source).read_bytes()
     except OSError:
         return  # the file was read a moment ago; nothing to say that the other checks do not
-    where = replay.locate(raw, source)
-    if where is None or (where[0], where[1] or STATE_DIR) != (cluster.name, cluster.state_dir):
+    path = replay.cache_path(cluster.state_dir, cluster.name, node)
+    if replay.record_path(raw, source, node) != path:
         r.warn("notify's fast path cannot find its record: write the cluster's name plainly in [cluster] "
                '(name = "...", no comment on that line); every transition takes the full path (~100 ms)')
         return
     try:
-        record = replay.load_record(replay.cache_path(cluster.state_dir, cluster.name, node))
+        record = replay.load_record(path)
     except (OSError, ValueError, EOFError, TypeError):
         record = {}
     roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, __version__) else []

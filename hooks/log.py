@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 class _Syslog:
     """A structlog logger that hands each rendered line to syslog."""
 
@@ -133,6 +132,16 @@ def quick_info(event: str, **fields: Any) -> None:
         print(line, file=sys.stderr, flush=True)
     else:
         _Syslog().info(line)
+
+
+def transition(node: str, role: str, changes: list[str], started: float, event: dict[str, str],
+               **extra: Any) -> None:
+    """notify's one line per VRRP transition (``started``: time.monotonic()
+    when it began; ``event``: keepalived's TYPE, NAME, STATE and PRIORITY)."""
+    import time
+
+    quick_info("vrrp transition", node=node, event_source="notify", observed_role=role, changes=changes,
+               ms=round((time.monotonic() - started) * 1000, 1), **event, **extra)
 
 
 def get_logger(**bind: Any) -> Any:

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-
 def cache_path(state_dir: str, cluster: str, node: str) -> str:
     """The record of both roles' states. marshal, the interpreter's own
     format (no import): trusted as the cluster file is, root's and 0600."""
@@ -188,6 +187,17 @@ def forget(path: str) -> None:
         os.unlink(path)
 
 
+def record_path(raw: bytes, cluster_path: str, node: str) -> str | None:
+    """Where notify looks for its record, from the cluster file's bytes (see
+    ``locate``); None when it cannot tell."""
+    where = locate(raw, cluster_path)
+    if where is None:
+        return None
+    from lvsdr.defaults import STATE_DIR
+
+    return cache_path(where[1] or STATE_DIR, where[0], node)
+
+
 def current(record: dict[str, Any], raw: bytes, node: str, version: str) -> bool:
     """Whether a record was made from these cluster file bytes, for this node
     and this lvsdr."""
@@ -204,18 +214,15 @@ def replay(cluster_path: str, node: str, version: str, resident: bool = False) -
     try:
         with open(cluster_path, "rb") as f:
             raw = f.read()
-        where = locate(raw, cluster_path)
-        if where is None:
+        path = record_path(raw, cluster_path, node)
+        if path is None:
             return None
-        from lvsdr.defaults import STATE_DIR
-
-        state_dir = where[1] or STATE_DIR
-        cache = load_record(cache_path(state_dir, where[0], node))
+        cache = load_record(path)
     except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
         return None
     if not current(cache, raw, node, version):
         return None
-    with node_lock(state_dir):
+    with node_lock(os.path.dirname(path)):  # the record lives in the state directory, which is the lock
         held = {(ifname, cidr.split("/")[0]) for ifname, cidr, _label in netlink.raw_addresses()}
         if not any(ip == cache["address"] for _i, ip in held):
             return None  # not this node: the full path says so properly

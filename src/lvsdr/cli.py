@@ -135,11 +135,10 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
     fast = replay(args.cluster, args.node, __version__)
     if fast is not None:
-        from lvsdr.hooks.log import quick_info
+        from lvsdr.hooks.log import transition
 
-        quick_info("vrrp transition", node=args.node, event_source="notify", observed_role=fast[0], changes=fast[1],
-                   replayed=True, ms=round((time.monotonic() - started) * 1000, 1), type=args.type, name=args.name,
-                   state=args.state, priority=args.priority)
+        event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
+        transition(args.node, fast[0], fast[1], started, event, replayed=True)
         return 0
     from lvsdr.hooks.director import Event, notify
 
