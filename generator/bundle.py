@@ -45,14 +45,28 @@ def director_tree(cluster: Cluster, d: Director) -> Tree:
 def node_trees(cluster: Cluster, cluster_file: bytes) -> dict[str, Tree]:
     """Each node's files: directors get keepalived.conf and the agent and
     watch units, real servers their ARP suppression files and boot unit;
-    every node gets the cluster file at its config_path."""
-    config = (cluster.config_path.lstrip("/"), (cluster_file, _secret_mode(cluster)))
+    every node gets the cluster file at its config_path (which must not
+    collide with any other file of the tree: ``InputError``)."""
     out: dict[str, Tree] = {}
     for d in cluster.directors:
-        out[d.name] = dict([config, *director_tree(cluster, d).items()])
+        out[d.name] = director_tree(cluster, d)
     for r in cluster.real_servers:
         files = realserver_files(cluster, desired(cluster, r.name), cluster.config_path)
         docs = f"usr/share/doc/lvsdr-{r.name}/"  # the README: what the node gets, how to install it
-        out[r.name] = dict([config, *(((docs + path if path == "README.txt" else path), (text.encode(), mode))
-                                      for path, (text, mode) in files.items())])
+        out[r.name] = {(docs + path if path == "README.txt" else path): (text.encode(), mode)
+                       for path, (text, mode) in files.items()}
+    config = cluster.config_path.lstrip("/")
+    for tree in out.values():
+        _place(tree, config, (cluster_file, _secret_mode(cluster)))
     return {node: dict(sorted(tree.items())) for node, tree in sorted(out.items())}
+
+
+def _place(tree: Tree, path: str, entry: tuple[bytes, int]) -> None:
+    """Add the cluster file at ``path``: not over another file of the tree,
+    nor where one of them needs a directory, nor inside one of them."""
+    from lvsdr.errors import InputError
+
+    for other in tree:
+        if other == path or other.startswith(path + "/") or path.startswith(other + "/"):
+            raise InputError(f"cluster.config_path: /{path} collides with /{other}, a file lvsdr renders for a node")
+    tree[path] = entry

@@ -28,6 +28,7 @@ from .model import Cluster, IPAddress, addr_key
 from .node import Facts, NftChain, NftRule, NftTable, NodeAddress, parse_nft_table
 from .realserver import backend_spec, plan
 from .spec import Spec
+from .templating import address
 
 Role = Literal["MASTER", "BACKUP"]
 FAMILY, TABLE = "inet", "lvsdr_fwmark"
@@ -45,7 +46,7 @@ class Mark(NftRule):
     def listing(self) -> str:
         """As `nft list` prints it."""
         fam = "ip" if self.vip.version == 4 else "ip6"
-        return f"{fam} daddr {self.vip} {self.protocol} dport {self.port} meta mark set 0x{self.mark:08x}"
+        return f"{fam} daddr {address(self.vip)} {self.protocol} dport {self.port} meta mark set 0x{self.mark:08x}"
 
 
 _MARK = re.compile(r"(ip6?) daddr (\S+) (\S+) dport (\d+) meta mark set 0x([0-9a-f]+)")

@@ -13,7 +13,7 @@ from lvsdr.errors import InputError
 
 from .load import PATH_RE
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
-from .templating import render_template, token
+from .templating import address, render_template, token
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
 
@@ -98,7 +98,7 @@ def _instance(cluster: Cluster, me: Director, name: str, vrid: int, priority: in
 
 
 def _prefix(addr: Any) -> str:
-    return f"{addr}/{32 if addr.version == 4 else 128}"
+    return f"{address(addr)}/{32 if addr.version == 4 else 128}"
 
 
 class Checks:
@@ -133,7 +133,7 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         "port": svc.port,
         "fwmark": svc.fwmark,
         # a virtual_server_group (unless a fwmark stands for the whole service)
-        "group": [f"{v} {p}" for v, p in svc.endpoints] if svc.is_group and not svc.fwmark else None,
+        "group": [f"{address(v)} {p}" for v, p in svc.endpoints] if svc.is_group and not svc.fwmark else None,
         "multi_port": bool(svc.group_ports),
         "family": "inet6" if svc.vip.version == 6 else "inet",
         "protocol": svc.protocol.upper(),
@@ -199,6 +199,14 @@ def file_names(cluster: Cluster) -> dict[str, str]:
     return {p: f"lvsdr_check_file_{i}" for i, p in enumerate(paths, 1)}
 
 
+def _extra_blocks(cluster: Cluster) -> dict[str, list[str]]:
+    """[[keepalived_extra]] lines by block: every entry for a block, in file order."""
+    out: dict[str, list[str]] = {}
+    for e in cluster.extra:
+        out.setdefault(e.block, []).extend(e.lines)
+    return out
+
+
 def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None) -> str:
     """keepalived.conf text for director ``node``. ``source`` names the cluster
     file in the header (as given: no timestamp, no host facts)."""
@@ -215,7 +223,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     # per server, once: its comment label (token-guarded) and its address as
     # text (str(ipaddress) is slow and a server may back many services)
     servers = {b.server: b for s in cluster.services for b in s.backends}
-    labels = {n: (token(n) + (" (a director)" if b.is_director else ""), str(b.address))
+    labels = {n: (token(n) + (" (a director)" if b.is_director else ""), address(b.address))
               for n, b in servers.items()}
     checks = Checks(file_names(cluster))
     ctx = {
@@ -226,7 +234,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "instance": instance_name(cluster),
         "instances": _instances(cluster, me),
         "sync_group": f"VG_{cluster.name}" if cluster.sync_group else None,
-        "extra": {e.block: e.lines for e in cluster.extra},
+        "extra": _extra_blocks(cluster),
         "peers": peers,
         "notify": notify,
         "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") else None,

@@ -59,7 +59,8 @@ IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 ZONE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,16}")
 # nothing that keepalived's parser treats specially: no blanks, quotes,
 # braces, comment starters (# !) or control characters
-PATH_RE = re.compile(r"/[A-Za-z0-9._/+-]*")
+# and no empty, "." or ".." segment: a path names one file, wherever it is used
+PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+-]+)+")
 URL_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;-]*")
 HOST_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
 AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
@@ -120,6 +121,54 @@ class Memo:
         return out
 
 
+MAX_INPUT = 64 << 20  # bytes of a cluster file or keepalived.conf (the 1,000-service benchmark's file is ~3 MiB)
+QUOTE_MAX = 80  # characters of a value echoed in an error line
+
+
+def read_input(path: str | Path, limit: int = MAX_INPUT) -> bytes:
+    """A regular file's bytes, at most ``limit`` of them: a FIFO, a device
+    (/dev/zero) or a directory is refused at once instead of hanging or
+    filling memory. Raises ``InputError`` naming the file."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file")
+        if st.st_size > limit:
+            raise InputError(f"{path}: {st.st_size} bytes; the limit is {limit}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise InputError(f"{path}: more than {limit} bytes")
+    return raw
+
+
+def quote(v: object, limit: int = QUOTE_MAX) -> str:
+    """A value as an error line shows it: JSON-quoted, on one line, cut at
+    ``limit`` characters (the rest counted), whatever its type."""
+    if isinstance(v, bool):
+        text = "true" if v else "false"
+    elif isinstance(v, int):
+        text = str(v) if -MAX_INT < v < MAX_INT else f"(an integer of {v.bit_length()} bits)"
+    elif isinstance(v, (str, float)) or v is None:
+        text = json.dumps(v)
+    else:
+        text = f"(a {_typename(v)})"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return text
+
+
 def _typename(v: object) -> str:
     if v is None:
         return "null"
@@ -149,7 +198,7 @@ class Table:
 
     def path(self, key: str) -> str:
         if not _PLAIN_KEY(key):
-            key = json.dumps(key)  # keep the error on one line, whatever the key holds
+            key = quote(key)  # keep the error on one line, whatever the key holds
         return f"{self.where}.{key}" if self.where else key
 
     def raw(self, key: str, default: Any = MISSING) -> Any:
@@ -195,7 +244,7 @@ class Table:
         if not isinstance(v, str):
             return None
         if not pattern.fullmatch(v):
-            self.errors.add(self.path(key), f"{json.dumps(v)} is not {what}")
+            self.errors.add(self.path(key), f"{quote(v)} is not {what}")
             return None
         return v
 
@@ -207,7 +256,7 @@ class Table:
             return None
         if v not in choices:
             self.errors.add(
-                self.path(key), f"unknown value {json.dumps(v)} (expected one of {', '.join(choices)})"
+                self.path(key), f"unknown value {quote(v)} (expected one of {', '.join(choices)})"
             )
             return None
         return v
@@ -240,10 +289,13 @@ class Table:
 
 
 def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
+    if "%" in v:  # ipaddress takes almost anything after % (newlines, braces, quotes) as a scope id
+        errors.add(where, f"{quote(v)} has a scope id (%...); give the plain address")
+        return None
     try:
         addr = ipaddress.ip_address(v)
     except ValueError:
-        errors.add(where, f"{json.dumps(v)} is not an IP address")
+        errors.add(where, f"{quote(v)} is not an IP address")
         return None
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback or (
             addr.version == 4 and (addr.is_reserved or int(addr) >> 24 == 0)):
@@ -259,7 +311,7 @@ def _sorry_address(st: Table) -> IPAddress | None:
     """A sorry server's address: a host, or the director itself (127.0.0.1,
     ::1: IPVS delivers to a local address on the director that holds the VIP)."""
     v = st.data.get("address")
-    if isinstance(v, str):
+    if isinstance(v, str) and "%" not in v:
         try:
             if ipaddress.ip_address(v).is_loopback:
                 st.seen.add("address")
@@ -271,26 +323,48 @@ def _sorry_address(st: Table) -> IPAddress | None:
 
 def load_cluster(path: str | Path) -> Cluster:
     """Read and validate a cluster file (``.json`` is JSON, anything else TOML)."""
-    p = Path(path)
+    return parse_cluster(parse_text(read_text(path), str(path)))
+
+
+def load_cluster_bytes(raw: bytes, path: str | Path) -> Cluster:
+    """Validate a cluster file's bytes already read (``path`` names it in errors and picks the format)."""
+    return parse_cluster(parse_text(decode(raw, str(path)), str(path)))
+
+
+def decode(raw: bytes, path: str) -> str:
     try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    data: Any
-    if p.suffix.lower() == ".json":
+
+
+def read_text(path: str | Path) -> str:
+    """A cluster file's text (see ``read_input``)."""
+    return decode(read_input(path), str(path))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise InputError(f"key {quote(k)} is given twice in one object")
+        out[k] = v
+    return out
+
+
+def parse_text(text: str, path: str) -> Any:
+    """The one reader of a cluster file's text: JSON for ``*.json``, else TOML.
+    Raises ``InputError`` (one line, naming the file) and nothing else."""
+    try:
+        if path.lower().endswith(".json"):
+            try:
+                return json.loads(text, object_pairs_hook=_unique_keys)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}: JSON syntax error at line {e.lineno}: {e.msg}") from None
+            except InputError as e:
+                raise InputError(f"{path}: JSON: {e}") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: JSON syntax error at line {e.lineno}: {e.msg}") from None
-        except RecursionError:
-            raise InputError(f"{path}: JSON nested too deeply") from None
-    else:
-        try:
-            data = _toml.loads(text)
+            return _toml.loads(text)
         except _toml.TOMLDecodeError as e:
             from .kaconf import looks_like_keepalived
 
@@ -298,9 +372,31 @@ def load_cluster(path: str | Path) -> Cluster:
                 raise InputError(f"{path}: this is a keepalived.conf, not a cluster file; `lvsdr import {path} "
                                  "--arp-method METHOD` turns it into one") from None
             raise InputError(f"{path}: TOML syntax error: {e}") from None
-        except RecursionError:
-            raise InputError(f"{path}: TOML nested too deeply") from None
-    return parse_cluster(data)
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4,300 digits (Python's limit on converting one)
+        raise InputError(f"{path}: {str(e).split(':')[0].lower()}: an integer with too many digits") from None
+
+
+MAX_INT = 2**63  # no number in a cluster file comes near it; a larger one could not even be printed in an error
+
+
+def _scrub(value: Any, where: str, errors: Errors) -> None:
+    """Refuse, wherever they stand, the TOML values no key of a cluster file
+    takes and that the typed getters would not name well: dates and times
+    (also inside lists) and integers too large to print."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            key = k if _PLAIN_KEY(str(k)) else quote(k)
+            _scrub(v, f"{where}.{key}" if where else key, errors)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _scrub(v, f"{where}[{i}]", errors)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not -MAX_INT < value < MAX_INT:
+            errors.add(where or "(top level)", f"an integer of {value.bit_length()} bits is out of range")
+    elif not isinstance(value, (str, float, bool)) and value is not None:
+        errors.add(where or "(top level)", f"a {_typename(value)} is not a value any key takes here")
 
 
 def parse_cluster(data: Any) -> Cluster:
@@ -308,6 +404,9 @@ def parse_cluster(data: Any) -> Cluster:
     errors = Errors()
     if not isinstance(data, dict):
         raise ValidationError([f"(top level): expected table, got {_typename(data)}"])
+    _scrub(data, "", errors)
+    if errors.lines:
+        raise ValidationError(errors.lines)
     top = Table(data, "", errors)
     c = top.table("cluster")
     if c is None and "cluster" not in data:
@@ -431,7 +530,7 @@ def _subnet(c: Table, directors: list[Director]) -> IPNetwork | None:
     try:
         net = ipaddress.ip_network(v, strict=True)
     except ValueError:
-        c.errors.add(c.path("subnet"), f"{json.dumps(v)} is not a network (\"192.0.2.0/24\", host bits zero)")
+        c.errors.add(c.path("subnet"), f"{quote(v)} is not a network (\"192.0.2.0/24\", host bits zero)")
         return None
     for d in directors:
         if d.address not in net:
@@ -522,7 +621,7 @@ def _command(t: Table, key: str) -> Command | None:
         return None
     ok = isinstance(v[0], str) and bool(PATH_RE.fullmatch(v[0]))
     if not ok:
-        t.errors.add(f"{t.path(key)}[0]", f"{json.dumps(v[0])} is not an absolute path without blanks or quotes")
+        t.errors.add(f"{t.path(key)}[0]", f"{quote(v[0])} is not an absolute path without blanks or quotes")
     args = _args(t, key, v[1:], first=1)
     return (v[0], *args) if ok and len(args) == len(v) - 1 else None
 
@@ -534,7 +633,7 @@ def _args(t: Table, key: str, values: list[Any], first: int = 0) -> tuple[str, .
         if isinstance(a, str) and ARG_RE.fullmatch(a):
             out.append(a)
         else:
-            t.errors.add(f"{t.path(key)}[{i}]", f"{json.dumps(a)} is not an argument lvsdr can quote for "
+            t.errors.add(f"{t.path(key)}[{i}]", f"{quote(a)} is not an argument lvsdr can quote for "
                          "keepalived (letters, digits and ._/:=@%+,- only)")
     return tuple(out)
 TRACK_WEIGHT = (-253, 253)
@@ -554,7 +653,7 @@ def _vips(top: Table, errors: Errors) -> tuple[Vip, ...]:
         label = t.text("label", LABEL_RE, "a label DEVICE:NAME (15 characters at most)", None)
         t.done()
         if label is not None and (len(label) > 15 or (device is not None and label.split(":")[0] != device)):
-            errors.add(t.path("label"), f"{json.dumps(label)} must start with its device and hold 15 characters "
+            errors.add(t.path("label"), f"{quote(label)} must start with its device and hold 15 characters "
                        "at most")
             continue
         if addr is None:
@@ -662,7 +761,7 @@ def _extra(top: Table, services: list[Service | None], errors: Errors) -> tuple[
             continue
         target = block.removeprefix("service:")
         if block not in EXTRA_BLOCKS and not (block.startswith("service:") and target in names):
-            errors.add(t.path("block"), f"{json.dumps(block)} is not global_defs, vrrp_instance or service:NAME "
+            errors.add(t.path("block"), f"{quote(block)} is not global_defs, vrrp_instance or service:NAME "
                        "of a service in this file")
             continue
         depth, ok = 0, True
@@ -671,7 +770,12 @@ def _extra(top: Table, services: list[Service | None], errors: Errors) -> tuple[
                 errors.add(f"{t.path('lines')}[{i}]", "expected one line of text")
                 ok = False
                 continue
-            depth += line.count("{") - line.count("}")
+            braces, why = extra_line(line)
+            if why:
+                errors.add(f"{t.path('lines')}[{i}]", why)
+                ok = False
+                continue
+            depth += braces
             if depth < 0:
                 errors.add(f"{t.path('lines')}[{i}]", "closes a block it did not open")
                 ok = False
@@ -682,6 +786,39 @@ def _extra(top: Table, services: list[Service | None], errors: Errors) -> tuple[
         if ok:
             out.append(Extra(block, tuple(lines)))
     return tuple(out)
+
+
+def extra_line(line: str) -> tuple[int, str | None]:
+    """One [[keepalived_extra]] line as keepalived 2.2.7 reads it: what it
+    adds to the block depth, or why it is refused. keepalived ends a line's
+    text at a ``#`` or ``!`` outside double quotes and counts only the braces
+    before it outside quotes; lvsdr refuses what it cannot read the same way
+    for sure (a backslash, an unclosed quote, a control character, a brace
+    or comment sign inside quotes) and the
+    preprocessor (``include``, ``$NAME`` definitions and uses, ``@`` and ``~``
+    line prefixes), which could bring text no check has seen."""
+    if any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in line):
+        return 0, "a control character; one line of plain text"
+    if "\\" in line:
+        return 0, "a backslash; keepalived's quoting of it is not something lvsdr passes through"
+    text, quoted = [], False
+    for c in line:
+        if c == '"':
+            quoted = not quoted
+        elif c in "#!{}" and quoted:  # whether keepalived reads these as quoted or not, the line is refused
+            return 0, f"{c} inside double quotes; keepalived may read it as a comment or a brace"
+        elif c in "#!":
+            break
+        text.append(c)
+    if quoted:
+        return 0, "an unclosed double quote"
+    words = "".join(text).split()
+    if words and (words[0] == "include" or words[0][0] in "@~"):
+        return 0, f"{quote(words[0])}: keepalived's preprocessor is not available here"
+    if "$" in "".join(text):
+        return 0, "a $ (a keepalived definition or its use) is not available here"
+    joined = "".join(text)
+    return joined.count("{") - joined.count("}"), None
 
 
 def _tracking(top: Table, errors: Errors) -> dict[str, Any]:
@@ -758,7 +895,7 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
                 net = ipaddress.ip_network(f"0.0.0.0/{gran}")
             kw["persistence_granularity"] = str(net.netmask) if net.version == 4 else str(net.prefixlen)
         except ValueError:
-            t.errors.add(t.path("persistence_granularity"), f"{json.dumps(gran)} is not a netmask "
+            t.errors.add(t.path("persistence_granularity"), f"{quote(gran)} is not a netmask "
                          "(IPv4: 255.255.255.0; IPv6 VIPs: a prefix length such as \"64\")")
     flags = []
     for key, needs in SCHEDULER_FLAGS.items():
@@ -809,7 +946,7 @@ def _status_codes(t: Table) -> tuple[str, ...]:
     for item in v if isinstance(v, list) else [v]:
         m = STATUS_RE.fullmatch(str(item)) if isinstance(item, int | str) and not isinstance(item, bool) else None
         if m is None or (m.group(2) and int(m.group(2)) < int(m.group(1))):
-            t.errors.add(t.path("status_code"), f"{json.dumps(item)} is not a status code (200) or range "
+            t.errors.add(t.path("status_code"), f"{quote(item)} is not a status code (200) or range "
                          "(\"200-299\")")
             continue
         out.append(m.group(0))
@@ -927,12 +1064,12 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
 
     def resolve(name: str, i: int) -> Director | RealServer | None:
         if name in seen:
-            errors.add(f"{base}[{i}]", f"server {json.dumps(name)} is already backends[{seen[name]}]")
+            errors.add(f"{base}[{i}]", f"server {quote(name)} is already backends[{seen[name]}]")
             return None
         seen[name] = i
         srv = known.get(name)
         if srv is None:
-            errors.add(f"{base}[{i}]", f"unknown server {json.dumps(name)}")
+            errors.add(f"{base}[{i}]", f"unknown server {quote(name)}")
         return srv
 
     for i, item in enumerate(v):
@@ -1097,10 +1234,10 @@ def _group_vips(t: Table) -> tuple[IPAddress, ...]:
         if last is None:
             continue
         if last.version != first.version or int(last) < int(first):
-            t.errors.add(here, f"{json.dumps(item)} is not a range FIRST-LAST with FIRST <= LAST")
+            t.errors.add(here, f"{quote(item)} is not a range FIRST-LAST with FIRST <= LAST")
             continue
         if int(last) - int(first) >= MAX_GROUP:
-            t.errors.add(here, f"{json.dumps(item)} holds more than {MAX_GROUP} addresses")
+            t.errors.add(here, f"{quote(item)} holds more than {MAX_GROUP} addresses")
             continue
         out += [ipaddress.ip_address(n) for n in range(int(first), int(last) + 1)]
     seen: set[IPAddress] = set()
@@ -1127,7 +1264,7 @@ def _group_ports(t: Table) -> tuple[int, ...]:
     out: list[int] = []
     for i, p in enumerate(v):
         if not isinstance(p, int) or isinstance(p, bool) or not 1 <= p <= 65535:
-            t.errors.add(f"{where}[{i}]", f"{json.dumps(p)} is not a port (1..65535)")
+            t.errors.add(f"{where}[{i}]", f"{quote(p)} is not a port (1..65535)")
         elif p in out:
             t.errors.add(f"{where}[{i}]", f"{p} is listed twice")
         else:

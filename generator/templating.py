@@ -22,6 +22,16 @@ def token(value: Any) -> str:
     return s
 
 
+def address(value: Any) -> str:
+    """Guard for every address put into keepalived.conf (or an nft script): the
+    token guard, and no IPv6 scope id (``ipaddress`` accepts almost anything
+    after ``%``). Validation already refused it; this is the second lock."""
+    s = token(value)
+    if "%" in s:
+        raise ValueError(f"unsafe address for keepalived.conf: {s!r}")
+    return s
+
+
 def format_each(fmt: str, rows: list[tuple[Any, ...]]) -> str:
     """``fmt % row`` for every row, joined: a loop the template would otherwise
     run once per row (jinja2 yields on every iteration)."""
@@ -45,6 +55,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["token"] = token
+    env.filters["address"] = address
     env.filters["format_each"] = format_each
     return env
 

@@ -82,24 +82,44 @@ class node_lock:  # noqa: N801 -- used as `with node_lock(dir):`; a class becaus
 def write_tree(root: Path, trees: dict[str, dict[str, tuple[bytes, int]]]) -> int:
     """Write ``root/NODE/PATH`` for every node's tree with exactly the modes
     given (not the umask's), directories 0755. ``root`` must be empty or new:
-    lvsdr never mixes its tree with files it did not write. Returns the count."""
+    lvsdr never mixes its tree with files it did not write. The tree is built
+    in a temporary sibling and renamed into place: there is never a partial
+    tree, and nothing is written outside it. Returns the count."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     from lvsdr.errors import InputError
 
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    if root.exists() and (not root.is_dir() or root.is_symlink() or any(root.iterdir())):
         raise InputError(f"--output-dir: {root} exists and is not an empty directory")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent if str(root.parent) else "."))
+    except OSError as e:
+        raise InputError(f"--output-dir: {root}: cannot create it: {e.strerror or e}") from None
     count = 0
-    for node, tree in trees.items():
-        for rel, (data, mode) in tree.items():
-            path = root / node / rel
-            for parent in reversed(path.relative_to(root).parents):
-                d = root / parent
-                if not d.exists():
-                    d.mkdir()
-                    os.chmod(d, 0o755)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(path, mode)
-            count += 1
-    os.chmod(root, 0o755)
+    try:
+        for node, tree in trees.items():
+            for rel, (data, mode) in tree.items():
+                parts = rel.split("/")
+                if "" in parts or "." in parts or ".." in parts or "/" in node or node in ("", ".", ".."):
+                    raise InputError(f"--output-dir: {node}/{rel} is not a path inside the tree")
+                path = tmp / node / rel
+                for parent in reversed(path.relative_to(tmp).parents):
+                    d = tmp / parent
+                    if not d.exists():
+                        d.mkdir()
+                        os.chmod(d, 0o755)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(path, mode)
+                count += 1
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, root)  # onto an empty directory too (rename(2) replaces it)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise InputError(f"--output-dir: {root}: cannot write: {e.strerror or e}") from None
+        raise
     return count

@@ -90,8 +90,12 @@ def test_valid_clusters_render_and_pass_keepalived(scratch_netns: str, data: dic
         assert result.ok, result.message() + "\n" + text
 
 
+# every type a TOML (or JSON) file can hold: dates and times, integers too
+# large to print, NaN and infinities, text with any character
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63, max_value=2**20000).map(
+        lambda n: n * (-1) ** (n % 2)) | st.floats() | st.text(max_size=20)
+    | st.dates() | st.times() | st.datetimes(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
 )

@@ -94,8 +94,10 @@ def _render_all(args: argparse.Namespace) -> int:
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
     if not args.output_dir:
         raise InputError("render: --all needs --output-dir DIR")
-    c = _cluster(args)
-    trees = node_trees(c, Path(args.cluster).read_bytes())
+    from lvsdr.generator.load import load_cluster_bytes, read_input
+
+    raw = read_input(args.cluster)  # read once: the tree holds the very bytes that were validated
+    trees = node_trees(load_cluster_bytes(raw, args.cluster), raw)
     count = write_tree(Path(args.output_dir), trees)
     print(f"{args.output_dir}: {count} files for {len(trees)} nodes ({', '.join(trees)})")
     return 0

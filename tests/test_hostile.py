@@ -1,0 +1,278 @@
+"""Hostile and careless input to the cluster file, `render` and `render --all`:
+refused with one line naming the field (exit 2), never rendered into
+keepalived.conf, never a traceback."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+import os
+import stat
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsdr.cli import main
+from lvsdr.errors import InputError, ValidationError
+from lvsdr.generator.bundle import node_trees
+from lvsdr.generator.keepalived import render_keepalived
+from lvsdr.generator.load import extra_line, load_cluster, parse_cluster
+from lvsdr.hooks.files import write_tree
+
+from helpers import BASE
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL = tomllib.loads((ROOT / "examples/full.toml").read_text())
+IPV6 = tomllib.loads((ROOT / "examples/ipv6.toml").read_text())
+
+SCOPED = "2001:db8::7%x\n}\nquorum_up \"/bin/sh\"\n{"
+
+
+def _set(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    node: Any = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+def _strings(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Every string value of a parsed file, with its path."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _strings(v, (*path, k))]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _strings(v, (*path, i))]
+    return [(path, value)] if isinstance(value, str) else []
+
+
+def _addresses(data: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The paths of every string value of a file that is an IP address."""
+    out = []
+    for path, v in _strings(data):
+        try:
+            ipaddress.ip_address(v.split("-")[0])
+        except ValueError:
+            continue
+        out.append(path)
+    return out
+
+
+ADDRESS_FIELDS = [("full", p) for p in _addresses(FULL)] + [("ipv6", p) for p in _addresses(IPV6)]
+
+
+@pytest.mark.parametrize(("example", "path"), ADDRESS_FIELDS, ids=[f"{e}:{p}" for e, p in ADDRESS_FIELDS])
+def test_a_scope_id_in_any_address_field_is_refused(example: str, path: tuple[Any, ...]) -> None:
+    """No address field takes an IPv6 scope id: ipaddress accepts newlines,
+    braces and quotes after %, which would render as keepalived directives."""
+    data = _set(FULL if example == "full" else IPV6, path, SCOPED)
+    with pytest.raises(ValidationError) as e:
+        parse_cluster(data)
+    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+    assert any(line.startswith(where) for line in e.value.errors), e.value.errors
+    assert all("\n" not in line for line in e.value.errors)
+
+
+def test_a_single_ipv6_vip_with_a_scope_id_in_an_ipv4_cluster_is_refused() -> None:
+    """The one IPv6 [[vips]] entry of an IPv4 cluster is checked like every address."""
+    data = copy.deepcopy(BASE)
+    data["vips"] = [{"address": "2001:db8::5%eth0"}]
+    with pytest.raises(ValidationError) as e:
+        parse_cluster(data)
+    assert e.value.errors == ['vips[0].address: "2001:db8::5%eth0" has a scope id (%...); give the plain address']
+
+
+def test_the_renderer_refuses_a_scoped_address_that_skipped_validation() -> None:
+    """The second lock: an address is rendered through the same guard as every
+    other value, so a model built around the loader still cannot inject."""
+    c = parse_cluster(copy.deepcopy(IPV6))
+    svc = c.services[0]
+    bad = dataclasses.replace(svc, vip=ipaddress.ip_address("2001:db8::7%x}"))
+    with pytest.raises(ValueError, match="unsafe"):
+        render_keepalived(dataclasses.replace(c, services=(bad, *c.services[1:])), c.directors[0].name, "x")
+
+
+PAYLOADS = [
+    "\n}\nquorum_up \"/bin/sh -c id\"\n{", "}", "{", "# {", "! {", '"', "'", "\\", " ", "\t", "\r", "\x00",
+    "\u2028", "\x0c", "$(id)", "`id`", ";id", "%eth0", "include /etc/x", "$X",
+]
+
+
+def _skeleton(text: str) -> list[tuple[int, int]]:
+    """Each line's block depth and brace balance, as keepalived reads them
+    (text after # or ! outside quotes is a comment)."""
+    out, depth = [], 0
+    for line in text.split("\n"):
+        body, quoted = [], False
+        for c in line:
+            if c == '"':
+                quoted = not quoted
+            elif c in "#!" and not quoted:
+                break
+            body.append(c)
+        delta = "".join(body).count("{") - "".join(body).count("}")
+        out.append((depth, delta))
+        depth += delta
+    return out
+
+
+def test_injection_payloads_on_every_string_never_leave_their_block() -> None:
+    """A payload at either end of any string value of examples/full.toml is
+    refused by validation, or renders with every line of keepalived.conf in
+    the block the model put it in (the same lines, depths and braces)."""
+    clean = parse_cluster(copy.deepcopy(FULL))
+    base = {d.name: render_keepalived(clean, d.name, "x") for d in clean.directors}
+    rendered = tried = 0
+    for path, value in _strings(FULL):
+        for payload in PAYLOADS:
+            for mutated in (payload + value, value + payload):
+                tried += 1
+                try:
+                    c = parse_cluster(_set(FULL, path, mutated))
+                except ValidationError as e:
+                    assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
+                    continue
+                for d in c.directors:
+                    if d.name not in base:
+                        continue
+                    text = render_keepalived(c, d.name, "x")
+                    rendered += 1
+                    assert len(text.split("\n")) == len(base[d.name].split("\n")), (path, mutated)
+                    assert _skeleton(text) == _skeleton(base[d.name]), (path, mutated)
+    assert tried > 5000
+    assert rendered > 0  # some payloads are legitimate text (a URL path with ;id): they were checked, not skipped
+
+
+@pytest.mark.parametrize(("lines", "error"), [
+    (["# {", "}"], "services[0]... closes a block"),
+    (['"# {"', "}"], "inside double quotes"),
+    (["a {", "# }"], "opens a block it does not close"),
+    (["include /etc/keepalived/other.conf"], "preprocessor"),
+    (["virtual_server 192.0.2.1 80 {", "include /tmp/x", "}"], "preprocessor"),
+    (["$EVIL=notify_master /bin/sh"], "$"),
+    (["@lb1 smtp_server 192.0.2.9"], "preprocessor"),
+    (['notify_master "/bin/sh'], "unclosed double quote"),
+    (["notify_master /bin/sh \\"], "backslash"),
+])
+def test_extra_lines_are_read_as_keepalived_reads_them(lines: list[str], error: str) -> None:
+    """[[keepalived_extra]] braces are counted outside comments and quotes;
+    include and the rest of keepalived's preprocessor are refused."""
+    data = copy.deepcopy(BASE)
+    data["keepalived_extra"] = [{"block": "global_defs", "lines": lines}]
+    with pytest.raises(ValidationError) as e:
+        parse_cluster(data)
+    text = "\n".join(e.value.errors)
+    assert error.split("...")[-1].strip() in text, text
+    assert text.startswith("keepalived_extra[0].lines")
+
+
+def test_extra_line_reader_counts_braces_before_a_comment() -> None:
+    """`x { # }` opens one block (the } is a comment); `a # {` opens none."""
+    assert extra_line("x { # }") == (1, None)
+    assert extra_line("a # {") == (0, None)
+    assert extra_line("vrrp_garp_master_repeat 2 ! }") == (0, None)
+    assert extra_line('notify "/usr/bin/x y"') == (0, None)
+
+
+def test_every_extra_entry_for_one_block_is_kept() -> None:
+    """Two [[keepalived_extra]] entries for one block both render, in file order."""
+    data = copy.deepcopy(BASE)
+    data["keepalived_extra"] = [{"block": "global_defs", "lines": ["vrrp_garp_master_repeat 2"]},
+                                {"block": "global_defs", "lines": ["vrrp_garp_master_refresh 60"]}]
+    c = parse_cluster(data)
+    text = render_keepalived(c, c.directors[0].name, "x")
+    assert text.index("vrrp_garp_master_repeat 2") < text.index("vrrp_garp_master_refresh 60") < text.index("}")
+
+
+@pytest.mark.parametrize(("path", "raw", "error"), [
+    (("cluster", "virtual_router_id"), "0x" + "f" * 5000,
+     "cluster.virtual_router_id: an integer of 20000 bits is out of range"),
+    (("cluster", "advert_int"), "0o" + "7" * 5000, "cluster.advert_int: an integer of 15000 bits is out of range"),
+    (("cluster", "notify_master"), "[1979-05-27]",
+     "cluster.notify_master[0]: a date is not a value any key takes here"),
+    (("services", 0, "port"), "[80, 07:32:00]", "services[0].port[1]: a time is not a value any key takes here"),
+    (("services", 0, "check"), "{ type = \"http\", status_code = [200, 1979-05-27T07:32:00Z] }",
+     "services[0].check.status_code[1]: a datetime is not a value any key takes here"),
+])
+def test_unusual_toml_values_are_one_line_each(path: tuple[Any, ...], raw: str, error: str) -> None:
+    """Huge integers (hex ones too, beyond what Python prints) and TOML dates
+    and times anywhere, even inside lists, are one error line each."""
+    value = tomllib.loads(f"v = {raw}")["v"]
+    with pytest.raises(ValidationError) as e:
+        parse_cluster(_set(BASE, path, value))
+    assert e.value.errors == [error]
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_an_integer_of_more_than_4300_digits_is_one_line(tmp_path: Path, suffix: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Python refuses to convert such an integer; the loader says so in one line, exit 2."""
+    p = tmp_path / f"c{suffix}"
+    p.write_text(("cluster = { virtual_router_id = %s }" if suffix == ".toml" else '{"cluster": %s}') % ("1" * 5000))
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "too many digits" in err and str(p) in err
+
+
+def test_json_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    """JSON keeps the last of two equal keys silently; lvsdr refuses them, as TOML does."""
+    p = tmp_path / "c.json"
+    p.write_text('{"cluster": {"name": "a", "name": "b"}}')
+    with pytest.raises(InputError, match='key "name" is given twice'):
+        load_cluster(p)
+
+
+def test_a_long_value_is_cut_in_its_error_line() -> None:
+    """A 100,000-character value is not echoed whole: the line stays short and says how long it was."""
+    data = _set(BASE, ("cluster", "name"), "x" * 100_000)
+    with pytest.raises(ValidationError) as e:
+        parse_cluster(data)
+    assert len(e.value.errors[0]) < 300 and "(100002 characters)" in e.value.errors[0]
+
+
+def test_validate_refuses_a_fifo_and_a_device_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only regular files are read (with a size cap): a FIFO nobody writes, or
+    /dev/zero, is one line and exit 2, not a hang or memory exhausted."""
+    fifo = tmp_path / "c.toml"
+    os.mkfifo(fifo)
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.extend([main(["validate", str(fifo)]), main(["validate", "/dev/zero"])]))
+    t.start()
+    t.join(10)
+    assert done == [2, 2]
+    err = capsys.readouterr().err
+    assert f"{fifo}: not a regular file" in err and "/dev/zero: not a regular file" in err
+
+
+def test_config_path_segments_cannot_leave_the_tree() -> None:
+    """config_path with an empty, . or .. segment (or just /) is refused: render --all would write outside its tree."""
+    for bad in ("/../../x", "/etc/../x", "/", "/etc/lvsdr/", "/etc//x", "/etc/./x"):
+        with pytest.raises(ValidationError) as e:
+            parse_cluster(_set(BASE, ("cluster", "config_path"), bad))
+        assert e.value.errors[0].startswith("cluster.config_path: "), bad
+
+
+@pytest.mark.parametrize("path", ["/etc/keepalived", "/etc/keepalived/keepalived.conf", "/etc/systemd/system",
+                                  "/etc/keepalived/keepalived.conf/x"])
+def test_config_path_colliding_with_a_rendered_file_is_refused(path: str) -> None:
+    """The cluster file's place in the tree cannot replace, contain or sit inside another file of the tree."""
+    c = parse_cluster(_set(BASE, ("cluster", "config_path"), path))
+    with pytest.raises(InputError, match="cluster.config_path: .* collides with"):
+        node_trees(c, b"x")
+
+
+def test_render_all_leaves_no_partial_tree(tmp_path: Path) -> None:
+    """A failure while writing leaves nothing: the tree is built in a
+    temporary sibling and renamed into place only when complete."""
+    out = tmp_path / "out"
+    trees = {"a": {"etc/x": (b"1", 0o644)}, "b": {"etc/../../escape": (b"2", 0o644)}}
+    with pytest.raises(InputError, match="not a path inside the tree"):
+        write_tree(out, trees)
+    assert sorted(os.listdir(tmp_path)) == []
+    assert write_tree(out, {"a": {"etc/x": (b"1", 0o600)}}) == 1
+    assert stat.S_IMODE((out / "a/etc/x").stat().st_mode) == 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
