@@ -71,6 +71,12 @@ class Side:
         if d.key in OBSOLETE:
             self.skip(d, "obsolete keepalived keyword (keepalived 2.2 refuses it): not imported")
             return
+        from .load import extra_line
+
+        why = next((w for w in (extra_line(line)[1] for line in _lines(d)) if w), None)
+        if why:
+            self.skip(d, f"not something [[keepalived_extra]] can carry ({why}): not imported")
+            return
         self.extra.setdefault(block, []).extend(_lines(d))
         self.unmapped.append(Unmapped(d.where, " ".join(d.words), reason, kept=True))
 
@@ -86,17 +92,27 @@ def _lines(d: Directive) -> list[str]:
     return [head + " {", *[line for c in d.children for line in _lines(c)], "}"]
 
 
-def _int(d: Directive, i: int = 1) -> int | None:
-    try:
-        return int(d.words[i])
-    except (IndexError, ValueError):
+def number(word: str) -> int | None:
+    """A whole number as keepalived reads one: ASCII digits (an optional
+    minus), nothing else (Python's int() also takes ``³``, ``1_0`` and blanks)."""
+    digits = word[1:] if word.startswith("-") else word
+    if not digits or len(digits) > 18 or not (digits.isascii() and digits.isdigit()):
         return None
+    return int(word)
+
+
+def _int(d: Directive, i: int = 1) -> int | None:
+    return number(d.words[i]) if i < len(d.words) else None
 
 
 def _num(d: Directive, i: int = 1) -> int | float | None:
+    """A decimal number (advert_int 0.5): finite, ASCII, at most 18 characters."""
+    word = d.words[i] if i < len(d.words) else ""
+    if not word or len(word) > 18 or not all(c in "0123456789.-" for c in word):
+        return None
     try:
-        v = float(d.words[i])
-    except (IndexError, ValueError):
+        v = float(word)
+    except ValueError:
         return None
     return int(v) if v == int(v) else v
 
@@ -122,7 +138,11 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
             case "global_defs":
                 _globals(side, d)
             case "vrrp_instance":
-                side.instances.append(_instance(side, d))
+                inst = _instance(side, d)
+                if "virtual_router_id" in inst:
+                    side.instances.append(inst)
+                else:
+                    side.skip(d, "no virtual_router_id (keepalived drops such an instance): not imported")
             case "vrrp_script":
                 _script(side, d)
             case "vrrp_track_file" | "track_file":
@@ -158,8 +178,8 @@ def _globals(side: Side, d: Directive) -> None:
                 words.pop(0)  # the instance's name (lvsdr names its own)
             while words:
                 k = words.pop(0)
-                if k in ("id", "port") and words and words[0].isdigit():
-                    sync[k] = int(words.pop(0))
+                if k in ("id", "port") and words and number(words[0]) is not None:
+                    sync[k] = number(words.pop(0))
                 elif k == "inst" and words:
                     words.pop(0)
                 else:
@@ -248,11 +268,9 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
         elif k == "track_script":
             inst["track_scripts"] = [t.words[0] for t in c.block()]
         elif k == "track_interface":
-            inst["track_interfaces"] = [{"name": t.words[0], "weight": int(t.words[2]) if len(t.words) > 2 else 0}
-                                        for t in c.block()]
+            inst["track_interfaces"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
         elif k == "track_file":
-            inst["track_files"] = [{"name": t.words[0], "weight": int(t.words[2]) if len(t.words) > 2 else 0}
-                                   for t in c.block()]
+            inst["track_files"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
         elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and c.args:
             inst[k] = _command(c)
         elif k == "notify":
@@ -263,13 +281,32 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
     return inst
 
 
+def _port(side: Side, d: Directive, word: str) -> int | None:
+    """A virtual_server's port: a number, or a service name keepalived looks
+    up in /etc/services (said in a note); None, with a note, for anything else."""
+    port = number(word)
+    if port is not None:
+        return port
+    import socket
+
+    proto = next((c.args[0].lower() for c in d.block() if c.key == "protocol" and c.args), "tcp")
+    try:
+        port = socket.getservbyname(word, proto if proto in ("tcp", "udp") else "tcp")
+    except OSError:
+        side.skip(d, f"port {word!r} is neither a number nor a service in /etc/services: not imported")
+        return None
+    side.unmapped.append(Unmapped(d.where, " ".join(d.words), f"port {word} is {port} in /etc/services, as "
+                                  "keepalived reads it: imported as that number"))
+    return port
+
+
 def _group(side: Side, d: Directive) -> list[tuple[str, int | None]]:
     out: list[tuple[str, int | None]] = []
     for c in d.block():
         if c.key == "fwmark":
             side.skip(c, "a fwmark in a virtual_server_group (lvsdr: a service's own fwmark)")
             continue
-        port = int(c.words[1]) if len(c.words) > 1 and c.words[1].isdigit() else None
+        port = _int(c, 1)
         out.append((c.words[0], port))
     return out
 
@@ -300,7 +337,10 @@ def _virtual_server(side: Side, d: Directive, groups: dict[str, list[tuple[str, 
         svc["vip"], svc["port"] = vp
         svc["name"] = d.args[1]
     elif len(d.args) >= 2:
-        svc["vip"], svc["port"] = d.args[0], int(d.args[1])
+        port = _port(side, d, d.args[1])
+        if port is None:
+            return None
+        svc["vip"], svc["port"] = d.args[0], port
         svc["name"] = f"{d.args[0]}-{d.args[1]}".replace(":", "-")
     else:
         side.skip(d, "virtual_server without a port (lvsdr needs VIP and port, a group or a fwmark)")
@@ -412,7 +452,7 @@ def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
                 elif u.key == "digest" and u.args:
                     url["digest"] = u.args[0].lower()
                 elif u.key == "status_code" and u.args:
-                    url["status_code"] = [int(a) if a.isdigit() else a for a in u.args]
+                    url["status_code"] = [number(a) if number(a) is not None else a for a in u.args]
                 elif u.key == "virtualhost" and u.args:
                     url["virtualhost"] = u.args[0]
                 else:
@@ -485,7 +525,10 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
     unmapped = [u for s in sides for u in s.unmapped]
     first = sides[0]
     if not first.instances:
-        raise InputError(f"{first.file}: no vrrp_instance: nothing to build a cluster around")
+        dropped = [u.where for u in first.unmapped if u.what.startswith("vrrp_instance")]
+        raise InputError(f"{dropped[0]}: its vrrp_instance has no virtual_router_id (keepalived drops it), and no "
+                         "other is left to build a cluster around" if dropped else
+                         f"{first.file}: no vrrp_instance: nothing to build a cluster around")
     main = first.instances[0]
     # directors
     directors = []
@@ -746,7 +789,7 @@ def semantics(tree: tuple[Directive, ...]) -> dict[str, Any]:
                 if vs.get(k, default).upper() == default.upper():
                     vs.pop(k, None)
             if "sorry_server" in vs:
-                vs["sorry_server"] = vs["sorry_server"].split()[0]
+                vs["sorry_server"] = (vs["sorry_server"].split() or [""])[0]
             servers[key] = vs
     return {"vrrp_instance": instances, "virtual_server": servers}
 

@@ -1,6 +1,7 @@
-"""Reading keepalived.conf as keepalived does (pure but for the ``read``
-function it is given): blocks, comments, quoted strings, line continuations,
-``include`` (globs, relative to the including file), ``@ID`` conditional
+"""Reading keepalived.conf as keepalived 2.2.7 does (pure but for the ``read``
+function it is given): lines end at \\n only, comments start at # or !
+anywhere outside quotes, blocks, quoted strings (no line continuations: 2.2.7
+has none), ``include`` (globs, relative to the including file), ``@ID`` conditional
 lines and ``$NAME=value`` definitions. The result is a tree of directives,
 each with its file and line, for ``importer.py``.
 """
@@ -61,8 +62,8 @@ BLOCK_KEYWORDS = ("global_defs", "vrrp_instance", "virtual_server", "vrrp_script
 def looks_like_keepalived(text: str) -> bool:
     """Does ``text`` open a keepalived block (in its first 50 directives)?"""
     seen = 0
-    for raw in text.splitlines():
-        words = raw.split()
+    for raw in text.split("\n"):
+        words = raw.split("\0", 1)[0].split()
         if not words or words[0][0] in "#!":
             continue
         if words[0].startswith("@") and len(words) > 1:
@@ -75,14 +76,19 @@ def looks_like_keepalived(text: str) -> bool:
     return False
 
 
+WHITESPACE = " \t\n\v\f\r"  # C's isspace() in keepalived's locale (Python's str.isspace() takes more)
+MAX_DEPTH = 64  # nested blocks; keepalived's own grammar goes five deep
+
+
 def _tokens(line: str) -> list[tuple[str, bool]]:
-    """Words of one logical line: quoted strings are one word, # and ! at the
-    start of a word begin a comment, braces are words of their own."""
+    """Words of one line as keepalived 2.2.7 reads them: quoted strings are
+    one word, a # or ! outside quotes begins a comment (also inside a word:
+    `51#7` is 51), braces are words of their own, blanks are C's."""
     out: list[tuple[str, bool]] = []
     i, n = 0, len(line)
     while i < n:
         c = line[i]
-        if c.isspace():
+        if c in WHITESPACE:
             i += 1
         elif c in "#!":
             break
@@ -97,7 +103,7 @@ def _tokens(line: str) -> list[tuple[str, bool]]:
             i += 1
         else:
             j = i
-            while j < n and not line[j].isspace() and line[j] not in '{}"':
+            while j < n and line[j] not in WHITESPACE and line[j] not in '{}"#!':
                 j += 1
             out.append((line[i:j], False))
             i = j
@@ -119,14 +125,20 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
     def block(depth: int) -> tuple[Directive, ...]:
         nonlocal pos
         out: list[Directive] = []
+        if depth > MAX_DEPTH:
+            file, lineno, _text = lines[pos - 1]
+            raise InputError(f"{file}:{lineno}: blocks nested deeper than {MAX_DEPTH}")
         while pos < len(lines):
             file, lineno, text = lines[pos]
             toks = _tokens(text)
             pos += 1
             while toks:
-                if toks[0][0] == "}":
-                    if depth == 0:
-                        raise InputError(f"{file}:{lineno}: '}}' closes a block that was not opened")
+                if toks[0][0] == "}" and not toks[0][1]:
+                    if depth == 0:  # keepalived warns and goes on
+                        notes.skipped.append((f"{file}:{lineno}", "'}' closes a block that was not opened "
+                                              "(keepalived ignores it, and so does lvsdr)"))
+                        toks = toks[1:]
+                        continue
                     rest = toks[1:]
                     if rest:  # "} something" on one line: keep the rest for the parent
                         pos -= 1
@@ -163,18 +175,11 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
         text = read(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    pending = ""
-    start = 0
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        if pending:
-            raw = pending + " " + raw.lstrip()
-        else:
-            start = lineno
-        if raw.rstrip().endswith("\\"):
-            pending = raw.rstrip()[:-1]
-            continue
-        pending = ""
-        line = raw.strip()
+    # keepalived reads lines ending at \n only, as C strings (a NUL ends one),
+    # with no continuation: a backslash at the end is a character like another
+    for lineno, raw in enumerate(text.split("\n"), 1):
+        start = lineno
+        line = raw.split("\0", 1)[0].strip(WHITESPACE)
         if line.startswith("@"):
             cond, _, rest = line[1:].partition(" ")
             negate = cond.startswith("^")
@@ -185,7 +190,7 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
                 continue
             if (name == config_id) == negate:
                 continue
-            line = rest.strip()
+            line = rest.strip(WHITESPACE)
         if not line or line[0] in "#!":
             continue
         m = _VAR_DEF.fullmatch(line)
@@ -203,6 +208,11 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
             if not found:
                 notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
             for inc in found:
-                _load(inc, read, config_id, notes, variables, lines, depth + 1)
+                try:
+                    _load(inc, read, config_id, notes, variables, lines, depth + 1)
+                except InputError as e:
+                    if str(e).startswith(f"{inc}:"):  # the included file itself: say where it was included
+                        raise InputError(f"{path}:{start}: include {words[1][0]}: {e}") from None
+                    raise
             continue
         lines.append((path, start, line))

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import tomli as _toml  # the same parser as the stdlib's tomllib, compiled: 3x faster on big files
 
 from lvsdr.errors import InputError, ValidationError
+from lvsdr.inputs import MAX_INPUT, read_regular
 
 from . import methods
 from .model import (
@@ -121,7 +122,6 @@ class Memo:
         return out
 
 
-MAX_INPUT = 64 << 20  # bytes of a cluster file or keepalived.conf (the 1,000-service benchmark's file is ~3 MiB)
 QUOTE_MAX = 80  # characters of a value echoed in an error line
 
 
@@ -129,28 +129,7 @@ def read_input(path: str | Path, limit: int = MAX_INPUT) -> bytes:
     """A regular file's bytes, at most ``limit`` of them: a FIFO, a device
     (/dev/zero) or a directory is refused at once instead of hanging or
     filling memory. Raises ``InputError`` naming the file."""
-    import os
-    import stat
-
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}: not a regular file")
-        if st.st_size > limit:
-            raise InputError(f"{path}: {st.st_size} bytes; the limit is {limit}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read(limit + 1)
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-    if len(raw) > limit:
-        raise InputError(f"{path}: more than {limit} bytes")
-    return raw
+    return read_regular(path, limit)
 
 
 def quote(v: object, limit: int = QUOTE_MAX) -> str:

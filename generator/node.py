@@ -175,6 +175,9 @@ class Record:
             originals = data.get("sysctl_originals", {})
             if not isinstance(originals, dict):
                 raise ValueError("sysctl_originals is not an object")
+            bad = [k for k, v in originals.items() if not valid_sysctl_key(k) or not _SYSCTL_VALUE.fullmatch(str(v))]
+            if bad:
+                raise ValueError(f"sysctl {bad[0]!r} is not a network sysctl with a number")
             return cls(
                 cluster=str(data.get("cluster", "")),
                 node=str(data.get("node", "")),
@@ -187,6 +190,17 @@ class Record:
             )
         except (ValueError, TypeError) as e:
             raise LvsdrError(f"{where}: unreadable lvsdr record ({e}); fix or remove it") from None
+
+
+_SYSCTL_KEY = re.compile(r"net\.ipv[46]\.(?:conf\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}\.[a-z_]+"
+                         r"|[a-z0-9_]+(?:\.[a-z0-9_]+)*)")
+_SYSCTL_VALUE = re.compile(r"-?[0-9]{1,10}")
+
+
+def valid_sysctl_key(key: str) -> bool:
+    """A network sysctl as lvsdr writes them (net.ipv4.conf.DEV.NAME and the
+    like): nothing that could name a file outside /proc/sys/net."""
+    return bool(_SYSCTL_KEY.fullmatch(key)) and ".." not in key
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvsdr.defaults import AGENT_INTERVAL
 from lvsdr.errors import InputError
 from lvsdr.generator.director import DirectorSpec, Role, director_spec, observed_role, plan_role, role_spec
 from lvsdr.generator.model import Cluster
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
 from .files import node_lock
-
-AGENT_INTERVAL = 30.0  # seconds of quiet after which the agent reconciles anyway (heals drift)
 
 
 @dataclass(frozen=True)
@@ -114,27 +113,74 @@ def _replay(cluster_path: str, node: str) -> tuple[Role, list[str]] | None:
     from .replay import replay
 
     fast = replay(cluster_path, node, __version__, resident=True)
+    if isinstance(fast, str):
+        from .log import get_logger
+
+        get_logger(node=node, event_source="agent").warning("fast path declined", reason=fast)
+        return None
     return None if fast is None else ("MASTER" if fast[0] == "MASTER" else "BACKUP", fast[1])
 
 
+MAX_LINE = 4096  # bytes of one FIFO line; keepalived's are under 200
+
+
 def _open_fifo(path: Path) -> int:
+    """keepalived's notify FIFO, made 0600 in a 0700 directory when missing; an
+    existing one must be root's, not writable by others, and not a symlink
+    (files.UntrustedError otherwise): events from it make root change the node."""
+    from .files import UntrustedError, _trusted, state_dir
+
+    state_dir(path.parent)
     try:
-        st = path.stat()
-        if not stat.S_ISFIFO(st.st_mode):
-            raise InputError(f"--fifo: {path} exists and is not a FIFO")
+        st = os.lstat(path)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         os.mkfifo(path, 0o600)
+        st = os.lstat(path)
+    if not stat.S_ISFIFO(st.st_mode):
+        raise InputError(f"--fifo: {path} exists and is not a FIFO")
+    _trusted(st, "FIFO", path)
     # O_RDWR: the FIFO never reports EOF when keepalived closes or restarts
-    return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (st.st_ino, st.st_dev):
+        os.close(fd)
+        raise UntrustedError(f"{path}: replaced while being opened; refusing to trust it")
+    return fd
+
+
+_EVENT_TYPES = ("INSTANCE", "GROUP")
+_EVENT_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "MASTER_RX_LOWER_PRI", "DELETED")
 
 
 def parse_event(line: str) -> Event | None:
-    """`INSTANCE "VI_web" MASTER 150` -> an Event; None for anything else."""
-    parts = line.split()
-    if len(parts) < 3:
+    """A VRRP line of keepalived's notify FIFO, ``INSTANCE "VI_web" MASTER 150``
+    or ``GROUP "VG_web" BACKUP``, as an Event; None for anything else (its
+    virtual-server lines, noise from another writer)."""
+    parts = line.split(" ")
+    if not 3 <= len(parts) <= 4 or parts[0] not in _EVENT_TYPES or parts[2] not in _EVENT_STATES:
         return None
-    return Event(parts[0], parts[1].strip('"'), parts[2], parts[3] if len(parts) > 3 else "")
+    name = parts[1]
+    if len(name) < 3 or name[0] != '"' or name[-1] != '"' or not name[1:-1].isprintable() or '"' in name[1:-1] \
+            or " " in name:
+        return None
+    priority = parts[3] if len(parts) == 4 else ""
+    if priority and not (priority.isascii() and priority.isdigit() and len(priority) <= 3):
+        return None
+    return Event(parts[0], name[1:-1], parts[2], priority)
+
+
+def split_lines(buf: bytes, skipping: bool) -> tuple[list[bytes], bytes, bool]:
+    """(complete lines, the unfinished rest, whether the rest is being
+    skipped): a line longer than ``MAX_LINE`` is dropped up to its newline,
+    so a writer that never ends a line cannot grow the buffer without bound."""
+    *lines, rest = buf.split(b"\n")
+    if skipping and lines:
+        lines, skipping = lines[1:], False
+    elif skipping:
+        return [], b"", True
+    lines = [ln for ln in lines if len(ln) <= MAX_LINE]
+    if len(rest) > MAX_LINE:
+        return lines, b"", True
+    return lines, rest, False
 
 
 def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_INTERVAL,
@@ -153,7 +199,7 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
     fd = _open_fifo(fifo_path)
     role, done = reconcile(spec, state_dir, key)
     log.info("agent started", fifo=str(fifo_path), observed_role=role, changes=done)
-    buf = b""
+    buf, skipping = b"", False
     with os.fdopen(fd, "rb", buffering=0) as fifo:
         while True:
             if not select.select([fifo], [], [], interval)[0]:
@@ -165,11 +211,15 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
                 except Exception:
                     log.exception("reconcile failed")
                 continue
-            buf += os.read(fd, 65536)
             # drain what is already queued: one reconcile per burst, to the latest state
-            while select.select([fifo], [], [], 0)[0]:
-                buf += os.read(fd, 65536)
-            *lines, buf = buf.split(b"\n")
+            lines: list[bytes] = []
+            while True:
+                more, buf, skipping = split_lines(buf + os.read(fd, 65536), skipping)
+                lines += more
+                if skipping:
+                    log.warning("a FIFO line longer than the limit was dropped", limit=MAX_LINE)
+                if not select.select([fifo], [], [], 0)[0]:
+                    break
             events = [e for e in (parse_event(ln.decode(errors="replace")) for ln in lines) if e]
             if not events:
                 continue

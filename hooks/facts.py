@@ -55,6 +55,13 @@ def read_addresses() -> tuple[NodeAddress, ...]:
 
 
 def sysctl_path(key: str) -> Path:
+    """The /proc/sys file of a network sysctl; ``FactError`` for any key that
+    is not one (a record is read back from disk: its keys are checked here,
+    where they become a path root writes)."""
+    from lvsdr.generator.node import valid_sysctl_key
+
+    if not valid_sysctl_key(key):
+        raise FactError(f"{key!r} is not a network sysctl lvsdr manages")
     # net.ipv4.conf.<dev>.<name>: the device may itself contain dots (eth0.100)
     prefix = "net.ipv4.conf."
     if key.startswith(prefix):
@@ -93,8 +100,11 @@ def parse_table_counts(text: str) -> dict[str, int]:
 
 
 def read_record(path: Path) -> Record | None:
+    """lvsdr's record on this node, trusted only as root's own (files.open_trusted)."""
+    from .files import read_trusted
+
     try:
-        text = path.read_text()
+        text = read_trusted(path).decode("utf-8", errors="replace")
     except FileNotFoundError:
         return None
     except OSError as e:

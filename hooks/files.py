@@ -57,23 +57,119 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
     return True
 
 
+LOCK_NAME = "lock"
+LOCK_WAIT = 20.0  # seconds a hook waits for another lvsdr change on the node before it gives up
+
+
+class UntrustedError(LvsdrError):
+    """A state file or directory root must not trust: not root's (this
+    process's owner's), writable by group or others, or a symlink."""
+
+
+def _trusted(st: os.stat_result, what: str, path: str | Path) -> None:
+    import stat
+
+    if st.st_uid != os.geteuid():
+        raise UntrustedError(f"{path}: {what} owned by uid {st.st_uid}, not {os.geteuid()}; refusing to trust it")
+    if st.st_mode & 0o022:
+        raise UntrustedError(f"{path}: {what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+                             "refusing to trust it")
+
+
+def check_dir(path: str | Path) -> None:
+    """``path`` is a real directory (not a symlink), this process's owner's,
+    and not writable by anyone else; ``UntrustedError`` says which not."""
+    import stat
+
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedError(f"{path}: not a directory (or a symlink); refusing to trust it")
+    _trusted(st, "directory", path)
+
+
+def state_dir(path: str | Path) -> str:
+    """lvsdr's state directory, created 0700 when missing; an existing one
+    must be root's and not writable by anyone else (``UntrustedError``)."""
+    path = str(path)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.mkdir(path, 0o700)
+    check_dir(path)
+    return path
+
+
+def open_trusted(path: str | Path, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor of a state file that only root could have written:
+    opened without following a symlink, from a trusted directory, a regular
+    file of root's not writable by others. ``FileNotFoundError`` when absent,
+    ``UntrustedError`` for anything root must not read."""
+    import stat
+
+    check_dir(os.path.dirname(str(path)) or ".")
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedError(f"{path}: not a regular file; refusing to trust it")
+        _trusted(st, "file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_trusted(path: str | Path, limit: int = 16 << 20) -> bytes:
+    """The bytes of a state file (see ``open_trusted``), at most ``limit``."""
+    fd = open_trusted(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UntrustedError(f"{path}: larger than {limit} bytes; not a record lvsdr wrote")
+    return data
+
+
 class node_lock:  # noqa: N801 -- used as `with node_lock(dir):`; a class because contextlib costs ~2 ms on notify's path
     """One lvsdr change at a time on a node (keepalived may run several notify
-    scripts at once; an operator may run apply meanwhile): an flock on lvsdr's
-    state directory, so no lock file is left behind."""
+    scripts at once; an operator may run apply meanwhile): an flock on a
+    root-only file in the state directory (0700), so no other user can take
+    it. The wait is bounded (``wait`` seconds): a lock held longer is an
+    ``LvsdrError`` naming it, not a hook that hangs."""
 
-    def __init__(self, state_dir: str | Path) -> None:
+    def __init__(self, state_dir: str | Path, wait: float = LOCK_WAIT) -> None:
         self.state_dir = state_dir
+        self.wait = wait
         self.fd = -1
 
     def __enter__(self) -> None:
-        os.makedirs(self.state_dir, mode=0o755, exist_ok=True)
-        self.fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        import time
+
+        path = os.path.join(state_dir(self.state_dir), LOCK_NAME)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise UntrustedError(f"{path}: cannot open the node lock: {e.strerror or e}") from None
+        try:
+            _trusted(os.fstat(fd), "file", path)
+            deadline = time.monotonic() + self.wait
+            pause = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LvsdrError(f"{path}: another process has held lvsdr's node lock for {self.wait:g} s; "
+                                         "gave up (`fuser -v` names it)") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
         except BaseException:
-            os.close(self.fd)
+            os.close(fd)
             raise
+        self.fd = fd
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)  # releases the flock

@@ -25,7 +25,7 @@ from lvsdr.generator.changes import (
 )
 
 from .facts import sysctl_path
-from .files import write_atomic
+from .files import state_dir, write_atomic
 
 IFA_F_NODAD = 0x02
 
@@ -75,7 +75,7 @@ class Gateway:
             case DeleteNftTable(key=key):
                 self._run(("nft", "delete", "table", *key.split()))
             case WriteRecord(record=record):
-                self.record_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                state_dir(self.record_path.parent)  # 0700, root's: only root writes what root reads back
                 write_atomic(self.record_path, record.to_json() + "\n", 0o600)
             case ForgetRecord():
                 with contextlib.suppress(FileNotFoundError):

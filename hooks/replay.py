@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from lvsdr.errors import LvsdrError
+
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
 
 FORMAT = 2  # 2: marshal, not JSON (json costs ~4 ms to import: it pulls in re)
@@ -42,48 +44,207 @@ def _read(path: str) -> str:
         return f.read()
 
 
+class BadRecord(ValueError):
+    """A record that is not one the full path wrote: wrong owner, mode or shape."""
+
+
+def _strs(v: object, n: int | None = None) -> bool:
+    """A list of strings (of lists of ``n`` strings, with ``n``)."""
+    if not isinstance(v, list):
+        return False
+    if n is None:
+        return all(isinstance(x, str) for x in v)
+    return all(isinstance(x, list) and len(x) == n and all(isinstance(y, str) for y in x) for x in v)
+
+
+def _table_key(key: object) -> bool:
+    fam, _, name = key.partition(" ") if isinstance(key, str) else ("", "", "")
+    return fam in ("ip", "ip6", "inet", "arp", "bridge", "netdev") and bool(name) and set(name) <= _BARE
+
+
+def _listing(key: str, text: object) -> bool:
+    """One table's listing as `nft -s list ruleset` prints it: ``table KEY {``,
+    indented lines, ``}``; nothing a transaction could read as another command."""
+    if not isinstance(text, str):
+        return False
+    lines = text.split("\n")
+    if not (len(lines) >= 3 and lines[0] == f"table {key} {{" and lines[-2] == "}" and lines[-1] == ""
+            and all(ln.startswith("\t") or not ln for ln in lines[1:-2])
+            and not _ODD.intersection(text.replace("\n", "").replace("\t", ""))):
+        return False
+    depth, quoted = 0, False
+    for i, c in enumerate(text[:-2]):  # the table's own block closes at the last brace, not before
+        if c == '"':
+            quoted = not quoted
+        elif not quoted and c in "{}":
+            depth += 1 if c == "{" else -1
+            if depth == 0 and i < len(text) - 3:
+                return False
+    return depth == 1 and not quoted
+
+
+def check_record(data: object, state_dir: str) -> dict[str, Any]:
+    """A record as ``remember`` writes it, or ``BadRecord`` saying what is off:
+    its nft tables lvsdr's own (one table per listing), its sysctls under
+    /proc/sys/net, its real-server record in the state directory."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BadRecord("not a record of this format")
+    keys: Any = data.get("keys")
+    sysctls: Any = data.get("sysctls")
+    roles: Any = data.get("roles")
+    if not (isinstance(data.get("key"), str) and isinstance(data.get("address"), str) and _strs(keys)
+            and _strs(data.get("devices"), 2) and _strs(sysctls) and isinstance(roles, dict)):
+        raise BadRecord("a field of the wrong type")
+    if not all(_table_key(k) for k in keys):
+        raise BadRecord("an nft table that is not lvsdr's")
+    for p in sysctls:
+        if not p.startswith("/proc/sys/net/") or any(s in ("", ".", "..") for s in p[1:].split("/")):
+            raise BadRecord(f"sysctl path {p!r} is not under /proc/sys/net")
+    record = data.get("record")
+    if not isinstance(record, str) or os.path.dirname(record) != state_dir.rstrip("/"):
+        raise BadRecord("its real-server record is not in the state directory")
+    for role, want in roles.items():
+        if role not in ("MASTER", "BACKUP") or not isinstance(want, dict):
+            raise BadRecord("an unknown role")
+        tables = want.get("tables")
+        if not (isinstance(tables, dict) and _strs(want.get("addresses"), 2)
+                and isinstance(want.get("sysctls"), dict) and (want.get("record") is None
+                                                               or isinstance(want.get("record"), str))):
+            raise BadRecord(f"role {role}: a field of the wrong type")
+        if not all(k in keys and _listing(k, v) for k, v in tables.items()):
+            raise BadRecord(f"role {role}: a table listing that is not one nft table of its keys")
+    return data
+
+
 def load_record(path: str) -> dict[str, Any]:
+    """The record at ``path``, trusted only as root's own (see
+    files.open_trusted) and in the shape ``remember`` writes (``BadRecord``)."""
     import marshal
 
-    with open(path, "rb") as f:
-        data = marshal.load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a record")
-    return data
+    from .files import read_trusted
+
+    try:
+        data = marshal.loads(read_trusted(path))
+    except (EOFError, TypeError) as e:
+        raise BadRecord(f"not marshal data ({e})") from None
+    return check_record(data, os.path.dirname(path))
+
+
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_NAME = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")  # a cluster name ([a-z0-9][a-z0-9_-]{0,30})
+_PATH = _BARE | frozenset("./+")
+# TOML allows these in comments and strings; Python's str.splitlines() breaks
+# lines at them, TOML does not. Any control character but tab ends the plain form.
+_ODD = frozenset(chr(c) for c in (*range(0x20), 0x7F, 0x85, 0x2028, 0x2029)) - {"\t"}
+
+
+def _header(text: str) -> str | None:
+    """``[name]`` or ``[[a.b]]`` in the plain form (bare keys, no blanks
+    inside): the table's name; None for any other line starting with ``[``."""
+    inner = text[2:-2] if text.startswith("[[") and text.endswith("]]") else text[1:-1] if text.endswith("]") else ""
+    parts = inner.split(".")
+    if not inner or not all(p and set(p) <= _BARE for p in parts):
+        return None
+    return text
+
+
+def _lex(line: str, depth: int) -> int | None:
+    """A line's bracket depth after it (arrays and inline tables that span
+    lines), reading strings and comments as TOML does; None for a line the
+    plain form does not cover (a multi-line string, an unclosed string)."""
+    i, n = 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "#":
+            return depth
+        if c in "\"'":
+            if line.startswith(c * 3, i):
+                return None  # a multi-line string: what looks like a line may be inside it
+            j = i + 1
+            while j < n and line[j] != c:
+                j += 2 if c == '"' and line[j] == "\\" else 1
+            if j >= n:
+                return None
+            i = j + 1
+            continue
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        i += 1
+    return depth
 
 
 def locate(raw: bytes, path: str) -> tuple[str, str | None] | None:
     """(cluster name, state_dir or None) from a cluster file, without a TOML
-    parser (tomli costs ~10 ms to import): read by line, for the plain form
-    the docs and `lvsdr import` write (`name = "edge"` in `[cluster]`).
-    None for any other way of saying it; the full path then runs. Safe by
-    construction: a record is used only when its key matches these bytes,
-    and such a record exists only where the full path, reading these same
-    bytes, put it."""
+    parser (tomli costs ~10 ms to import): read by line as TOML reads it
+    (lines end at \\n only, strings and comments lexed, arrays that span lines
+    followed), for the plain form the docs and `lvsdr import` write
+    (`name = "edge"` in `[cluster]`). None for anything else: any other way
+    of saying it, a multi-line string, a control or line-separator character,
+    a name or state_dir that is not a plain name or absolute path. The full
+    path then runs. A record is used only when its key matches these bytes
+    and it sits where root alone can write (see ``load_record``)."""
     if path.endswith(".json"):
         import json
 
-        cluster = json.loads(raw)["cluster"]
-        return cluster["name"], cluster.get("state_dir")
-    table = ""
+        try:
+            cluster = json.loads(raw)["cluster"]
+            name, state = cluster["name"], cluster.get("state_dir")
+        except (ValueError, KeyError, TypeError):
+            return None
+        ok = isinstance(name, str) and (state is None or isinstance(state, str))
+        return _checked(name, state) if ok else None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    if _ODD.intersection(text.replace("\r\n", "\n").replace("\n", " ")) or text.startswith("\ufeff"):
+        return None
+    table, depth = "", 0
     found: dict[str, str] = {}
-    for line in raw.decode().splitlines():
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        if text.startswith("["):
-            table = text
-            continue
-        key, eq, value = text.partition("=")
-        key, value = key.strip(), value.strip()
-        if not table and key.startswith("cluster"):
-            return None  # a dotted key (`cluster.name = ...`): not the plain form
-        if table == "[cluster]" and key in ("name", "state_dir"):
-            plain = len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1] and "\\" not in value
-            if not plain or key in found:
+    for line in text.replace("\r\n", "\n").split("\n"):
+        stripped = line.strip(" \t")
+        if depth == 0 and stripped.startswith("["):
+            header = _header(stripped)
+            if header is None:
                 return None
-            found[key] = value[1:-1]
-    return (found["name"], found.get("state_dir")) if "name" in found else None
+            table = header
+            continue
+        if depth == 0 and stripped and not stripped.startswith("#"):
+            key, eq, value = stripped.partition("=")
+            key, value = key.strip(" \t"), value.strip(" \t")
+            if not eq:
+                return None
+            if table in ("", "[cluster]") and not set(key) <= _BARE:
+                return None  # a dotted or quoted key (`cluster.name = ...`): not the plain form
+            if not table and key == "cluster":
+                return None  # `cluster = { name = ... }`
+            if table == "[cluster]" and key in ("name", "state_dir"):
+                plain = len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1] \
+                    and "\\" not in value
+                if not plain or key in found:
+                    return None
+                found[key] = value[1:-1]
+        after = _lex(line, depth)
+        if after is None:
+            return None
+        depth = after
+    if depth or "name" not in found:
+        return None
+    return _checked(found["name"], found.get("state_dir"))
+
+
+def _checked(name: str, state: str | None) -> tuple[str, str | None] | None:
+    """The name and state_dir as validation allows them, else None."""
+    if not name or len(name) > 31 or not set(name) <= _NAME or name[0] in "_-":
+        return None
+    if state is not None and (not state.startswith("/") or not set(state) <= _PATH
+                              or any(p in ("", ".", "..") for p in state[1:].split("/"))):
+        return None
+    return name, state
 
 
 def source_key(cluster_bytes: bytes, node: str, version: str) -> str:
@@ -170,9 +331,9 @@ def remember(path: str, key: str, role: str, address: str, devices: list[list[st
 
     try:
         cache = load_record(path)
-        if cache.get("key") != key or cache.get("format") != FORMAT:
+        if cache.get("key") != key:
             cache = {}
-    except (OSError, ValueError, EOFError, TypeError):
+    except (OSError, ValueError, LvsdrError):
         cache = {}
     cache.update({"format": FORMAT, "key": key, "address": address, "devices": devices, "keys": keys,
                   "sysctls": sysctls, "record": record})
@@ -204,51 +365,70 @@ def current(record: dict[str, Any], raw: bytes, node: str, version: str) -> bool
     return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, version)
 
 
-def replay(cluster_path: str, node: str, version: str, resident: bool = False) -> tuple[str, list[str]] | None:
+def replay(cluster_path: str, node: str, version: str, resident: bool = False,
+           raw: bytes | None = None) -> tuple[str, list[str]] | str | None:
     """(role, changes made) when the node could be put into a recorded role
-    state; None when the full path must run. ``resident``: the caller is the
-    agent, a process that stays (nft runs in process, see libnft.py)."""
+    state; None when the full path must run as usual (no record yet, an edited
+    file, a node not in a recorded state); a string saying why, when the full
+    path must run and the reason deserves a log line (a record root must not
+    trust, or not in the shape lvsdr writes). ``resident``: the caller is the
+    agent, a process that stays (nft runs in process, see libnft.py).
+    ``raw``: the cluster file's bytes, when the caller has read them."""
     from . import netlink
     from .files import node_lock
 
+    if not node or not set(node) <= _BARE | {"."} or node[0] in ".-_":
+        return None
     try:
-        with open(cluster_path, "rb") as f:
-            raw = f.read()
+        if raw is None:
+            with open(cluster_path, "rb") as f:
+                raw = f.read()
         path = record_path(raw, cluster_path, node)
         if path is None:
             return None
         cache = load_record(path)
-    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError):
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as e:  # BadRecord is a ValueError
+        return f"notify's record not used: {e}"
+    except LvsdrError as e:  # files.UntrustedError
+        return str(e)
     if not current(cache, raw, node, version):
         return None
-    with node_lock(os.path.dirname(path)):  # the record lives in the state directory, which is the lock
-        held = {(ifname, cidr.split("/")[0]) for ifname, cidr, _label in netlink.raw_addresses()}
-        if not any(ip == cache["address"] for _i, ip in held):
-            return None  # not this node: the full path says so properly
-        role = "MASTER" if any((dev, vip) in held for dev, vip in cache["devices"]) else "BACKUP"
-        want = cache["roles"].get(role)
-        if want is None or not all((ifname, cidr.split("/")[0]) in held for ifname, cidr in want["addresses"]):
-            return None
-        try:
-            now = observe(cache["keys"], cache["sysctls"], cache["record"], resident)
-        except OSError:
-            return None  # nft could not list (or a sysctl is gone): the full path says what is wrong
-        if now["sysctls"] != want["sysctls"] or now["record"] != want["record"]:
-            return None
-        script = []
-        done = []
-        for key in cache["keys"]:
-            have, need = now["tables"].get(key), want["tables"].get(key)
-            if have == need:
-                continue
-            script += [f"table {key}", f"delete table {key}"]
-            if need is not None:
-                script.append(need)
-                done.append(f"nftables: load table {key} (the recorded {role} state)")
-            else:
-                done.append(f"nftables: delete table {key} (the recorded {role} state)")
-        # one transaction: all of it or nothing; on failure the full path runs
-        if script and _nft(["nft", "-f", "-"], "\n".join(script) + "\n", resident)[0]:
-            return None
+    try:
+        with node_lock(os.path.dirname(path)):  # the record lives in the state directory, beside the lock
+            return _replay_locked(cache, role_of=netlink.raw_addresses, resident=resident)
+    except LvsdrError as e:
+        return str(e)
+
+
+def _replay_locked(cache: dict[str, Any], role_of: Any, resident: bool) -> tuple[str, list[str]] | None:
+    held = {(ifname, cidr.split("/")[0]) for ifname, cidr, _label in role_of()}
+    if not any(ip == cache["address"] for _i, ip in held):
+        return None  # not this node: the full path says so properly
+    role = "MASTER" if any((dev, vip) in held for dev, vip in cache["devices"]) else "BACKUP"
+    want = cache["roles"].get(role)
+    if want is None or not all((ifname, cidr.split("/")[0]) in held for ifname, cidr in want["addresses"]):
+        return None
+    try:
+        now = observe(cache["keys"], cache["sysctls"], cache["record"], resident)
+    except OSError:
+        return None  # nft could not list (or a sysctl is gone): the full path says what is wrong
+    if now["sysctls"] != want["sysctls"] or now["record"] != want["record"]:
+        return None
+    script = []
+    done = []
+    for key in cache["keys"]:
+        have, need = now["tables"].get(key), want["tables"].get(key)
+        if have == need:
+            continue
+        script += [f"table {key}", f"delete table {key}"]
+        if need is not None:
+            script.append(need)
+            done.append(f"nftables: load table {key} (the recorded {role} state)")
+        else:
+            done.append(f"nftables: delete table {key} (the recorded {role} state)")
+    # one transaction: all of it or nothing; on failure the full path runs
+    if script and _nft(["nft", "-f", "-"], "\n".join(script) + "\n", resident)[0]:
+        return None
     return role, done

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from lvsdr.defaults import AGENT_INTERVAL
 from lvsdr.errors import InputError, LvsdrError, ValidationError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
@@ -26,7 +27,6 @@ Handler = Callable[["argparse.Namespace"], int]
 # defaults of the processes lvsdr runs (the cluster file's own defaults are on the model)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 KEEPALIVED_PIDFILE = "/run/keepalived.pid"
-AGENT_INTERVAL = 30.0
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -115,17 +115,12 @@ def cmd_realserver(args: argparse.Namespace) -> int:
     return realserver.reconcile(c, args.node, args.action, state_dir, getattr(args, "dry_run", False))
 
 
-def _source_key(path: str, node: str) -> str | None:
+def _source_key(raw: bytes, node: str) -> str:
     """The cluster file's key for notify's fast path (hooks/replay.py)."""
-    from pathlib import Path
-
     from lvsdr import __version__
     from lvsdr.hooks.replay import source_key
 
-    try:
-        return source_key(Path(path).read_bytes(), node, __version__)
-    except OSError:
-        return None
+    return source_key(raw, node, __version__)
 
 
 def cmd_notify(args: argparse.Namespace) -> int:
@@ -134,29 +129,41 @@ def cmd_notify(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from lvsdr import __version__
     from lvsdr.hooks.replay import replay
+    from lvsdr.inputs import read_regular
 
-    fast = replay(args.cluster, args.node, __version__)
-    if fast is not None:
+    raw = read_regular(args.cluster)  # read once: the fast path, the full path and the key see the same bytes
+    event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
+    fast = replay(args.cluster, args.node, __version__, raw=raw)
+    if isinstance(fast, tuple):
         from lvsdr.hooks.log import transition
 
-        event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
         transition(args.node, fast[0], fast[1], started, event, replayed=True)
         return 0
+    if fast is not None:
+        from lvsdr.hooks.log import get_logger
+
+        get_logger(node=args.node, event_source="notify").warning("fast path declined", reason=fast, **event)
+    from lvsdr.generator.load import load_cluster_bytes
     from lvsdr.hooks.director import Event, notify
 
-    return notify(_cluster(args), args.node, Event(args.type, args.name, args.state, args.priority),
-                  _source_key(args.cluster, args.node))
+    return notify(load_cluster_bytes(raw, args.cluster), args.node,
+                  Event(args.type, args.name, args.state, args.priority), _source_key(raw, args.node))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    import math
     from pathlib import Path
 
+    from lvsdr.defaults import MAX_INTERVAL
+    from lvsdr.generator.load import load_cluster_bytes
     from lvsdr.hooks.director import agent
+    from lvsdr.inputs import read_regular
 
-    if not args.interval > 0:
-        raise InputError(f"--interval: {args.interval} is not a positive number of seconds")
-    return agent(_cluster(args), args.node, Path(args.fifo), args.interval, _source_key(args.cluster, args.node),
-                 args.cluster)
+    if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
+        raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to {MAX_INTERVAL:g}")
+    raw = read_regular(args.cluster)
+    return agent(load_cluster_bytes(raw, args.cluster), args.node, Path(args.fifo), args.interval,
+                 _source_key(raw, args.node), args.cluster)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -189,6 +196,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from lvsdr.generator import methods
     from lvsdr.generator.importer import compare, import_files, semantics
     from lvsdr.generator.kaconf import read_keepalived
+    from lvsdr.inputs import read_regular
 
     if args.arp_method not in methods.NAMES:
         raise InputError(f"--arp-method: {args.arp_method!r} is not one of {', '.join(methods.NAMES)}")
@@ -198,8 +206,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not sep or not node or not ip:
             raise InputError(f"--address: {item!r} is not NAME=IP")
         addresses[node] = ip
-    job = import_files(args.files, lambda p: Path(p).read_text(), args.arp_method, addresses, args.name,
-                       args.config_id)
+    # keepalived reads bytes: a Latin-1 comment is no error (undecodable bytes become U+FFFD)
+    job = import_files(args.files, lambda p: read_regular(p).decode("utf-8", "replace"), args.arp_method,
+                       addresses, args.name, args.config_id)
     for line in job.notes:
         print(f"lvsdr import: {line}", file=sys.stderr)
     for u in job.imported.unmapped:

@@ -5,3 +5,5 @@ STATE_DIR = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
 NOTIFY_FIFO = "/run/lvsdr/notify.fifo"
 LVSDR_PATH = "/usr/local/bin/lvsdr"
 CONFIG_PATH = "/etc/lvsdr/cluster.toml"
+AGENT_INTERVAL = 30.0  # seconds of quiet after which the agent reconciles anyway (heals drift)
+MAX_INTERVAL = 86400.0  # the longest interval the agent takes (select() and its timer take no more)
