@@ -164,6 +164,9 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                     side.services.append(svc)
             case "virtual_server_group":
                 pass
+            case _ if not re.fullmatch(r"[a-z0-9_]+", d.key):
+                side.skip(d, "not a keyword keepalived knows (a byte-order mark, a stray character?): keepalived "
+                             "skips it, and so does lvsdr")
             case _:
                 side.skip(d, "top-level block lvsdr does not model")
     return side

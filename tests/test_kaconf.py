@@ -1,5 +1,5 @@
-"""Reading keepalived.conf as keepalived does: blocks, comments, quotes,
-continuations, include, @ID conditional lines, $VARIABLES."""
+"""Reading keepalived.conf as keepalived 2.2.7 does: blocks, comments, quotes,
+no continuations, include, @ID conditional lines, $VARIABLES."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ def shape(tree: tuple[Directive, ...]) -> list[object]:
     return [(d.words, shape(d.children)) if d.children is not None else d.words for d in tree]
 
 
-def test_blocks_comments_quotes_and_continuations() -> None:
+def test_blocks_comments_quotes_and_no_continuations() -> None:
+    """Blocks on one line or many, comments after directives, quoted strings as
+    one word; a trailing backslash joins nothing (keepalived 2.2.7 has no continuation)."""
     tree, _ = read({"/k/keepalived.conf": """! a comment
 global_defs {   # trailing comment
    router_id lb1
@@ -37,11 +39,11 @@ virtual_server 192.0.2.100 80 {
     assert shape(tree) == [
         (("global_defs",), [("router_id", "lb1")]),
         (("vrrp_script", "chk"), [("script", "/usr/bin/check --fast  now", ";", "interval", "2")]),
-        (("virtual_server", "192.0.2.100", "80"), [("lb_algo", "wrr"),
+        (("virtual_server", "192.0.2.100", "80"), [("lb_algo", "\\"), ("wrr",),
                                                  (("real_server", "192.0.2.11", "80"), [("weight", "2")])]),
     ]
     assert tree[1].children is not None and tree[1].children[0].quoted[:2] == (False, True)
-    assert tree[2].children is not None and tree[2].children[1].line == 9
+    assert tree[2].children is not None and tree[2].children[2].line == 9
 
 
 def test_include_conditions_and_variables() -> None:
@@ -59,9 +61,14 @@ def test_include_conditions_and_variables() -> None:
     assert any("conditional line for config id 'lb1' skipped" in t for _w, t in notes.skipped)
 
 
-def test_unbalanced_braces_are_one_line_errors() -> None:
-    with pytest.raises(InputError, match=r"/k/keepalived.conf:3: '}' closes a block that was not opened"):
-        read({"/k/keepalived.conf": "global_defs {\n}\n}\n"})
+def test_a_stray_closing_brace_is_a_note_and_a_missing_one_an_error() -> None:
+    """keepalived warns about an extra } and goes on (a note here); a block the file never closes is one line."""
+    tree, notes = read({"/k/keepalived.conf": "global_defs {\n}\n}\n"})
+    assert shape(tree) == [(("global_defs",), [])]
+    assert notes.skipped == [("/k/keepalived.conf:3", "'}' closes a block that was not opened (keepalived ignores "
+                                                       "it, and so does lvsdr)")]
+    with pytest.raises(InputError, match="end of file inside a block"):
+        read({"/k/keepalived.conf": "global_defs {\n"})
 
 
 def test_looks_like_keepalived() -> None:
