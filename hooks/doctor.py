@@ -144,9 +144,11 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
         r.warn("notify's fast path cannot find its record: write the cluster's name plainly in [cluster] "
                '(name = "...", no comment on that line); every transition takes the full path (~100 ms)')
         return
+    from lvsdr.errors import LvsdrError
+
     try:
         record = replay.load_record(path)
-    except (OSError, ValueError, EOFError, TypeError):
+    except (OSError, ValueError, LvsdrError):
         record = {}
     roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, __version__) else []
     missing = [role for role in ("BACKUP", "MASTER") if role not in roles]
@@ -198,11 +200,69 @@ def doctor_realserver(cluster: Cluster, node: str, r: Report) -> None:
                "without: something else put them there, and they may answer ARP")
 
 
+def _writable_by_others(path: str) -> str | None:
+    """Why someone but root could change ``path`` (or put another file in its
+    place), or None: owner, mode, and the same for each directory above it."""
+    import stat
+
+    here = os.path.abspath(path)
+    while True:
+        try:
+            st = os.lstat(here)
+        except OSError:
+            return None
+        if st.st_uid != 0:
+            return f"{here} is owned by uid {st.st_uid}, not root"
+        sticky = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX and here != os.path.abspath(path)
+        if st.st_mode & 0o022 and not stat.S_ISLNK(st.st_mode) and not sticky:
+            return f"{here} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+        if here == "/":
+            return None
+        here = os.path.dirname(here)
+
+
+def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -> None:
+    """Who could steer root's hooks: the cluster file, the state directory, the
+    FIFO and the records must be writable by root alone (docs/hooks.md, Security)."""
+    from .files import UntrustedError, check_dir, open_trusted
+
+    places = [("the cluster file", source), ("the state directory", cluster.state_dir)]
+    if wiring is not None and wiring.hook in ("fifo", "both"):
+        places.append(("the notify FIFO", wiring.notify_fifo))
+    bad = 0
+    for what, path in places:
+        why = _writable_by_others(path)
+        if why:
+            bad += 1
+            r.warn(f"{what}: {why}; anyone who can write it can make root change this node")
+    try:
+        check_dir(cluster.state_dir)
+        for name in sorted(os.listdir(cluster.state_dir)):
+            if not name.endswith((".roles", ".json")) and name != "lock":
+                continue  # the FIFO (checked above), a write in progress
+            try:
+                os.close(open_trusted(os.path.join(cluster.state_dir, name)))
+            except UntrustedError as e:
+                bad += 1
+                r.warn(f"lvsdr's records: {e} (the hooks ignore it)")
+            except OSError:
+                pass  # the FIFO, or gone meanwhile
+    except UntrustedError as e:
+        bad += 1
+        r.warn(f"the state directory: {e} (the hooks refuse to run with it)")
+    except OSError:
+        pass  # no state directory yet: the first hook makes it 0700
+    if not bad:
+        r.ok("the cluster file, the state directory" + (", the FIFO" if len(places) > 2 else "")
+             + " and the records are writable by root alone")
+
+
 def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring) -> int:
     """Check this node against the cluster file: one line per check; exit 1 if any failed."""
     r = Report()
     if os.geteuid() != 0:
         r.warn("not root: firewall rules cannot be read, results may be incomplete")
+    _security(cluster, source, wiring if cluster.director(node) is not None else None, r)
     if cluster.director(node) is not None:
         doctor_director(cluster, node, source, keepalived_conf, wiring, r)
     else:

@@ -322,3 +322,38 @@ def test_a_new_fifo_is_made_0600_in_a_0700_directory(tmp_path: Path) -> None:
     os.close(fd)
     assert ((tmp_path / "run").stat().st_mode & 0o777, (tmp_path / "run/notify.fifo").stat().st_mode & 0o777) == (
         0o700, 0o600)
+
+
+# -- doctor ---------------------------------------------------------------------
+
+def test_doctor_warns_when_anyone_but_root_can_steer_the_hooks(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor names a cluster file, state directory, FIFO or record that someone but root could write."""
+    from lvsdr.generator.keepalived import Wiring
+    from lvsdr.generator.load import load_cluster
+    from lvsdr.hooks.doctor import Report, _security
+
+    from helpers import EXAMPLES
+
+    d = Path(state_dir(tmp_path / "state"))
+    cluster = tmp_path / "pair.toml"
+    cluster.write_text((EXAMPLES / "pair.toml").read_text().replace("[cluster]\n", f'[cluster]\nstate_dir = "{d}"\n'))
+    fifo = d / "notify.fifo"
+    os.mkfifo(fifo, 0o600)
+    c = load_cluster(cluster)
+    wiring = Wiring.from_cluster(c, notify_fifo=str(fifo), hook="both")
+    r = Report()
+    _security(c, str(cluster), wiring, r)
+    assert "writable by root alone" in capsys.readouterr().out
+    os.chmod(cluster, 0o666)
+    os.chmod(fifo, 0o622)
+    (d / "planted.roles").write_bytes(b"x")
+    os.chown(d / "planted.roles", NOBODY, 0)
+    _security(c, str(cluster), wiring, r)
+    out = capsys.readouterr().out
+    assert f"the cluster file: {cluster} is writable by group or others (mode 666)" in out
+    assert f"the notify FIFO: {fifo} is writable by group or others (mode 622)" in out
+    assert "planted.roles: file owned by uid 65534" in out
+    os.chmod(d, 0o777)
+    _security(c, str(cluster), wiring, r)
+    assert "the state directory" in capsys.readouterr().out
