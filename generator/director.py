@@ -23,12 +23,12 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from .changes import Change, DeleteNftTable, LoadNftTable
+from .guards import address
 from .methods.base import FactCommand
 from .model import Cluster, IPAddress, addr_key
 from .node import Facts, NftChain, NftRule, NftTable, NodeAddress, parse_nft_table
 from .realserver import backend_spec, plan
 from .spec import Spec
-from .templating import address
 
 Role = Literal["MASTER", "BACKUP"]
 FAMILY, TABLE = "inet", "lvsdr_fwmark"

@@ -11,9 +11,10 @@ from typing import Any
 from lvsdr import __version__
 from lvsdr.errors import InputError
 
+from .guards import address, token
 from .load import PATH_RE
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
-from .templating import address, render_template, token
+from .templating import render_template
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
 
