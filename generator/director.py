@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .changes import Change, DeleteNftTable, LoadNftTable
+from .changes import Change, DeleteNftTable, LoadNftTable, RemoveAddress
 from .guards import address
 from .methods.base import FactCommand
 from .model import Cluster, IPAddress, addr_key
@@ -124,3 +124,17 @@ def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
         marks.append(DeleteNftTable(KEY, "not MASTER"))
     backend_changes = plan(backend, facts) if backend else []
     return marks + backend_changes if role == "MASTER" else backend_changes + marks
+
+
+def plan_stopped(spec: DirectorSpec, facts: Facts) -> list[Change]:
+    """keepalived is gone without a clean stop (SIGKILLed whole, crashed): the
+    node steps back to a stopped director's role. The BACKUP role's changes
+    first (a director that is also a backend gets its suppression back, the
+    marks go), then the VIPs keepalived left on their VRRP devices are
+    removed, so no second MAC answers ARP next to the new MASTER. A clean
+    stop leaves no VIP: then this is the BACKUP plan alone."""
+    devices = dict(spec.vip_devices)
+    vips = set(spec.vips)
+    left = [RemoveAddress(a.ifname, a.address) for a in facts.addresses
+            if a.address.ip in vips and a.ifname == devices.get(a.address.ip, spec.interface)]
+    return plan_role(spec, "BACKUP", facts) + left

@@ -9,14 +9,23 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lvsdr.defaults import AGENT_INTERVAL
-from lvsdr.errors import InputError
-from lvsdr.generator.director import DirectorSpec, Role, director_spec, observed_role, plan_role, role_spec
-from lvsdr.generator.model import Cluster
+from lvsdr.errors import InputError, LvsdrError
+from lvsdr.generator.director import (
+    DirectorSpec,
+    Role,
+    director_spec,
+    observed_role,
+    plan_role,
+    plan_stopped,
+    role_spec,
+)
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
 from .files import node_lock
+from .source import Source
 
 
 @dataclass(frozen=True)
@@ -32,15 +41,18 @@ class Event:
         return {"type": self.type, "name": self.name, "state": self.state, "priority": self.priority}
 
 
-def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None) -> tuple[Role, list[str]]:
+def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None,
+              stopped: bool = False) -> tuple[Role, list[str]]:
     """Read the node, plan for the observed role, apply. Returns (role, change
     descriptions). With ``key`` (the cluster file's, see replay.py) the state
-    the role is left in is recorded for notify's fast path."""
+    the role is left in is recorded for notify's fast path. ``stopped``:
+    keepalived does not run here, the node takes a stopped director's role
+    (``plan_stopped``: no VIP left on the VRRP interface)."""
     require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
     with node_lock(state_dir):
         facts = read_director_facts(spec.backend, state_dir)
-        role = observed_role(spec, facts.addresses)
-        changes = plan_role(spec, role, facts)
+        role: Role = "BACKUP" if stopped else observed_role(spec, facts.addresses)
+        changes = plan_stopped(spec, facts) if stopped else plan_role(spec, role, facts)
         rs = role_spec(spec, role)
         rec = record_path(state_dir, rs) if rs else state_dir / f"director-{spec.cluster}-{spec.node}.json"
         if changes:
@@ -90,29 +102,29 @@ def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Pa
                     [[ifname, str(a)] for ifname, a in (addresses(rs) if rs else ())])
 
 
-def notify(cluster: Cluster, node: str, event: Event, key: str | None = None) -> int:
+def notify(source: Source, event: Event) -> int:
     """keepalived: `notify "lvsdr notify CLUSTER --node NAME"` + TYPE NAME STATE PRIORITY."""
     started = time.monotonic()
-    spec = director_spec(cluster, node)
+    spec = director_spec(source.cluster, source.node)
     try:
-        role, done = reconcile(spec, Path(cluster.state_dir), key)
+        role, done = reconcile(spec, Path(source.cluster.state_dir), source.key)
     except Exception:
         from .log import get_logger
 
-        get_logger(node=node, event_source="notify").exception("reconcile failed", **event.fields())
+        get_logger(node=source.node, event_source="notify").exception("reconcile failed", **event.fields())
         raise
     from .log import transition
 
-    transition(node, role, done, started, event.fields())
+    transition(source.node, role, done, started, event.fields())
     return 0
 
 
 def _replay(cluster_path: str, node: str) -> tuple[Role, list[str]] | None:
-    from lvsdr import __version__
+    from lvsdr.fingerprint import code_fingerprint
 
     from .replay import replay
 
-    fast = replay(cluster_path, node, __version__, resident=True)
+    fast = replay(cluster_path, node, code_fingerprint(), resident=True)
     if isinstance(fast, str):
         from .log import get_logger
 
@@ -183,33 +195,103 @@ def split_lines(buf: bytes, skipping: bool) -> tuple[list[bytes], bytes, bool]:
     return lines, rest, False
 
 
-def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_INTERVAL,
-          key: str | None = None, cluster_path: str | None = None) -> int:
-    """Resident: reconcile once at start, then after every burst of FIFO events
-    (replaying the recorded role state when it can, see replay.py), and after
-    ``interval`` quiet seconds (always the full reconcile: it heals what the
-    replay does not look at). A failed reconcile is logged and retried."""
+class _Follow:
+    """The cluster file as the agent last took it: its bytes, key and spec,
+    taken anew when the bytes change (a file that does not validate is logged
+    once and the last good one kept, as `lvsdr watch` keeps the last good
+    keepalived.conf)."""
+
+    def __init__(self, source: Source, log: Any) -> None:
+        self.path = source.path
+        self.node = source.node
+        self.raw = source.raw
+        self.key = source.key
+        self.spec = director_spec(source.cluster, source.node)
+        self.state_dir = Path(source.cluster.state_dir)
+        self.log = log
+
+    def changed(self) -> bool:
+        """Whether a new, valid cluster file was taken."""
+        try:
+            fresh = Source.read(self.path, self.node)
+        except LvsdrError as e:
+            self.log.warning("cluster file unreadable; keeping the last good one", error=str(e))
+            return False
+        if fresh.raw == self.raw:
+            return False
+        self.raw = fresh.raw
+        try:
+            spec = director_spec(fresh.cluster, self.node)
+        except LvsdrError as e:
+            self.log.warning("cluster file rejected; keeping the last good one", error=str(e))
+            return False
+        self.spec, self.key, self.state_dir = spec, fresh.key, Path(fresh.cluster.state_dir)
+        return True
+
+
+def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> int:
+    """Resident: reconcile once at start, then
+    - after every burst of FIFO events (replaying the recorded role state when
+      it can, see replay.py);
+    - at once when the cluster file's bytes change (inotify on its directory,
+      else checked every second): the new spec is reconciled, so an added or
+      removed service's marks and a director-backend's VIPs follow the edit
+      without waiting for a VRRP transition;
+    - at once when keepalived is gone without a clean stop (pidfds on its
+      processes): the node steps back (``plan_stopped``);
+    - after ``interval`` quiet seconds (always the full reconcile: it heals
+      what the replay does not look at).
+    A failed reconcile is logged and retried."""
     import select
 
+    from .inotify import DirWatch
     from .log import get_logger
+    from .processes import ProcessWatch
 
-    spec = director_spec(cluster, node)
-    state_dir = Path(cluster.state_dir)
-    log = get_logger(node=node, event_source="agent")
+    log = get_logger(node=source.node, event_source="agent")
+    follow = _Follow(source, log)
+    procs = ProcessWatch("keepalived")
+    files = DirWatch(os.path.dirname(os.path.abspath(source.path)))
     fd = _open_fifo(fifo_path)
-    role, done = reconcile(spec, state_dir, key)
-    log.info("agent started", fifo=str(fifo_path), observed_role=role, changes=done)
+
+    def full(why: str, events: list[Event] | None = None) -> None:
+        """The full reconcile (stepping back when keepalived does not run), logged when it changed something."""
+        started = time.monotonic()
+        running = procs.refresh()
+        try:
+            role, done = reconcile(follow.spec, follow.state_dir, follow.key, stopped=not running)
+        except Exception:
+            log.exception("reconcile failed", why=why)
+            return
+        fields = {"observed_role": role, "changes": done, "keepalived": running,
+                  "ms": round((time.monotonic() - started) * 1000, 1),
+                  **({"events": [e.fields() for e in events]} if events else {})}
+        if why == "interval":
+            if done:
+                log.warning("node drifted from its role; reconciled", **fields)
+        else:
+            log.info(why, **fields)
+
+    full("agent started")
     buf, skipping = b"", False
+    last = time.monotonic()
+    poll = interval if files.fd is not None else min(interval, 1.0)
     with os.fdopen(fd, "rb", buffering=0) as fifo:
         while True:
-            if not select.select([fifo], [], [], interval)[0]:
-                # no event for a while: heal anything left half-applied (or changed by hand)
-                try:
-                    role, done = reconcile(spec, state_dir, key)
-                    if done:
-                        log.warning("node drifted from its role; reconciled", observed_role=role, changes=done)
-                except Exception:
-                    log.exception("reconcile failed")
+            watched = [fd, *procs.filenos(), *([files.fd] if files.fd is not None else [])]
+            ready = select.select(watched, [], [], poll)[0]
+            if files.fd in ready or files.fd is None:
+                files.drain()
+                if follow.changed():
+                    full("cluster file changed; reconciled")
+                    last = time.monotonic()
+            if any(p in ready for p in procs.filenos()) and not procs.refresh():
+                full("keepalived is gone; the node stepped back")
+                last = time.monotonic()
+            if fd not in ready:
+                if time.monotonic() - last >= interval:
+                    full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
+                    last = time.monotonic()
                 continue
             # drain what is already queued: one reconcile per burst, to the latest state
             lines: list[bytes] = []
@@ -224,11 +306,16 @@ def agent(cluster: Cluster, node: str, fifo_path: Path, interval: float = AGENT_
             if not events:
                 continue
             started = time.monotonic()
+            last = started
+            if follow.changed():
+                full("cluster file changed; reconciled", events)
+                continue
             try:
-                fast = _replay(cluster_path, node) if cluster_path else None
-                role, done = fast if fast is not None else reconcile(spec, state_dir, key)
+                fast = _replay(follow.path, follow.node)
+                role, done = fast if fast is not None else reconcile(follow.spec, follow.state_dir, follow.key)
             except Exception:  # keep running: the next event (or the interval) retries
                 log.exception("reconcile failed", events=[e.fields() for e in events])
                 continue
             log.info("vrrp transition", events=[e.fields() for e in events], observed_role=role, changes=done,
                      ms=round((time.monotonic() - started) * 1000, 1))
+            procs.refresh()  # keepalived (re)started: watch its processes (after the transition: off its clock)

@@ -124,7 +124,7 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
     """Whether `lvsdr notify` can replay (hooks/replay.py): lvsdr's rules in
     both roles are nft tables, it finds its record from the cluster file read
     by line, and it has recorded each role's state."""
-    from lvsdr import __version__
+    from lvsdr.fingerprint import code_fingerprint
 
     from . import replay
     from .director import replay_keys
@@ -150,7 +150,7 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
         record = replay.load_record(path)
     except (OSError, ValueError, LvsdrError):
         record = {}
-    roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, __version__) else []
+    roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, code_fingerprint()) else []
     missing = [role for role in ("BACKUP", "MASTER") if role not in roles]
     if missing:
         r.warn(f"notify's fast path: no record yet of the {' or '.join(missing)} state for this cluster file "

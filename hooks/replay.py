@@ -7,7 +7,7 @@ costs about 100 ms in a fresh process, most of it imports. A director only
 ever moves between two states, MASTER's and BACKUP's, and both are known
 once the full path has reconciled each of them: after every reconcile it
 records the state it left (``remember``), keyed by the cluster file's bytes,
-the node and lvsdr's version. ``replay`` finds the record without parsing
+the node and the build of lvsdr (fingerprint.py). ``replay`` finds the record without parsing
 the cluster file (``locate``), then observes the node (one netlink
 dump, one ``nft -s list ruleset``, a few /proc reads), and when everything
 lvsdr manages there matches one of the two recorded states but for the nft
@@ -247,12 +247,13 @@ def _checked(name: str, state: str | None) -> tuple[str, str | None] | None:
     return name, state
 
 
-def source_key(cluster_bytes: bytes, node: str, version: str) -> str:
+def source_key(cluster_bytes: bytes, node: str, code: str) -> str:
+    """The key of a record: these cluster file bytes, this node, this build of lvsdr (fingerprint.py)."""
     try:
         from _sha256 import sha256  # CPython's own, without hashlib's OpenSSL (~3 ms to import)
     except ImportError:
         from hashlib import sha256
-    return str(sha256(b"\0".join((cluster_bytes, node.encode(), version.encode()))).hexdigest())
+    return str(sha256(b"\0".join((cluster_bytes, node.encode(), code.encode()))).hexdigest())
 
 
 def _run(argv: list[str], stdin: str = "") -> tuple[int, str]:
@@ -359,13 +360,13 @@ def record_path(raw: bytes, cluster_path: str, node: str) -> str | None:
     return cache_path(where[1] or STATE_DIR, where[0], node)
 
 
-def current(record: dict[str, Any], raw: bytes, node: str, version: str) -> bool:
+def current(record: dict[str, Any], raw: bytes, node: str, code: str) -> bool:
     """Whether a record was made from these cluster file bytes, for this node
     and this lvsdr."""
-    return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, version)
+    return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, code)
 
 
-def replay(cluster_path: str, node: str, version: str, resident: bool = False,
+def replay(cluster_path: str, node: str, code: str, resident: bool = False,
            raw: bytes | None = None) -> tuple[str, list[str]] | str | None:
     """(role, changes made) when the node could be put into a recorded role
     state; None when the full path must run as usual (no record yet, an edited
@@ -393,7 +394,7 @@ def replay(cluster_path: str, node: str, version: str, resident: bool = False,
         return f"notify's record not used: {e}"
     except LvsdrError as e:  # files.UntrustedError
         return str(e)
-    if not current(cache, raw, node, version):
+    if not current(cache, raw, node, code):
         return None
     try:
         with node_lock(os.path.dirname(path)):  # the record lives in the state directory, beside the lock

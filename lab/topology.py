@@ -348,24 +348,46 @@ class Lab:
     def _start_directors(self) -> None:
         for node in self.state.directors:
             conf = self.state_dir / f"keepalived-{node.name}.conf"
-            fifo = str(self.state_dir / f"{node.name}.fifo")
             # the product's hooks, both of them: keepalived runs `lvsdr notify`
             # and writes the FIFO that `lvsdr agent` reads
-            wiring = Wiring.from_cluster(self.cluster, hook=self.hook, notify_fifo=fifo, lvsdr_path=self._console(),
-                                         config_path=self.cluster_path)
+            wiring = Wiring.from_cluster(self.cluster, hook=self.hook, notify_fifo=self.fifo(node),
+                                         lvsdr_path=self._console(), config_path=self.cluster_path)
             conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
             conf.chmod(0o600)
-            cmd = ["keepalived", "-n", "-l", "-f", str(conf),
-                   "-p", str(self.state_dir / f"keepalived-{node.name}.pid"),
-                   "-r", str(self.state_dir / f"vrrp-{node.name}.pid"),
-                   "-c", str(self.state_dir / f"checkers-{node.name}.pid")]
-            if not HAS_IPVS:
-                cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
             self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
                      f"priority {self.cluster.find_director(node.name).priority}")
-            self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name, "--fifo", fifo,
-                                  "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
-            self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
+            self.start_agent(node)
+            self.start_keepalived(node)
+
+    def fifo(self, node: Node) -> str:
+        return str(self.state_dir / f"{node.name}.fifo")
+
+    def pidfile(self, node: Node, which: str = "keepalived") -> Path:
+        """keepalived's pidfiles in the lab: ``keepalived`` (the parent), ``vrrp``, ``checkers``."""
+        return self.state_dir / f"{which}-{node.name}.pid"
+
+    def reap(self) -> None:
+        """Collect the lab's children that have died (a killed keepalived left
+        unreaped is a zombie whose pid, still in its pidfile, makes a new
+        keepalived say "daemon is already running"; systemd reaps on a host)."""
+        for proc in self._procs:
+            proc.poll()
+
+    def start_keepalived(self, node: Node) -> None:
+        """keepalived on a director, with the config the lab (or `lvsdr watch`) wrote."""
+        self.reap()
+        cmd = ["keepalived", "-n", "-l", "-f", str(self.state_dir / f"keepalived-{node.name}.conf"),
+               "-p", str(self.pidfile(node)), "-r", str(self.pidfile(node, "vrrp")),
+               "-c", str(self.pidfile(node, "checkers"))]
+        if not HAS_IPVS:
+            cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
+        self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
+
+    def start_agent(self, node: Node) -> None:
+        """`lvsdr agent` on a director, on keepalived's FIFO."""
+        self.reap()
+        self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name,
+                              "--fifo", self.fifo(node), "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
 
     @staticmethod
     def _console() -> str:

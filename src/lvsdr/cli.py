@@ -115,25 +115,17 @@ def cmd_realserver(args: argparse.Namespace) -> int:
     return realserver.reconcile(c, args.node, args.action, state_dir, getattr(args, "dry_run", False))
 
 
-def _source_key(raw: bytes, node: str) -> str:
-    """The cluster file's key for notify's fast path (hooks/replay.py)."""
-    from lvsdr import __version__
-    from lvsdr.hooks.replay import source_key
-
-    return source_key(raw, node, __version__)
-
-
 def cmd_notify(args: argparse.Namespace) -> int:
     import time
 
     started = time.monotonic()
-    from lvsdr import __version__
+    from lvsdr.fingerprint import code_fingerprint
     from lvsdr.hooks.replay import replay
-    from lvsdr.inputs import read_regular
+    from lvsdr.hooks.source import Source
 
-    raw = read_regular(args.cluster)  # read once: the fast path, the full path and the key see the same bytes
+    source = Source.read(args.cluster, args.node)  # read once: the fast path and the full path see the same bytes
     event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
-    fast = replay(args.cluster, args.node, __version__, raw=raw)
+    fast = replay(args.cluster, args.node, code_fingerprint(), raw=source.raw)
     if isinstance(fast, tuple):
         from lvsdr.hooks.log import transition
 
@@ -143,11 +135,9 @@ def cmd_notify(args: argparse.Namespace) -> int:
         from lvsdr.hooks.log import get_logger
 
         get_logger(node=args.node, event_source="notify").warning("fast path declined", reason=fast, **event)
-    from lvsdr.generator.load import load_cluster_bytes
     from lvsdr.hooks.director import Event, notify
 
-    return notify(load_cluster_bytes(raw, args.cluster), args.node,
-                  Event(args.type, args.name, args.state, args.priority), _source_key(raw, args.node))
+    return notify(source, Event(args.type, args.name, args.state, args.priority))
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -155,15 +145,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lvsdr.defaults import MAX_INTERVAL
-    from lvsdr.generator.load import load_cluster_bytes
     from lvsdr.hooks.director import agent
-    from lvsdr.inputs import read_regular
+    from lvsdr.hooks.source import Source
 
     if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
         raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to {MAX_INTERVAL:g}")
-    raw = read_regular(args.cluster)
-    return agent(load_cluster_bytes(raw, args.cluster), args.node, Path(args.fifo), args.interval,
-                 _source_key(raw, args.node), args.cluster)
+    source = Source.read(args.cluster, args.node)
+    source.cluster.find_director(args.node)  # a bad file or node: exit 2 before anything starts
+    return agent(source, Path(args.fifo), args.interval)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
