@@ -112,7 +112,10 @@ class Memo:
         self.done: dict[Any, Any] = {}
 
     def get(self, kind: str, value: Any, parse: Callable[[], T]) -> T:
-        key = (kind, repr(value))  # parsed TOML: repr tells every value and type apart (true is not 1)
+        try:
+            key = (kind, repr(value))  # parsed TOML: repr tells every value and type apart (true is not 1)
+        except ValueError:  # an integer too large to print: not worth keeping
+            return parse()
         if key in self.done:
             return self.done[key]  # type: ignore[no-any-return]
         before = len(self.errors.lines)
@@ -123,6 +126,7 @@ class Memo:
 
 
 QUOTE_MAX = 80  # characters of a value echoed in an error line
+MAX_INT = 2**63  # a larger integer is quoted by its size: Python cannot print one of more than 4,300 digits
 
 
 def read_input(path: str | Path, limit: int = MAX_INPUT) -> bytes:
@@ -211,7 +215,7 @@ class Table:
         if not isinstance(v, int):
             return None
         if not lo <= v <= hi:
-            self.errors.add(self.path(key), f"{v} is outside {lo}..{hi}")
+            self.errors.add(self.path(key), f"{quote(v)} is outside {lo}..{hi}")
             return None
         return v
 
@@ -357,35 +361,11 @@ def parse_text(text: str, path: str) -> Any:
         raise InputError(f"{path}: {str(e).split(':')[0].lower()}: an integer with too many digits") from None
 
 
-MAX_INT = 2**63  # no number in a cluster file comes near it; a larger one could not even be printed in an error
-
-
-def _scrub(value: Any, where: str, errors: Errors) -> None:
-    """Refuse, wherever they stand, the TOML values no key of a cluster file
-    takes and that the typed getters would not name well: dates and times
-    (also inside lists) and integers too large to print."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            key = k if _PLAIN_KEY(str(k)) else quote(k)
-            _scrub(v, f"{where}.{key}" if where else key, errors)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _scrub(v, f"{where}[{i}]", errors)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if not -MAX_INT < value < MAX_INT:
-            errors.add(where or "(top level)", f"an integer of {value.bit_length()} bits is out of range")
-    elif not isinstance(value, (str, float, bool)) and value is not None:
-        errors.add(where or "(top level)", f"a {_typename(value)} is not a value any key takes here")
-
-
 def parse_cluster(data: Any) -> Cluster:
     """Validate parsed data; raises ``ValidationError`` listing every problem."""
     errors = Errors()
     if not isinstance(data, dict):
         raise ValidationError([f"(top level): expected table, got {_typename(data)}"])
-    _scrub(data, "", errors)
-    if errors.lines:
-        raise ValidationError(errors.lines)
     top = Table(data, "", errors)
     c = top.table("cluster")
     if c is None and "cluster" not in data:
@@ -437,7 +417,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     v6 = bool(live) and live[0].address.version == 6
     version = c.get("vrrp_version", int, None)
     if version is not None and version not in (2, 3):
-        errors.add(c.path("vrrp_version"), f"{version} is not 2 or 3")
+        errors.add(c.path("vrrp_version"), f"{quote(version)} is not 2 or 3")
         version = None
     if version is None and v6:
         version = 3
@@ -447,11 +427,11 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     adv = c.get("advert_int", (int, float), DEFAULT_ADVERT_INT)
     if adv is not None:
         if not 0 < adv <= 255:
-            errors.add(c.path("advert_int"), f"{adv} is outside 0..255 seconds")
+            errors.add(c.path("advert_int"), f"{quote(adv)} is outside 0..255 seconds")
         elif kw["vrrp_version"] == 2 and adv != int(adv):
             errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
         elif kw["vrrp_version"] == 3 and round(adv * 100) != adv * 100:
-            errors.add(c.path("advert_int"), f"{adv} is finer than VRRPv3's 0.01 s")
+            errors.add(c.path("advert_int"), f"{quote(adv)} is finer than VRRPv3's 0.01 s")
         else:
             kw["advert_int"] = int(adv) if adv == int(adv) else float(adv)
     kw.setdefault("advert_int", DEFAULT_ADVERT_INT)
@@ -863,7 +843,7 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
     kw["hysteresis"] = t.int_in("hysteresis", 0, 65535, None)
     quorum = t.data.get("quorum", 1)
     if kw["hysteresis"] is not None and isinstance(quorum, int) and kw["hysteresis"] >= quorum:
-        t.errors.add(t.path("hysteresis"), f"{kw['hysteresis']} is not below the quorum {quorum} "
+        t.errors.add(t.path("hysteresis"), f"{kw['hysteresis']} is not below the quorum {quote(quorum)} "
                      "(keepalived would set it to 0)")
     gran = t.get("persistence_granularity", str, None)
     if gran is not None:
@@ -923,7 +903,8 @@ def _status_codes(t: Table) -> tuple[str, ...]:
         return ()
     out = []
     for item in v if isinstance(v, list) else [v]:
-        m = STATUS_RE.fullmatch(str(item)) if isinstance(item, int | str) and not isinstance(item, bool) else None
+        small = isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool) and abs(item) < MAX_INT)
+        m = STATUS_RE.fullmatch(str(item)) if small else None
         if m is None or (m.group(2) and int(m.group(2)) < int(m.group(1))):
             t.errors.add(t.path("status_code"), f"{quote(item)} is not a status code (200) or range "
                          "(\"200-299\")")
@@ -1072,7 +1053,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
         if port is not None and isinstance(svc_port, int) and port != svc_port:
             errors.add(
                 f"{where}.port",
-                f"{port} differs from the service port {svc_port}; DR cannot map ports "
+                f"{port} differs from the service port {quote(svc_port)}; DR cannot map ports "
                 f"(use listen_port with arp_method {' or '.join(methods.REDIRECT)})",
             )
         if listen is not None and srv.arp_method not in methods.REDIRECT:
