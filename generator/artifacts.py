@@ -18,16 +18,19 @@ from .templating import render_template
 UNIT = "lvsdr-realserver@.service"
 
 
-def _unit(cluster: Cluster) -> str:
-    text = package_files("lvsdr.systemd").joinpath(UNIT).read_text()
-    return text.replace("@LVSDR@", cluster.lvsdr_path).replace("@CONFIG@", cluster.config_path)
+def unit(name: str, cluster: Cluster) -> str:
+    """A unit of systemd/ with the cluster's paths in place of its placeholders
+    (the one place they are filled in: the real servers' and the directors' units)."""
+    text = package_files("lvsdr.systemd").joinpath(name).read_text()
+    return (text.replace("@LVSDR@", cluster.lvsdr_path).replace("@CONFIG@", cluster.config_path)
+            .replace("@FIFO@", cluster.notify_fifo))
 
 
 def realserver_files(cluster: Cluster, spec: Spec, source: str) -> Files:
     """Relative path -> (text, mode): the method's files, the boot unit and a README."""
     art = method_of(spec).artifacts(spec)
     out: Files = dict(art.files)
-    out[f"etc/systemd/system/{UNIT}"] = (_unit(cluster), 0o644)
+    out[f"etc/systemd/system/{UNIT}"] = (unit(UNIT, cluster), 0o644)
     steps = [c.description for c in plan(spec, Facts()) if not isinstance(c, WriteRecord)]
     readme = render_template(
         "realserver/README.txt.j2", spec=spec, version=__version__, source=source,

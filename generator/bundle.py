@@ -7,9 +7,7 @@ stated, the paths sorted.
 
 from __future__ import annotations
 
-from importlib.resources import files as package_files
-
-from .artifacts import realserver_files
+from .artifacts import realserver_files, unit
 from .keepalived import Wiring, render_keepalived
 from .model import Cluster, Director
 from .realserver import desired
@@ -19,22 +17,10 @@ AGENT, WATCH = "lvsdr-agent@.service", "lvsdr-watch@.service"
 KEEPALIVED_CONF = "etc/keepalived/keepalived.conf"
 
 
-def unit(name: str, cluster: Cluster) -> str:
-    """A unit of systemd/ with the cluster's paths filled in."""
-    text = package_files("lvsdr.systemd").joinpath(name).read_text()
-    return (text.replace("@LVSDR@", cluster.lvsdr_path).replace("@CONFIG@", cluster.config_path)
-            .replace("@FIFO@", cluster.notify_fifo))
-
-
-def _secret_mode(cluster: Cluster) -> int:
-    """The cluster file and keepalived.conf hold the VRRP password when there is one."""
-    return 0o600 if cluster.auth_pass else 0o644
-
-
 def director_tree(cluster: Cluster, d: Director) -> Tree:
     conf = render_keepalived(cluster, d.name, cluster.config_path, Wiring.from_cluster(cluster))
     tree: Tree = {
-        KEEPALIVED_CONF: (conf.encode(), _secret_mode(cluster)),
+        KEEPALIVED_CONF: (conf.encode(), cluster.file_mode),
         f"etc/systemd/system/{WATCH}": (unit(WATCH, cluster).encode(), 0o644),
     }
     if cluster.hook in ("fifo", "both"):
@@ -57,7 +43,7 @@ def node_trees(cluster: Cluster, cluster_file: bytes) -> dict[str, Tree]:
                        for path, (text, mode) in files.items()}
     config = cluster.config_path.lstrip("/")
     for tree in out.values():
-        _place(tree, config, (cluster_file, _secret_mode(cluster)))
+        _place(tree, config, (cluster_file, cluster.file_mode))
     return {node: dict(sorted(tree.items())) for node, tree in sorted(out.items())}
 
 

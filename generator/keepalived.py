@@ -14,6 +14,7 @@ from lvsdr.errors import InputError
 from .guards import address, token
 from .load import PATH_RE
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
+from .node import host_interface
 from .templating import render_template
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -99,7 +100,7 @@ def _instance(cluster: Cluster, me: Director, name: str, vrid: int, priority: in
 
 
 def _prefix(addr: Any) -> str:
-    return f"{address(addr)}/{32 if addr.version == 4 else 128}"
+    return address(host_interface(addr))
 
 
 class Checks:

@@ -172,7 +172,7 @@ class RealServer:
     address: IPAddress
     interface: str = DEFAULT_INTERFACE
     arp_method: str = DEFAULT_ARP_METHOD
-    firewalld_zone: str = "public"
+    firewalld_zone: str = defaults.FIREWALLD_ZONE
 
 
 @dataclass(frozen=True)
@@ -319,6 +319,12 @@ class Cluster:
         address = node.address if node else None
         return tuple(s for s in self.services if any(b.server == server for b in s.backends)
                      or (s.sorry_server is not None and s.sorry_server.address == address))
+
+    @property
+    def file_mode(self) -> int:
+        """The mode of files holding this cluster's VRRP password (the cluster
+        file, keepalived.conf): 0600 when there is one, else 0644."""
+        return 0o600 if self.auth_pass else 0o644
 
     @property
     def vips(self) -> tuple[IPAddress, ...]:

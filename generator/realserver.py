@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from lvsdr import defaults
 from lvsdr.errors import InputError
 
 from .changes import (
@@ -59,7 +60,7 @@ def backend_spec(cluster: Cluster, server: RealServer | Director, *, vips_on_lo:
            if s.sorry_server is not None and s.sorry_server.address == server.address for v, p in s.endpoints},
         key=lambda r: (addr_key(r.vip), r.protocol, r.port),
     ))
-    zone = server.firewalld_zone if isinstance(server, RealServer) else "public"
+    zone = server.firewalld_zone if isinstance(server, RealServer) else defaults.FIREWALLD_ZONE
     return Spec(cluster.name, node, server.arp_method, server.interface, server.address, vips, redirects,
                 zone, vips_on_lo=vips_on_lo, suppress=suppress)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lvsdr import defaults
+
 from .model import IPAddress
 
 
@@ -28,7 +30,7 @@ class Spec:
     address: IPAddress
     vips: tuple[IPAddress, ...]
     redirects: tuple[Redirect, ...] = ()
-    zone: str = "public"
+    zone: str = defaults.FIREWALLD_ZONE
     # a director that is also a backend: VIPs on lo (keepalived owns the
     # interface's copy), and ARP rules only while it is BACKUP
     vips_on_lo: bool = False

@@ -25,7 +25,7 @@ def environment() -> jinja2.Environment:
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(root),
-        bytecode_cache=_bytecode_cache(root),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -38,22 +38,19 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def _bytecode_cache(root: str) -> jinja2.BytecodeCache | None:
-    """The compiled templates, kept beside them as Python keeps .pyc files
-    (compiling keepalived.conf.j2 costs ~30 ms of every render). jinja2 keys
-    each entry by the template's name and a checksum of its source, so an
-    edited template is compiled again; where the package is not writable
-    (an installed wheel, not root) nothing is kept."""
-    import os
-
-    cache = os.path.join(root, "__pycache__")
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """The compiled templates, kept as Python keeps .pyc files (compiling
+    keepalived.conf.j2 costs ~30 ms of every render), but never inside the
+    installed package (the generator writes nothing of its own there): in
+    jinja2's per-user cache directory under the system's temporary directory,
+    which jinja2 makes 0700 and refuses when another user owns it or can
+    write it. Each entry is keyed by the template's name and a checksum of its
+    source, so an edited template is compiled again. None where that cannot
+    be had (the render then compiles in memory)."""
     try:
-        os.makedirs(cache, exist_ok=True)
-    except OSError:
+        return jinja2.FileSystemBytecodeCache(pattern="lvsdr-%s.cache")
+    except (OSError, RuntimeError):
         return None
-    if not os.access(cache, os.W_OK):
-        return None
-    return jinja2.FileSystemBytecodeCache(cache, "%s.jinja2.cache")
 
 
 def render_template(name: str, **context: Any) -> str:

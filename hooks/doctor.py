@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsdr.generator.keepalived import Wiring
 from lvsdr.generator.model import Cluster
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lvsdr.generator.director import DirectorSpec
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.errors import LvsdrError
 
 DEBOUNCE = 0.3  # seconds: editors write a file in several steps
-PIDFILE = "/run/keepalived.pid"
 
 Outcome = Literal["unchanged", "reloaded", "written", "rejected", "failed"]
 
@@ -34,7 +34,7 @@ class WatchTarget:
     cluster: Path
     node: str
     output: Path
-    pidfile: Path = Path(PIDFILE)
+    pidfile: Path = Path(KEEPALIVED_PIDFILE)
     lvsdr_path: str | None = None
     config_path: str | None = None
     notify_fifo: str | None = None
@@ -65,7 +65,7 @@ def render_target(t: WatchTarget) -> tuple[str, int]:
     wiring = Wiring.from_cluster(cluster, lvsdr_path=t.lvsdr_path, config_path=t.config_path,
                                  notify_fifo=t.notify_fifo, hook=t.hook)
     text = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring)
-    return text, 0o600 if cluster.auth_pass else 0o644
+    return text, cluster.file_mode
 
 
 def sync_once(t: WatchTarget, log: Any) -> Result:

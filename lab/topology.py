@@ -32,6 +32,7 @@ from typing import Any
 
 from lvsdr.generator.keepalived import Wiring, render_keepalived
 from lvsdr.generator.model import Cluster
+from lvsdr.generator.node import host_interface
 
 from .netns import LabError, delete_netns, ip_json, list_netns, require_root, require_tools, run
 
@@ -321,7 +322,7 @@ class Lab:
                 for vip in self.cluster.vips:
                     if any(b.server == node.name for s in self.cluster.services for b in s.backends
                            if vip in s.all_vips):
-                        run(["ip", "-n", node.ns, "addr", "add", f"{vip}/{32 if vip.version == 4 else 128}",
+                        run(["ip", "-n", node.ns, "addr", "add", str(host_interface(vip)),
                              "dev", "lo"])
         for proc in applies:
             try:

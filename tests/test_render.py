@@ -139,3 +139,22 @@ def test_sync_group_joins_every_instance(scratch_netns: str) -> None:
     assert group.split() == ["group", "{", "VI_aa", "VI_aa_shop", "}"]
     result = check_text(text, netns=scratch_netns)
     assert result.ok, result.message()
+
+
+def test_rendering_writes_nothing_into_the_package() -> None:
+    """jinja2's compiled templates are cached outside the installed package
+    (an uninstall would leave them behind): a render adds no file under it."""
+    import lvsdr
+    from lvsdr.generator.templating import environment
+
+    root = Path(lvsdr.__file__).resolve().parent
+    dirs = [root, *(p.resolve() for p in root.iterdir() if p.is_dir())]
+
+    def files() -> set[Path]:
+        return {f for d in dirs for f in d.rglob("*") if f.is_file() and f.suffix != ".pyc"}
+
+    before = files()
+    environment.cache_clear()
+    c = load_cluster(EXAMPLES / "full.toml")
+    render_keepalived(c, c.directors[0].name, "x")
+    assert files() == before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from lvsdr.defaults import AGENT_INTERVAL
+from lvsdr.defaults import AGENT_INTERVAL, KEEPALIVED_PIDFILE
 from lvsdr.errors import InputError, LvsdrError, ValidationError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
@@ -26,7 +26,6 @@ Handler = Callable[["argparse.Namespace"], int]
 
 # defaults of the processes lvsdr runs (the cluster file's own defaults are on the model)
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
-KEEPALIVED_PIDFILE = "/run/keepalived.pid"
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -78,7 +77,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.output:
         from lvsdr.hooks.files import write_atomic
 
-        write_atomic(args.output, text, 0o600 if c.auth_pass else 0o644)
+        write_atomic(args.output, text, c.file_mode)
     else:
         sys.stdout.write(text)
     return 0
