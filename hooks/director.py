@@ -24,8 +24,8 @@ from lvsdr.generator.director import (
 )
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
-from .files import node_lock
-from .source import Source
+from .fast.files import node_lock
+from .fast.source import Source
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,8 @@ def replay_keys(spec: DirectorSpec) -> list[str] | None:
     from lvsdr.generator.director import KEY
     from lvsdr.generator.methods import method_of
 
-    keys = [KEY]
-    rs = spec.backend
-    if rs is not None:
-        for c in method_of(rs).fact_commands(rs, ()):
-            if c.argv[:4] != ("nft", "-s", "list", "table"):
-                return None
-            keys.append(f"{c.argv[4]} {c.argv[5]}")
-    return sorted(set(keys))
+    tables = method_of(spec.backend).nft_tables if spec.backend is not None else ()
+    return None if tables is None else sorted({KEY, *tables})
 
 
 def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Path, sysctls: list[str]) -> None:
@@ -87,8 +81,8 @@ def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Pa
     changes is an nft table (else forget any record: the full path runs)."""
     from lvsdr.generator.realserver import addresses
 
-    from . import replay
     from .facts import sysctl_path
+    from .fast import replay
 
     path = replay.cache_path(str(state_dir), spec.cluster, spec.node)
     keys = replay_keys(spec)
@@ -109,11 +103,11 @@ def notify(source: Source, event: Event) -> int:
     try:
         role, done = reconcile(spec, Path(source.cluster.state_dir), source.key)
     except Exception:
-        from .log import get_logger
+        from .fast.log import get_logger
 
         get_logger(node=source.node, event_source="notify").exception("reconcile failed", **event.fields())
         raise
-    from .log import transition
+    from .fast.log import transition
 
     transition(source.node, role, done, started, event.fields())
     return 0
@@ -122,11 +116,11 @@ def notify(source: Source, event: Event) -> int:
 def _replay(cluster_path: str, node: str) -> tuple[Role, list[str]] | None:
     from lvsdr.fingerprint import code_fingerprint
 
-    from .replay import replay
+    from .fast.replay import replay
 
     fast = replay(cluster_path, node, code_fingerprint(), resident=True)
     if isinstance(fast, str):
-        from .log import get_logger
+        from .fast.log import get_logger
 
         get_logger(node=node, event_source="agent").warning("fast path declined", reason=fast)
         return None
@@ -140,7 +134,7 @@ def _open_fifo(path: Path) -> int:
     """keepalived's notify FIFO, made 0600 in a 0700 directory when missing; an
     existing one must be root's, not writable by others, and not a symlink
     (files.UntrustedError otherwise): events from it make root change the node."""
-    from .files import UntrustedError, _trusted, state_dir
+    from .fast.files import UntrustedError, _trusted, state_dir
 
     state_dir(path.parent)
     try:
@@ -244,8 +238,8 @@ def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> 
     A failed reconcile is logged and retried."""
     import select
 
+    from .fast.log import get_logger
     from .inotify import DirWatch
-    from .log import get_logger
     from .processes import ProcessWatch
 
     log = get_logger(node=source.node, event_source="agent")

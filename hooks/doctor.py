@@ -121,13 +121,13 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
 
 
 def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> None:
-    """Whether `lvsdr notify` can replay (hooks/replay.py): lvsdr's rules in
+    """Whether `lvsdr notify` can replay (hooks/fast/replay.py): lvsdr's rules in
     both roles are nft tables, it finds its record from the cluster file read
     by line, and it has recorded each role's state."""
     from lvsdr.fingerprint import code_fingerprint
 
-    from . import replay
     from .director import replay_keys
+    from .fast import replay
 
     node = spec.node
     if replay_keys(spec) is None:
@@ -139,19 +139,11 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
         raw = Path(source).read_bytes()
     except OSError:
         return  # the file was read a moment ago; nothing to say that the other checks do not
-    path = replay.cache_path(cluster.state_dir, cluster.name, node)
-    if replay.record_path(raw, source, node) != path:
-        r.warn("notify's fast path cannot find its record: write the cluster's name plainly in [cluster] "
-               '(name = "...", no comment on that line); every transition takes the full path (~100 ms)')
+    verdict = replay.why_not(raw, source, node, code_fingerprint())
+    if verdict.record is None:
+        r.warn(f"notify's fast path: {verdict.reason}")
         return
-    from lvsdr.errors import LvsdrError
-
-    try:
-        record = replay.load_record(path)
-    except (OSError, ValueError, LvsdrError):
-        record = {}
-    roles = sorted(record.get("roles", {})) if replay.current(record, raw, node, code_fingerprint()) else []
-    missing = [role for role in ("BACKUP", "MASTER") if role not in roles]
+    missing = [role for role in ("BACKUP", "MASTER") if role not in verdict.record.roles]
     if missing:
         r.warn(f"notify's fast path: no record yet of the {' or '.join(missing)} state for this cluster file "
                "(the first transition into it takes the full path, which records it)")
@@ -224,7 +216,7 @@ def _writable_by_others(path: str) -> str | None:
 def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -> None:
     """Who could steer root's hooks: the cluster file, the state directory, the
     FIFO and the records must be writable by root alone (docs/hooks.md, Security)."""
-    from .files import UntrustedError, check_dir, open_trusted
+    from .fast.files import UntrustedError, check_dir, open_trusted
 
     places = [("the cluster file", source), ("the state directory", cluster.state_dir)]
     if wiring is not None and wiring.hook in ("fifo", "both"):

@@ -49,7 +49,7 @@ def run_fact(cmd: FactCommand) -> str:
 
 
 def read_addresses() -> tuple[NodeAddress, ...]:
-    from .netlink import addresses  # one netlink dump; no pyroute2 import on the read path
+    from .fast.netlink import addresses  # one netlink dump; no pyroute2 import on the read path
 
     return addresses()
 
@@ -101,7 +101,7 @@ def parse_table_counts(text: str) -> dict[str, int]:
 
 def read_record(path: Path) -> Record | None:
     """lvsdr's record on this node, trusted only as root's own (files.open_trusted)."""
-    from .files import read_trusted
+    from .fast.files import read_trusted
 
     try:
         text = read_trusted(path).decode("utf-8", errors="replace")

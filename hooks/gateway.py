@@ -1,31 +1,31 @@
-"""The one door for side effects on a node: every change of a plan goes through here."""
+"""The one door for side effects on a node: every change of a plan goes
+through ``Gateway.apply``, and notify's fast path changes a node only through
+``nft_transaction``. Light at import (the fast path imports it): what applying
+a plan needs is imported when a plan is applied."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import Any, assert_never
 
 from lvsdr.errors import ApplyError
-from lvsdr.generator.changes import (
-    AddAddress,
-    AddRule,
-    Change,
-    DeleteNftTable,
-    DeleteRule,
-    ForgetRecord,
-    LoadNftTable,
-    RemoveAddress,
-    RestoreSysctl,
-    SetSysctl,
-    WriteRecord,
-)
 
-from .facts import sysctl_path
-from .files import state_dir, write_atomic
+TYPE_CHECKING = False  # typing costs ~6 ms to import; notify's path imports this module (mypy reads it as True)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from pathlib import Path
+    from typing import Any
+
+    from lvsdr.generator.changes import AddAddress, Change, RemoveAddress
+
+
+def nft_transaction(script: str, resident: bool = False) -> bool:
+    """The fast path's one change to a node: an nft script, applied in one
+    transaction (all of it or nothing). ``resident``: in this process through
+    libnftables (the agent), else by spawning nft. True when applied."""
+    from .fast.replay import _nft
+
+    return _nft(["nft", "-f", "-"], script, resident)[0] == 0
+
 
 IFA_F_NODAD = 0x02
 
@@ -61,6 +61,25 @@ class Gateway:
         return n
 
     def _one(self, ch: Change) -> None:
+        import contextlib
+        from typing import assert_never
+
+        from lvsdr.generator.changes import (
+            AddAddress,
+            AddRule,
+            DeleteNftTable,
+            DeleteRule,
+            ForgetRecord,
+            LoadNftTable,
+            RemoveAddress,
+            RestoreSysctl,
+            SetSysctl,
+            WriteRecord,
+        )
+
+        from .facts import sysctl_path
+        from .fast.files import state_dir, write_atomic
+
         match ch:
             case SetSysctl(key=key, value=value) | RestoreSysctl(key=key, value=value):
                 sysctl_path(key).write_text(f"{value}\n")
@@ -94,6 +113,8 @@ class Gateway:
             raise ApplyError(f"{ch.description}: no interface {ch.ifname}")
         kw: dict[str, Any] = {"index": idx[0], "address": str(ch.address.ip),
                               "prefixlen": ch.address.network.prefixlen}
+        from lvsdr.generator.changes import AddAddress
+
         if isinstance(ch, AddAddress):
             if ch.address.version == 4 and ch.label:
                 kw["label"] = ch.label
@@ -105,6 +126,8 @@ class Gateway:
 
     @staticmethod
     def _run(argv: tuple[str, ...], stdin: str | None = None) -> None:
+        import subprocess
+
         try:
             p = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60)
         except FileNotFoundError:

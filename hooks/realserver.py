@@ -16,7 +16,7 @@ from lvsdr.generator.realserver import desired, plan, plan_remove
 from lvsdr.generator.spec import Spec
 
 from .facts import read_addresses, read_facts, record_path, require_identity
-from .files import node_lock, write_atomic
+from .fast.files import node_lock, write_atomic
 
 Action = Literal["plan", "apply", "remove"]
 

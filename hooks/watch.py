@@ -70,7 +70,7 @@ def render_target(t: WatchTarget) -> tuple[str, int]:
 
 def sync_once(t: WatchTarget, log: Any) -> Result:
     """One pass. Never raises for what a running watcher must survive."""
-    from .files import write_atomic
+    from .fast.files import write_atomic
     from .keepalived import check_text
 
     try:
@@ -116,7 +116,7 @@ def once(t: WatchTarget) -> int:
     when the new config was not installed."""
     import sys
 
-    from .log import get_logger
+    from .fast.log import get_logger
 
     r = sync_once(t, get_logger(node=t.node, event_source="watch"))
     print(f"lvsdr watch: {t.output}: {r.detail}", file=sys.stderr)
@@ -128,7 +128,7 @@ def watch(t: WatchTarget) -> int:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
 
-    from .log import get_logger
+    from .fast.log import get_logger
 
     log = get_logger(node=t.node, event_source="watch")
     target = t.cluster.resolve()

@@ -15,12 +15,13 @@ from helpers import MEASURED, our_namespaces
 def host_is_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test changes the machine it runs on: in this process the gateway
     refuses every change. Effects are tested in namespaces, in subprocesses."""
-    from lvsdr.hooks.gateway import Gateway
+    from lvsdr.hooks import gateway
 
-    def refuse(self: Gateway, changes: object) -> int:
+    def refuse(*args: object, **kw: object) -> bool:
         raise AssertionError("a test tried to apply changes in the test process (the host's own namespace)")
 
-    monkeypatch.setattr(Gateway, "apply", refuse)
+    monkeypatch.setattr(gateway.Gateway, "apply", refuse)
+    monkeypatch.setattr(gateway, "nft_transaction", refuse)  # notify's fast path: the same door
 
 
 @pytest.fixture(autouse=True)

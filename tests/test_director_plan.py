@@ -89,3 +89,23 @@ def test_role_follows_a_vip_on_its_own_device() -> None:
     on_eth0 = NodeAddress("eth0", ipaddress.ip_interface("192.0.2.100/32"), "eth0")
     assert observed_role(s, (on_eth1,)) == "MASTER"
     assert observed_role(s, (on_eth0,)) == "BACKUP"
+
+
+
+def test_each_method_declares_the_nft_tables_that_hold_its_rules() -> None:
+    """A method's declared nft tables are exactly the tables its facts list
+    (nftables: its table; sysctl: none); a method whose facts are not nft
+    tables declares None (no fast path for notify)."""
+    from lvsdr.generator.methods import registry
+    from lvsdr.generator.spec import Spec
+
+    vip = ipaddress.ip_address("192.0.2.120")
+    spec = Spec("c", "n", "nftables", "eth0", ipaddress.ip_address("192.0.2.21"), (vip,))
+    for name, method in registry().items():
+        argvs = [c.argv for c in method.fact_commands(spec, ())]
+        if not argvs:  # no facts to read: no rules at all (sysctl), or rules kept by firewalld
+            assert method.nft_tables == (() if name == "sysctl" else None), name
+        elif all(a[:4] == ("nft", "-s", "list", "table") for a in argvs):
+            assert method.nft_tables == tuple(f"{a[4]} {a[5]}" for a in argvs), name
+        else:
+            assert method.nft_tables is None, name

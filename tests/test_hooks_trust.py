@@ -22,8 +22,8 @@ from lvsdr.errors import LvsdrError
 from lvsdr.generator.node import FactError, Record, valid_sysctl_key
 from lvsdr.hooks.director import MAX_LINE, _open_fifo, parse_event, split_lines
 from lvsdr.hooks.facts import read_record, sysctl_path
-from lvsdr.hooks.files import UntrustedError, node_lock, state_dir
-from lvsdr.hooks.replay import FORMAT, BadRecord, check_record, load_record, locate, replay
+from lvsdr.hooks.fast.files import UntrustedError, node_lock, state_dir
+from lvsdr.hooks.fast.replay import FORMAT, BadRecord, check_record, load_record, locate, replay
 
 NOBODY = 65534
 

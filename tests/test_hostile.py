@@ -21,7 +21,7 @@ from lvsdr.errors import InputError, ValidationError
 from lvsdr.generator.bundle import node_trees
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import extra_line, load_cluster, parse_cluster
-from lvsdr.hooks.files import write_tree
+from lvsdr.hooks.fast.files import write_tree
 
 from helpers import BASE
 

@@ -17,7 +17,7 @@ def test_addresses_match_ip(scratch_netns: str) -> None:
     try:
         got = json.loads(subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c",
-             "import json; from lvsdr.hooks.netlink import addresses; "
+             "import json; from lvsdr.hooks.fast.netlink import addresses; "
              "print(json.dumps([[a.ifname, str(a.address), a.label] for a in addresses()]))"],
             capture_output=True, text=True, check=True).stdout)
         ip = json.loads(subprocess.run(["ip", "-n", ns, "-j", "addr"], capture_output=True, text=True,

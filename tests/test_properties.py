@@ -147,10 +147,10 @@ log_values = st.recursive(
 
 @given(st.dictionaries(st.text(), log_values, max_size=6))
 def test_notify_log_lines_are_the_json_structlog_writes(fields: dict[str, Any]) -> None:
-    """notify's success line is written without importing json (hooks/log.py
+    """notify's success line is written without importing json (hooks/fast/log.py
     dumps): byte for byte what json.dumps writes for structlog, so log
     collectors parse both the same."""
-    from lvsdr.hooks.log import dumps
+    from lvsdr.hooks.fast.log import dumps
 
     assert dumps(fields) == json.dumps(fields, sort_keys=True, default=str)
     assert json.loads(dumps(fields)) == fields

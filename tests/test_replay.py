@@ -1,4 +1,4 @@
-"""`lvsdr notify`'s fast path (hooks/replay.py), in a scratch namespace: once
+"""`lvsdr notify`'s fast path (hooks/fast/replay.py), in a scratch namespace: once
 the full path has reconciled both roles, a transition replays the recorded
 state, after which the full planner finds nothing to do; a changed cluster
 file or a node that is not in a recorded state takes the full path."""
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from lvsdr.hooks.replay import locate
+from lvsdr.hooks.fast.replay import locate
 
-from helpers import DATA, EXAMPLES, PREFIX, lvsdr_in, needs_root
+from helpers import DATA, EXAMPLES, PREFIX, REPO, lvsdr_in, needs_root
 
 VIP = "192.0.2.120"
 
@@ -144,7 +144,7 @@ def test_the_agent_replays_in_process_through_libnftables(node1_ns: str, tmp_pat
     vip(ns, True)
     notify(ns, cluster, "MASTER")
     code = ("import json, subprocess\n"
-            "from lvsdr.hooks import libnft\n"
+            "from lvsdr.hooks.fast import libnft\n"
             "from lvsdr.hooks.director import _replay\n"
             "tool = subprocess.run(['nft', '-s', 'list', 'ruleset'], capture_output=True, text=True, check=True)\n"
             "print(json.dumps({'same': libnft.run('list ruleset\\n') == (0, tool.stdout),\n"
@@ -172,7 +172,7 @@ def test_what_import_writes_is_in_the_plain_form(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("edit", "said"), [
     (lambda t: t, "warn  notify's fast path: no record yet of the BACKUP or MASTER state"),
     (lambda t: t.replace('name = "pair"', 'name = "pair"  # the pair'),
-     "warn  notify's fast path cannot find its record: write the cluster's name plainly"),
+     "warn  notify's fast path: its record cannot be found: write the cluster's name plainly"),
     (lambda t: t.replace('arp_method = "nftables"', 'arp_method = "arptables"'),
      "ok    notify has no fast path with arp_method arptables"),
 ])
@@ -192,11 +192,14 @@ def test_doctor_says_whether_notify_can_replay(tmp_path: Path, capsys: pytest.Ca
 
 def test_the_notify_path_imports_nothing_heavy() -> None:
     """notify's fast path is fast because of what it does not import (each
-    of these costs 1-50 ms at every failover): its modules, and the helpers
-    it calls, stay free of them."""
-    code = ("import sys\n"
-            "import lvsdr.cli\n"
-            "from lvsdr.hooks import files, libnft, log, netlink, replay\n"
+    of these costs 1-50 ms at every failover): every module of hooks/fast/,
+    the gateway's door it uses, and the helpers it calls stay free of them."""
+    fast = sorted(p.stem for p in (REPO / "hooks" / "fast").glob("*.py") if p.stem != "__init__")
+    assert {"replay", "files", "log", "netlink", "libnft", "source"} <= set(fast)
+    code = ("import sys, importlib\n"
+            "import lvsdr.cli, lvsdr.hooks.gateway, lvsdr.fingerprint, lvsdr.inputs\n"
+            f"for m in {fast!r}: importlib.import_module('lvsdr.hooks.fast.' + m)\n"
+            "from lvsdr.hooks.fast import log, replay\n"
             f"replay.locate(open({str(EXAMPLES / 'pair.toml')!r}, 'rb').read(), 'pair.toml')\n"
             "replay.source_key(b'cluster', 'node1', 'version')\n"
             "log.dumps({'changes': ['x'], 'ms': 1.5})\n"
@@ -206,3 +209,20 @@ def test_the_notify_path_imports_nothing_heavy() -> None:
     heavy = {"argparse", "asyncio", "contextlib", "ctypes", "dataclasses", "enum", "hashlib", "ipaddress", "jinja2",
              "json", "pathlib", "re", "socket", "structlog", "subprocess", "tempfile", "tomli", "typing"}
     assert heavy & loaded == set()
+
+
+def test_the_listing_splitter_reads_a_captured_ruleset() -> None:
+    """notify's listing splitter, on `nft -s list ruleset` captured with
+    lvsdr's tables among others (a set, a brace in a comment): each of
+    lvsdr's tables whole, byte for byte as `nft list table` prints it alone,
+    and nothing of the others."""
+    from lvsdr.hooks.fast.replay import split_ruleset
+
+    text = (DATA / "facts" / "nft-ruleset.txt").read_text()
+    got = split_ruleset(text, ["arp lvsdr", "inet lvsdr_fwmark", "inet absent"])
+    assert sorted(got) == ["arp lvsdr", "inet lvsdr_fwmark"]
+    alone = (DATA / "facts" / "nft-list-table-arp-lvsdr.txt").read_text()  # captured with other addresses
+    assert got["arp lvsdr"] == alone.replace("192.0.2.100", "192.0.2.120").replace("192.0.2.11", "192.0.2.21")
+    assert got["inet lvsdr_fwmark"].startswith("table inet lvsdr_fwmark {\n\tchain prerouting {\n")
+    assert got["inet lvsdr_fwmark"].endswith("meta mark set 0x4c560001\n\t}\n}\n")
+    assert split_ruleset("", ["arp lvsdr"]) == {}

@@ -61,6 +61,10 @@ class Method:
     ipv6: ClassVar[bool]  # can serve IPv6 VIPs (NDP is not ARP)
     redirect: ClassVar[bool]  # serves VIPs without having them (local redirect; listen_port)
     director_backend: ClassVar[bool]  # usable by a director that is also a backend
+    # the nft tables (``FAMILY NAME``) that hold all of the method's rules, or
+    # None when its rules are something else (xtables chains, firewalld): notify's
+    # fast path replays nft tables only (hooks/fast/replay.py)
+    nft_tables: ClassVar[tuple[str, ...] | None] = None
 
     def __init_subclass__(cls) -> None:
         super().__init_subclass__()

@@ -66,6 +66,7 @@ def desired_table(spec: Spec) -> NftTable | None:
 class Nftables(Method):
     name = "nftables"
     summary = "VIPs on the interface (IPv6 on lo); lvsdr's own `table arp lvsdr` drops and rewrites ARP"
+    nft_tables = (KEY,)
 
     def tools(self, spec: Spec) -> tuple[Tool, ...]:
         return (Tool("nft", "nftables", "nftables"),)

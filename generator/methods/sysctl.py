@@ -19,6 +19,7 @@ SYSCTL_FILE = "etc/sysctl.d/90-lvsdr-arp.conf"
 class Sysctl(Method):
     name = "sysctl"
     summary = "VIPs on lo; net.ipv4.conf.{all,IFACE}.arp_ignore=1, arp_announce=2"
+    nft_tables = ()  # no rules at all
 
     def addresses(self, spec: Spec) -> tuple[tuple[str, IPInterface], ...]:
         return tuple(("lo", host_interface(v)) for v in spec.vips)

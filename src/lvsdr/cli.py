@@ -75,7 +75,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         require_valid(text)
     if args.output:
-        from lvsdr.hooks.files import write_atomic
+        from lvsdr.hooks.fast.files import write_atomic
 
         write_atomic(args.output, text, c.file_mode)
     else:
@@ -87,7 +87,7 @@ def _render_all(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lvsdr.generator.bundle import node_trees
-    from lvsdr.hooks.files import write_tree
+    from lvsdr.hooks.fast.files import write_tree
 
     if args.node or args.output or args.check or args.lvsdr_path or args.config_path or args.notify_fifo or args.hook:
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
@@ -119,19 +119,19 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     from lvsdr.fingerprint import code_fingerprint
-    from lvsdr.hooks.replay import replay
-    from lvsdr.hooks.source import Source
+    from lvsdr.hooks.fast.replay import replay
+    from lvsdr.hooks.fast.source import Source
 
     source = Source.read(args.cluster, args.node)  # read once: the fast path and the full path see the same bytes
     event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
     fast = replay(args.cluster, args.node, code_fingerprint(), raw=source.raw)
     if isinstance(fast, tuple):
-        from lvsdr.hooks.log import transition
+        from lvsdr.hooks.fast.log import transition
 
         transition(args.node, fast[0], fast[1], started, event, replayed=True)
         return 0
     if fast is not None:
-        from lvsdr.hooks.log import get_logger
+        from lvsdr.hooks.fast.log import get_logger
 
         get_logger(node=args.node, event_source="notify").warning("fast path declined", reason=fast, **event)
     from lvsdr.hooks.director import Event, notify
@@ -145,7 +145,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     from lvsdr.defaults import MAX_INTERVAL
     from lvsdr.hooks.director import agent
-    from lvsdr.hooks.source import Source
+    from lvsdr.hooks.fast.source import Source
 
     if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
         raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to {MAX_INTERVAL:g}")
@@ -203,7 +203,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"lvsdr import: {u.line()}", file=sys.stderr)
     if not args.diff:
         if args.output:
-            from lvsdr.hooks.files import write_atomic
+            from lvsdr.hooks.fast.files import write_atomic
 
             write_atomic(Path(args.output), job.text, 0o600)
         else:

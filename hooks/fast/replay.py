@@ -296,9 +296,15 @@ def nft_tables(keys: list[str], resident: bool = False) -> dict[str, str]:
     code, stdout = _nft(["nft", "-s", "list", "ruleset"], "list ruleset\n", resident)
     if code:
         raise OSError(f"nft list ruleset: {stdout.strip()}")
+    return split_ruleset(stdout, keys)
+
+
+def split_ruleset(stdout: str, keys: list[str]) -> dict[str, str]:
+    """Pure: `nft -s list ruleset` output -> the listing of each table of
+    ``keys`` that is in it (tests/data/facts/nft-ruleset.txt is a captured one)."""
     out: dict[str, str] = {}
     key, lines = "", list[str]()
-    for line in stdout.splitlines():
+    for line in stdout.split("\n"):
         if line.startswith("table "):
             key, lines = line.removeprefix("table ").removesuffix(" {"), [line]
         elif key:
@@ -366,6 +372,70 @@ def current(record: dict[str, Any], raw: bytes, node: str, code: str) -> bool:
     return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, code)
 
 
+class RoleRecord:
+    """notify's record of both roles' states for one cluster file, node and
+    build of lvsdr (typed: a plain class, since dataclasses costs ~8 ms to
+    import on this path). ``load`` trusts only root's own, validated file;
+    ``save`` is ``remember``; ``matches`` says whether it was made from these bytes."""
+
+    __slots__ = ("path", "data")
+
+    def __init__(self, path: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def load(cls, path: str) -> RoleRecord:
+        """``FileNotFoundError``, ``UntrustedError`` or ``BadRecord`` for anything but lvsdr's own record."""
+        return cls(path, load_record(path))
+
+    def matches(self, raw: bytes, node: str, code: str) -> bool:
+        return current(self.data, raw, node, code)
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted(self.data.get("roles", {}))
+
+    def save(self, key: str, role: str, **state: Any) -> None:
+        remember(self.path, key, role, **state)
+
+
+class Verdict:
+    """Whether notify can replay for a cluster file and node: the record when
+    it can; else why not, and whether that is worth a warning (a record root
+    must not trust) or the ordinary course (no record yet, an edited file)."""
+
+    __slots__ = ("record", "reason", "alarming")
+
+    def __init__(self, record: RoleRecord | None, reason: str = "", alarming: bool = False) -> None:
+        self.record, self.reason, self.alarming = record, reason, alarming
+
+
+def why_not(raw: bytes, cluster_path: str, node: str, code: str) -> Verdict:
+    """The one judgement of notify's preconditions, for replay and for doctor:
+    the record is found from the file read by line, trusted, in lvsdr's shape
+    and made from these bytes by this build for this node."""
+    if not node or not set(node) <= _BARE | {"."} or node[0] in ".-_":
+        return Verdict(None, f"the node name {node!r} is not one lvsdr writes plainly")
+    path = record_path(raw, cluster_path, node)
+    if path is None:
+        return Verdict(None, "its record cannot be found: write the cluster's name plainly in [cluster] "
+                             '(name = "...", no comment on that line)')
+    try:
+        record = RoleRecord.load(path)
+    except FileNotFoundError:
+        return Verdict(None, "no record yet of the BACKUP or MASTER state for this cluster file (the first "
+                             "transition into each takes the full path, which records it)")
+    except (OSError, ValueError) as e:  # BadRecord is a ValueError
+        return Verdict(None, f"notify's record not used: {e}", alarming=True)
+    except LvsdrError as e:  # files.UntrustedError
+        return Verdict(None, str(e), alarming=True)
+    if not record.matches(raw, node, code):
+        return Verdict(None, "its record is of another cluster file or build of lvsdr (the next transition "
+                             "into each role records anew)")
+    return Verdict(record)
+
+
 def replay(cluster_path: str, node: str, code: str, resident: bool = False,
            raw: bytes | None = None) -> tuple[str, list[str]] | str | None:
     """(role, changes made) when the node could be put into a recorded role
@@ -378,27 +448,18 @@ def replay(cluster_path: str, node: str, code: str, resident: bool = False,
     from . import netlink
     from .files import node_lock
 
-    if not node or not set(node) <= _BARE | {"."} or node[0] in ".-_":
-        return None
-    try:
-        if raw is None:
+    if raw is None:
+        try:
             with open(cluster_path, "rb") as f:
                 raw = f.read()
-        path = record_path(raw, cluster_path, node)
-        if path is None:
+        except OSError:
             return None
-        cache = load_record(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:  # BadRecord is a ValueError
-        return f"notify's record not used: {e}"
-    except LvsdrError as e:  # files.UntrustedError
-        return str(e)
-    if not current(cache, raw, node, code):
-        return None
+    verdict = why_not(raw, cluster_path, node, code)
+    if verdict.record is None:
+        return verdict.reason if verdict.alarming else None
     try:
-        with node_lock(os.path.dirname(path)):  # the record lives in the state directory, beside the lock
-            return _replay_locked(cache, role_of=netlink.raw_addresses, resident=resident)
+        with node_lock(os.path.dirname(verdict.record.path)):  # the record lives in the state directory
+            return _replay_locked(verdict.record.data, role_of=netlink.raw_addresses, resident=resident)
     except LvsdrError as e:
         return str(e)
 
@@ -429,7 +490,9 @@ def _replay_locked(cache: dict[str, Any], role_of: Any, resident: bool) -> tuple
             done.append(f"nftables: load table {key} (the recorded {role} state)")
         else:
             done.append(f"nftables: delete table {key} (the recorded {role} state)")
-    # one transaction: all of it or nothing; on failure the full path runs
-    if script and _nft(["nft", "-f", "-"], "\n".join(script) + "\n", resident)[0]:
+    # one transaction, through the gateway: all of it or nothing; on failure the full path runs
+    from lvsdr.hooks.gateway import nft_transaction
+
+    if script and not nft_transaction("\n".join(script) + "\n", resident):
         return None
     return role, done

@@ -57,7 +57,7 @@ def addresses() -> tuple[NodeAddress, ...]:
 
 def raw_addresses() -> list[tuple[str, str, str]]:
     """(ifname, address/prefix, label) of every address, in the kernel's order:
-    the notify fast path's read (hooks/replay.py), with no lvsdr types."""
+    the notify fast path's read (hooks/fast/replay.py), with no lvsdr types."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
     try:
         sock.bind((0, 0))
