@@ -99,7 +99,9 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
         r.ok("keepalived -t accepts the rendered config")
     else:
         r.fail(check.message())
-    pids = [p for p in _processes("keepalived") if Path(f"/proc/{p}/comm").read_text().strip() == "keepalived"]
+    from .processes import pids_of
+
+    pids = pids_of("keepalived")  # what the agent watches, read the same way
     if pids:
         r.ok(f"keepalived is running in this network namespace (pid {min(pids)})")
     else:
