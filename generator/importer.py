@@ -18,12 +18,12 @@ from typing import Any
 
 from lvsdr.errors import InputError
 
+from . import checks
 from .kaconf import Directive
 
 # -- what one director's file says -------------------------------------------
 
-CHECKERS = {"TCP_CHECK": "tcp", "HTTP_GET": "http", "SSL_GET": "https", "MISC_CHECK": "misc", "DNS_CHECK": "dns",
-            "UDP_CHECK": "udp", "PING_CHECK": "ping", "SMTP_CHECK": "smtp", "FILE_CHECK": "file"}
+CHECKERS = checks.BY_BLOCK  # keepalived's checker blocks -> lvsdr's check types (the catalog's inverse)
 # keepalived keeps these for us (lvsdr renders its own): not the operator's to import
 OWN_GLOBALS = {"router_id", "enable_script_security", "script_user", "vrrp_notify_fifo", "notify_fifo",
                "lvs_sync_daemon"}
@@ -436,67 +436,69 @@ def _real_server(side: Side, d: Directive) -> dict[str, Any] | None:
 
 
 def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
+    """A checker block as a check table: each directive read back by its key's
+    form in the catalog (checks.py), the inverse of what the template writes."""
     kind = CHECKERS[d.key]
     chk: dict[str, Any] = {"type": kind}
+    by_directive = {k.directive: k for k in checks.keys_of(checks.TYPES[kind]) if k.directive and k.form != "part"}
     urls: list[dict[str, Any]] = []
     for c in d.block():
-        k = c.key
-        if k == "connect_port" and _int(c) is not None:
-            chk["port"] = _int(c)
-        elif k in ("connect_timeout", "retry", "delay_before_retry") and _int(c) is not None:
-            chk[k] = _int(c)
-        elif k == "nb_get_retry" and _int(c) is not None:
-            chk["retry"] = _int(c)
-        elif k == "url":
-            url: dict[str, Any] = {}
-            for u in c.block():
-                if u.key == "path" and u.args:
-                    url["path"] = u.args[0]
-                elif u.key == "digest" and u.args:
-                    url["digest"] = u.args[0].lower()
-                elif u.key == "status_code" and u.args:
-                    url["status_code"] = [number(a) if number(a) is not None else a for a in u.args]
-                elif u.key == "virtualhost" and u.args:
-                    url["virtualhost"] = u.args[0]
-                else:
-                    side.skip(u, "url option lvsdr does not model (not imported)")
-            urls.append(url)
-        elif k == "virtualhost" and c.args and kind in ("http", "https"):
-            chk["virtualhost"] = c.args[0]
-        elif k == "enable_sni" and kind == "https":
-            chk["sni"] = True
-        elif k == "misc_path" and c.args:
-            cmd = _command(c) or []
-            chk["script"] = cmd[0]
-            if cmd[1:]:
-                chk["args"] = cmd[1:]
-        elif k == "misc_timeout" and _int(c) is not None:
-            chk["timeout"] = _int(c)
-        elif k == "misc_dynamic":
-            chk["dynamic"] = True
-        elif k == "user" and c.args and kind == "misc":
-            chk["user"] = c.args[0]
-        elif k == "type" and c.args and kind == "dns":
-            chk["query_type"] = c.args[0].upper()
-        elif k == "name" and c.args and kind == "dns":
-            chk["query"] = c.args[0]
-        elif k == "payload" and c.args:
-            chk["payload"] = " ".join(c.args)
-        elif k == "require_reply":
-            chk["require_reply"] = " ".join(c.args) if c.args else True
-        elif k == "helo_name" and c.args:
-            chk["helo_name"] = c.args[0]
-        elif k == "track_file" and c.args and kind == "file":
-            chk["file"] = side.files.get(c.args[0], c.args[0])
-        elif k == "weight" and kind == "file" and _int(c) is not None:
-            chk["weight"] = _int(c)
-            if "reverse" in c.args:
-                chk["reverse"] = True
+        if c.key == "nb_get_retry" and "retry" in by_directive:
+            side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of retry: imported as retry"))
+            key: checks.Key | None = by_directive["retry"]
         else:
+            key = by_directive.get(c.key)
+        value = _checker_value(side, c, key) if key is not None else None
+        if key is None or value is None:
             side.skip(c, f"{d.key} option lvsdr does not model (not imported)")
+        elif key.form == "urls":
+            urls.append(value)
+        elif key.form == "script":
+            chk["script"], *args = value
+            if args:
+                chk["args"] = args
+        else:
+            chk[key.name] = value
+            if key.form == "weight" and "reverse" in c.args:
+                chk["reverse"] = True
     if urls:
         chk["urls"] = urls
     return chk
+
+
+def _checker_value(side: Side, c: Directive, key: checks.Key) -> Any:
+    """One directive's value as the cluster file gives it (None: not readable as that key)."""
+    if key.form in ("int", "weight"):
+        return _int(c)
+    if key.form == "flag":
+        return True
+    if key.form == "reply":
+        return " ".join(c.args) if c.args else True
+    if key.form == "urls":
+        url: dict[str, Any] = {}
+        for u in c.block():
+            if u.key == "path" and u.args:
+                url["path"] = u.args[0]
+            elif u.key == "digest" and u.args:
+                url["digest"] = u.args[0].lower()
+            elif u.key == "status_code" and u.args:
+                url["status_code"] = [number(a) if number(a) is not None else a for a in u.args]
+            elif u.key == "virtualhost" and u.args:
+                url["virtualhost"] = u.args[0]
+            else:
+                side.skip(u, "url option lvsdr does not model (not imported)")
+        return url
+    if not c.args:
+        return None
+    if key.form == "script":
+        return _command(c)
+    if key.form == "track_file":
+        return side.files.get(c.args[0], c.args[0])
+    if key.form == "hex":
+        return " ".join(c.args)
+    if key.form == "choice":
+        return c.args[0].upper()
+    return c.args[0]
 
 
 # -- several directors -> one cluster ----------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 from lvsdr import __version__
 from lvsdr.errors import InputError
 
+from . import checks
 from .guards import address, token
 from .load import PATH_RE
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
@@ -19,19 +20,8 @@ from .templating import render_template
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
 
-CHECK_BLOCKS = {
-    "tcp": "TCP_CHECK",
-    "http": "HTTP_GET",
-    "https": "SSL_GET",
-    "misc": "MISC_CHECK",
-    "dns": "DNS_CHECK",
-    "udp": "UDP_CHECK",
-    "ping": "PING_CHECK",
-    "smtp": "SMTP_CHECK",
-    "file": "FILE_CHECK",
-}
-# checkers that open a connection to a port (connect_port applies)
-CONNECTING = ("tcp", "http", "https", "dns", "udp", "smtp")
+# each check type as the checker template reads it: its block and all its keys, in order
+CHECK_KINDS = {t.name: SimpleNamespace(block=t.block, keys=checks.keys_of(t)) for t in checks.TYPES.values()}
 
 
 @dataclass(frozen=True)
@@ -118,7 +108,7 @@ class Checks:
         key = (checks, port, portless)
         text = self.done.get(key)
         if text is None:
-            text = self.done[key] = str(self.macro(checks, port, portless, self.file_names, CHECK_BLOCKS, CONNECTING))
+            text = self.done[key] = str(self.macro(checks, port, portless, self.file_names, CHECK_KINDS))
         return text
 
 

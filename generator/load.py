@@ -21,11 +21,11 @@ import tomli as _toml  # the same parser as the stdlib's tomllib, compiled: 3x f
 from lvsdr.errors import InputError, ValidationError
 from lvsdr.inputs import MAX_INPUT, read_regular
 
-from . import methods
+from . import checks, methods
 from .model import (
     AUTH_TYPES,
     AUTO_FWMARK_BASE,
-    CHECK_TYPES,
+    CHECK_FIELDS,
     DEFAULT_ADVERT_INT,
     DEFAULT_INTERFACE,
     DEFAULT_PROTOCOL,
@@ -63,7 +63,7 @@ ZONE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,16}")
 # and no empty, "." or ".." segment: a path names one file, wherever it is used
 PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+-]+)+")
 URL_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;-]*")
-HOST_RE = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+HOST_RE = checks.HOST
 AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
 
 T = TypeVar("T")
@@ -550,22 +550,6 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     return out
 
 
-# every check key but type, and the check types that read it
-_ALL_CHECKS = ("tcp", "http", "https", "misc", "dns", "udp", "ping", "smtp", "file")
-_CONNECTING = ("tcp", "http", "https", "dns", "udp", "smtp")
-CHECK_KEYS = {
-    "port": _CONNECTING, "connect_timeout": (*_CONNECTING, "ping"),
-    "retry": _ALL_CHECKS[:-1], "delay_before_retry": _ALL_CHECKS[:-1],
-    "path": ("http", "https"), "status_code": ("http", "https"), "digest": ("http", "https"),
-    "urls": ("http", "https"), "virtualhost": ("http", "https"), "sni": ("https",),
-    "script": ("misc",), "args": ("misc",), "timeout": ("misc",), "user": ("misc",), "dynamic": ("misc",),
-    "query": ("dns",), "query_type": ("dns",),
-    "payload": ("udp",), "require_reply": ("udp",), "helo_name": ("smtp",),
-    "file": ("file",), "weight": ("file",), "reverse": ("file",),
-}
-DNS_TYPES = ("A", "AAAA", "NS", "CNAME", "MX", "TXT", "SOA")
-
-
 ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
 TRACK_SCRIPT = _defaults(TrackScript)
 
@@ -892,9 +876,6 @@ def _checks(t: Table, errors: Errors, memo: Memo | None = None) -> tuple[Check, 
 
 STATUS_RE = re.compile(r"([1-5][0-9][0-9])(?:-([1-5][0-9][0-9]))?")
 DIGEST_RE = re.compile(r"[0-9a-f]{32}")
-HEX_RE = re.compile(r"[0-9A-Fa-f]{1,2}(?: ?[0-9A-Fa-f]{1,2})*")
-USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-FILE_WEIGHT = (-2147483647, 2147483647)
 
 
 def _status_codes(t: Table) -> tuple[str, ...]:
@@ -941,57 +922,54 @@ def _urls(t: Table, errors: Errors) -> tuple[Url, ...]:
 
 
 def _check(t: Table, errors: Errors) -> Check | None:
-    """One checker; None for type none."""
-    kind = t.choice("type", CHECK_TYPES, CHECK["type"]) or CHECK["type"]
+    """One checker, read by its type's keys in the catalog (checks.py); None for type none."""
+    kind = t.choice("type", checks.NAMES, CHECK["type"]) or CHECK["type"]
     for key in list(t.data):
-        kinds = CHECK_KEYS.get(key)
+        kinds = checks.KEY_TYPES.get(key)
         if kinds is not None and kind not in kinds:
             t.seen.add(key)
             errors.add(t.path(key), f"does not apply to check type {kind} (it is for {', '.join(kinds)})")
     if kind == "none":
         t.done()
         return None
-    got = {k for k in t.data if k in CHECK_KEYS}
     kw: dict[str, Any] = {"type": kind}
-    if "port" in got:
-        kw["port"] = t.int_in("port", 1, 65535, None)
-    if "connect_timeout" in got:
-        kw["connect_timeout"] = t.int_in("connect_timeout", 1, 3600, None)
-    if "retry" in got:
-        kw["retry"] = t.int_in("retry", 0, 100, None)
-    if "delay_before_retry" in got:
-        kw["delay_before_retry"] = t.int_in("delay_before_retry", 0, 3600, None)
-    if kind in ("http", "https"):
+    for spec in checks.keys_of(checks.TYPES[kind]):
+        if spec.name in t.data or spec.form in ("urls", "script", "track_file"):
+            _check_key(t, spec, kw, errors)
+    if kw.get("sni") and kw.get("virtualhost") is None and not all(u.virtualhost for u in kw["urls"]):
+        errors.add(t.path("sni"), "needs a virtualhost (the name sent as SNI)")
+    t.done()
+    options = tuple(sorted((k, v) for k, v in kw.items() if k not in CHECK_FIELDS and v is not None and v is not False))
+    return Check(**{k: v for k, v in kw.items() if v is not None and k in CHECK_FIELDS}, options=options)
+
+
+_PATH_WHAT = "an absolute path without blanks or quotes"
+
+
+def _check_key(t: Table, key: checks.Key, kw: dict[str, Any], errors: Errors) -> None:
+    """Read one key of a checker by its form into ``kw`` (the model's fields)."""
+    if key.form in ("int", "weight"):
+        kw[key.attr] = t.int_in(key.name, key.lo, key.hi, None)
+    elif key.form in ("text", "hex"):
+        assert key.pattern is not None
+        kw[key.attr] = t.text(key.name, key.pattern, key.what, None)
+    elif key.form == "choice":
+        kw[key.attr] = t.choice(key.name, key.choices, None)
+    elif key.form == "flag":
+        kw[key.attr] = bool(t.get(key.name, bool, False))
+    elif key.form == "urls":
         kw["urls"] = _urls(t, errors)
-        kw["virtualhost"] = t.text("virtualhost", HOST_RE, "a host name", None)
-        if kind == "https":
-            kw["sni"] = bool(t.get("sni", bool, False))
-            if kw["sni"] and kw["virtualhost"] is None and not all(u.virtualhost for u in kw["urls"]):
-                errors.add(t.path("sni"), "needs a virtualhost (the name sent as SNI)")
-    elif kind == "misc":
-        path = t.text("script", PATH_RE, "an absolute path without blanks or quotes")
+    elif key.form == "script":
+        path = t.text("script", PATH_RE, _PATH_WHAT)
         args = _args(t, "args", t.get("args", list, []) or [])
         kw["script"] = None if path is None else (path, *args)
-        kw["misc_timeout"] = t.int_in("timeout", 1, 3600, None)
-        kw["user"] = t.text("user", USER_RE, "a user name", None)
-        kw["dynamic"] = bool(t.get("dynamic", bool, False))
-    elif kind == "dns":
-        kw["query"] = t.text("query", HOST_RE, "a host name", None)
-        kw["query_type"] = t.choice("query_type", DNS_TYPES, None)
-    elif kind == "udp":
-        kw["payload"] = t.text("payload", HEX_RE, "hex bytes (\"0a1b 2c\")", None)
+    elif key.form == "track_file":
+        kw["file"] = t.text("file", PATH_RE, _PATH_WHAT)
+    elif key.form == "reply":
         reply = t.get("require_reply", (bool, str), False)
         if isinstance(reply, str):
-            kw["reply"] = t.text("require_reply", HEX_RE, "true, or the hex bytes the reply must start with", None)
+            kw["reply"] = t.text("require_reply", checks.HEX, "true, or the hex bytes the reply must start with", None)
         kw["require_reply"] = bool(reply)
-    elif kind == "smtp":
-        kw["helo_name"] = t.text("helo_name", HOST_RE, "a host name", None)
-    elif kind == "file":
-        kw["file"] = t.text("file", PATH_RE, "an absolute path without blanks or quotes")
-        kw["weight"] = t.int_in("weight", *FILE_WEIGHT, None)
-        kw["reverse"] = bool(t.get("reverse", bool, False))
-    t.done()
-    return Check(**{k: v for k, v in kw.items() if v is not None})
 
 
 def _backend_keys(b: Table, errors: Errors) -> tuple[Any, ...]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from lvsdr import defaults
 from lvsdr.errors import InputError
@@ -74,6 +75,17 @@ class Check:
     file: str | None = None  # file: the file whose number is read
     weight: int | None = None  # file: multiplier of the number
     reverse: bool = False  # file
+    # the values of catalog keys (generator/checks.py) that have no field of their own
+    options: tuple[tuple[str, str | int | bool], ...] = ()
+
+    def value(self, name: str) -> Any:
+        """The value of the catalog's key ``name`` (a field, or one of ``options``)."""
+        if name in CHECK_FIELDS:
+            return getattr(self, name)
+        return dict(self.options).get(name)
+
+
+CHECK_FIELDS = frozenset(f.name for f in fields(Check))
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from lvsdr.errors import ValidationError
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import load_cluster, parse_cluster
 from lvsdr.hooks.keepalived import check_text
@@ -158,3 +160,41 @@ def test_rendering_writes_nothing_into_the_package() -> None:
     c = load_cluster(EXAMPLES / "full.toml")
     render_keepalived(c, c.directors[0].name, "x")
     assert files() == before
+
+
+def test_the_docs_table_of_check_keys_is_the_catalogs() -> None:
+    """docs/cluster-file.md lists every check key with its types and keepalived's default, as the catalog says."""
+    from lvsdr.generator.checks import docs_table
+
+    assert docs_table() in (REPO / "docs" / "cluster-file.md").read_text()
+
+
+def test_a_new_check_type_is_one_catalog_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A check type made of the catalog's kinds of keys needs nothing else: an
+    entry makes the loader take it (and refuse its keys elsewhere), the
+    renderer write it and the importer read it back."""
+    from lvsdr.generator import checks, importer, keepalived
+    from lvsdr.generator.kaconf import read_keepalived
+
+    new = checks.CheckType("ldap", "LDAP_CHECK", True, (
+        checks._text("bind_dn", "bind_dn", checks.HOST, "a host name", "none", "the DN to bind as"),))
+    types = {**checks.TYPES, "ldap": new}
+    monkeypatch.setattr(checks, "TYPES", types)
+    monkeypatch.setattr(checks, "NAMES", (*types, "none"))
+    monkeypatch.setattr(checks, "KEY_TYPES", checks._key_types())
+    monkeypatch.setattr(keepalived, "CHECK_KINDS", {
+        t.name: SimpleNamespace(block=t.block, keys=checks.keys_of(t)) for t in types.values()})
+    monkeypatch.setattr(importer, "CHECKERS", {t.block: t.name for t in types.values()})
+    data = tomllib.loads((EXAMPLES / "web.toml").read_text())
+    data["services"][0]["check"] = {"type": "ldap", "bind_dn": "admin.example", "port": 389, "retry": 2}
+    c = parse_cluster(data)
+    text = render_keepalived(c, c.directors[0].name, "x")
+    block = "LDAP_CHECK {\n            bind_dn admin.example\n            connect_port 389\n            retry 2\n"
+    assert block in text
+    with pytest.raises(ValidationError, match="does not apply to check type tcp"):
+        bad = tomllib.loads((EXAMPLES / "web.toml").read_text())
+        bad["services"][0]["check"] = {"type": "tcp", "bind_dn": "x"}
+        parse_cluster(bad)
+    side = importer.read_side(read_keepalived("k", {"k": text}.__getitem__), "k")
+    assert side.services[0]["backends"][0]["checks"] == [{"type": "ldap", "bind_dn": "admin.example", "port": 389,
+                                                          "retry": 2}]

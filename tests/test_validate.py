@@ -149,7 +149,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "services[0].check.dynamic: does not apply to check type tcp (it is for misc)"),
     ({"services.0.check": {"type": "misc", "script": "/bin/check", "connect_timeout": 3}},
      "services[0].check.connect_timeout: does not apply to check type misc (it is for tcp, http, https, dns, udp, "
-     "smtp, ping)"),
+     "ping, smtp)"),
     ({"services.0.check": {"type": "misc", "script": "/bin/check", "args": ["$(reboot)"]}},
      'services[0].check.args[0]: "$(reboot)" is not an argument lvsdr can quote for keepalived (letters, digits '
      "and ._/:=@%+,- only)"),
