@@ -71,7 +71,7 @@ class Side:
         if d.key in OBSOLETE:
             self.skip(d, "obsolete keepalived keyword (keepalived 2.2 refuses it): not imported")
             return
-        from .load import extra_line
+        from .rules import extra_line
 
         why = next((w for w in (extra_line(line)[1] for line in _lines(d)) if w), None)
         if why:

@@ -20,7 +20,8 @@ from lvsdr.cli import main
 from lvsdr.errors import InputError, ValidationError
 from lvsdr.generator.bundle import node_trees
 from lvsdr.generator.keepalived import render_keepalived
-from lvsdr.generator.load import extra_line, load_cluster, parse_cluster
+from lvsdr.generator.load import load_cluster, parse_cluster
+from lvsdr.generator.rules import extra_line
 from lvsdr.hooks.fast.files import write_tree
 
 from helpers import BASE

@@ -93,7 +93,8 @@ def _render_all(args: argparse.Namespace) -> int:
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
     if not args.output_dir:
         raise InputError("render: --all needs --output-dir DIR")
-    from lvsdr.generator.load import load_cluster_bytes, read_input
+    from lvsdr.generator.load import load_cluster_bytes
+    from lvsdr.generator.schema import read_input
 
     raw = read_input(args.cluster)  # read once: the tree holds the very bytes that were validated
     trees = node_trees(load_cluster_bytes(raw, args.cluster), raw)
