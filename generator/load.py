@@ -126,33 +126,47 @@ def parse_cluster(data: Any) -> Cluster:
 
 
 def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) -> dict[str, Any]:
+    """[cluster]: the VRRP settings (``_vrrp_keys``), then the hooks, paths and the rest."""
+    live = [d for d in directors if d is not None]
+    kw = _vrrp_keys(c, live, errors)
+    kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
+    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
+        kw[key] = command(c, key)
+    sync = c.get("sync_daemon", (bool, dict), None)
+    if sync is True:
+        kw["sync_daemon"] = SyncDaemon()
+    elif isinstance(sync, dict):
+        st = Table(sync, c.path("sync_daemon"), errors)
+        kw["sync_daemon"] = SyncDaemon(st.text("interface", IFNAME_RE, "an interface name", None),
+                                       st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
+        st.done()
+    for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir"):
+        kw[key] = c.text(key, PATH_RE, "an absolute path", CLUSTER[key])
+    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
+    kw["subnet"] = _subnet(c, live)
+    kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
+    if kw["nopreempt"] and kw["initial_state"] == "MASTER":
+        errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
+    c.done()
+    return kw
+
+
+def _vrrp_keys(c: Table, live: list[Director], errors: Errors) -> dict[str, Any]:
+    """[cluster]'s VRRP settings: router id, version, advert interval, authentication, unicast, preemption, GARP."""
     kw: dict[str, Any] = {
         "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
         "interface": c.text("interface", IFNAME_RE, "an interface name", DEFAULT_INTERFACE),
         "virtual_router_id": c.int_in("virtual_router_id", 1, 255),
     }
-    live = [d for d in directors if d is not None]
     v6 = bool(live) and live[0].address.version == 6
     version = c.get("vrrp_version", int, None)
     if version is not None and version not in (2, 3):
         errors.add(c.path("vrrp_version"), f"{quote(version)} is not 2 or 3")
         version = None
-    if version is None and v6:
-        version = 3
-    kw["vrrp_version"] = version or 2
+    kw["vrrp_version"] = version or (3 if v6 else 2)
     if v6 and kw["vrrp_version"] != 3:
         errors.add(c.path("vrrp_version"), "IPv6 directors need VRRP version 3")
-    adv = c.get("advert_int", (int, float), DEFAULT_ADVERT_INT)
-    if adv is not None:
-        if not 0 < adv <= 255:
-            errors.add(c.path("advert_int"), f"{quote(adv)} is outside 0..255 seconds")
-        elif kw["vrrp_version"] == 2 and adv != int(adv):
-            errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
-        elif kw["vrrp_version"] == 3 and round(adv * 100) != adv * 100:
-            errors.add(c.path("advert_int"), f"{quote(adv)} is finer than VRRPv3's 0.01 s")
-        else:
-            kw["advert_int"] = int(adv) if adv == int(adv) else float(adv)
-    kw.setdefault("advert_int", DEFAULT_ADVERT_INT)
+    kw["advert_int"] = _advert_int(c, kw["vrrp_version"], errors)
     auth = c.raw("auth_pass", None)
     if isinstance(auth, str) and len(auth) > 8:
         errors.add(c.path("auth_pass"), f"{len(auth)} characters; VRRP PASS allows at most 8")
@@ -168,35 +182,30 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     kw["unicast"] = c.get("unicast", bool, CLUSTER["unicast"])
     if kw["unicast"] and len(live) == 1:
         errors.add(c.path("unicast"), "needs at least two directors (a unicast peer)")
+    kw["mcast_src_ip"] = c.get("mcast_src_ip", bool, CLUSTER["mcast_src_ip"])
+    if kw["mcast_src_ip"] and kw["unicast"]:
+        errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
     kw["nopreempt"] = c.get("nopreempt", bool, CLUSTER["nopreempt"])
     kw["preempt_delay"] = c.int_in("preempt_delay", 0, 1000, None)
     kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, CLUSTER["garp_master_delay"])
     kw["garp_master_refresh"] = c.int_in("garp_master_refresh", 1, 86400, None)
-    kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
-    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
-        kw[key] = command(c, key)
-    kw["mcast_src_ip"] = c.get("mcast_src_ip", bool, CLUSTER["mcast_src_ip"])
-    sync = c.get("sync_daemon", (bool, dict), None)
-    if sync is True:
-        kw["sync_daemon"] = SyncDaemon()
-    elif isinstance(sync, dict):
-        st = Table(sync, c.path("sync_daemon"), errors)
-        kw["sync_daemon"] = SyncDaemon(st.text("interface", IFNAME_RE, "an interface name", None),
-                                       st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
-        st.done()
-    if kw["mcast_src_ip"] and kw.get("unicast"):
-        errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
-    kw["notify_fifo"] = c.text("notify_fifo", PATH_RE, "an absolute path", CLUSTER["notify_fifo"])
-    kw["lvsdr_path"] = c.text("lvsdr_path", PATH_RE, "an absolute path", CLUSTER["lvsdr_path"])
-    kw["config_path"] = c.text("config_path", PATH_RE, "an absolute path", CLUSTER["config_path"])
-    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
-    kw["state_dir"] = c.text("state_dir", PATH_RE, "an absolute path", CLUSTER["state_dir"])
-    kw["subnet"] = _subnet(c, live)
-    kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
-    if kw["nopreempt"] and kw["initial_state"] == "MASTER":
-        errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
-    c.done()
     return kw
+
+
+def _advert_int(c: Table, version: int, errors: Errors) -> int | float:
+    """advert_int: whole seconds for VRRPv2, hundredths for v3 (the default when it is not usable)."""
+    adv = c.get("advert_int", (int, float), DEFAULT_ADVERT_INT)
+    if adv is None:
+        return DEFAULT_ADVERT_INT
+    if not 0 < adv <= 255:
+        errors.add(c.path("advert_int"), f"{quote(adv)} is outside 0..255 seconds")
+    elif version == 2 and adv != int(adv):
+        errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
+    elif version == 3 and round(adv * 100) != adv * 100:
+        errors.add(c.path("advert_int"), f"{quote(adv)} is finer than VRRPv3's 0.01 s")
+    else:
+        return int(adv) if adv == int(adv) else float(adv)
+    return DEFAULT_ADVERT_INT
 
 
 def _subnet(c: Table, directors: list[Director]) -> IPNetwork | None:
@@ -322,38 +331,8 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
             if vrid in vrids:
                 errors.add(t.path("virtual_router_id"), f"{vrid} is also {vrids[vrid]}")
             vrids.setdefault(vrid, f"instances[{i}].virtual_router_id")
-        vips: list[IPAddress] = []
-        for j, item in enumerate(raw or []):
-            where = f"{t.path('vips')}[{j}]"
-            a = parse_address(item, where, errors) if isinstance(item, str) else None
-            if not isinstance(item, str):
-                errors.add(where, f"expected string, got {typename(item)}")
-            if a is None:
-                continue
-            if a not in known:
-                errors.add(where, f"{a} is no service's VIP and not in [[vips]]")
-            elif a in claimed:
-                errors.add(where, f"{a} is already {claimed[a]}")
-            else:
-                claimed[a] = f"in instances[{i}]"
-                vips.append(a)
-        if raw is not None and not raw:
-            errors.add(t.path("vips"), "expected at least one VIP")
-        prios: list[tuple[str, int]] = []
-        if prio_t is not None:
-            for d in live:
-                p = prio_t.int_in(d.name, 1, 254)
-                if p is not None:
-                    prios.append((d.name, p))
-            prio_t.done()
-            seen: dict[int, str] = {}
-            for dname, p in prios:
-                if p in seen:
-                    errors.add(f"{prio_t.path(dname)}", f"same priority {p} as {seen[p]}; VRRP then elects by "
-                               "address")
-                seen.setdefault(p, dname)
-        elif "priorities" not in t.data:
-            errors.add(t.path("priorities"), "required key is missing")
+        vips = _instance_vips(t, i, raw, known, claimed, errors)
+        prios = _instance_priorities(t, prio_t, live, errors)
         if name is None or vrid is None or not vips or len(prios) != len(live):
             continue
         if live and not any(v.version == live[0].address.version for v in vips):
@@ -362,6 +341,58 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
         out.append(Instance(name, vrid, tuple(sorted(vips, key=addr_key)), tuple(prios)))
     if out and known and known <= set(claimed):
         errors.add("instances", "every VIP is in [[instances]]; the cluster's own instance would carry none")
+    _instances_fit(top, bool(tables), services, kw, errors)
+    return tuple(out)
+
+
+def _instance_vips(t: Table, i: int, raw: list[Any] | None, known: set[IPAddress], claimed: dict[IPAddress, str],
+                   errors: Errors) -> list[IPAddress]:
+    """An instance's VIPs: each a service's or [[vips]]', and in one instance only."""
+    vips: list[IPAddress] = []
+    for j, item in enumerate(raw or []):
+        where = f"{t.path('vips')}[{j}]"
+        a = parse_address(item, where, errors) if isinstance(item, str) else None
+        if not isinstance(item, str):
+            errors.add(where, f"expected string, got {typename(item)}")
+        if a is None:
+            continue
+        if a not in known:
+            errors.add(where, f"{a} is no service's VIP and not in [[vips]]")
+        elif a in claimed:
+            errors.add(where, f"{a} is already {claimed[a]}")
+        else:
+            claimed[a] = f"in instances[{i}]"
+            vips.append(a)
+    if raw is not None and not raw:
+        errors.add(t.path("vips"), "expected at least one VIP")
+    return vips
+
+
+def _instance_priorities(t: Table, prio_t: Table | None, live: list[Director],
+                         errors: Errors) -> list[tuple[str, int]]:
+    """Each director's priority in an instance, distinct."""
+    prios: list[tuple[str, int]] = []
+    if prio_t is None:
+        if "priorities" not in t.data:
+            errors.add(t.path("priorities"), "required key is missing")
+        return prios
+    for d in live:
+        p = prio_t.int_in(d.name, 1, 254)
+        if p is not None:
+            prios.append((d.name, p))
+    prio_t.done()
+    seen: dict[int, str] = {}
+    for dname, p in prios:
+        if p in seen:
+            errors.add(f"{prio_t.path(dname)}", f"same priority {p} as {seen[p]}; VRRP then elects by address")
+        seen.setdefault(p, dname)
+    return prios
+
+
+def _instances_fit(top: Table, several: bool, services: list[Service | None], kw: dict[str, Any],
+                   errors: Errors) -> None:
+    """What several instances cannot go with: a director-backend, a MASTER start, weighted tracking in a sync group."""
+    tables = several
     backing = sorted({b.server for s in services if s is not None for b in s.backends if b.is_director})
     if tables and backing:
         errors.add("instances", f"several VRRP instances with a director as a backend ({', '.join(backing)}) are "
@@ -377,7 +408,6 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
                 if isinstance(item, dict) and item.get("weight", 0) != 0:
                     errors.add(f"{key}[{j}].weight", "must be 0 in a sync group (keepalived ignores weighted "
                                "tracking there and refuses the file); 0 puts the group in FAULT")
-    return tuple(out)
 
 
 def _extra(top: Table, services: list[Service | None], errors: Errors) -> tuple[Extra, ...]:

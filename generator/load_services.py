@@ -279,6 +279,7 @@ def _backends(t: Table, known: dict[str, Director | RealServer], plain: dict[str
 def read_services(
     top: Table, directors: list[Director | None], real_servers: list[RealServer | None], errors: Errors
 ) -> list[Service | None]:
+    """[[services]], one entry per table (None where it had errors: indexes stay for messages)."""
     known: dict[str, Director | RealServer] = {}
     for d in directors:
         if d is not None:
@@ -289,83 +290,96 @@ def read_services(
     plain = {n: Backend(n, srv.address, 1, None, isinstance(srv, Director)) for n, srv in known.items()}
     memo = Memo(errors)
     v4_servers = {n for n, srv in known.items() if srv.address.version == 4}
-    out: list[Service | None] = []
     tables = top.tables("services")
     if not tables and isinstance(top.data.get("services"), list):
         errors.add("services", "at least one service is required")
-    for t in tables:
-        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
-        group_vips, group_ports = _group_vips(t), _group_ports(t)
-        vip = group_vips[0] if group_vips else t.address("vip")
-        port = group_ports[0] if group_ports else t.int_in("port", 1, 65535)
-        if len(group_vips) == 1:
-            group_vips = ()
-        if len(group_ports) == 1:
-            group_ports = ()
-        proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
-        sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
-        delay = t.int_in("delay_loop", 1, 3600, None)
-        persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
-        quorum = t.int_in("quorum", 1, 65535 * 256, None)
-        fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
-        ipvs = _ipvs_options(t, proto, sched, vip)
-        sorry = None
-        st = t.table("sorry_server")
-        if st is not None:
-            sa = sorry_address(st)
-            sp = st.int_in("port", 1, 65535, port if isinstance(port, int) else 1)
-            st.done()
-            if "port" in st.data and group_ports:
-                errors.add(st.path("port"), "leave it out: a group with several ports forwards each to the same port")
-            if sa is not None and sp is not None:
-                sorry = SorryServer(sa, sp)
-                if isinstance(port, int) and sp != port and not group_ports:
-                    errors.add(st.path("port"), f"{sp} differs from the service port {port}; DR cannot map ports "
-                               "(keepalived would reset it)")
-                if sa == vip:
-                    errors.add(st.path("address"), f"{sa} is the service's own VIP")
-        checks = _checks(t, errors, memo)
-        backends = _backends(t, known, plain, errors, memo)
-        t.done()
-        if vip is None or port is None or name is None or proto is None or sched is None:
-            out.append(None)
-            continue
-        family = v4_servers if vip.version == 4 else set()
-        for i, b in enumerate(backends):
-            if b.server in family:
-                continue  # the common case (IPv4 everywhere), nothing to check
-            if b.address.version != vip.version:
-                errors.add(f"{t.path('backends')}[{i}]",
-                           f"{b.server} is IPv{b.address.version} but the VIP is IPv{vip.version}")
-            srv = known[b.server]
-            if vip.version == 6 and srv.arp_method not in methods.IPV6:
-                errors.add(f"{t.path('backends')}[{i}]",
-                           f"{b.server} uses arp_method {srv.arp_method}, which cannot serve an "
-                           f"IPv6 VIP (use {', '.join(methods.IPV6)})")
-        if sorry is not None and sorry.address.version != vip.version:
-            errors.add(f"{t.path('sorry_server')}.address",
-                       f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
-        if backends and len(backends) == len(t.data.get("backends") or []) and not any(
-                b.weight for b in backends):
-            errors.add(t.path("backends"), "every weight is 0; the service could never be up")
-        elif quorum is not None and backends and quorum > sum(b.weight for b in backends):
-            errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
-                       f"{sum(b.weight for b in backends)}; the service could never be up")
-        if proto in ("udp", "sctp") and checks is None:
-            kinds = "udp, dns, misc, ping, file or none" if proto == "udp" else "misc, ping, file or none"
-            errors.add(t.path("check"), f"a {proto} service needs an explicit check "
-                       f"({kinds}; the default tcp check cannot probe {proto})")
-        for i, c in enumerate(checks or ()):
-            if c.type in ("dns", "udp") and proto == "sctp":
-                where = t.path("check") if "check" in t.data else f"{t.path('checks')}[{i}]"
-                errors.add(f"{where}.type", f"a {c.type} check cannot probe an sctp service")
-        out.append(Service(
-            name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
-            backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks, delay_loop=delay,
-            persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
-            group_vips=group_vips, group_ports=group_ports,
-        ))
-    return out
+    return [_service(t, known, plain, v4_servers, memo, errors) for t in tables]
+
+
+def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str, Backend], v4_servers: set[str],
+             memo: Memo, errors: Errors) -> Service | None:
+    name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+    group_vips, group_ports = _group_vips(t), _group_ports(t)
+    vip = group_vips[0] if group_vips else t.address("vip")
+    port = group_ports[0] if group_ports else t.int_in("port", 1, 65535)
+    if len(group_vips) == 1:
+        group_vips = ()
+    if len(group_ports) == 1:
+        group_ports = ()
+    proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
+    sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
+    delay = t.int_in("delay_loop", 1, 3600, None)
+    persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
+    quorum = t.int_in("quorum", 1, 65535 * 256, None)
+    fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
+    ipvs = _ipvs_options(t, proto, sched, vip)
+    sorry = _sorry_server(t, vip, port, bool(group_ports), errors)
+    checks = _checks(t, errors, memo)
+    backends = _backends(t, known, plain, errors, memo)
+    t.done()
+    if vip is None or port is None or name is None or proto is None or sched is None:
+        return None
+    _service_fits(t, vip, proto, backends, checks, quorum, sorry, known, v4_servers, errors)
+    return Service(
+        name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
+        backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks, delay_loop=delay,
+        persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
+        group_vips=group_vips, group_ports=group_ports,
+    )
+
+
+def _sorry_server(t: Table, vip: IPAddress | None, port: int | None, multi_port: bool,
+                  errors: Errors) -> SorryServer | None:
+    st = t.table("sorry_server")
+    if st is None:
+        return None
+    sa = sorry_address(st)
+    sp = st.int_in("port", 1, 65535, port if isinstance(port, int) else 1)
+    st.done()
+    if "port" in st.data and multi_port:
+        errors.add(st.path("port"), "leave it out: a group with several ports forwards each to the same port")
+    if sa is None or sp is None:
+        return None
+    if isinstance(port, int) and sp != port and not multi_port:
+        errors.add(st.path("port"), f"{sp} differs from the service port {port}; DR cannot map ports "
+                   "(keepalived would reset it)")
+    if sa == vip:
+        errors.add(st.path("address"), f"{sa} is the service's own VIP")
+    return SorryServer(sa, sp)
+
+
+def _service_fits(t: Table, vip: IPAddress, proto: str, backends: list[Backend], checks: tuple[Check, ...] | None,
+                  quorum: int | None, sorry: SorryServer | None, known: dict[str, Director | RealServer],
+                  v4_servers: set[str], errors: Errors) -> None:
+    """What a service's parts must agree on: families, methods, weights and quorum, checks and protocol."""
+    family = v4_servers if vip.version == 4 else set()
+    for i, b in enumerate(backends):
+        if b.server in family:
+            continue  # the common case (IPv4 everywhere), nothing to check
+        if b.address.version != vip.version:
+            errors.add(f"{t.path('backends')}[{i}]",
+                       f"{b.server} is IPv{b.address.version} but the VIP is IPv{vip.version}")
+        srv = known[b.server]
+        if vip.version == 6 and srv.arp_method not in methods.IPV6:
+            errors.add(f"{t.path('backends')}[{i}]",
+                       f"{b.server} uses arp_method {srv.arp_method}, which cannot serve an "
+                       f"IPv6 VIP (use {', '.join(methods.IPV6)})")
+    if sorry is not None and sorry.address.version != vip.version:
+        errors.add(f"{t.path('sorry_server')}.address",
+                   f"IPv{sorry.address.version} but the VIP is IPv{vip.version}")
+    if backends and len(backends) == len(t.data.get("backends") or []) and not any(b.weight for b in backends):
+        errors.add(t.path("backends"), "every weight is 0; the service could never be up")
+    elif quorum is not None and backends and quorum > sum(b.weight for b in backends):
+        errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
+                   f"{sum(b.weight for b in backends)}; the service could never be up")
+    if proto in ("udp", "sctp") and checks is None:
+        kinds = "udp, dns, misc, ping, file or none" if proto == "udp" else "misc, ping, file or none"
+        errors.add(t.path("check"), f"a {proto} service needs an explicit check "
+                   f"({kinds}; the default tcp check cannot probe {proto})")
+    for i, c in enumerate(checks or ()):
+        if c.type in ("dns", "udp") and proto == "sctp":
+            where = t.path("check") if "check" in t.data else f"{t.path('checks')}[{i}]"
+            errors.add(f"{where}.type", f"a {c.type} check cannot probe an sctp service")
 
 
 MAX_GROUP = 4096  # addresses one VIP range may expand to
