@@ -1,22 +1,14 @@
-"""keepalived.conf (one per director) -> a cluster file (pure).
-
-``read_side`` maps one director's directive tree (``kaconf.py``) into the
-cluster file's shape and names every directive it cannot map; ``merge``
-reconciles the directors' sides into one cluster; ``to_toml`` writes it with
-a comment where a choice was made. ``semantics`` reduces a keepalived.conf
-to what the round trip compares: VRRP instances, VIPs, virtual servers, real
-servers, weights, checks and timings.
-"""
+"""keepalived.conf (one per director) -> a cluster file (pure), the reading
+half: ``read_side`` maps one director's directive tree (``kaconf.py``) into
+the cluster file's shape and names every directive it cannot map.
+import_merge.py reconciles the directors' sides into one cluster file;
+import_diff.py is what `--diff` compares."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
-
-from lvsdr.errors import InputError
 
 from . import checks
 from .kaconf import Directive
@@ -348,11 +340,29 @@ def _virtual_server(side: Side, d: Directive, groups: dict[str, list[tuple[str, 
     else:
         side.skip(d, "virtual_server without a port (lvsdr needs VIP and port, a group or a fwmark)")
         return None
-    kind = "NAT"
     if "fwmark" not in svc and not any(c.key == "protocol" for c in d.block()):
         svc["protocol"] = "udp"
         side.comments.append(f"{d.where}: virtual_server {' '.join(d.args)} names no protocol: keepalived 2.2 "
                              "then uses UDP (and warns); imported as protocol = \"udp\"")
+    kind, backends, checks_default = _virtual_server_body(side, d, svc)
+    if kind != "DR":
+        side.skip(d, f"lb_kind {kind}: lvsdr builds direct-routing (DR) clusters only; this virtual_server is "
+                     "not imported")
+        return None
+    for b in backends:
+        for chk in b.get("checks", []):
+            for k, v in checks_default.items():
+                if chk["type"] != "file":
+                    chk.setdefault(k, v)
+    svc["backends"] = backends
+    return svc
+
+
+def _virtual_server_body(side: Side, d: Directive, svc: dict[str, Any]
+                         ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """A virtual_server's directives into ``svc``: (its lb_kind, its real servers,
+    the checker settings it gives every real server's checks)."""
+    kind = "NAT"
     backends: list[dict[str, Any]] = []
     checks_default: dict[str, Any] = {}
     for c in d.block():
@@ -391,17 +401,7 @@ def _virtual_server(side: Side, d: Directive, groups: dict[str, list[tuple[str, 
                 backends.append(b)
         else:
             side.keep(c, f"service:{svc['name']}", "virtual_server option lvsdr does not model")
-    if kind != "DR":
-        side.skip(d, f"lb_kind {kind}: lvsdr builds direct-routing (DR) clusters only; this virtual_server is "
-                     "not imported")
-        return None
-    for b in backends:
-        for chk in b.get("checks", []):
-            for k, v in checks_default.items():
-                if chk["type"] != "file":
-                    chk.setdefault(k, v)
-    svc["backends"] = backends
-    return svc
+    return kind, backends, checks_default
 
 
 def _real_server(side: Side, d: Directive) -> dict[str, Any] | None:
@@ -499,402 +499,3 @@ def _checker_value(side: Side, c: Directive, key: checks.Key) -> Any:
     if key.form == "choice":
         return c.args[0].upper()
     return c.args[0]
-
-
-# -- several directors -> one cluster ----------------------------------------
-
-@dataclass
-class Imported:
-    data: dict[str, Any]  # the cluster file's tables
-    comments: list[str]  # choices made, for the file's header
-    unmapped: list[Unmapped]
-
-
-def _server_name(address: str) -> str:
-    return "rs-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
-
-
-def _cluster_name(instance: str) -> str:
-    """VI_WEB -> web; VI_1 -> vi_1 (a cluster name: [a-z0-9][a-z0-9_-]{0,30})."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", instance.lower()).strip("-_")
-    short = re.sub(r"^vi[_-]", "", name)
-    if short[:1].isalpha():
-        name = short
-    return name[:31] if name[:1].isalnum() else "imported"
-
-
-def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: str | None = None) -> Imported:
-    """The cluster of these directors' sides. ``addresses`` names directors'
-    addresses the files do not hold (multicast VRRP without mcast_src_ip)."""
-    comments: list[str] = list(sides[0].comments)
-    unmapped = [u for s in sides for u in s.unmapped]
-    first = sides[0]
-    if not first.instances:
-        dropped = [u.where for u in first.unmapped if u.what.startswith("vrrp_instance")]
-        raise InputError(f"{dropped[0]}: its vrrp_instance has no virtual_router_id (keepalived drops it), and no "
-                         "other is left to build a cluster around" if dropped else
-                         f"{first.file}: no vrrp_instance: nothing to build a cluster around")
-    main = first.instances[0]
-    # directors
-    directors = []
-    for s in sides:
-        inst = next((i for i in s.instances if i.get("virtual_router_id") == main.get("virtual_router_id")), None)
-        directors.append({"name": s.name, "address": addresses.get(s.name) or s.address,
-                          "priority": (inst or {}).get("priority", 100)})
-    if len(sides) == 1:
-        peers = main.get("peers") or []
-        prio = directors[0]["priority"]
-        other = max(1, prio - 50) if prio > 1 else 2
-        peer_name = f"{first.name}-peer"
-        directors.append({"name": peer_name, "address": addresses.get(peer_name) or (peers[0] if peers else None),
-                          "priority": other})
-        comments.append(f"one keepalived.conf given: director {peer_name} is inferred (priority {other}, "
-                        f"address {'from unicast_peer' if peers else 'from --address'}); check it")
-    missing = [d["name"] for d in directors if not d["address"]]
-    if missing:
-        raise InputError(f"--address: the address of director {', '.join(missing)} is not in the file (no "
-                         f"unicast_src_ip, mcast_src_ip or unicast_peer); give --address NAME=IP")
-    if len(directors) > 1 and len({d["priority"] for d in directors}) < len(directors):
-        comments.append("the directors had equal priorities; VRRP elects by address then")
-    cluster: dict[str, Any] = {"name": name or _cluster_name(main["name"]),
-                               "interface": main.get("interface", "eth0"),
-                               "virtual_router_id": main.get("virtual_router_id")}
-    for key in ("advert_int", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
-        if key in main:
-            cluster[key] = main[key]
-    if main.get("version") == 3:
-        cluster["vrrp_version"] = 3
-    if main.get("auth_pass"):
-        cluster["auth_pass"] = main["auth_pass"]
-        if main.get("auth_type") == "AH":
-            cluster["auth_type"] = "AH"
-    if main.get("unicast"):
-        cluster["unicast"] = True
-    if "mcast_src_ip" in main:
-        cluster["mcast_src_ip"] = True
-    if any(i.get("state") == "MASTER" for i in first.instances) and not main.get("nopreempt"):
-        comments.append("state MASTER in the file: lvsdr starts every director as BACKUP and lets priority "
-                        "decide (initial_state = \"MASTER\" keeps it)")
-    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
-        if main.get(key):
-            cluster[key] = main[key]
-    if first.sync_daemon is not None:
-        sync = {k: v for k, v in first.sync_daemon.items() if not (k == "interface" and v == cluster["interface"])}
-        cluster["sync_daemon"] = sync or True
-    if first.sync_group and len(first.instances) > 1:
-        cluster["sync_group"] = True
-    data: dict[str, Any] = {"cluster": cluster, "directors": directors}
-    # real servers and services
-    servers: dict[str, dict[str, Any]] = {}
-    services = []
-    names: set[str] = set()
-    for svc in first.services:
-        out = {"name": svc["name"], **{k: v for k, v in svc.items() if k not in ("where", "backends", "name")}}
-        base = out["name"] if _NAME_OK.fullmatch(out["name"]) else "service"
-        n, i = base, 1
-        while n in names:
-            i += 1
-            n = f"{base}-{i}"
-        names.add(n)
-        out["name"] = n
-        backends = []
-        for b in svc["backends"]:
-            server = _server_name(b["address"])
-            servers.setdefault(server, {"name": server, "address": b["address"], "arp_method": arp_method})
-            entry: dict[str, Any] = {"server": server}
-            for k in ("weight", "inhibit_on_failure", "notify_up", "notify_down"):
-                if k in b:
-                    entry[k] = b[k]
-            checks = b["checks"]
-            entry["_checks"] = checks
-            backends.append(entry)
-        shared = _shared_checks(backends)
-        if shared is not None:
-            out.update(_check_keys(shared))
-        for entry in backends:
-            checks = entry.pop("_checks")
-            if shared is None:
-                entry.update(_check_keys(checks))
-        out["backends"] = [e if len(e) > 1 else e["server"] for e in backends]
-        services.append(out)
-    data["real_servers"] = sorted(servers.values(), key=lambda r: r["name"])
-    data["services"] = services
-    # VRRP-only VIPs and per-VIP options
-    svc_vips: set[str] = set()
-    for svc_out in services:
-        vip = svc_out.get("vip")
-        svc_vips.update(vip if isinstance(vip, list) else [vip] if isinstance(vip, str) else [])
-    vips = []
-    for inst in first.instances:
-        for v in inst["vips"] + inst["excluded"]:
-            if v["address"] not in svc_vips or len(v) > 1:
-                opt = {k: val for k, val in v.items() if not (k == "device" and val == cluster["interface"])}
-                vips.append(opt)
-    if vips:
-        data["vips"] = vips
-    # further instances
-    extra_instances = []
-    for inst in first.instances[1:]:
-        if inst.get("interface", cluster["interface"]) != cluster["interface"]:
-            unmapped.append(Unmapped(inst["where"], f"vrrp_instance {inst['name']} interface {inst['interface']}",
-                                     f"lvsdr's instances share cluster.interface: imported onto "
-                                     f"{cluster['interface']}"))
-        prios = {}
-        for s in sides:
-            other = next((i for i in s.instances if i.get("virtual_router_id") == inst.get("virtual_router_id")), None)
-            prios[s.name] = (other or {}).get("priority", 100)
-        if len(sides) == 1:
-            prios[directors[1]["name"]] = max(1, prios[first.name] - 50)
-        extra_instances.append({"name": _cluster_name(inst["name"]), "virtual_router_id": inst.get("virtual_router_id"),
-                                "vips": [v["address"] for v in inst["vips"] + inst["excluded"]],
-                                "priorities": prios})
-    if extra_instances:
-        data["instances"] = extra_instances
-    # the directors' own health
-    if first.track_scripts:
-        tracked = set(main.get("track_scripts", []))
-        data["track_scripts"] = [t for t in first.track_scripts if t["name"] in tracked or not tracked]
-    ifaces = main.get("track_interfaces") or []
-    if ifaces:
-        data["track_interfaces"] = ifaces
-    files = main.get("track_files") or []
-    if files:
-        data["track_files"] = [{"name": f["name"], "file": first.files.get(f["name"], ""), "weight": f["weight"]}
-                               for f in files]
-    extra = [{"block": block, "lines": lines} for block, lines in sorted(first.extra.items())]
-    if extra:
-        data["keepalived_extra"] = extra
-    for s in sides[1:]:
-        for d in _differences(first, s):
-            comments.append(d)
-    return Imported(data, comments, unmapped)
-
-
-def _check_keys(checks: list[dict[str, Any]]) -> dict[str, Any]:
-    """A service's or backend's checkers as the cluster file writes them."""
-    if len(checks) == 1:
-        return {"check": checks[0]}
-    return {"checks": checks} if checks else {"check": {"type": "none"}}
-
-
-def _shared_checks(backends: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The checks every backend has alike (the service's), or None."""
-    if not backends:
-        return []
-    first = backends[0]["_checks"]
-    return first if all(b["_checks"] == first for b in backends) else None
-
-
-def _differences(a: Side, b: Side) -> list[str]:
-    """How director b's file differs from a's beyond what directors differ in."""
-    out = []
-    sa, sb = _service_keys(a), _service_keys(b)
-    differ = sorted(n for n in set(sa) | set(sb) if sa.get(n) != sb.get(n))
-    if differ:
-        out.append(f"{b.file} differs from {a.file} in the virtual servers {', '.join(differ)} ({a.file}'s "
-                   "were taken)")
-    va = {v["address"] for i in a.instances for v in i["vips"] + i["excluded"]}
-    vb = {v["address"] for i in b.instances for v in i["vips"] + i["excluded"]}
-    if va != vb:
-        out.append(f"{b.file} carries other VIPs than {a.file} ({a.file} was taken): {sorted(va ^ vb)}")
-    return out
-
-
-def _service_keys(s: Side) -> dict[str, str]:
-    """Each service's name -> what it says (without where it was said)."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items() if k != "where"}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v
-    return {svc["name"]: json.dumps(plain(svc), sort_keys=True) for svc in s.services}
-
-
-# -- writing the cluster file ------------------------------------------------
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(type(v))
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
-def to_toml(imp: Imported, sources: list[str]) -> str:
-    out = [f"# Imported by `lvsdr import` from {', '.join(sources)}.",
-           "# Check every line; `lvsdr import --diff` compares what this renders with the originals."]
-    out += [f"# NOTE: {c}" for c in imp.comments]
-    for table, value in imp.data.items():
-        if isinstance(value, dict):
-            out += ["", f"[{table}]", *[f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]]
-        else:
-            for item in value:
-                out += ["", f"[[{table}]]", *[f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]]
-    return "\n".join(out) + "\n"
-
-
-# -- the round trip ----------------------------------------------------------
-
-def semantics(tree: tuple[Directive, ...]) -> dict[str, Any]:
-    """What a keepalived.conf does for the round trip: VRRP instances by
-    router id (interface, priority, timings, VIPs) and virtual servers by
-    address (scheduler, kind, protocol, timings, real servers with weights
-    and checks). Names, comments, order and lvsdr's own hooks do not count."""
-    groups = {d.args[0]: sorted(" ".join(c.words) for c in d.block()) for d in tree
-              if d.key == "virtual_server_group" and d.args}
-    instances: dict[str, Any] = {}
-    servers: dict[str, Any] = {}
-    for d in tree:
-        if d.key == "vrrp_instance":
-            inst: dict[str, Any] = {}
-            for c in d.block():
-                if c.key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
-                    inst[c.key] = sorted(_norm_vip(x.words) for x in c.block())
-                elif c.key in ("interface", "priority", "advert_int", "nopreempt", "preempt_delay",
-                               "garp_master_delay", "garp_master_refresh", "version", "unicast_src_ip",
-                               "mcast_src_ip"):
-                    inst[c.key] = " ".join(c.args)
-                elif c.key == "unicast_peer":
-                    inst[c.key] = sorted(" ".join(p.words) for p in c.block())
-                elif c.key == "authentication":
-                    inst[c.key] = sorted(" ".join(a.words) for a in c.block())
-                elif c.key in ("track_script", "track_interface", "track_file"):
-                    inst[c.key] = sorted(" ".join(t.words) for t in c.block())
-            vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
-            for key, default in VRRP_DEFAULTS.items():
-                if inst.get(key) == default:
-                    del inst[key]
-            dev = f"dev {inst.get('interface', '')}"
-            for key in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
-                if key in inst:
-                    inst[key] = sorted(v.replace(f" {dev}", "") for v in inst[key])
-            instances[vrid] = inst
-        elif d.key == "virtual_server":
-            key = " ".join(d.args)
-            if d.args[:1] == ("group",) and len(d.args) > 1:
-                key = "group " + " ".join(groups.get(d.args[1], []))
-            vs: dict[str, Any] = {"real_server": {}}
-            for c in d.block():
-                if c.key == "real_server":
-                    vs["real_server"][" ".join(c.args)] = _norm_rs(c)
-                elif c.key not in ("ip_family",):
-                    vs[{"lvs_sched": "lb_algo", "lvs_method": "lb_kind"}.get(c.key, c.key)] = " ".join(c.args)
-            for k, default in VS_DEFAULTS.items():
-                if vs.get(k, default).upper() == default.upper():
-                    vs.pop(k, None)
-            if "sorry_server" in vs:
-                vs["sorry_server"] = (vs["sorry_server"].split() or [""])[0]
-            servers[key] = vs
-    return {"vrrp_instance": instances, "virtual_server": servers}
-
-
-# keepalived's defaults: written or not, the same (keepalived.conf(5))
-VRRP_DEFAULTS = {"advert_int": "1", "garp_master_delay": "5", "version": "2"}
-VS_DEFAULTS = {"protocol": "UDP", "lb_algo": "wlc", "lb_kind": "NAT"}  # UDP: keepalived 2.2 warns
-
-
-def _norm_vip(words: tuple[str, ...]) -> str:
-    addr, _, prefix = words[0].partition("/")
-    try:
-        ip = ipaddress.ip_address(addr)
-        prefix = prefix or str(ip.max_prefixlen)
-    except ValueError:
-        pass
-    rest = list(words[1:])
-    return " ".join([f"{addr}/{prefix}", *rest])
-
-
-def _norm_rs(d: Directive) -> dict[str, Any]:
-    rs: dict[str, Any] = {"weight": "1", "checks": []}
-    for c in d.block():
-        if c.key in CHECKERS:
-            chk: dict[str, Any] = {"type": c.key}
-            for o in c.block():
-                if o.key == "url":
-                    chk.setdefault("url", []).append(sorted(" ".join(u.words) for u in o.block()))
-                else:
-                    key = "retry" if o.key == "nb_get_retry" else o.key
-                    chk[key] = " ".join(o.args)
-            rs["checks"].append(chk)
-        elif c.key not in ("notify_up", "notify_down"):
-            rs[c.key] = " ".join(c.args)
-    rs["checks"].sort(key=lambda c: json.dumps(c, sort_keys=True))
-    return rs
-
-
-# -- the whole job, I/O given ------------------------------------------------
-
-@dataclass
-class Job:
-    imported: Imported
-    text: str  # the cluster file
-    trees: dict[str, tuple[Directive, ...]]  # director name -> its keepalived.conf as read
-    notes: list[str]  # what the reader skipped
-
-
-def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[str, str],
-                 name: str | None = None, config_id: str | None = None) -> Job:
-    """``read(path) -> text``. Raises InputError for what is not a keepalived.conf."""
-    from .kaconf import Notes, looks_like_keepalived, read_keepalived
-
-    sides: list[Side] = []
-    trees: dict[str, tuple[Directive, ...]] = {}
-    notes = Notes()
-    for path in paths:
-        try:
-            text = read(path)
-        except OSError as e:
-            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-        if not looks_like_keepalived(text):
-            raise InputError(f"{path}: does not look like a keepalived.conf (no global_defs, vrrp_instance or "
-                             "virtual_server block first)")
-        tree = read_keepalived(path, read, config_id, notes)
-        side = read_side(tree, path)
-        if side.name in trees:
-            side.name = f"{side.name}-{len(trees) + 1}"
-        sides.append(side)
-        trees[side.name] = tree
-    if not sides[0].services:
-        raise InputError(f"{paths[0]}: no direct-routing virtual_server to import (lvsdr builds LVS-DR clusters; "
-                         "what it found instead is named above)")
-    imp = merge(sides, arp_method, addresses, name)
-    text = to_toml(imp, paths)
-    import tomllib
-
-    from lvsdr.errors import ValidationError
-
-    from .load import parse_cluster
-
-    try:
-        parse_cluster(tomllib.loads(text))
-    except ValidationError as e:
-        raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
-                         "what lvsdr refuses") from None
-    return Job(imp, text, trees, [f"{w}: {t}" for w, t in notes.skipped])
-
-
-def compare(a: Any, b: Any, path: str = "") -> list[str]:
-    """Where two semantics() differ, one line each (``path: original -> rendered``)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            here = f"{path} {k}".strip()
-            if k not in b:
-                out.append(f"{here}: only in the original")
-            elif k not in a:
-                out.append(f"{here}: only in lvsdr's rendering")
-            else:
-                out += compare(a[k], b[k], here)
-        return out
-    return [] if a == b else [f"{path}: {json.dumps(a)} -> {json.dumps(b)}"]

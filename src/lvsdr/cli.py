@@ -183,7 +183,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lvsdr.generator import methods
-    from lvsdr.generator.importer import compare, import_files, semantics
+    from lvsdr.generator.import_diff import compare, semantics
+    from lvsdr.generator.import_merge import import_files
     from lvsdr.generator.kaconf import read_keepalived
     from lvsdr.inputs import read_regular
 

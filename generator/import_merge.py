@@ -1,0 +1,337 @@
+"""The directors' sides (importer.py) -> one cluster file: ``merge`` reconciles
+them section by section, with a ``# NOTE:`` comment for every choice it made;
+``to_toml`` writes the cluster file (a test reads it back with tomllib and
+finds the same data); ``import_files`` is the whole import of a set of files."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lvsdr.errors import InputError
+
+from .importer import Side, Unmapped, read_side
+from .kaconf import Directive
+from .model import DEFAULT_INTERFACE
+
+KEEPALIVED_PRIORITY = 100  # keepalived.conf(5): a vrrp_instance's priority when the file gives none
+
+_NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+# -- several directors -> one cluster ----------------------------------------
+
+@dataclass
+class Imported:
+    data: dict[str, Any]  # the cluster file's tables
+    comments: list[str]  # choices made, for the file's header
+    unmapped: list[Unmapped]
+
+
+def _server_name(address: str) -> str:
+    return "rs-" + re.sub(r"[^0-9A-Za-z]+", "-", address).strip("-")
+
+
+def _cluster_name(instance: str) -> str:
+    """VI_WEB -> web; VI_1 -> vi_1 (a cluster name: [a-z0-9][a-z0-9_-]{0,30})."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", instance.lower()).strip("-_")
+    short = re.sub(r"^vi[_-]", "", name)
+    if short[:1].isalpha():
+        name = short
+    return name[:31] if name[:1].isalnum() else "imported"
+
+
+def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: str | None = None) -> Imported:
+    """The cluster of these directors' sides, section by section. ``addresses``
+    names directors' addresses the files do not hold (multicast VRRP without
+    mcast_src_ip)."""
+    comments: list[str] = list(sides[0].comments)
+    unmapped = [u for s in sides for u in s.unmapped]
+    first = sides[0]
+    if not first.instances:
+        dropped = [u.where for u in first.unmapped if u.what.startswith("vrrp_instance")]
+        raise InputError(f"{dropped[0]}: its vrrp_instance has no virtual_router_id (keepalived drops it), and no "
+                         "other is left to build a cluster around" if dropped else
+                         f"{first.file}: no vrrp_instance: nothing to build a cluster around")
+    main = first.instances[0]
+    directors = _directors(sides, main, addresses, comments)
+    cluster = _cluster(first, main, name, comments)
+    data: dict[str, Any] = {"cluster": cluster, "directors": directors}
+    data["real_servers"], data["services"] = _services(first, arp_method)
+    vips = _vips(first, data["services"], cluster["interface"])
+    if vips:
+        data["vips"] = vips
+    instances = _instances(sides, directors, cluster["interface"], unmapped)
+    if instances:
+        data["instances"] = instances
+    data.update(_health(first, main))
+    extra = [{"block": block, "lines": lines} for block, lines in sorted(first.extra.items())]
+    if extra:
+        data["keepalived_extra"] = extra
+    for s in sides[1:]:
+        comments += _differences(first, s)
+    return Imported(data, comments, unmapped)
+
+
+def _same_instance(side: Side, inst: dict[str, Any]) -> dict[str, Any]:
+    """This side's instance of the same virtual_router_id ({} when it has none)."""
+    return next((i for i in side.instances if i.get("virtual_router_id") == inst.get("virtual_router_id")), {})
+
+
+def _directors(sides: list[Side], main: dict[str, Any], addresses: dict[str, str],
+               comments: list[str]) -> list[dict[str, Any]]:
+    """[[directors]]: one per file, their priority in the main instance (keepalived's
+    default where the file has none); with one file, its peer inferred."""
+    directors = [{"name": s.name, "address": addresses.get(s.name) or s.address,
+                  "priority": _same_instance(s, main).get("priority", KEEPALIVED_PRIORITY)} for s in sides]
+    if len(sides) == 1:
+        peers = main.get("peers") or []
+        prio = directors[0]["priority"]
+        other = max(1, prio - 50) if prio > 1 else 2
+        peer_name = f"{sides[0].name}-peer"
+        directors.append({"name": peer_name, "address": addresses.get(peer_name) or (peers[0] if peers else None),
+                          "priority": other})
+        comments.append(f"one keepalived.conf given: director {peer_name} is inferred (priority {other}, "
+                        f"address {'from unicast_peer' if peers else 'from --address'}); check it")
+    missing = [d["name"] for d in directors if not d["address"]]
+    if missing:
+        raise InputError(f"--address: the address of director {', '.join(missing)} is not in the file (no "
+                         f"unicast_src_ip, mcast_src_ip or unicast_peer); give --address NAME=IP")
+    if len(directors) > 1 and len({d["priority"] for d in directors}) < len(directors):
+        comments.append("the directors had equal priorities; VRRP elects by address then")
+    return directors
+
+
+def _cluster(first: Side, main: dict[str, Any], name: str | None, comments: list[str]) -> dict[str, Any]:
+    """[cluster]: the main instance's VRRP settings, the operator's notify scripts, sync."""
+    cluster: dict[str, Any] = {"name": name or _cluster_name(main["name"]),
+                               "interface": main.get("interface", DEFAULT_INTERFACE),
+                               "virtual_router_id": main.get("virtual_router_id")}
+    for key in ("advert_int", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
+        if key in main:
+            cluster[key] = main[key]
+    if main.get("version") == 3:
+        cluster["vrrp_version"] = 3
+    if main.get("auth_pass"):
+        cluster["auth_pass"] = main["auth_pass"]
+        if main.get("auth_type") == "AH":
+            cluster["auth_type"] = "AH"
+    if main.get("unicast"):
+        cluster["unicast"] = True
+    if "mcast_src_ip" in main:
+        cluster["mcast_src_ip"] = True
+    if any(i.get("state") == "MASTER" for i in first.instances) and not main.get("nopreempt"):
+        comments.append("state MASTER in the file: lvsdr starts every director as BACKUP and lets priority "
+                        "decide (initial_state = \"MASTER\" keeps it)")
+    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
+        if main.get(key):
+            cluster[key] = main[key]
+    if first.sync_daemon is not None:
+        sync = {k: v for k, v in first.sync_daemon.items() if not (k == "interface" and v == cluster["interface"])}
+        cluster["sync_daemon"] = sync or True
+    if first.sync_group and len(first.instances) > 1:
+        cluster["sync_group"] = True
+    return cluster
+
+
+def _services(first: Side, arp_method: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """([[real_servers]], [[services]]): each backend address a real server; the
+    checks every backend shares on the service, else on each backend."""
+    servers: dict[str, dict[str, Any]] = {}
+    services = []
+    names: set[str] = set()
+    for svc in first.services:
+        out = {"name": svc["name"], **{k: v for k, v in svc.items() if k not in ("where", "backends", "name")}}
+        base = out["name"] if _NAME_OK.fullmatch(out["name"]) else "service"
+        n, i = base, 1
+        while n in names:
+            i += 1
+            n = f"{base}-{i}"
+        names.add(n)
+        out["name"] = n
+        backends = []
+        for b in svc["backends"]:
+            server = _server_name(b["address"])
+            servers.setdefault(server, {"name": server, "address": b["address"], "arp_method": arp_method})
+            entry: dict[str, Any] = {"server": server, "_checks": b["checks"]}
+            entry.update({k: b[k] for k in ("weight", "inhibit_on_failure", "notify_up", "notify_down") if k in b})
+            backends.append(entry)
+        shared = _shared_checks(backends)
+        if shared is not None:
+            out.update(_check_keys(shared))
+        for entry in backends:
+            checks = entry.pop("_checks")
+            if shared is None:
+                entry.update(_check_keys(checks))
+        out["backends"] = [e if len(e) > 1 else e["server"] for e in backends]
+        services.append(out)
+    return sorted(servers.values(), key=lambda r: r["name"]), services
+
+
+def _vips(first: Side, services: list[dict[str, Any]], interface: str) -> list[dict[str, Any]]:
+    """[[vips]]: VRRP-only VIPs, and any VIP with its own device or label."""
+    svc_vips: set[str] = set()
+    for svc in services:
+        vip = svc.get("vip")
+        svc_vips.update(vip if isinstance(vip, list) else [vip] if isinstance(vip, str) else [])
+    return [{k: val for k, val in v.items() if not (k == "device" and val == interface)}
+            for inst in first.instances for v in inst["vips"] + inst["excluded"]
+            if v["address"] not in svc_vips or len(v) > 1]
+
+
+def _instances(sides: list[Side], directors: list[dict[str, Any]], interface: str,
+               unmapped: list[Unmapped]) -> list[dict[str, Any]]:
+    """[[instances]]: every instance of the first file but its first, with each director's priority."""
+    first = sides[0]
+    out = []
+    for inst in first.instances[1:]:
+        if inst.get("interface", interface) != interface:
+            unmapped.append(Unmapped(inst["where"], f"vrrp_instance {inst['name']} interface {inst['interface']}",
+                                     f"lvsdr's instances share cluster.interface: imported onto {interface}"))
+        prios = {s.name: _same_instance(s, inst).get("priority", KEEPALIVED_PRIORITY) for s in sides}
+        if len(sides) == 1:
+            prios[directors[1]["name"]] = max(1, prios[first.name] - 50)
+        out.append({"name": _cluster_name(inst["name"]), "virtual_router_id": inst.get("virtual_router_id"),
+                    "vips": [v["address"] for v in inst["vips"] + inst["excluded"]], "priorities": prios})
+    return out
+
+
+def _health(first: Side, main: dict[str, Any]) -> dict[str, Any]:
+    """The directors' own health: [[track_scripts]], [[track_interfaces]], [[track_files]]."""
+    out: dict[str, Any] = {}
+    if first.track_scripts:
+        tracked = set(main.get("track_scripts", []))
+        out["track_scripts"] = [t for t in first.track_scripts if t["name"] in tracked or not tracked]
+    if main.get("track_interfaces"):
+        out["track_interfaces"] = main["track_interfaces"]
+    if main.get("track_files"):
+        out["track_files"] = [{"name": f["name"], "file": first.files.get(f["name"], ""), "weight": f["weight"]}
+                              for f in main["track_files"]]
+    return out
+
+
+def _check_keys(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A service's or backend's checkers as the cluster file writes them."""
+    if len(checks) == 1:
+        return {"check": checks[0]}
+    return {"checks": checks} if checks else {"check": {"type": "none"}}
+
+
+def _shared_checks(backends: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The checks every backend has alike (the service's), or None."""
+    if not backends:
+        return []
+    first = backends[0]["_checks"]
+    return first if all(b["_checks"] == first for b in backends) else None
+
+
+def _differences(a: Side, b: Side) -> list[str]:
+    """How director b's file differs from a's beyond what directors differ in."""
+    out = []
+    sa, sb = _service_keys(a), _service_keys(b)
+    differ = sorted(n for n in set(sa) | set(sb) if sa.get(n) != sb.get(n))
+    if differ:
+        out.append(f"{b.file} differs from {a.file} in the virtual servers {', '.join(differ)} ({a.file}'s "
+                   "were taken)")
+    va = {v["address"] for i in a.instances for v in i["vips"] + i["excluded"]}
+    vb = {v["address"] for i in b.instances for v in i["vips"] + i["excluded"]}
+    if va != vb:
+        out.append(f"{b.file} carries other VIPs than {a.file} ({a.file} was taken): {sorted(va ^ vb)}")
+    return out
+
+
+def _service_keys(s: Side) -> dict[str, str]:
+    """Each service's name -> what it says (without where it was said)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items() if k != "where"}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+    return {svc["name"]: json.dumps(plain(svc), sort_keys=True) for svc in s.services}
+
+
+# -- writing the cluster file ------------------------------------------------
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def to_toml(imp: Imported, sources: list[str]) -> str:
+    out = [f"# Imported by `lvsdr import` from {', '.join(sources)}.",
+           "# Check every line; `lvsdr import --diff` compares what this renders with the originals."]
+    out += [f"# NOTE: {c}" for c in imp.comments]
+    for table, value in imp.data.items():
+        if isinstance(value, dict):
+            out += ["", f"[{table}]", *[f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]]
+        else:
+            for item in value:
+                out += ["", f"[[{table}]]", *[f"{_toml_key(k)} = {_toml_value(v)}" for k, v in item.items()]]
+    return "\n".join(out) + "\n"
+
+
+# -- the whole job, I/O given ------------------------------------------------
+
+@dataclass
+class Job:
+    imported: Imported
+    text: str  # the cluster file
+    trees: dict[str, tuple[Directive, ...]]  # director name -> its keepalived.conf as read
+    notes: list[str]  # what the reader skipped
+
+
+def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[str, str],
+                 name: str | None = None, config_id: str | None = None) -> Job:
+    """``read(path) -> text``. Raises InputError for what is not a keepalived.conf."""
+    from .kaconf import Notes, looks_like_keepalived, read_keepalived
+
+    sides: list[Side] = []
+    trees: dict[str, tuple[Directive, ...]] = {}
+    notes = Notes()
+    for path in paths:
+        try:
+            text = read(path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+        if not looks_like_keepalived(text):
+            raise InputError(f"{path}: does not look like a keepalived.conf (no global_defs, vrrp_instance or "
+                             "virtual_server block first)")
+        tree = read_keepalived(path, read, config_id, notes)
+        side = read_side(tree, path)
+        if side.name in trees:
+            side.name = f"{side.name}-{len(trees) + 1}"
+        sides.append(side)
+        trees[side.name] = tree
+    if not sides[0].services:
+        raise InputError(f"{paths[0]}: no direct-routing virtual_server to import (lvsdr builds LVS-DR clusters; "
+                         "what it found instead is named above)")
+    imp = merge(sides, arp_method, addresses, name)
+    text = to_toml(imp, paths)
+    import tomllib
+
+    from lvsdr.errors import ValidationError
+
+    from .load import parse_cluster
+
+    try:
+        parse_cluster(tomllib.loads(text))
+    except ValidationError as e:
+        raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
+                         "what lvsdr refuses") from None
+    return Job(imp, text, trees, [f"{w}: {t}" for w, t in notes.skipped])
