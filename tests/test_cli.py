@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -243,6 +244,12 @@ def test_notify_on_the_wrong_node_changes_nothing(tmp_path: Path, scratch_netns:
     ["realserver", "apply", "c.toml", "--node", "web1", "--dry-run"],
     ["agent", "c.toml", "--node", "lb1", "--fifo", "/run/f", "--interval", "5"],
     ["lab", "demo", "--no-suppression"],
+    ["render", "c.toml", "--all", "--output-dir", "out"],
+    ["watch", "c.toml", "--node", "lb1", "-o", "k.conf", "--pidfile", "/run/k.pid", "--once"],
+    ["notify", "c.toml", "--node", "lb1", "INSTANCE", "VI_web", "MASTER", "150"],
+    ["audit", "c.toml", "--json"],
+    ["doctor", "c.toml", "--node", "lb1", "--keepalived-conf", "/etc/k.conf"],
+    ["realserver", "render", "c.toml", "--node", "web1", "--output-dir", "out"],
 ])
 def test_a_command_parses_the_same_with_only_its_own_parser(argv: list[str]) -> None:
     """main builds only the named command's arguments (all of them cost ~10 ms
@@ -250,3 +257,70 @@ def test_a_command_parses_the_same_with_only_its_own_parser(argv: list[str]) -> 
     from lvsdr.cli import build_parser
 
     assert vars(build_parser(argv[0]).parse_args(argv)) == vars(build_parser().parse_args(argv))
+
+
+KEEPALIVED_FORMS = [
+    ["notify", "/etc/lvsdr/cluster.toml", "--node", "lb1", "INSTANCE", "VI_web", "MASTER", "150"],
+    ["notify", "/etc/lvsdr/cluster.toml", "--node", "lb1", "INSTANCE", "VI_web", "BACKUP", "100"],
+    ["notify", "/etc/lvsdr/cluster.toml", "--node", "lb-a.example", "GROUP", "VG_web", "FAULT"],
+    ["notify", "c.toml", "--node", "n", "INSTANCE", "VI_x", "STOP", "0"],
+]
+
+
+@pytest.mark.parametrize("argv", KEEPALIVED_FORMS)
+def test_notifys_hand_written_reader_parses_as_argparse_does(argv: list[str]) -> None:
+    """keepalived's notify call is read without argparse (it is on the failover
+    path): for every form keepalived uses, it reads what argparse reads."""
+    from lvsdr.cli import _keepalived_notify, build_parser
+
+    fast = _keepalived_notify(argv)
+    assert fast is not None
+    full = vars(build_parser().parse_args(argv))
+    assert full.pop("command") == "notify"  # the subcommand's name: nothing reads it
+    assert vars(fast) == full
+
+
+@pytest.mark.parametrize("argv", [
+    ["notify", "c.toml", "--node", "n", "INSTANCE", "VI_x", "MASTER", "-1"],
+    ["notify", "--node", "n", "c.toml", "INSTANCE", "VI_x", "MASTER", "1"],
+    ["notify", "c.toml", "--node", "n", "INSTANCE", "VI_x"],
+    ["agent", "c.toml", "--node", "n", "INSTANCE", "VI_x", "MASTER"],
+])
+def test_anything_but_keepalived_s_form_goes_through_argparse(argv: list[str]) -> None:
+    """Another shape (a flag elsewhere, missing words, another command) is left to argparse."""
+    from lvsdr.cli import _keepalived_notify
+
+    assert _keepalived_notify(argv) is None
+
+
+@pytest.mark.parametrize("instant", [1764444800.0, 1764444800.25, 1764444800.5])
+def test_notifys_log_line_is_the_line_structlog_writes(instant: float, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """notify's success line, written by hand, is byte for byte the line
+    structlog's pipeline (as hooks/fast/log.py configures it) renders for the
+    same event at the same instant, a whole second included."""
+    import datetime
+    import time
+    import types
+
+    import structlog
+
+    from lvsdr.hooks.fast import log
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Frozen:
+            return cls.fromtimestamp(instant, tz)
+
+    monkeypatch.setattr(time, "time", lambda: instant)
+    monkeypatch.setattr(structlog.processors, "datetime", types.SimpleNamespace(
+        datetime=Frozen, timezone=datetime.timezone))
+    monkeypatch.setenv("LVSDR_LOG", "stderr")
+    fields = {"node": "lb1", "event_source": "notify", "observed_role": "MASTER", "changes": ["x \u00e9\n"],
+              "ms": 1.5, "replayed": True, "priority": "150"}
+    log.quick_info("vrrp transition", **fields)
+    line = capsys.readouterr().err.rstrip("\n")
+    ed: Any = {**fields, "event": "vrrp transition"}
+    for proc in (structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)):
+        ed = proc(None, "info", ed)
+    assert line == structlog.processors.JSONRenderer(sort_keys=True)(None, "info", ed)

@@ -126,7 +126,8 @@ def quick_info(event: str, **fields: Any) -> None:
     import time
 
     now = time.time()  # structlog's TimeStamper(fmt="iso", utc=True), without importing datetime
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    micro = int(now % 1 * 1e6)  # datetime.isoformat() leaves out a zero fraction; so does this
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + (f".{micro:06d}Z" if micro else "Z")
     line = dumps({**fields, "event": event, "level": "info", "timestamp": stamp})
     if os.environ.get("LVSDR_LOG") == "stderr":
         print(line, file=sys.stderr, flush=True)
