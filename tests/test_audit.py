@@ -37,6 +37,7 @@ def _vrrp_frame(vrid: int, prio: int, addrs: list[str], ah: bool = False) -> byt
 
 
 def test_vrrp_adverts_in_clear_and_under_ah() -> None:
+    """VRRP adverts are parsed whether sent in clear or under AH."""
     for ah in (False, True):
         adv = parse_vrrp(_vrrp_frame(51, 150, ["192.0.2.100", "192.0.2.101"], ah))
         assert adv == Advert(51, IP("192.0.2.2"), 150, (IP("192.0.2.100"), IP("192.0.2.101")), "00:00:00:00:00:00")
@@ -44,6 +45,7 @@ def test_vrrp_adverts_in_clear_and_under_ah() -> None:
 
 
 def test_arp_request_and_reply() -> None:
+    """The audit's ARP request is well formed and replies parse to their sender."""
     req = arp_request(bytes.fromhex("020000000001"), V4("192.0.2.250"), V4("192.0.2.100"))
     assert len(req) == 42 and req[:6] == b"\xff" * 6 and req[38:42] == IP("192.0.2.100").packed
     reply = bytes.fromhex("020000000001") + bytes.fromhex("020000000010") + b"\x08\x06" + struct.pack(
@@ -53,6 +55,7 @@ def test_arp_request_and_reply() -> None:
 
 
 def test_syn_checksums_hold_and_replies_parse() -> None:
+    """The audit's SYN frames carry correct checksums and SYN-ACK replies parse."""
     syn = tcp_syn(bytes(6), bytes(6), V4("192.0.2.250"), V4("192.0.2.100"), 40000, 80, 1)
     ip, tcp = syn[14:34], syn[34:]
     assert _checksum(ip) == 0
@@ -65,6 +68,7 @@ def test_syn_checksums_hold_and_replies_parse() -> None:
 
 
 def test_ndp_and_ipv6_syn_frames() -> None:
+    """The audit's neighbour solicitations and IPv6 SYNs are well formed."""
     me, vip = ipaddress.IPv6Address("2001:db8::250"), ipaddress.IPv6Address("2001:db8::100")
     ns = neighbour_solicitation(bytes.fromhex("020000000001"), me, vip)
     assert ns[:6] == bytes.fromhex("3333ff000100")  # the solicited-node group's MAC
@@ -100,10 +104,12 @@ def faults(obs: Observation) -> list[tuple[str, str, tuple[str, ...]]]:
 
 
 def test_healthy_observation_has_no_fault() -> None:
+    """An observation of a healthy cluster yields no failed check."""
     assert faults(_healthy()) == []
 
 
 def test_each_fault_names_its_node() -> None:
+    """Each fault in an observation is a failed check naming the node at fault."""
     obs = _healthy()
     obs.owners = {IP("192.0.2.100"): (LB1, WEB1)}
     assert faults(obs) == [("arp", "192.0.2.100", ("web1",))]
@@ -128,6 +134,7 @@ def test_each_fault_names_its_node() -> None:
 
 
 def test_textfile_is_prometheus_text() -> None:
+    """The audit's textfile is valid Prometheus text exposition."""
     cluster = load_cluster(EXAMPLES / "web.toml")
     obs = _healthy()
     obs.paths[("http", "web2")] = "silent"

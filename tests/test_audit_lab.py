@@ -42,6 +42,7 @@ def sh(lab: Lab, node: str, *cmd: str) -> None:
 
 
 def test_healthy_cluster_passes_and_every_fault_is_named(tmp_path: Path) -> None:
+    """On the wire, a healthy lab cluster passes the audit and each fault put in on purpose is named."""
     with make_lab(write_cluster(tmp_path), tmp_path) as lab:
         lab.wait_for_master(10)
         nodes = [n.name for n in (*lab.state.directors, *lab.state.real_servers)]

@@ -36,6 +36,7 @@ def render_all(cluster: Path, out: Path, cwd: Path, umask: int, env: dict[str, s
 
 
 def test_the_tree_does_not_depend_on_where_or_how_it_is_built(tmp_path: Path) -> None:
+    """render --all gives the same bytes and modes whatever the working directory, umask or path of the cluster file."""
     a, b = tmp_path / "build-a" / "deep" / "dir", tmp_path / "b"
     for d in (a, b):
         d.mkdir(parents=True)
@@ -57,6 +58,7 @@ def test_the_tree_does_not_depend_on_where_or_how_it_is_built(tmp_path: Path) ->
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """The units render --all writes pass systemd-analyze verify."""
     out = tmp_path / "out"
     assert main(["render", str(EXAMPLES / "full.toml"), "--all", "--output-dir", str(out)]) == 0
     for node in ("lb-a", "app1"):
@@ -111,6 +113,7 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
     (["--all", "--output-dir", "{full}"], "exists and is not an empty directory"),
 ])
 def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """render --all refuses bad flags and a non-empty output directory in one line, exit 2."""
     args = [a.format(full=str(EXAMPLES)) for a in args]
     assert main(["render", str(EXAMPLES / "web.toml"), *args]) == 2
     err = capsys.readouterr().err

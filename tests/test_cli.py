@@ -18,11 +18,13 @@ from helpers import EXAMPLES, REPO, lvsdr_in, needs_root
 
 
 def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    """validate says ok with the cluster's counts for a good file."""
     assert main(["validate", str(EXAMPLES / "web.toml")]) == 0
     assert "ok: cluster web, 2 directors, 2 real servers, 1 services" in capsys.readouterr().out
 
 
 def test_validate_bad_file_lists_every_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """validate lists every problem of a bad file, one line each, exit 2."""
     bad = tmp_path / "bad.toml"
     bad.write_text((EXAMPLES / "web.toml").read_text()
                    .replace("virtual_router_id = 51", "virtual_router_id = 300")
@@ -34,12 +36,14 @@ def test_validate_bad_file_lists_every_error(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_missing_file_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing cluster file is one line, exit 2."""
     assert main(["validate", "/nonexistent/c.toml"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/nonexistent/c.toml: cannot read" in err
 
 
 def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown flag is one line, exit 2."""
     assert main(["render", str(EXAMPLES / "web.toml")]) == 2  # --node missing
     assert capsys.readouterr().err == ("lvsdr: render: give --node NAME (one director) or --all --output-dir DIR "
                                        "(every node)\n")
@@ -48,12 +52,14 @@ def test_bad_flag_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_unknown_command_says_lvsdr_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown command is one line that names lvsdr once."""
     assert main(["rendr"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lvsdr: argument command: invalid choice: 'rendr'") and err.count("lvsdr:") == 1
 
 
 def test_unknown_node_lists_every_node_by_role(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown --node lists every node of the file by role."""
     assert main(["render", str(EXAMPLES / "web.toml"), "--node", "web1"]) == 2
     assert capsys.readouterr().err == (
         'lvsdr: --node: "web1" is not a director (directors: lb1, lb2; real servers: web1, web2)\n')
@@ -63,6 +69,7 @@ def test_unknown_node_lists_every_node_by_role(capsys: pytest.CaptureFixture[str
 
 
 def test_json_null_is_named_null(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A JSON null is named null in its error line."""
     p = tmp_path / "c.json"
     p.write_text('{"cluster": {"name": null}}')
     assert main(["validate", str(p)]) == 2
@@ -70,6 +77,7 @@ def test_json_null_is_named_null(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_render_writes_atomically_with_private_mode(tmp_path: Path) -> None:
+    """render -o writes atomically, 0600 when the file holds a VRRP password."""
     out = tmp_path / "keepalived.conf"
     assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb1", "-o", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600  # holds auth_pass
@@ -78,12 +86,14 @@ def test_render_writes_atomically_with_private_mode(tmp_path: Path) -> None:
 
 
 def test_render_without_password_is_0644(tmp_path: Path) -> None:
+    """render -o writes 0644 when there is no password."""
     out = tmp_path / "k.conf"
     assert main(["render", str(EXAMPLES / "ipv6.toml"), "--node", "lb1", "-o", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
 
 
 def test_bad_input_leaves_existing_file_alone(tmp_path: Path) -> None:
+    """A bad cluster file leaves the existing output file untouched."""
     out = tmp_path / "keepalived.conf"
     out.write_text("previous good config\n")
     bad = tmp_path / "bad.toml"
@@ -93,6 +103,7 @@ def test_bad_input_leaves_existing_file_alone(tmp_path: Path) -> None:
 
 
 def test_flags_override_notify_wiring(capsys: pytest.CaptureFixture[str]) -> None:
+    """The wiring flags override the file's lvsdr_path, config_path and notify_fifo in the notify line."""
     assert main(["render", str(EXAMPLES / "web.toml"), "--node", "lb2", "--lvsdr-path", "/opt/lvsdr/bin/lvsdr",
                  "--config-path", "/etc/lvsdr/web.toml", "--hook", "notify"]) == 0
     out = capsys.readouterr().out
@@ -102,6 +113,7 @@ def test_flags_override_notify_wiring(capsys: pytest.CaptureFixture[str]) -> Non
 
 @pytest.mark.parametrize("command", ["render", "doctor", "watch"])
 def test_flag_cannot_inject(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wiring flag holding blanks or quotes is refused: it cannot inject into keepalived.conf."""
     extra = ["-o", "/nonexistent/k.conf"] if command == "watch" else []
     assert main([command, str(EXAMPLES / "web.toml"), "--node", "lb1", *extra,
                  "--lvsdr-path", '/x"\nvrrp_script']) == 2
@@ -112,6 +124,7 @@ def test_flag_cannot_inject(command: str, capsys: pytest.CaptureFixture[str]) ->
 @needs_root
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed")
 def test_check_passes_and_writes(tmp_path: Path, scratch_netns: str) -> None:
+    """render --check writes a config keepalived -t accepts."""
     out = tmp_path / "k.conf"
     r = lvsdr_in(scratch_netns, "render", str(EXAMPLES / "full.toml"), "--node", "lb-a", "--check",
                   "-o", str(out), cwd=tmp_path)
@@ -122,6 +135,7 @@ def test_check_passes_and_writes(tmp_path: Path, scratch_netns: str) -> None:
 @needs_root
 @pytest.mark.skipif(shutil.which("keepalived") is None, reason="keepalived not installed")
 def test_check_rejection_writes_nothing(tmp_path: Path, scratch_netns: str) -> None:
+    """render --check writes nothing when keepalived -t refuses the config."""
     cluster = tmp_path / "c.toml"
     cluster.write_text((EXAMPLES / "web.toml").read_text().replace('interface = "eth0"',
                                                                   'interface = "bond7"'))
@@ -155,6 +169,7 @@ def test_installed_console_script_renders(tmp_path: Path) -> None:
     (99, "exit 99 (unexpected exit code)"),
 ])
 def test_keepalived_exit_codes_are_explained(code: int, words: str) -> None:
+    """Each keepalived -t exit code is explained in words."""
     from lvsdr.hooks.keepalived import CheckResult
 
     r = CheckResult(code, "line one\nline one\nline two\n")
@@ -176,6 +191,7 @@ def test_keepalived_exit_codes_are_explained(code: int, words: str) -> None:
 ])
 def test_bad_input_is_exit_2_in_one_line(argv: list[str], capsys: pytest.CaptureFixture[str],
                                          tmp_path: Path) -> None:
+    """Every command's bad input is one line, exit 2."""
     argv = [a.replace("{web}", str(EXAMPLES / "web.toml")) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -186,6 +202,7 @@ def test_bad_input_is_exit_2_in_one_line(argv: list[str], capsys: pytest.Capture
 # -- refusals of the changing commands, run in a scratch namespace (never the host's) --
 @needs_root
 def test_missing_tool_is_named_with_its_package(tmp_path: Path, scratch_netns: str) -> None:
+    """A missing tool is named with the package that provides it."""
     path = tmp_path / "c.toml"
     path.write_text((EXAMPLES / "web.toml").read_text().replace('arp_method = "sysctl"', 'arp_method = "arptables"'))
     r = lvsdr_in(scratch_netns, "realserver", "apply", str(path), "--node", "web1", "--state-dir", str(tmp_path / "s"),
@@ -197,6 +214,7 @@ def test_missing_tool_is_named_with_its_package(tmp_path: Path, scratch_netns: s
 
 @needs_root
 def test_missing_interface_is_refused_before_any_change(tmp_path: Path, scratch_netns: str) -> None:
+    """realserver apply refuses a node without the named interface before changing anything."""
     path = tmp_path / "c.toml"
     path.write_text((EXAMPLES / "web.toml").read_text().replace(
         'address = "192.0.2.11"', 'address = "192.0.2.11"\ninterface = "nosuch0"'))
@@ -223,6 +241,7 @@ def test_wrong_node_changes_nothing(tmp_path: Path, scratch_netns: str) -> None:
 
 @needs_root
 def test_notify_on_the_wrong_node_changes_nothing(tmp_path: Path, scratch_netns: str) -> None:
+    """notify run on a node that lacks the director's address changes nothing."""
     import json
     import tomllib
 

@@ -24,12 +24,14 @@ def spec(node: str = "node1") -> DirectorSpec:
 
 
 def test_role_is_read_from_the_vrrp_interface_only() -> None:
+    """The role is MASTER only when a VIP is on the VRRP interface, not on lo."""
     s = spec()
     assert observed_role(s, (ON_LO,)) == "BACKUP"
     assert observed_role(s, (ON_LO, ON_ETH)) == "MASTER"
 
 
 def test_backup_suppresses_before_dropping_the_marks() -> None:
+    """Going BACKUP, ARP suppression comes before the marks go."""
     s = spec()
     marks = s.fwmark_table()
     assert marks is not None
@@ -43,6 +45,7 @@ def test_backup_suppresses_before_dropping_the_marks() -> None:
 
 
 def test_master_marks_then_lifts_arp_rules() -> None:
+    """Going MASTER, the marks come before the ARP rules go."""
     s = spec()
     assert s.backend is not None
     arp = nftables.desired_table(s.backend)
@@ -59,6 +62,7 @@ def test_master_marks_then_lifts_arp_rules() -> None:
 
 
 def test_director_without_backends_only_marks() -> None:
+    """A director that backs nothing only gets the fwmark table in either role."""
     s = director_spec(parse_cluster(tomllib.loads((EXAMPLES / "full.toml").read_text())), "lb-a")
     assert s.backend is None
     table = s.fwmark_table()

@@ -22,6 +22,7 @@ def doctor(lab: Lab, node: str, *extra: str) -> subprocess.CompletedProcess[str]
 
 
 def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:
+    """doctor passes on live lab nodes, then names each piece of drift put in by hand."""
     path = tmp_path / "pair.toml"
     path.write_text((EXAMPLES / "pair.toml").read_text())
     with make_lab(path, tmp_path) as lab:

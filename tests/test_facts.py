@@ -25,6 +25,7 @@ def captured(name: str) -> str:
 
 
 def test_arptables_listing() -> None:
+    """arptables' listing parses into lvsdr's chains and rules."""
     seen = arptables.parse_listing(captured("arptables-S.applied.txt"))
     assert seen.chains == arptables.CHAINS
     assert seen.rules == (*arptables.JUMPS, arptables.ArpDrop(VIP), arptables.ArpMangle(VIP, REAL))
@@ -35,6 +36,7 @@ def test_arptables_listing() -> None:
 
 
 def test_arptables_unknown_rule_in_our_chain_is_kept_for_removal() -> None:
+    """A rule lvsdr does not know inside its arptables chain is read, so a plan removes it."""
     text = captured("arptables-S.applied.txt") + "-A LVSDR_IN -j ACCEPT -d 192.0.2.7\n"
     rules = arptables.parse_listing(text).rules
     assert rules[-1] == arptables.ArpOther("-A LVSDR_IN -j ACCEPT -d 192.0.2.7")
@@ -42,6 +44,7 @@ def test_arptables_unknown_rule_in_our_chain_is_kept_for_removal() -> None:
 
 
 def test_iptables_listings() -> None:
+    """iptables' and ip6tables' nat listings parse into lvsdr's chain and rules."""
     v4 = iptables.parse_listing(captured("iptables-nat-S.applied.txt"), 4)
     assert v4.chains == (iptables.NatChain(4),)
     assert v4.rules == (iptables.NatJump(4), iptables.NatRedirect(VIP, "tcp", 80, 8080),
@@ -54,6 +57,7 @@ def test_iptables_listings() -> None:
 
 
 def test_nft_arp_table_listing() -> None:
+    """nft's listing of lvsdr's arp table parses into the table lvsdr renders."""
     table = parse_nft_table(captured("nft-list-table-arp-lvsdr.txt"), "arp", "lvsdr", nftables.parse_rule)
     assert table == NftTable("arp", "lvsdr", (
         NftChain("input", "input", "filter", (nftables.NftArpDrop(VIP),)),
@@ -63,6 +67,7 @@ def test_nft_arp_table_listing() -> None:
 
 
 def test_nft_rule_lvsdr_does_not_know_makes_the_table_differ() -> None:
+    """A rule lvsdr does not know in its nft table makes the table differ from the desired one."""
     text = captured("nft-list-table-arp-lvsdr.txt").replace("drop", "accept")
     table = parse_nft_table(text, "arp", "lvsdr", nftables.parse_rule)
     assert table is not None
@@ -70,6 +75,7 @@ def test_nft_rule_lvsdr_does_not_know_makes_the_table_differ() -> None:
 
 
 def test_nft_ruleset_counts() -> None:
+    """nft -j list ruleset gives every table with its number of rules."""
     counts = parse_table_counts(captured("nft-j-list-ruleset.applied.json"))
     assert counts == {"arp filter": 4, "ip nat": 3, "ip6 nat": 2, "arp lvsdr": 2, "inet lvsdr_fwmark": 2}
     assert parse_table_counts(captured("nft-j-list-ruleset.empty.json")) == {}
@@ -79,6 +85,7 @@ def test_nft_ruleset_counts() -> None:
 
 
 def test_firewalld_listing() -> None:
+    """firewall-cmd's forward-port listing parses into lvsdr's forward ports."""
     text = captured("firewall-cmd-list-forward-ports.txt")
     fps = firewalld.parse_listing(text, "runtime", "public")
     assert firewalld.ForwardPort("runtime", "public", 80, "tcp", 80) in fps
@@ -90,5 +97,6 @@ def test_firewalld_listing() -> None:
 
 
 def test_firewalld_ports_listing() -> None:
+    """firewall-cmd's port listing parses into lvsdr's opened ports."""
     assert firewalld.parse_ports("80/tcp 53/udp 8000-8010/tcp\n", "permanent", "dmz") == (
         firewalld.OpenPort("permanent", "dmz", 53, "udp"), firewalld.OpenPort("permanent", "dmz", 80, "tcp"))

@@ -74,6 +74,8 @@ def pair_lab(tmp_path: Path, method: str = "nftables", extra: str = "") -> Lab:
 
 @pytest.mark.parametrize("method", ["nftables", "arptables", "sysctl"])
 def test_director_roles_follow_vrrp(tmp_path: Path, method: str) -> None:
+    """Each director's role (marks, ARP suppression, VIP on lo) follows VRRP, before and after failover, with
+    every director-backend method."""
     with pair_lab(tmp_path, method) as lab:
         node1, node2 = lab.state.node("node1"), lab.state.node("node2")
         assert lab.wait_for_master(10).name == "node1"

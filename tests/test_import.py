@@ -76,12 +76,14 @@ def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = 
 
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_every_difference_is_named(name: str) -> None:
+    """Every difference between an original and its import rendered again is a directive the import named."""
     paths, arp = SETS[name]
     assert unexplained(paths, arp) == []
 
 
 @pytest.mark.parametrize("name", sorted(SETS))
 def test_import_renders_what_keepalived_accepts(name: str, tmp_path: Path, scratch_netns: str) -> None:
+    """What lvsdr renders from an import passes keepalived -t."""
     paths, arp = SETS[name]
     out = tmp_path / "cluster.toml"
     assert main(["import", *map(str, paths), "--arp-method", arp, "-o", str(out)]) == 0
@@ -92,6 +94,7 @@ def test_import_renders_what_keepalived_accepts(name: str, tmp_path: Path, scrat
 
 
 def test_diff_says_what_differs_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """import --diff names what differs and exits 1."""
     paths, arp = SETS["classic"]
     assert main(["import", *map(str, paths), "--arp-method", arp, "--diff"]) == 1
     out, err = capsys.readouterr()
@@ -102,6 +105,7 @@ def test_diff_says_what_differs_and_exits_1(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_diff_exits_0_when_the_same(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """import --diff exits 0 when lvsdr renders the same semantics."""
     paths, arp = SETS["classic"]
     for i, p in enumerate(paths):
         (tmp_path / f"{i}.conf").write_text(p.read_text().replace("    nat_mask 255.255.255.0\n", ""))
@@ -110,6 +114,7 @@ def test_diff_exits_0_when_the_same(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_the_cluster_file_says_what_it_chose() -> None:
+    """The imported cluster file carries a NOTE for each choice the import made."""
     paths, arp = SETS["unicast"]
     job = import_files([str(p) for p in paths], _read, arp, {})
     data = tomllib.loads(job.text)
@@ -125,6 +130,7 @@ def test_the_cluster_file_says_what_it_chose() -> None:
 
 
 def test_one_file_infers_the_other_director_and_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """From one file the import infers the peer director and says so."""
     one = str(SETS["classic"][0][0])
     assert main(["import", one, "--arp-method", "sysctl"]) == 2
     assert capsys.readouterr().err.strip() == (
@@ -148,6 +154,7 @@ def test_one_file_infers_the_other_director_and_says_so(capsys: pytest.CaptureFi
     (["validate", "{lb1}"], "this is a keepalived.conf, not a cluster file; `lvsdr import"),
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file import cannot read is one line, exit 2."""
     paths = {"cluster": str(REPO / "examples" / "web.toml"), "lb1": str(SETS["classic"][0][0])}
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
@@ -155,6 +162,7 @@ def test_bad_input_is_one_line_exit_2(args: list[str], expected: str, capsys: py
 
 
 def test_conditional_lines_follow_the_config_id(tmp_path: Path) -> None:
+    """@ID lines are taken only for the matching --config-id."""
     src = tmp_path / "k.conf"
     src.write_text("vrrp_instance VI_0 {\n  interface eth0\n  virtual_router_id 1\n@high  priority 170\n"
                    "@low  priority 85\n  unicast_src_ip 192.0.2.2\n  unicast_peer {\n    192.0.2.3\n  }\n"

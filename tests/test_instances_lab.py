@@ -22,6 +22,7 @@ def holders(lab: Lab, vip: str) -> list[str]:
 
 
 def test_active_active_splits_the_vips_and_one_director_takes_all(tmp_path: Path) -> None:
+    """Two instances split the VIPs between the directors, and one director takes them all when the other dies."""
     with make_lab(EXAMPLES / "active-active.toml", tmp_path) as lab:
         poll(lambda: holders(lab, WWW) == ["lb1"] and holders(lab, SHOP) == ["lb2"], "each instance's MASTER",
              15, interval=0.2, explain=lambda: f"www {holders(lab, WWW)}, shop {holders(lab, SHOP)}")

@@ -16,6 +16,7 @@ pytestmark = [needs_root, pytest.mark.lab]
 
 @pytest.mark.parametrize("method", ["sysctl", "nftables", "iptables"])
 def test_ipv6_vip_one_ndp_responder_and_served(tmp_path: Path, method: str) -> None:
+    """An IPv6 VIP has one NDP responder and is served through the lab, with each IPv6 method."""
     path = tmp_path / "ipv6.toml"
     path.write_text((EXAMPLES / "ipv6.toml").read_text()
                     .replace('arp_method = "nftables"', f'arp_method = "{method}"')

@@ -47,6 +47,7 @@ virtual_server 192.0.2.100 80 {
 
 
 def test_include_conditions_and_variables() -> None:
+    """include, @ID conditional lines and $VARIABLES are read as keepalived reads them."""
     files = {
         "/k/keepalived.conf": "$VIP=192.0.2.100\n@lb1 $PRIO=150\n@lb2 $PRIO=100\ninclude conf.d/*.conf\n"
                               "vrrp_instance VI_1 {\n  priority $PRIO\n  virtual_ipaddress {\n    ${VIP}\n  }\n}\n",
@@ -72,6 +73,7 @@ def test_a_stray_closing_brace_is_a_note_and_a_missing_one_an_error() -> None:
 
 
 def test_looks_like_keepalived() -> None:
+    """A keepalived.conf is told from a cluster file by its first directives."""
     assert looks_like_keepalived("! x\n\nglobal_defs {\n}\n")
     assert looks_like_keepalived("@high net_namespace high\nvrrp_instance VI_0 {\n}\n")
     assert not looks_like_keepalived('[cluster]\nname = "web"\n')

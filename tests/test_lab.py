@@ -19,6 +19,7 @@ pytestmark = [needs_root, pytest.mark.lab]
 
 
 def test_up_down_twenty_times_leaves_nothing(tmp_path: Path) -> None:
+    """Bringing the lab up and down twenty times leaves no namespace, process or file behind."""
     path = write_cluster(tmp_path)
     for _ in range(20):
         lab = make_lab(path, tmp_path)
@@ -31,6 +32,7 @@ def test_up_down_twenty_times_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_failure_inside_the_lab_still_tears_down(tmp_path: Path) -> None:
+    """An exception inside the lab still tears everything down."""
     lab = make_lab(write_cluster(tmp_path), tmp_path)
     with pytest.raises(RuntimeError, match="on purpose"), lab:
         assert our_namespaces()
@@ -40,6 +42,7 @@ def test_failure_inside_the_lab_still_tears_down(tmp_path: Path) -> None:
 
 
 def test_failed_up_tears_down(tmp_path: Path) -> None:
+    """A lab that fails to come up tears down what it made."""
     lab = make_lab(write_cluster(tmp_path), tmp_path)
     with pytest.raises(LabError, match="no director took the VIPs"):
         lab.up(wait_master=0.01)  # too short for any VRRP election
@@ -47,6 +50,7 @@ def test_failed_up_tears_down(tmp_path: Path) -> None:
 
 
 def test_refuses_a_foreign_namespace(tmp_path: Path) -> None:
+    """The lab refuses to take over a namespace it did not make."""
     lab = make_lab(write_cluster(tmp_path), tmp_path)
     foreign = f"{PREFIX}-web-lb2"
     run(["ip", "netns", "add", foreign])
@@ -69,6 +73,7 @@ def test_without_suppression_real_servers_answer_arp(tmp_path: Path) -> None:
 
 
 def test_failover_moves_arp_and_http_to_the_backup(tmp_path: Path) -> None:
+    """Killing the MASTER moves the client's ARP entry and its HTTP answers to the BACKUP."""
     path = write_cluster(tmp_path)
     with make_lab(path, tmp_path) as lab:
         assert lab.wait_for_master(10).name == "lb1"

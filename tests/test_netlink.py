@@ -11,6 +11,7 @@ from helpers import needs_root
 
 @needs_root
 def test_addresses_match_ip(scratch_netns: str) -> None:
+    """The one netlink dump reads the same addresses as ip addr."""
     ns = scratch_netns
     subprocess.run(["ip", "-n", ns, "addr", "add", "192.0.2.7/24", "dev", "eth0", "label", "eth0:lvsdr"], check=True)
     subprocess.run(["ip", "-n", ns, "addr", "add", "2001:db8::7/128", "dev", "eth1", "nodad"], check=True)

@@ -43,6 +43,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_wheel_holds_the_package_and_no_scaffolding(wheel: Path) -> None:
+    """The wheel holds the package's modules, templates and units, and none of the tests or scripts."""
     names = set(zipfile.ZipFile(wheel).namelist())
     for want in ("lvsdr/cli.py", "lvsdr/py.typed", "lvsdr/generator/methods/nftables.py", "lvsdr/hooks/gateway.py",
                  "lvsdr/templates/keepalived.conf.j2", "lvsdr/templates/realserver/README.txt.j2",
@@ -53,6 +54,7 @@ def test_wheel_holds_the_package_and_no_scaffolding(wheel: Path) -> None:
 
 
 def test_installed_wheel_runs_the_console_script(wheel: Path, tmp_path: Path) -> None:
+    """The console script of an installed wheel validates and renders."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True, capture_output=True,

@@ -134,6 +134,7 @@ def starting_facts(draw: st.DrawFn) -> Facts:
 @settings(max_examples=300, deadline=None)
 @given(specs(), starting_facts())
 def test_apply_converges_safely(spec: Spec, facts: Facts) -> None:
+    """From any reachable node state, applying the plan converges in a safe order and a second plan is empty."""
     changes = plan(spec, facts)
     safe_order(changes)
     node = Node(facts)
@@ -148,6 +149,7 @@ def test_apply_converges_safely(spec: Spec, facts: Facts) -> None:
 @settings(max_examples=300, deadline=None)
 @given(specs(), starting_facts())
 def test_remove_leaves_nothing_of_lvsdr(spec: Spec, facts: Facts) -> None:
+    """remove leaves nothing of lvsdr on the node, whatever state it started in."""
     node = Node(facts)
     for ch in plan(spec, node.f):
         node.apply(ch)

@@ -83,6 +83,7 @@ def clusters(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(clusters())
 def test_valid_clusters_render_and_pass_keepalived(scratch_netns: str, data: dict[str, Any]) -> None:
+    """Every valid generated cluster renders configs keepalived -t accepts."""
     c = parse_cluster(data)
     for d in c.directors:
         text = render_keepalived(c, d.name, "generated")
@@ -104,6 +105,7 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_garbage_is_a_validation_error(data: Any) -> None:
+    """Any parsed garbage is a ValidationError of single lines, never another exception."""
     try:
         parse_cluster(data)
     except ValidationError as e:
@@ -114,6 +116,7 @@ def test_garbage_is_a_validation_error(data: Any) -> None:
 @given(st.sampled_from(["cluster", "directors", "real_servers", "services"]),
        st.integers(0, 3), st.text(max_size=12), json_values)
 def test_mutated_files_never_crash(section: str, index: int, key: str, value: Any) -> None:
+    """A valid file with any key set to any value validates or is refused, and what validates renders."""
     data = json.loads(json.dumps(BASE))
     target = data[section]
     if isinstance(target, list):
@@ -134,6 +137,7 @@ def test_mutated_files_never_crash(section: str, index: int, key: str, value: An
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=200), st.sampled_from([".toml", ".json"]))
 def test_cli_garbage_exits_2_without_traceback(tmp_path_factory: Any, raw: bytes, suffix: str) -> None:
+    """Random bytes as a cluster file are exit 2, never a traceback."""
     p: Path = tmp_path_factory.mktemp("g") / f"c{suffix}"
     p.write_bytes(raw)
     assert main(["validate", str(p)]) == 2

@@ -47,6 +47,8 @@ class Server:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
+    """Each ARP method applied on real servers keeps them from answering ARP for the VIP while they serve DR
+    traffic, and remove leaves the node as it was."""
     path = write_cluster(tmp_path, method=method)
     state = tmp_path / "records"
     with contextlib.ExitStack() as stack:

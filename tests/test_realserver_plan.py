@@ -50,6 +50,7 @@ def planned(case: dict[str, Any]) -> list[ch.Change]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_plan_fixture(case: dict[str, Any]) -> None:
+    """Each recorded fixture of facts plans exactly the recorded changes."""
     got = [encode(c) for c in planned(case)]
     if os.environ.get("UPDATE_FIXTURES"):
         case["expected"] = got
@@ -66,6 +67,7 @@ def test_fixtures_exercise_both_sides_of_the_safe_order() -> None:
 
 
 def test_every_change_type_is_classified() -> None:
+    """Every change type has a place in the safe order."""
     rule = arptables.ArpDrop(ipaddress.IPv4Address("192.0.2.100"))
     addr = host_interface(ipaddress.ip_address("192.0.2.100"))
     one_of_each: list[ch.Change] = [
@@ -79,12 +81,14 @@ def test_every_change_type_is_classified() -> None:
 
 
 def test_director_is_not_a_real_server() -> None:
+    """realserver refuses a director's name."""
     data = tomllib.loads((EXAMPLES / "web.toml").read_text())
     with pytest.raises(InputError, match="is a director; its ARP role follows VRRP"):
         desired(parse_cluster(data), "lb1")
 
 
 def test_unknown_node_names_every_node_by_role() -> None:
+    """An unknown node is refused naming every node by role."""
     data = tomllib.loads((EXAMPLES / "web.toml").read_text())
     with pytest.raises(InputError) as e:
         desired(parse_cluster(data), "web9")
@@ -92,6 +96,7 @@ def test_unknown_node_names_every_node_by_role() -> None:
 
 
 def test_ipv6_vip_goes_on_lo_for_nftables() -> None:
+    """With nftables an IPv6 VIP goes on lo (NDP is not ARP)."""
     data = tomllib.loads((EXAMPLES / "ipv6.toml").read_text())
     spec = desired(parse_cluster(data), "web2")
     assert addresses(spec) == (("lo", ipaddress.ip_interface("2001:db8::100/128")),)
@@ -99,6 +104,7 @@ def test_ipv6_vip_goes_on_lo_for_nftables() -> None:
 
 
 def test_iptables_listen_port_redirects_to_it() -> None:
+    """With iptables a listen_port redirects the VIP's port to it."""
     data = tomllib.loads((EXAMPLES / "full.toml").read_text())
     spec = desired(parse_cluster(data), "app4")
     assert iptables.desired_rules(spec, 4) == (

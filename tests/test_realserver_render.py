@@ -25,6 +25,7 @@ def render(node: str, out: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("node", NODES)
 def test_golden(node: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """realserver render gives each method's golden files byte for byte."""
     monkeypatch.chdir(REPO)
     got = render(node, tmp_path)
     golden = GOLDEN / "realserver" / node
@@ -49,6 +50,7 @@ def test_files_do_not_depend_on_the_process(tmp_path: Path) -> None:
 
 
 def test_unit_uses_the_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The boot unit runs lvsdr_path on config_path."""
     monkeypatch.chdir(REPO)
     unit = render("app1", tmp_path)["etc/systemd/system/lvsdr-realserver@.service"]
     assert "ExecStart=/usr/bin/lvsdr realserver apply /etc/lvsdr/edge.toml --node %i" in unit
@@ -58,6 +60,7 @@ def test_unit_uses_the_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
 @needs_root
 def test_rendered_rules_load_in_their_tools(tmp_path: Path, scratch_netns: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule files realserver render writes load in their tools."""
     monkeypatch.chdir(REPO)
 
     def ok(cmd: list[str], stdin: str) -> None:
@@ -72,6 +75,7 @@ def test_rendered_rules_load_in_their_tools(tmp_path: Path, scratch_netns: str,
 
 
 def test_firewalld_commands_never_use_toaddr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The firewalld commands never use toaddr, which breaks DR."""
     monkeypatch.chdir(REPO)
     cmds = render("app5", tmp_path)["etc/lvsdr/firewalld-commands.txt"]
     assert "toaddr" not in cmds

@@ -33,6 +33,7 @@ def render_case(example: str, node: str) -> str:
 
 @pytest.mark.parametrize(("example", "node"), CASES)
 def test_golden(example: str, node: str) -> None:
+    """Each example renders its golden keepalived.conf byte for byte."""
     text = render_case(example, node)
     golden = GOLDEN / f"{Path(example).stem}.{node}.keepalived.conf"
     if os.environ.get("UPDATE_GOLDEN"):
@@ -42,6 +43,7 @@ def test_golden(example: str, node: str) -> None:
 
 @pytest.mark.parametrize(("example", "node"), CASES)
 def test_golden_passes_keepalived(example: str, node: str, scratch_netns: str) -> None:
+    """Each golden keepalived.conf passes keepalived -t."""
     golden = GOLDEN / f"{Path(example).stem}.{node}.keepalived.conf"
     result = check_text(golden.read_text(), netns=scratch_netns)
     assert result.ok, result.message()
@@ -60,6 +62,7 @@ def test_render_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
 
 
 def test_json_and_toml_render_the_same(tmp_path: Path) -> None:
+    """A cluster file in JSON renders the same bytes as in TOML."""
     import json
 
     data = tomllib.loads((EXAMPLES / "full.toml").read_text())
@@ -71,6 +74,7 @@ def test_json_and_toml_render_the_same(tmp_path: Path) -> None:
 
 
 def test_director_as_backend_gets_fwmark_and_no_ports() -> None:
+    """A service backed by a director renders as a fwmark virtual_server whose real servers carry no port."""
     text = render_case("two-node.toml", "node1")
     assert "virtual_server fwmark " in text
     assert "real_server 192.0.2.21 {" in text  # fwmark services carry no port
@@ -78,6 +82,7 @@ def test_director_as_backend_gets_fwmark_and_no_ports() -> None:
 
 
 def test_backup_everywhere_and_unicast_peers() -> None:
+    """Every director starts as BACKUP and lists the others as unicast peers."""
     text = render_case("two-node.toml", "node2")
     assert "state BACKUP" in text
     assert "unicast_src_ip 192.0.2.22" in text
@@ -85,6 +90,7 @@ def test_backup_everywhere_and_unicast_peers() -> None:
 
 
 def test_ipv6_instance_carries_ipv4_vip_as_excluded() -> None:
+    """An IPv6 instance carries an IPv4 VIP as virtual_ipaddress_excluded."""
     text = render_case("ipv6.toml", "lb1")
     assert "2001:db8::100/128 dev eth0" in text
     assert "virtual_ipaddress_excluded {\n        192.0.2.100/32 dev eth0" in text
@@ -92,6 +98,7 @@ def test_ipv6_instance_carries_ipv4_vip_as_excluded() -> None:
 
 
 def test_never_deprecated_nb_get_retry() -> None:
+    """Rendered checkers use retry, never the deprecated nb_get_retry."""
     for example, node in CASES:
         assert "nb_get_retry" not in render_case(example, node)
 
@@ -123,6 +130,7 @@ def test_vips_past_what_one_advert_carries_move_unadvertised(scratch_netns: str)
 
 
 def test_hook_none_flag_refused_with_fwmark_services(capsys: pytest.CaptureFixture[str]) -> None:
+    """--hook none is refused when fwmark services need the mark rule."""
     from lvsdr.cli import main
 
     assert main(["render", str(EXAMPLES / "pair.toml"), "--node", "node1", "--hook", "none"]) == 2

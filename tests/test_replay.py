@@ -105,6 +105,7 @@ def planned(ns: str, cluster: Path) -> int:
 
 @needs_root
 def test_transitions_replay_and_leave_nothing_to_plan(node1_ns: str, tmp_path: Path) -> None:
+    """Once both roles are recorded, transitions replay, and the full planner then finds nothing to do."""
     ns = node1_ns
     cluster = pair_file(tmp_path)
     # the full path, once per role: it records each role's state
@@ -160,6 +161,7 @@ def test_the_agent_replays_in_process_through_libnftables(node1_ns: str, tmp_pat
 
 
 def test_what_import_writes_is_in_the_plain_form(tmp_path: Path) -> None:
+    """What lvsdr import writes is found by notify's fast path as tomllib reads it."""
     from lvsdr.cli import main
 
     out = tmp_path / "imported.toml"

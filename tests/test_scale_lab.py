@@ -36,6 +36,7 @@ def held(lab: Lab, name: str) -> int:
 
 
 def test_700_vips_move_on_failover(tmp_path: Path) -> None:
+    """700 VIPs (255 advertised) come up on the MASTER and all move on failover."""
     vips = all_vips()
     assert len(vips) == 700
     cluster = {

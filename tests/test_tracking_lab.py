@@ -42,6 +42,7 @@ def check_script() -> Iterator[Path]:
 
 
 def test_failing_track_script_moves_the_vips(tmp_path: Path, check_script: Path) -> None:
+    """A failing track script on the MASTER moves the VIPs, and they come back when it passes again."""
     path = write_cluster(tmp_path)
     path.write_text(path.read_text().replace("[[directors]]", TRACK + "\n[[directors]]", 1))
     with make_lab(path, tmp_path) as lab:

@@ -274,17 +274,20 @@ CASES: list[tuple[dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("changes", "expected"), CASES, ids=[e.split(":")[0] for _, e in CASES])
 def test_bad_file_gets_exact_error(changes: dict[str, Any], expected: str) -> None:
+    """Each bad value gets its exact one-line error naming the field."""
     with pytest.raises(ValidationError) as exc:
         parse_cluster(patched(**changes))
     assert expected in exc.value.errors, exc.value.errors
 
 
 def test_base_is_valid() -> None:
+    """The base file the cases mutate is itself valid."""
     c = parse_cluster(BASE)
     assert c.name == "web" and len(c.services) == 2
 
 
 def test_all_errors_in_one_run() -> None:
+    """Every problem of a file is reported in one run."""
     data = patched(**{"cluster.virtual_router_id": 0, "services.0.port": 0,
                       "services.1.backends": ["web9"]})
     with pytest.raises(ValidationError) as exc:
@@ -299,6 +302,7 @@ def test_all_errors_in_one_run() -> None:
     ("list.json", "[1, 2]", "(top level): expected table, got list"),
 ])
 def test_unreadable_files(tmp_path: Path, name: str, content: str | bytes, expected: str) -> None:
+    """An unreadable, non-UTF-8 or unparsable file is one line naming the file."""
     p = tmp_path / name
     p.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(Exception) as exc:  # noqa: B017 - the message is what matters
@@ -308,6 +312,7 @@ def test_unreadable_files(tmp_path: Path, name: str, content: str | bytes, expec
 
 
 def test_json_shape_is_accepted(tmp_path: Path) -> None:
+    """The JSON form of a cluster file is accepted."""
     p = tmp_path / "c.json"
     p.write_text(json.dumps(BASE))
     assert load_cluster(p).name == "web"

@@ -31,6 +31,7 @@ def wait(cond: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
 
 
 def test_watch_reloads_good_changes_and_keeps_the_last_good_config(tmp_path: Path) -> None:
+    """watch reloads keepalived on a good change and keeps the last good config on a bad one."""
     with make_lab(write_cluster(tmp_path), tmp_path) as lab:
         master = lab.wait_for_master(10)
         conf = lab.state_dir / f"keepalived-{master.name}.conf"
@@ -107,6 +108,7 @@ def test_watch_survives_transient_failures(tmp_path: Path, scratch_netns: str) -
 
 
 def test_watch_once_says_what_it_did(tmp_path: Path, scratch_netns: str) -> None:
+    """watch --once says whether it wrote and reloaded."""
     cluster = write_cluster(tmp_path)
     conf = tmp_path / "keepalived.conf"
     args = ["watch", str(cluster), "--node", "lb1", "-o", str(conf), "--once", "--pidfile", str(tmp_path / "none")]

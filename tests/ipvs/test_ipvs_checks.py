@@ -89,6 +89,7 @@ def wait_reals(lab: Lab, service: str, want: set[str], what: str, timeout: float
 
 
 def test_all_backends_up(lab: Lab) -> None:
+    """With every backend healthy, each check type's service has all its backends in the IPVS table."""
     for name, service in SERVICES.items():
         wait_reals(lab, service, {WEB1, WEB2}, f"{name}: both backends checked in", 30 * TIME_SCALE)
     assert reals(lab, "TCP 192.0.2.114:80") == {WEB1}  # the sorry server waits
@@ -141,6 +142,8 @@ def test_dead_backend_goes_out_and_comes_back(lab: Lab) -> None:
 
 
 def test_misc_check_takes_backends_out_and_back(lab: Lab) -> None:
+    """A failing MISC_CHECK script takes its backends out of IPVS and a passing one puts them back, within the
+    bound of its settings."""
     t0 = time.monotonic()
     MISC_DOWN.touch()
     wait_reals(lab, SERVICES["misc"], set(), "misc: backends out", (OUT_BOUND + SLACK) * TIME_SCALE + 5)
@@ -153,6 +156,7 @@ def test_misc_check_takes_backends_out_and_back(lab: Lab) -> None:
 
 
 def test_persistence_keeps_a_client_on_one_backend(lab: Lab) -> None:
+    """persistence_timeout keeps one client on one backend through IPVS."""
     wait_reals(lab, "TCP 192.0.2.115:80", {WEB1, WEB2}, "sticky: both backends", 30 * TIME_SCALE)
     answers = collections.Counter(probes.http_get(lab, "192.0.2.115", timeout=5) for _ in range(10))
     MEASURED.append(f"IPVS persistence_timeout 30, 10 requests from one client: {dict(answers)}")

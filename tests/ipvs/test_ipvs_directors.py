@@ -50,6 +50,8 @@ def spread(lab: Lab, n: int) -> dict[str | None, int]:
 
 
 def test_both_directors_and_the_real_server_share_the_traffic(lab: Lab) -> None:
+    """Directors that are also backends take their share of the traffic beside the real server, through the
+    MASTER's IPVS."""
     node1, node2 = lab.state.node("node1"), lab.state.node("node2")
     assert lab.wait_for_master(30 * TIME_SCALE).name == "node1"
     # the hook's role switch must be done (in a slow guest it takes seconds): until the
@@ -65,6 +67,7 @@ def test_both_directors_and_the_real_server_share_the_traffic(lab: Lab) -> None:
 
 
 def test_after_failover_the_survivors_share_it(lab: Lab) -> None:
+    """After the MASTER dies, the surviving director and the real server share the traffic."""
     node1, node2 = lab.state.node("node1"), lab.state.node("node2")
     probes.kill_director(lab, node1)
     poll(lambda: getattr(lab.master(), "name", None) == "node2", "node2 took the VIP", 20 * TIME_SCALE)

@@ -48,6 +48,7 @@ def table_has(lab: Lab, service: str, reals: set[str]) -> bool:
 
 
 def test_every_method_is_reached_through_ipvs_rr(lab: Lab) -> None:
+    """A real server of every ARP method is reached through IPVS DR with rr, and none answers ARP for the VIP."""
     reals = {f"192.0.2.{n}" for n in range(11, 16)}
     poll(lambda: table_has(lab, "TCP 192.0.2.100:80", reals), "every real server in the MASTER's IPVS table",
          30 * TIME_SCALE, interval=0.5,
@@ -79,6 +80,7 @@ def test_a_group_serves_every_vip_and_port_from_one_pool(lab: Lab) -> None:
 
 
 def test_wrr_weights_show_in_the_spread(lab: Lab) -> None:
+    """wrr spreads connections in the proportion of the backends' weights."""
     poll(lambda: table_has(lab, "TCP 192.0.2.101:80", {"192.0.2.11", "192.0.2.13"}), "weighted service in IPVS",
          30 * TIME_SCALE, interval=0.5)
     answers = collections.Counter(probes.http_get(lab, "192.0.2.101", timeout=5) for _ in range(40))

@@ -18,6 +18,7 @@ NEWER_KERNEL = {"twos": (6, 2)}  # scheduler -> first Linux version that has it
 
 
 def test_every_scheduler_module_loads() -> None:
+    """Every scheduler lvsdr accepts loads its kernel module and is what IPVS shows."""
     release = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
     loaded: list[str] = []
     missing: list[str] = []

@@ -46,6 +46,7 @@ def stream(lab: Lab, director: Node, body: Path, seconds: int) -> subprocess.Pop
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
 def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync: bool) -> None:
+    """With sync_daemon, a download through the VIP survives the MASTER's death."""
     path = tmp_path / "sync.toml"
     text = (HERE / "sync.toml").read_text()
     path.write_text(text if sync else text.replace("sync_daemon = true\n", ""))
