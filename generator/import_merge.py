@@ -323,14 +323,13 @@ def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[s
                          "what it found instead is named above)")
     imp = merge(sides, arp_method, addresses, name)
     text = to_toml(imp, paths)
-    import tomllib
-
     from lvsdr.errors import ValidationError
 
     from .load import parse_cluster
+    from .schema import parse_text
 
     try:
-        parse_cluster(tomllib.loads(text))
+        parse_cluster(parse_text(text, "(imported).toml"))
     except ValidationError as e:
         raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
                          "what lvsdr refuses") from None

@@ -25,14 +25,15 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lvsdr.generator.keepalived import Wiring, render_keepalived
+from lvsdr.generator.load import read_text
 from lvsdr.generator.model import Cluster
 from lvsdr.generator.node import host_interface
+from lvsdr.generator.schema import parse_text
 
 from .netns import LabError, delete_netns, ip_json, list_netns, require_root, require_tools, run
 
@@ -197,8 +198,7 @@ class Lab:
         ``state_dir`` pointing into the lab, so the hooks and `realserver`
         keep their records there and not in the host's /run/lvsdr."""
         src = Path(self.cluster_path)
-        raw = src.read_text()
-        data = json.loads(raw) if src.suffix.lower() == ".json" else tomllib.loads(raw)
+        data = parse_text(read_text(src), str(src))  # the one reader of cluster files
         data.setdefault("cluster", {})["state_dir"] = str(self.state_dir)
         copy = self.state_dir / "cluster.json"
         copy.write_text(json.dumps(data, indent=1))

@@ -211,13 +211,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(job.text)
         return 0
-    import tomllib
-
     from lvsdr.generator.keepalived import render_keepalived
     from lvsdr.generator.load import parse_cluster
+    from lvsdr.generator.schema import parse_text
 
     try:
-        cluster = parse_cluster(tomllib.loads(job.text))
+        cluster = parse_cluster(parse_text(job.text, "(imported).toml"))
     except ValidationError as e:
         raise InputError("the imported cluster does not validate: " + "; ".join(e.errors)) from None
     differ = 0
