@@ -120,7 +120,10 @@ class Lab:
 
     # -- state ---------------------------------------------------------------
     def _save(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.state_dir.is_dir():
+            self.state_dir.mkdir(parents=True)
+            # lvsdr's records, lock and FIFO live here: root's alone, as the hooks require (whatever the umask)
+            os.chmod(self.state_dir, 0o700)
         tmp = self.state_dir / "state.json.tmp"
         tmp.write_text(json.dumps(asdict(self.state), indent=1))
         tmp.replace(self.state_dir / "state.json")
