@@ -232,7 +232,7 @@ def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -
     try:
         check_dir(cluster.state_dir)
         for name in sorted(os.listdir(cluster.state_dir)):
-            if not name.endswith((".roles", ".json")) and name != "lock":
+            if not name.endswith((".roles", ".json", ".lock")):
                 continue  # the FIFO (checked above), a write in progress
             try:
                 os.close(open_trusted(os.path.join(cluster.state_dir, name)))

@@ -66,7 +66,7 @@ def reconcile(cluster: Cluster, node: str, action: Action, state_dir: Path | Non
     if os.geteuid() != 0:
         raise LvsdrError(f"realserver {action} needs root (it reads the node's arptables, nftables and "
                          "iptables rules; `realserver render` does not)")
-    with contextlib.nullcontext() if dry else node_lock(state):
+    with contextlib.nullcontext() if dry else node_lock(state, node):
         facts = read_facts(spec, state)
         changes = plan_remove(spec, facts) if action == "remove" else plan(spec, facts)
         if dry:

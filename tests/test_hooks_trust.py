@@ -48,20 +48,27 @@ def record(state: Path, **changes: Any) -> dict[str, Any]:
 def test_a_new_state_dir_is_0700_and_its_lock_file_0600(tmp_path: Path) -> None:
     """The state directory is made root-only, and the lock is a root-only file in it."""
     d = tmp_path / "state"
-    with node_lock(d):
+    with node_lock(d, "n1"):
         pass
-    assert (d.stat().st_mode & 0o777, (d / "lock").stat().st_mode & 0o777) == (0o700, 0o600)
+    assert (d.stat().st_mode & 0o777, (d / "n1.lock").stat().st_mode & 0o777) == (0o700, 0o600)
+
+
+def test_another_node_sharing_the_state_dir_does_not_wait(tmp_path: Path) -> None:
+    """Nodes sharing a state directory (the lab's do) each have their own lock."""
+    d = tmp_path / "state"
+    with node_lock(d, "n1"), node_lock(d, "n2", wait=0.2):
+        pass
 
 
 def test_a_lock_held_elsewhere_is_waited_for_a_bounded_time(tmp_path: Path) -> None:
     """A lock nobody releases makes the hook give up with one line, not hang."""
     d = tmp_path / "state"
-    with node_lock(d):
-        fd = os.open(d / "lock", os.O_RDWR)
+    with node_lock(d, "n1"):
+        fd = os.open(d / "n1.lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another process, as far as flock is concerned: another open file
     try:
         started = time.monotonic()
-        with pytest.raises(LvsdrError, match="held lvsdr's node lock for 0.3 s"), node_lock(d, wait=0.3):
+        with pytest.raises(LvsdrError, match="held lvsdr's node lock for 0.3 s"), node_lock(d, "n1", wait=0.3):
             pass
         assert 0.3 <= time.monotonic() - started < 1.5
     finally:
@@ -74,7 +81,7 @@ def test_a_user_holding_the_directory_no_longer_stalls_the_hooks(tmp_path: Path)
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with node_lock(d, wait=0.5):
+        with node_lock(d, "n1", wait=0.5):
             pass
     finally:
         os.close(fd)
@@ -87,7 +94,7 @@ def test_a_state_dir_others_can_write_is_refused(tmp_path: Path, owner: int, mod
     d.mkdir()
     os.chown(d, owner, 0)
     os.chmod(d, mode)
-    with pytest.raises(UntrustedError, match="refusing to trust it"), node_lock(d):
+    with pytest.raises(UntrustedError, match="refusing to trust it"), node_lock(d, "n1"):
         pass
 
 
@@ -95,7 +102,7 @@ def test_a_symlinked_state_dir_is_refused(tmp_path: Path) -> None:
     """/run/lvsdr as a symlink (to /dev/shm, say) is not followed."""
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     (tmp_path / "state").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(UntrustedError, match="not a directory"), node_lock(tmp_path / "state"):
+    with pytest.raises(UntrustedError, match="not a directory"), node_lock(tmp_path / "state", "n1"):
         pass
 
 

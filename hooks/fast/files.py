@@ -57,8 +57,7 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
     return True
 
 
-LOCK_NAME = "lock"
-LOCK_WAIT = 20.0  # seconds a hook waits for another lvsdr change on the node before it gives up
+LOCK_WAIT = 60.0  # seconds a hook waits for another lvsdr change on the node before it gives up
 
 
 class UntrustedError(LvsdrError):
@@ -135,19 +134,23 @@ def read_trusted(path: str | Path, limit: int = 16 << 20) -> bytes:
 class node_lock:  # noqa: N801 -- used as `with node_lock(dir):`; a class because contextlib costs ~2 ms on notify's path
     """One lvsdr change at a time on a node (keepalived may run several notify
     scripts at once; an operator may run apply meanwhile): an flock on a
-    root-only file in the state directory (0700), so no other user can take
-    it. The wait is bounded (``wait`` seconds): a lock held longer is an
-    ``LvsdrError`` naming it, not a hook that hangs."""
+    root-only file of the node's in the state directory (0700), so no other
+    user can take it (nodes that share a state directory, as the lab's do,
+    do not wait on each other). The wait is bounded (``wait`` seconds): a
+    lock held longer is an ``LvsdrError`` naming it, not a hook that hangs."""
 
-    def __init__(self, state_dir: str | Path, wait: float = LOCK_WAIT) -> None:
+    def __init__(self, state_dir: str | Path, node: str, wait: float = LOCK_WAIT) -> None:
         self.state_dir = state_dir
+        self.node = node
         self.wait = wait
         self.fd = -1
 
     def __enter__(self) -> None:
         import time
 
-        path = os.path.join(state_dir(self.state_dir), LOCK_NAME)
+        if not self.node or "/" in self.node or self.node[0] == ".":
+            raise LvsdrError(f"{self.node!r} is not a node name")
+        path = os.path.join(state_dir(self.state_dir), f"{self.node}.lock")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as e:

@@ -458,7 +458,7 @@ def replay(cluster_path: str, node: str, code: str, resident: bool = False,
     if verdict.record is None:
         return verdict.reason if verdict.alarming else None
     try:
-        with node_lock(os.path.dirname(verdict.record.path)):  # the record lives in the state directory
+        with node_lock(os.path.dirname(verdict.record.path), node):  # the record lives in the state directory
             return _replay_locked(verdict.record.data, role_of=netlink.raw_addresses, resident=resident)
     except LvsdrError as e:
         return str(e)
