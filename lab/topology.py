@@ -380,12 +380,33 @@ class Lab:
     def start_keepalived(self, node: Node) -> None:
         """keepalived on a director, with the config the lab (or `lvsdr watch`) wrote."""
         self.reap()
+        self._clear_stale_pidfiles(node)
         cmd = ["keepalived", "-n", "-l", "-f", str(self.state_dir / f"keepalived-{node.name}.conf"),
                "-p", str(self.pidfile(node)), "-r", str(self.pidfile(node, "vrrp")),
                "-c", str(self.pidfile(node, "checkers"))]
         if not HAS_IPVS:
             cmd.insert(1, "-P")  # VRRP only: no IPVS in this kernel (see standin.py)
         self._spawn(node.ns, cmd, f"keepalived-{node.name}.log")
+
+    def _clear_stale_pidfiles(self, node: Node) -> None:
+        """Remove keepalived's pidfiles whose process is gone or a zombie: the
+        children of a keepalived killed whole are orphans that this machine's
+        init may reap late, and a new keepalived that finds their pids says
+        "daemon is already running" and exits (systemd clears them on a host)."""
+        from lvsdr.hooks.processes import parse_stat
+
+        for which in ("keepalived", "vrrp", "checkers"):
+            path = self.pidfile(node, which)
+            try:
+                pid = int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            try:
+                comm, state = parse_stat(Path(f"/proc/{pid}/stat").read_text())
+            except OSError:
+                comm, state = "", ""
+            if comm != "keepalived" or state in ("Z", "X", "x"):
+                path.unlink(missing_ok=True)
 
     def start_agent(self, node: Node) -> None:
         """`lvsdr agent` on a director, on keepalived's FIFO."""

@@ -42,7 +42,7 @@ def pair_lab(tmp_path: Path, fast: bool = False) -> Lab:
 
 
 def explain(lab: Lab) -> str:
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(lab.state_dir.glob("agent-*.log")))
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(lab.state_dir.glob("*-node*.log")))
     return "\n".join(f"--- {d.name}\n{nft(d)}" for d in lab.state.directors) + "\n" + logs
 
 

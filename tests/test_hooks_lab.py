@@ -15,7 +15,7 @@ from lvsdr.lab.topology import AGENT_INTERVAL, Lab, Node
 
 from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
 
-pytestmark = [needs_root, pytest.mark.lab]
+pytestmark = [needs_root, pytest.mark.lab, pytest.mark.xdist_group("hooks_lab")]  # one shared lab per module
 
 
 def nft(node: Node) -> str:

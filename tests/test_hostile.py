@@ -121,15 +121,19 @@ def _skeleton(text: str) -> list[tuple[int, int]]:
     return out
 
 
-def test_injection_payloads_on_every_string_never_leave_their_block() -> None:
+CHUNKS = 4  # the sweep in parts, so that the suite's workers share it
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_injection_payloads_on_every_string_never_leave_their_block(chunk: int) -> None:
     """A payload at either end of any string value of examples/full.toml is
     refused by validation, or renders with every line of keepalived.conf in
     the block the model put it in (the same lines, depths and braces)."""
     clean = parse_cluster(copy.deepcopy(FULL))
     base = {d.name: render_keepalived(clean, d.name, "x") for d in clean.directors}
-    rendered = tried = 0
+    tried = 0
     data = copy.deepcopy(FULL)  # mutated in place and put back: a copy per variant costs more than the parse
-    for path, value in _strings(FULL):
+    for path, value in _strings(FULL)[chunk::CHUNKS]:
         node: Any = data
         for key in path[:-1]:
             node = node[key]
@@ -146,12 +150,19 @@ def test_injection_payloads_on_every_string_never_leave_their_block() -> None:
                     if d.name not in base:
                         continue
                     text = render_keepalived(c, d.name, "x")
-                    rendered += 1
                     assert len(text.split("\n")) == len(base[d.name].split("\n")), (path, mutated)
                     assert _skeleton(text) == _skeleton(base[d.name]), (path, mutated)
         node[path[-1]] = value
-    assert tried > 5000
-    assert rendered > 0  # some payloads are legitimate text (a URL path with ;id): they were checked, not skipped
+    assert tried > 5000 // CHUNKS
+
+
+def test_some_payloads_are_legitimate_text_and_were_rendered() -> None:
+    """A payload that is legitimate text (a URL path ending in ;id) validates and
+    renders inside its block: the sweep checks renders, it does not only see refusals."""
+    data = _set(FULL, ("services", 0, "checks", 0, "urls", 1, "path"), "/health;id")
+    c = parse_cluster(data)
+    text = render_keepalived(c, c.directors[0].name, "x")
+    assert "path /health;id\n" in text and _skeleton(text)[-1] == (0, 0)
 
 
 @pytest.mark.parametrize(("lines", "error"), [

@@ -15,6 +15,8 @@ import pytest
 
 from helpers import GOLDEN, REPO
 
+pytestmark = pytest.mark.xdist_group("packaging")  # one wheel built per module
+
 
 def source_files() -> list[str]:
     p = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
