@@ -97,9 +97,9 @@ def test_the_renderer_refuses_a_scoped_address_that_skipped_validation() -> None
         render_keepalived(dataclasses.replace(c, services=(bad, *c.services[1:])), c.directors[0].name, "x")
 
 
-PAYLOADS = [
-    "\n}\nquorum_up \"/bin/sh -c id\"\n{", "}", "{", "# {", "! {", '"', "'", "\\", " ", "\t", "\r", "\x00",
-    "\u2028", "\x0c", "$(id)", "`id`", ";id", "%eth0", "include /etc/x", "$X",
+PAYLOADS = [  # each kind once: a block break, braces, comment signs, quotes, blanks, line ends, the preprocessor
+    "\n}\nquorum_up \"/bin/sh -c id\"\n{", "}", "{", "# {", "! {", '"', "\\", " ", "\r", "\x00", "\u2028",
+    "$(id)", "%eth0", "include /etc/x",
 ]
 
 
@@ -153,7 +153,7 @@ def test_injection_payloads_on_every_string_never_leave_their_block(chunk: int) 
                     assert len(text.split("\n")) == len(base[d.name].split("\n")), (path, mutated)
                     assert _skeleton(text) == _skeleton(base[d.name]), (path, mutated)
         node[path[-1]] = value
-    assert tried > 5000 // CHUNKS
+    assert tried > 4000 // CHUNKS
 
 
 def test_some_payloads_are_legitimate_text_and_were_rendered() -> None:
@@ -226,9 +226,8 @@ def test_unusual_toml_values_are_one_line_each(path: tuple[Any, ...], raw: str, 
     assert len(e.value.errors) == 1 and e.value.errors[0].startswith(error), e.value.errors
 
 
-ODD_VALUES = [int("f" * 5000, 16), -(2**70), tomllib.loads("v = 1979-05-27")["v"], tomllib.loads("v = 07:32:00")["v"],
-              tomllib.loads("v = 1979-05-27T07:32:00Z")["v"], float("nan"), float("-inf"), [int("f" * 5000, 16)],
-              [tomllib.loads("v = 07:32:00")["v"]], {"x": int("f" * 5000, 16)}]
+ODD_VALUES = [int("f" * 5000, 16), tomllib.loads("v = 1979-05-27T07:32:00Z")["v"], float("nan"),
+              [int("f" * 5000, 16)], [tomllib.loads("v = 07:32:00")["v"]], {"x": int("f" * 5000, 16)}]
 
 
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

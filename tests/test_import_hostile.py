@@ -147,7 +147,7 @@ LINES = [b"vrrp_instance VI_1 {", b"}", b"{", b"virtual_server 192.0.2.100 80 {"
          b"virtual_router_id 300", b"advert_int 0.001", b"delay_loop 99999999999999999999", b"TCP_CHECK {"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 120), st.sampled_from(LINES)), max_size=6), st.booleans())
 def test_mutated_keepalived_files_never_print_a_traceback(tmp_path: Path, inserts: list[tuple[int, bytes]],
