@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -101,7 +102,8 @@ def test_director_roles_follow_vrrp(tmp_path: Path, method: str) -> None:
         assert probes.http_get(lab, "192.0.2.120") == "web1"
 
 
-NOTIFY_DIR = Path("/run/lvsdr-lab-notify")  # root-owned: keepalived runs only scripts no one else can change
+# root-owned: keepalived runs only scripts no one else can change; one per test process
+NOTIFY_DIR = Path(f"/run/lvsdr-lab-notify-{os.getpid()}")
 OPERATOR_NOTIFY = f'''
 notify_master = ["{NOTIFY_DIR}/record", "MASTER"]
 notify_backup = ["{NOTIFY_DIR}/record", "BACKUP"]

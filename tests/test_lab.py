@@ -18,10 +18,10 @@ from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, proc
 pytestmark = [needs_root, pytest.mark.lab]
 
 
-def test_up_down_twenty_times_leaves_nothing(tmp_path: Path) -> None:
-    """Bringing the lab up and down twenty times leaves no namespace, process or file behind."""
+def test_up_down_ten_times_leaves_nothing(tmp_path: Path) -> None:
+    """Bringing the lab up and down ten times leaves no namespace, process or file behind."""
     path = write_cluster(tmp_path)
-    for _ in range(20):
+    for _ in range(10):
         lab = make_lab(path, tmp_path)
         lab.up(wait_master=0)
         assert len(our_namespaces()) == 6  # switch, client, 2 directors, 2 real servers
