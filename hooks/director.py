@@ -236,80 +236,93 @@ def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> 
     - after ``interval`` quiet seconds (always the full reconcile: it heals
       what the replay does not look at).
     A failed reconcile is logged and retried."""
-    import select
+    return _Agent(source, fifo_path, interval).run()
 
-    from .fast.log import get_logger
-    from .inotify import DirWatch
-    from .processes import ProcessWatch
 
-    log = get_logger(node=source.node, event_source="agent")
-    follow = _Follow(source, log)
-    procs = ProcessWatch("keepalived")
-    files = DirWatch(os.path.dirname(os.path.abspath(source.path)))
-    fd = _open_fifo(fifo_path)
+class _Agent:
+    """The agent's state between events: the file it follows, keepalived's
+    processes, the FIFO and its unfinished line."""
 
-    def full(why: str, events: list[Event] | None = None) -> None:
+    def __init__(self, source: Source, fifo_path: Path, interval: float) -> None:
+        from .fast.log import get_logger
+        from .inotify import DirWatch
+        from .processes import ProcessWatch
+
+        self.log = get_logger(node=source.node, event_source="agent")
+        self.follow = _Follow(source, self.log)
+        self.procs = ProcessWatch("keepalived")
+        self.files = DirWatch(os.path.dirname(os.path.abspath(source.path)))
+        self.fd = _open_fifo(fifo_path)
+        self.interval = interval
+        self.buf, self.skipping = b"", False
+        self.last = time.monotonic()
+
+    def run(self) -> int:
+        import select
+
+        self.full("agent started")
+        poll = self.interval if self.files.fd is not None else min(self.interval, 1.0)
+        with os.fdopen(self.fd, "rb", buffering=0):
+            while True:
+                files = [self.files.fd] if self.files.fd is not None else []
+                ready = select.select([self.fd, *self.procs.filenos(), *files], [], [], poll)[0]
+                if self.files.fd is None or self.files.fd in ready:
+                    self.files.drain()
+                    if self.follow.changed():
+                        self.full("cluster file changed; reconciled")
+                if any(p in ready for p in self.procs.filenos()) and not self.procs.refresh():
+                    self.full("keepalived is gone; the node stepped back")
+                if self.fd in ready:
+                    self.on_events(self.read_events())
+                elif time.monotonic() - self.last >= self.interval:
+                    self.full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
+
+    def full(self, why: str, events: list[Event] | None = None) -> None:
         """The full reconcile (stepping back when keepalived does not run), logged when it changed something."""
-        started = time.monotonic()
-        running = procs.refresh()
+        started = self.last = time.monotonic()
+        running = self.procs.refresh()
+        f = self.follow
         try:
-            role, done = reconcile(follow.spec, follow.state_dir, follow.key, stopped=not running)
+            role, done = reconcile(f.spec, f.state_dir, f.key, stopped=not running)
         except Exception:
-            log.exception("reconcile failed", why=why)
+            self.log.exception("reconcile failed", why=why)
             return
         fields = {"observed_role": role, "changes": done, "keepalived": running,
                   "ms": round((time.monotonic() - started) * 1000, 1),
                   **({"events": [e.fields() for e in events]} if events else {})}
-        if why == "interval":
-            if done:
-                log.warning("node drifted from its role; reconciled", **fields)
-        else:
-            log.info(why, **fields)
+        if why != "interval":
+            self.log.info(why, **fields)
+        elif done:
+            self.log.warning("node drifted from its role; reconciled", **fields)
 
-    full("agent started")
-    buf, skipping = b"", False
-    last = time.monotonic()
-    poll = interval if files.fd is not None else min(interval, 1.0)
-    with os.fdopen(fd, "rb", buffering=0) as fifo:
+    def read_events(self) -> list[Event]:
+        """keepalived's VRRP events queued on the FIFO (all of a burst: one reconcile, to the latest state)."""
+        import select
+
+        lines: list[bytes] = []
         while True:
-            watched = [fd, *procs.filenos(), *([files.fd] if files.fd is not None else [])]
-            ready = select.select(watched, [], [], poll)[0]
-            if files.fd in ready or files.fd is None:
-                files.drain()
-                if follow.changed():
-                    full("cluster file changed; reconciled")
-                    last = time.monotonic()
-            if any(p in ready for p in procs.filenos()) and not procs.refresh():
-                full("keepalived is gone; the node stepped back")
-                last = time.monotonic()
-            if fd not in ready:
-                if time.monotonic() - last >= interval:
-                    full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
-                    last = time.monotonic()
-                continue
-            # drain what is already queued: one reconcile per burst, to the latest state
-            lines: list[bytes] = []
-            while True:
-                more, buf, skipping = split_lines(buf + os.read(fd, 65536), skipping)
-                lines += more
-                if skipping:
-                    log.warning("a FIFO line longer than the limit was dropped", limit=MAX_LINE)
-                if not select.select([fifo], [], [], 0)[0]:
-                    break
-            events = [e for e in (parse_event(ln.decode(errors="replace")) for ln in lines) if e]
-            if not events:
-                continue
-            started = time.monotonic()
-            last = started
-            if follow.changed():
-                full("cluster file changed; reconciled", events)
-                continue
-            try:
-                fast = _replay(follow.path, follow.node)
-                role, done = fast if fast is not None else reconcile(follow.spec, follow.state_dir, follow.key)
-            except Exception:  # keep running: the next event (or the interval) retries
-                log.exception("reconcile failed", events=[e.fields() for e in events])
-                continue
-            log.info("vrrp transition", events=[e.fields() for e in events], observed_role=role, changes=done,
-                     ms=round((time.monotonic() - started) * 1000, 1))
-            procs.refresh()  # keepalived (re)started: watch its processes (after the transition: off its clock)
+            more, self.buf, self.skipping = split_lines(self.buf + os.read(self.fd, 65536), self.skipping)
+            lines += more
+            if self.skipping:
+                self.log.warning("a FIFO line longer than the limit was dropped", limit=MAX_LINE)
+            if not select.select([self.fd], [], [], 0)[0]:
+                break
+        return [e for e in (parse_event(ln.decode(errors="replace")) for ln in lines) if e]
+
+    def on_events(self, events: list[Event]) -> None:
+        if not events:
+            return
+        started = self.last = time.monotonic()
+        f = self.follow
+        if f.changed():
+            self.full("cluster file changed; reconciled", events)
+            return
+        try:
+            fast = _replay(f.path, f.node)
+            role, done = fast if fast is not None else reconcile(f.spec, f.state_dir, f.key)
+        except Exception:  # keep running: the next event (or the interval) retries
+            self.log.exception("reconcile failed", events=[e.fields() for e in events])
+            return
+        self.log.info("vrrp transition", events=[e.fields() for e in events], observed_role=role, changes=done,
+                      ms=round((time.monotonic() - started) * 1000, 1))
+        self.procs.refresh()  # keepalived (re)started: watch its processes (after the transition: off its clock)
