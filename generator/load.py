@@ -22,8 +22,6 @@ from .model import (
     DEFAULT_ADVERT_INT,
     DEFAULT_INTERFACE,
     HOOK_MODES,
-    Backend,
-    Check,
     Cluster,
     Director,
     Extra,
@@ -36,7 +34,6 @@ from .model import (
     TrackFile,
     TrackInterface,
     TrackScript,
-    Url,
     Vip,
     addr_key,
 )
@@ -55,13 +52,8 @@ from .rules import (
 )
 from .schema import Errors, Table, decode, defaults_of, parse_text, quote, read_input, typename
 
-CLUSTER = defaults_of(Cluster)
+CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)
-CHECK = defaults_of(Check)
-URL = defaults_of(Url)
-URL_DEFAULT: tuple[Url, ...] = CHECK["urls"]
-BACKEND = defaults_of(Backend)
-SERVICE = defaults_of(Service)
 
 
 def load_cluster(path: str | Path) -> Cluster:

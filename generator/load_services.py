@@ -18,7 +18,6 @@ from .model import (
     SCHEDULERS,
     Backend,
     Check,
-    Cluster,
     Director,
     IPAddress,
     RealServer,
@@ -29,8 +28,6 @@ from .model import (
 from .rules import HOST_RE, NAME_RE, PATH_RE, URL_PATH_RE, command, parse_address, script_args, sorry_address
 from .schema import MAX_INT, Errors, Memo, Table, defaults_of, quote, typename
 
-CLUSTER = defaults_of(Cluster)
-REAL_SERVER = defaults_of(RealServer)
 CHECK = defaults_of(Check)
 URL = defaults_of(Url)
 URL_DEFAULT: tuple[Url, ...] = CHECK["urls"]

@@ -33,7 +33,7 @@ from lvsdr.generator.changes import (
 from lvsdr.generator.load import load_cluster
 from lvsdr.generator.methods import arptables, firewalld, iptables, nftables
 from lvsdr.generator.node import Facts, NodeAddress, Record, Rule, parse_nft_table
-from lvsdr.lab.topology import TIME_SCALE, Lab
+from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -265,3 +265,9 @@ def safe_order(changes: list[Change]) -> dict[str, int]:
     if at[VIP_DEL] and at[UNSUPPRESS]:
         assert max(at[VIP_DEL]) < min(at[UNSUPPRESS]), changes
     return {k: len(v) for k, v in at.items()}
+
+
+def nft(node: Node) -> str:
+    """A lab node's whole nft ruleset, as `nft -s list ruleset` prints it."""
+    return subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-s", "list", "ruleset"], capture_output=True,
+                          text=True, check=False).stdout

@@ -20,15 +20,10 @@ from lvsdr.lab import probes
 from lvsdr.lab.netns import kill_in_ns, ns_pids
 from lvsdr.lab.topology import AGENT_INTERVAL, Lab, Node, addresses_of
 
-from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, nft, poll
 
 pytestmark = [needs_root, pytest.mark.lab]
 VIP = "192.0.2.120"
-
-
-def nft(node: Node) -> str:
-    return subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-s", "list", "ruleset"], capture_output=True,
-                          text=True, check=False).stdout
 
 
 def pair_lab(tmp_path: Path, fast: bool = False) -> Lab:

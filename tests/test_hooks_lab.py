@@ -14,14 +14,9 @@ import pytest
 from lvsdr.lab import probes
 from lvsdr.lab.topology import AGENT_INTERVAL, Lab, Node
 
-from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, nft, poll
 
 pytestmark = [needs_root, pytest.mark.lab, pytest.mark.xdist_group("hooks_lab")]  # one shared lab per module
-
-
-def nft(node: Node) -> str:
-    return subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-s", "list", "ruleset"], capture_output=True,
-                          text=True, check=False).stdout
 
 
 def wait_for(cond: Callable[[], bool], lab: Lab, what: str, timeout: float = 10.0) -> float:
