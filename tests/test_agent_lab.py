@@ -159,15 +159,16 @@ def keepalived_runs(node: Node) -> bool:
 
 
 def gone_after(lab: Lab, node: Node, since: float) -> float:
-    """Seconds from ``since`` (time.time()) to the agent's log line saying it stepped the node back."""
+    """Seconds from ``since`` (time.time()) to the agent's log line of the reconcile that stepped the node back
+    (keepalived not running, the VIP removed: at once by its pidfds, or by its interval if that came first)."""
     import datetime
 
     for line in (lab.state_dir / f"agent-{node.name}.log").read_text().splitlines():
-        if line.startswith("{") and "keepalived is gone" in line:
+        if line.startswith("{") and '"keepalived": false' in line and f"remove VIP {VIP}/32" in line:
             at = datetime.datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00")).timestamp()
             if at >= since:
                 return at - since
-    raise AssertionError(f"{node.name}: the agent never said keepalived was gone")
+    raise AssertionError(f"{node.name}: the agent never stepped the node back")
 
 
 FAULTS = ("keepalived SIGKILLed whole", "its VRRP child SIGKILLed", "SIGTERM", "link flap",
