@@ -15,6 +15,7 @@ from .realserver import desired
 Tree = dict[str, tuple[bytes, int]]
 AGENT, WATCH = "lvsdr-agent@.service", "lvsdr-watch@.service"
 KEEPALIVED_CONF = "etc/keepalived/keepalived.conf"
+DRAIN_DROPIN = "etc/systemd/system/keepalived.service.d/lvsdr-drain.conf"
 
 
 def director_tree(cluster: Cluster, d: Director) -> Tree:
@@ -25,6 +26,15 @@ def director_tree(cluster: Cluster, d: Director) -> Tree:
     }
     if cluster.hook in ("fifo", "both"):
         tree[f"etc/systemd/system/{AGENT}"] = (unit(AGENT, cluster).encode(), 0o644)
+    if cluster.bgp is not None:
+        from .bird import render_bird
+
+        secret = any(p.password for p in cluster.bgp.peers)
+        tree[cluster.bgp.bird_conf.lstrip("/")] = (render_bird(cluster, d.name, cluster.config_path).encode(),
+                                                   0o640 if secret else 0o644)
+        dropin = (unit("keepalived-ecmp-drain.conf", cluster).replace("@NODE@", d.name)
+                  .replace("@STOP_TIMEOUT@", str(cluster.bgp.drain_timeout + 30)))
+        tree[DRAIN_DROPIN] = (dropin.encode(), 0o644)
     return tree
 
 

@@ -61,6 +61,30 @@ class RemoveAddress:
 
 
 @dataclass(frozen=True)
+class AddRoute:
+    """An ECMP director announces a VIP: its route (via lo) in lvsdr's kernel table, which BIRD learns."""
+
+    table: int
+    address: IPInterface
+
+    @property
+    def description(self) -> str:
+        return f"announce VIP {self.address} (route in table {self.table})"
+
+
+@dataclass(frozen=True)
+class RemoveRoute:
+    """An ECMP director withdraws a VIP."""
+
+    table: int
+    address: IPInterface
+
+    @property
+    def description(self) -> str:
+        return f"withdraw VIP {self.address} (route in table {self.table})"
+
+
+@dataclass(frozen=True)
 class AddRule:
     """Add a rule (or create a chain) with its tool."""
 
@@ -123,5 +147,5 @@ class ForgetRecord:
         return "forget lvsdr's record of this node"
 
 
-Change = (SetSysctl | RestoreSysctl | AddAddress | RemoveAddress | AddRule | DeleteRule | LoadNftTable
-          | DeleteNftTable | WriteRecord | ForgetRecord)
+Change = (SetSysctl | RestoreSysctl | AddAddress | RemoveAddress | AddRoute | RemoveRoute | AddRule | DeleteRule
+          | LoadNftTable | DeleteNftTable | WriteRecord | ForgetRecord)

@@ -22,11 +22,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .changes import Change, DeleteNftTable, LoadNftTable, RemoveAddress
+from .changes import AddRoute, Change, DeleteNftTable, LoadNftTable, RemoveAddress, RemoveRoute, SetSysctl
 from .guards import address
 from .methods.base import FactCommand
-from .model import Cluster, IPAddress, addr_key
-from .node import Facts, NftChain, NftRule, NftTable, NodeAddress, parse_nft_table
+from .model import Cluster, IPAddress, Service, addr_key
+from .node import Facts, NftChain, NftRule, NftTable, NodeAddress, host_interface, parse_nft_table
 from .realserver import backend_spec, plan
 from .spec import Spec
 
@@ -68,6 +68,49 @@ def parse_fwmark(text: str) -> NftTable | None:
     return parse_nft_table(text, FAMILY, TABLE, parse_mark)
 
 
+# an ECMP director's IPVS settings (docs/ecmp.md says why each): a flow that
+# another director started gets a connection entry here (sloppy_tcp); the
+# entries of a destination that is gone expire at once (expire_nodest_conn);
+# IPVS keeps no conntrack entries, which asymmetric paths would make invalid.
+# IPVS puts them under net.ipv4.vs for both families, and only once ip_vs is
+# loaded (keepalived loads it): a key that is absent is set at the next reconcile.
+ECMP_SYSCTLS = (("net.ipv4.vs.conntrack", "0"), ("net.ipv4.vs.expire_nodest_conn", "1"),
+                ("net.ipv4.vs.sloppy_tcp", "1"))
+_GROUP_VS = re.compile(r"(\[[^\]\s]+\]):\d+")
+
+
+def vs_name(raw: str) -> str:
+    """keepalived's name of a virtual server in its FIFO lines, as ``Ecmp``
+    keys it: ``[192.0.2.150]:tcp:80``, ``FWM 5``, and ``[GROUP]`` for a
+    virtual_server_group (keepalived writes ``[GROUP]:PORT``)."""
+    m = _GROUP_VS.fullmatch(raw)
+    return m.group(1) if m else raw
+
+
+@dataclass(frozen=True)
+class Ecmp:
+    """An ECMP director's announcing side: which VIPs each of keepalived's
+    virtual servers carries (by the name its quorum events give), and the
+    kernel table whose routes BIRD learns and announces."""
+
+    table: int
+    virtual_servers: tuple[tuple[str, tuple[IPAddress, ...]], ...]
+    sysctls: tuple[tuple[str, str], ...] = ECMP_SYSCTLS
+
+    def healthy(self, down: frozenset[str] | set[str]) -> frozenset[IPAddress]:
+        """The VIPs to announce: those of every virtual server keepalived has not reported without quorum."""
+        return frozenset(v for name, vips in self.virtual_servers if name not in down for v in vips)
+
+
+def virtual_server_name(svc: Service) -> str:
+    """The name keepalived gives ``svc``'s virtual server in its FIFO lines (see ``vs_name``)."""
+    if svc.fwmark:
+        return f"FWM {svc.fwmark}"
+    if svc.is_group:
+        return f"[{svc.name}]"
+    return f"[{svc.vip}]:{svc.protocol}:{svc.port}"
+
+
 @dataclass(frozen=True)
 class DirectorSpec:
     cluster: str
@@ -78,6 +121,7 @@ class DirectorSpec:
     marks: tuple[Mark, ...]
     backend: Spec | None  # the real-server side, when this director is also a backend
     vip_devices: tuple[tuple[IPAddress, str], ...] = ()  # VIPs that keepalived puts on another device
+    ecmp: Ecmp | None = None  # an ECMP cluster's director: ``plan_ecmp`` instead of the VRRP roles
 
     def fwmark_table(self) -> NftTable | None:
         if not self.marks:
@@ -91,6 +135,12 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         (Mark(v, s.protocol, p, s.fwmark) for s in cluster.services if s.fwmark for v, p in s.endpoints),
         key=lambda m: (addr_key(m.vip), m.protocol, m.port),
     ))
+    if cluster.bgp is not None:
+        # every VIP on lo at all times (IPVS takes only local traffic), with
+        # ARP suppression in force: the routers reach the VIPs by BGP, not ARP
+        lo = Spec(cluster.name, node, d.arp_method, d.interface, d.address, cluster.vips, vips_on_lo=True)
+        ecmp = Ecmp(cluster.bgp.table, tuple((virtual_server_name(s), s.all_vips) for s in cluster.services))
+        return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, lo, ecmp=ecmp)
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
     devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
     return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices)
@@ -138,3 +188,53 @@ def plan_stopped(spec: DirectorSpec, facts: Facts) -> list[Change]:
     left = [RemoveAddress(a.ifname, a.address) for a in facts.addresses
             if a.address.ip in vips and a.ifname == devices.get(a.address.ip, spec.interface)]
     return plan_role(spec, "BACKUP", facts) + left
+
+
+def plan_ecmp(spec: DirectorSpec, announce: frozenset[IPAddress], facts: Facts) -> list[Change]:
+    """An ECMP director: every VIP on lo with ARP suppressed and the fwmark
+    rules in force (always: every director is active), IPVS's sysctls set,
+    and exactly the VIPs of ``announce`` routed in lvsdr's table, which BIRD
+    exports. Withdrawals come first, announcements last (after what serves them)."""
+    e = spec.ecmp
+    assert e is not None and spec.backend is not None
+    want = {host_interface(v) for v in announce}
+    have = set(facts.routes)
+    withdraw: list[Change] = [RemoveRoute(e.table, a) for a in sorted(have - want, key=_iface_key)]
+    serve: list[Change] = plan(spec.backend, facts)
+    table = spec.fwmark_table()
+    if table is not None and facts.nft.get(KEY) != table:
+        serve.append(LoadNftTable(table, "mark VIP traffic for the fwmark services"))
+    elif table is None and KEY in facts.nft:
+        serve.append(DeleteNftTable(KEY, "no fwmark service"))
+    serve += [SetSysctl(k, v, facts.sysctls[k]) for k, v in e.sysctls if facts.sysctls.get(k, v) != v]
+    announcements: list[Change] = [AddRoute(e.table, a) for a in sorted(want - have, key=_iface_key)]
+    return withdraw + serve + announcements
+
+
+def _iface_key(a: object) -> tuple[int, int]:
+    assert isinstance(a, (ipaddress.IPv4Interface, ipaddress.IPv6Interface))
+    return (a.version, int(a.ip))
+
+
+def routes_fact(table: int, version: int) -> FactCommand:
+    """The routes of lvsdr's table on an ECMP director (one family)."""
+    return FactCommand(("ip", f"-{version}", "-j", "route", "show", "table", str(table)),
+                       absent=("FIB table does not exist",))
+
+
+def parse_routes(text: str, version: int) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]:
+    """`ip -j route show table T` -> the host routes in it (the announced VIPs); anything else is not lvsdr's."""
+    import json
+
+    if not text.strip():
+        return ()
+    out = []
+    for r in json.loads(text):
+        dst = r.get("dst", "") if isinstance(r, dict) else ""
+        try:
+            a = ipaddress.ip_interface(dst if "/" in dst else f"{dst}/{32 if version == 4 else 128}")
+        except ValueError:
+            continue
+        if a.version == version and a.network.prefixlen == a.max_prefixlen:
+            out.append(a)
+    return tuple(out)

@@ -210,7 +210,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
                          "nothing would be balanced (use both, fifo or notify)")
     peers = sorted((d.address for d in cluster.directors if d.name != me.name), key=addr_key)
     notify = None
-    if wiring.hook in ("notify", "both"):
+    if wiring.hook in ("notify", "both") and not cluster.ecmp:
         notify = f"{wiring.lvsdr_path} notify {wiring.config_path} --node {me.name}"
     # per server, once: its comment label (token-guarded) and its address as
     # text (str(ipaddress) is slow and a server may back many services)
@@ -224,12 +224,16 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "cluster": cluster,
         "me": me,
         "instance": instance_name(cluster),
-        "instances": _instances(cluster, me),
+        # an ECMP cluster has no VRRP instance: every director is active, BIRD
+        # announces the VIPs, and the agent gates them on the checker's quorum
+        # events, which keepalived writes to its LVS notify FIFO
+        "instances": [] if cluster.ecmp else _instances(cluster, me),
+        "lvs_notify_fifo": wiring.notify_fifo if cluster.ecmp else None,
         "sync_group": f"VG_{cluster.name}" if cluster.sync_group else None,
         "extra": _extra_blocks(cluster),
         "peers": peers,
         "notify": notify,
-        "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") else None,
+        "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") and not cluster.ecmp else None,
         "user_notify": [(key, _command(getattr(cluster, key))) for key in
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],

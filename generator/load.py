@@ -16,6 +16,7 @@ from typing import Any
 from lvsdr.errors import ValidationError
 
 from . import methods
+from .load_bgp import check_ecmp, ecmp_services, is_ecmp, read_bgp, read_router_id, refuse_vrrp
 from .load_services import assign_fwmarks, read_services
 from .model import (
     AUTH_TYPES,
@@ -50,7 +51,7 @@ from .rules import (
     parse_address,
     script_args,
 )
-from .schema import Errors, Table, decode, defaults_of, parse_text, quote, read_input, typename
+from .schema import MISSING, Errors, Table, decode, defaults_of, parse_text, quote, read_input, typename
 
 CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)
@@ -77,13 +78,19 @@ def parse_cluster(data: Any) -> Cluster:
     if not isinstance(data, dict):
         raise ValidationError([f"(top level): expected table, got {typename(data)}"])
     top = Table(data, "", errors)
+    ecmp = is_ecmp(data)
+    if ecmp:
+        refuse_vrrp(data, errors)
     c = top.table("cluster")
     if c is None and "cluster" not in data:
         errors.add("cluster", "required table is missing")
-    directors = _directors(top, c, errors)
+    directors = _directors(top, c, errors, ecmp)
     real_servers = _real_servers(top, errors)
-    cluster_kw = _cluster_keys(c, directors, errors) if c else {}
+    cluster_kw = _cluster_keys(c, directors, errors, ecmp) if c else {}
     services = read_services(top, directors, real_servers, errors)
+    bgp = read_bgp(top)
+    if bgp is not None and c is not None:
+        check_ecmp(bgp, [d for d in directors if d], [r for r in real_servers if r], services, cluster_kw, errors)
     tracking = _tracking(top, errors)
     tracking["vip_options"] = _vips(top, errors)
     tracking["extra"] = _extra(top, services, errors)
@@ -108,19 +115,21 @@ def parse_cluster(data: Any) -> Cluster:
                    "nothing would be balanced (use both, fifo or notify)")
     if errors.lines:
         raise ValidationError(errors.lines)
+    live = assign_fwmarks(services)
     return Cluster(
         directors=tuple(d for d in directors if d is not None),
         real_servers=tuple(r for r in real_servers if r is not None),
-        services=tuple(assign_fwmarks(services)),
+        services=tuple(ecmp_services(live) if bgp is not None else live),
+        bgp=bgp,
         **tracking,
         **cluster_kw,
     )
 
 
-def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) -> dict[str, Any]:
+def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ecmp: bool = False) -> dict[str, Any]:
     """[cluster]: the VRRP settings (``_vrrp_keys``), then the hooks, paths and the rest."""
     live = [d for d in directors if d is not None]
-    kw = _vrrp_keys(c, live, errors)
+    kw = _vrrp_keys(c, live, errors, ecmp)
     kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
     for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
         kw[key] = command(c, key)
@@ -143,12 +152,13 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors) ->
     return kw
 
 
-def _vrrp_keys(c: Table, live: list[Director], errors: Errors) -> dict[str, Any]:
-    """[cluster]'s VRRP settings: router id, version, advert interval, authentication, unicast, preemption, GARP."""
+def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = False) -> dict[str, Any]:
+    """[cluster]'s VRRP settings: router id, version, advert interval, authentication, unicast, preemption, GARP
+    (in an ECMP cluster each is refused by ``refuse_vrrp`` and left at its default: no vrrp_instance is rendered)."""
     kw: dict[str, Any] = {
         "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
         "interface": c.text("interface", IFNAME_RE, "an interface name", DEFAULT_INTERFACE),
-        "virtual_router_id": c.int_in("virtual_router_id", 1, 255),
+        "virtual_router_id": c.int_in("virtual_router_id", 1, 255, 0 if ecmp else MISSING),
     }
     v6 = bool(live) and live[0].address.version == 6
     version = c.get("vrrp_version", int, None)
@@ -216,7 +226,7 @@ def _subnet(c: Table, directors: list[Director]) -> IPNetwork | None:
     return net
 
 
-def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director | None]:
+def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) -> list[Director | None]:
     """One entry per table, None where it had errors (keeps indexes for messages)."""
     default_if = DEFAULT_INTERFACE
     if c is not None and isinstance(c.data.get("interface"), str):
@@ -228,21 +238,25 @@ def _directors(top: Table, c: Table | None, errors: Errors) -> list[Director | N
     for t in tables:
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
         addr = t.address("address")
-        prio = t.int_in("priority", 1, 254)
+        if ecmp:
+            t.seen.add("priority")  # refused by refuse_vrrp, with its reason
+        prio = 0 if ecmp else t.int_in("priority", 1, 254)
         iface = t.text("interface", IFNAME_RE, "an interface name", default_if)
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
+        router_id = read_router_id(t) if ecmp else None
         t.done()
         if name is None or addr is None or prio is None or iface is None or method is None:
             out.append(None)
         else:
-            out.append(Director(name, addr, prio, iface, method))
+            out.append(Director(name, addr, prio, iface, method,
+                                router_id or (addr if ecmp and addr.version == 4 else None)))
     for i, d in enumerate(out):
         if d is None:
             continue
         for j, e in enumerate(out[:i]):
             if e is None:
                 continue
-            if e.priority == d.priority:
+            if e.priority == d.priority and not ecmp:
                 errors.add(f"directors[{i}].priority",
                            f"same priority {d.priority} as directors[{j}] ({e.name}); "
                            "VRRP then elects by address")

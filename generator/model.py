@@ -173,9 +173,43 @@ class Extra:
 class Director:
     name: str
     address: IPAddress
-    priority: int
+    priority: int  # VRRP; 0 in an ECMP cluster (no VRRP instance)
     interface: str
-    arp_method: str = DEFAULT_ARP_METHOD  # used when the director is also a backend
+    arp_method: str = DEFAULT_ARP_METHOD  # used when the director is also a backend (ECMP: for its VIPs on lo)
+    router_id: ipaddress.IPv4Address | None = None  # ECMP: BIRD's router id (default: the IPv4 address)
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    """A router the directors of an ECMP cluster announce their VIPs to (by BIRD)."""
+
+    name: str
+    address: IPAddress
+    asn: int
+    password: str | None = None  # TCP MD5 (BIRD's `password`)
+    hold_time: int = defaults.BGP_HOLD_TIME
+    bfd: bool = False
+
+
+@dataclass(frozen=True)
+class Bgp:
+    """[bgp]: the cluster is an ECMP cluster. Every director holds every VIP
+    on lo with ARP suppressed, and BIRD announces a VIP while at least one of
+    its services has quorum in keepalived there (lvsdr's agent gates it)."""
+
+    asn: int
+    peers: tuple[BgpPeer, ...]
+    communities: tuple[tuple[int, int], ...] = ()
+    table: int = defaults.BGP_TABLE  # the kernel routing table whose routes (the announced VIPs) BIRD exports
+    bfd_interval: int = defaults.BFD_INTERVAL  # ms between BFD packets
+    bfd_multiplier: int = defaults.BFD_MULTIPLIER  # packets lost before a peer is down
+    drain_timeout: int = defaults.DRAIN_TIMEOUT  # s `lvsdr drain` waits for connections to end
+    bird_conf: str = defaults.BIRD_CONF
+    bird_socket: str = defaults.BIRD_SOCKET
+
+    @property
+    def bfd(self) -> bool:
+        return any(p.bfd for p in self.peers)
 
 
 @dataclass(frozen=True)
@@ -295,6 +329,11 @@ class Cluster:
     track_files: tuple[TrackFile, ...] = ()
     instances: tuple[Instance, ...] = ()
     sync_group: bool = False  # one vrrp_sync_group over every instance: they change state together
+    bgp: Bgp | None = None  # an ECMP cluster: no VRRP; BIRD announces the VIPs
+
+    @property
+    def ecmp(self) -> bool:
+        return self.bgp is not None
 
     # -- lookups (pure) -------------------------------------------------
     def director(self, name: str) -> Director | None:

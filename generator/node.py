@@ -217,6 +217,7 @@ class Facts:
     nft: Mapping[str, NftTable] = field(default_factory=dict)  # lvsdr's own nftables tables present
     nft_tables: Mapping[str, int] = field(default_factory=dict)  # every table ("family name") -> rule count
     record: Record | None = None
+    routes: tuple[IPInterface, ...] = ()  # an ECMP director: the routes of lvsdr's table (the announced VIPs)
 
 
 class FactError(LvsdrError):

@@ -21,7 +21,9 @@ from lvsdr.generator.director import (
     plan_role,
     plan_stopped,
     role_spec,
+    vs_name,
 )
+from lvsdr.generator.model import IPAddress, addr_key
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
 from .fast.files import node_lock
@@ -62,6 +64,33 @@ def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None,
         if key is not None:
             _remember(spec, role, state_dir, key, rec, sorted(facts.sysctls))
         return role, [c.description for c in changes]
+
+
+def drain_marker(state_dir: Path, spec: DirectorSpec) -> Path:
+    """While this file exists (`lvsdr drain`), an ECMP director announces nothing."""
+    return state_dir / f"drain-{spec.cluster}-{spec.node}"
+
+
+def reconcile_ecmp(spec: DirectorSpec, state_dir: Path, announce: frozenset[IPAddress]) -> tuple[list[str], list[str]]:
+    """An ECMP director: read the node, plan (``plan_ecmp``) for announcing
+    exactly ``announce`` (nothing while drained), apply. Returns (the VIPs
+    announced, change descriptions)."""
+    from lvsdr.generator.director import plan_ecmp
+
+    from .facts import read_ecmp_facts
+
+    assert spec.backend is not None
+    require_identity(spec.node, spec.address, read_addresses())
+    with node_lock(state_dir, spec.node):
+        if drain_marker(state_dir, spec).exists():
+            announce = frozenset()
+        facts = read_ecmp_facts(spec, state_dir)
+        changes = plan_ecmp(spec, announce, facts)
+        if changes:
+            from .gateway import Gateway
+
+            Gateway(record_path(state_dir, spec.backend)).apply(changes)
+        return [str(v) for v in sorted(announce, key=addr_key)], [c.description for c in changes]
 
 
 def replay_keys(spec: DirectorSpec) -> list[str] | None:
@@ -241,7 +270,8 @@ def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> 
 
 class _Agent:
     """The agent's state between events: the file it follows, keepalived's
-    processes, the FIFO and its unfinished line."""
+    processes, the FIFO and its unfinished line; in an ECMP cluster also the
+    virtual servers keepalived reported without quorum, and the drain marker."""
 
     def __init__(self, source: Source, fifo_path: Path, interval: float) -> None:
         from .fast.log import get_logger
@@ -256,14 +286,21 @@ class _Agent:
         self.interval = interval
         self.buf, self.skipping = b"", False
         self.last = time.monotonic()
+        self.quorum = _Quorum(self.follow.state_dir, self.follow.spec)
+        self.drained = False
+
+    @property
+    def ecmp(self) -> bool:
+        return self.follow.spec.ecmp is not None
 
     def run(self) -> int:
         import select
 
         self.full("agent started")
-        poll = self.interval if self.files.fd is not None else min(self.interval, 1.0)
         with os.fdopen(self.fd, "rb", buffering=0):
             while True:
+                # an ECMP director also looks at its drain marker every second (`lvsdr drain --undo` takes effect)
+                poll = self.interval if self.files.fd is not None and not self.ecmp else min(self.interval, 1.0)
                 files = [self.files.fd] if self.files.fd is not None else []
                 ready = select.select([self.fd, *self.procs.filenos(), *files], [], [], poll)[0]
                 if self.files.fd is None or self.files.fd in ready:
@@ -271,7 +308,13 @@ class _Agent:
                     if self.follow.changed():
                         self.full("cluster file changed; reconciled")
                 if any(p in ready for p in self.procs.filenos()) and not self.procs.refresh():
-                    self.full("keepalived is gone; the node stepped back")
+                    self.full("keepalived is gone; the node stepped back" if not self.ecmp
+                              else "keepalived is gone; every VIP withdrawn")
+                if self.ecmp and drain_marker(self.follow.state_dir, self.follow.spec).exists() != self.drained:
+                    self.full("drain marker changed")
+                if self.ecmp and not self.procs.fds and self.procs.refresh():
+                    # keepalived says nothing when it starts (its checker reports changes of quorum only)
+                    self.full("keepalived started; its virtual servers have quorum")
                 if self.fd in ready:
                     self.on_events(self.read_events())
                 elif time.monotonic() - self.last >= self.interval:
@@ -282,21 +325,29 @@ class _Agent:
         started = self.last = time.monotonic()
         running = self.procs.refresh()
         f = self.follow
+        fields: dict[str, Any]
         try:
-            role, done = reconcile(f.spec, f.state_dir, f.key, stopped=not running)
+            if f.spec.ecmp is not None:
+                assert f.spec.ecmp is not None
+                self.drained = drain_marker(f.state_dir, f.spec).exists()
+                healthy = f.spec.ecmp.healthy(self.quorum.down(self.procs.pids())) if running else frozenset()
+                announced, done = reconcile_ecmp(f.spec, f.state_dir, healthy)
+                fields = {"announced": announced, "drained": self.drained}
+            else:
+                role, done = reconcile(f.spec, f.state_dir, f.key, stopped=not running)
+                fields = {"observed_role": role}
         except Exception:
             self.log.exception("reconcile failed", why=why)
             return
-        fields = {"observed_role": role, "changes": done, "keepalived": running,
-                  "ms": round((time.monotonic() - started) * 1000, 1),
-                  **({"events": [e.fields() for e in events]} if events else {})}
+        fields.update({"changes": done, "keepalived": running, "ms": round((time.monotonic() - started) * 1000, 1),
+                       **({"events": [e.fields() for e in events]} if events else {})})
         if why != "interval":
             self.log.info(why, **fields)
         elif done:
             self.log.warning("node drifted from its role; reconciled", **fields)
 
     def read_events(self) -> list[Event]:
-        """keepalived's VRRP events queued on the FIFO (all of a burst: one reconcile, to the latest state)."""
+        """keepalived's events queued on the FIFO (all of a burst: one reconcile, to the latest state)."""
         import select
 
         lines: list[bytes] = []
@@ -307,7 +358,8 @@ class _Agent:
                 self.log.warning("a FIFO line longer than the limit was dropped", limit=MAX_LINE)
             if not select.select([self.fd], [], [], 0)[0]:
                 break
-        return [e for e in (parse_event(ln.decode(errors="replace")) for ln in lines) if e]
+        parse = parse_quorum_event if self.ecmp else parse_event
+        return [e for e in (parse(ln.decode(errors="replace")) for ln in lines) if e]
 
     def on_events(self, events: list[Event]) -> None:
         if not events:
@@ -316,6 +368,11 @@ class _Agent:
         f = self.follow
         if f.changed():
             self.full("cluster file changed; reconciled", events)
+            return
+        if self.ecmp:
+            self.procs.refresh()
+            self.quorum.update(self.procs.pids(), events)
+            self.full("quorum changed", events)
             return
         try:
             fast = _replay(f.path, f.node)
@@ -326,3 +383,62 @@ class _Agent:
         self.log.info("vrrp transition", events=[e.fields() for e in events], observed_role=role, changes=done,
                       ms=round((time.monotonic() - started) * 1000, 1))
         self.procs.refresh()  # keepalived (re)started: watch its processes (after the transition: off its clock)
+
+
+def parse_quorum_event(line: str) -> Event | None:
+    """A virtual-server line of keepalived's LVS notify FIFO, ``VS
+    [192.0.2.150]:tcp:80 DOWN`` (also ``VS FWM 5 UP``, ``VS [GROUP]:0 UP``),
+    as an Event named as ``Ecmp`` keys it; None for anything else (its
+    real-server lines, noise)."""
+    if not line.startswith("VS ") or not (line.endswith(" UP") or line.endswith(" DOWN")):
+        return None
+    raw, state = line[3:].rsplit(" ", 1)
+    if not raw or not raw.isprintable() or len(raw) > 300:
+        return None
+    return Event("VS", vs_name(raw), state)
+
+
+class _Quorum:
+    """Which of keepalived's virtual servers it reported without quorum here.
+    keepalived starts every virtual server with quorum (its checker says so
+    only when that changes), so the set is empty for a new keepalived. It is
+    kept in the state dir with the pids it belongs to: a restarted agent
+    takes it back while the same keepalived runs."""
+
+    def __init__(self, state_dir: Path, spec: DirectorSpec) -> None:
+        self.path = state_dir / f"quorum-{spec.cluster}-{spec.node}.json"
+        self.pids: list[int] = []
+        self.down_set: set[str] = set()
+        self._load()
+
+    def _load(self) -> None:
+        import json
+
+        from .fast.files import read_trusted
+
+        try:
+            data = json.loads(read_trusted(self.path, 1 << 20))
+            pids, down = data["keepalived"], data["down"]
+            if all(isinstance(p, int) for p in pids) and all(isinstance(d, str) for d in down):
+                self.pids, self.down_set = sorted(pids), set(down)
+        except (OSError, LvsdrError, ValueError, KeyError, TypeError):
+            pass  # none, or not one lvsdr wrote: every virtual server counts as up
+
+    def down(self, pids: list[int]) -> set[str]:
+        if pids != self.pids:  # another keepalived (or none): it starts with quorum everywhere
+            self.pids, self.down_set = pids, set()
+        return self.down_set
+
+    def update(self, pids: list[int], events: list[Event]) -> None:
+        import json
+
+        from .fast.files import state_dir, write_atomic
+
+        down = self.down(pids)
+        for e in events:
+            if e.state == "DOWN":
+                down.add(e.name)
+            else:
+                down.discard(e.name)
+        state_dir(self.path.parent)
+        write_atomic(self.path, json.dumps({"keepalived": pids, "down": sorted(down)}) + "\n", 0o600)

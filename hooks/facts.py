@@ -15,11 +15,15 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lvsdr.generator.methods import registry
 from lvsdr.generator.methods.base import FactCommand
 from lvsdr.generator.node import Chain, FactError, Facts, NftTable, NodeAddress, Record, Rule
 from lvsdr.generator.spec import Spec
+
+if TYPE_CHECKING:
+    from lvsdr.generator.director import DirectorSpec
 
 TABLES_FACT = FactCommand(("nft", "-j", "list", "ruleset"))
 
@@ -160,3 +164,16 @@ def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
     table = parse_fwmark(run_fact(FWMARK_FACT))
     nft: Mapping[str, NftTable] = {**base.nft, **({table.key: table} if table else {})}
     return replace(base, nft=nft)
+
+
+def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
+    """An ECMP director: the director's facts (its VIPs on lo, their
+    suppression, the fwmark table), the routes of lvsdr's table (the
+    announced VIPs), and IPVS's sysctls (absent until ip_vs is loaded)."""
+    from lvsdr.generator.director import parse_routes, routes_fact
+
+    assert spec.ecmp is not None
+    base = read_director_facts(spec.backend, state_dir)
+    routes = tuple(r for v in sorted({a.version for a in spec.vips})
+                   for r in parse_routes(run_fact(routes_fact(spec.ecmp.table, v)), v))
+    return replace(base, routes=routes, sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})

@@ -66,12 +66,14 @@ class Gateway:
 
         from lvsdr.generator.changes import (
             AddAddress,
+            AddRoute,
             AddRule,
             DeleteNftTable,
             DeleteRule,
             ForgetRecord,
             LoadNftTable,
             RemoveAddress,
+            RemoveRoute,
             RestoreSysctl,
             SetSysctl,
             WriteRecord,
@@ -85,6 +87,11 @@ class Gateway:
                 sysctl_path(key).write_text(f"{value}\n")
             case AddAddress() | RemoveAddress():
                 self._addr(ch)
+            case AddRoute(table=table, address=a):
+                self._run(("ip", f"-{a.version}", "route", "replace", str(a), "dev", "lo", "table", str(table),
+                           "proto", "static"))
+            case RemoveRoute(table=table, address=a):
+                self._run(("ip", f"-{a.version}", "route", "del", str(a), "dev", "lo", "table", str(table)))
             case AddRule(rule=rule):
                 self._run(rule.argv("add"))
             case DeleteRule(rule=rule):

@@ -59,6 +59,9 @@ class ProcessWatch:
                 continue
         return bool(self.fds)
 
+    def pids(self) -> list[int]:
+        return sorted(self.fds)
+
     def filenos(self) -> list[int]:
         return list(self.fds.values())
 

@@ -161,6 +161,9 @@ class Lab:
         for i, r in enumerate(c.real_servers):
             nodes.append(Node(r.name, "real_server", f"{self.lab_id}-{r.name}", r.interface,
                               _mac(0x100 + i), [f"{r.address}/{_prefix(r.address)}"]))
+        for i, p in enumerate(c.bgp.peers if c.bgp else ()):  # an ECMP cluster's routers (lab/ecmp.py)
+            nodes.append(Node(p.name, "router", f"{self.lab_id}-{p.name}", "eth0", _mac(0x200 + i),
+                              [f"{p.address}/{_prefix(p.address)}"]))
         self.networks = [str(n) for n in nets]
         return nodes
 
@@ -187,9 +190,12 @@ class Lab:
             self._write_cluster_copy()
             self._build(nodes)
             self._start_real_servers()
+            self._start_routers()
             self._start_directors()
             self._start_standin()
-            if wait_master:
+            if wait_master and self.cluster.ecmp:
+                self.wait_for_next_hops(len(self.cluster.directors), wait_master + 15 * TIME_SCALE)
+            elif wait_master:
                 self.wait_for_master(wait_master)
         except BaseException:
             self.down()
@@ -349,6 +355,58 @@ class Lab:
             time.sleep(0.05)
         raise LabError(f"HTTP server on {node.name} did not listen on port {port} within {timeout:.0f} s")
 
+    def _start_routers(self) -> None:
+        """An ECMP cluster's routers: BIRD with multipath and L4 flow hashing;
+        the client reaches the VIPs through the first router."""
+        from .ecmp import router_conf
+
+        routers = [n for n in self.state.nodes if n.role == "router"]
+        for node in routers:
+            peer = next(p for p in (self.cluster.bgp.peers if self.cluster.bgp else ()) if p.name == node.name)
+            run(["ip", "netns", "exec", node.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+                 "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.conf.all.forwarding=1",
+                 "net.ipv6.fib_multipath_hash_policy=1"])
+            conf = self.state_dir / f"bird-{node.name}.conf"
+            conf.write_text(router_conf(self.cluster, peer, str(self.state_dir / f"bird-{node.name}.log")))
+            self.log(f"router {node.name}: BIRD, AS {peer.asn}, multipath{', BFD' if peer.bfd else ''}")
+            self._spawn(node.ns, ["bird", "-f", "-c", str(conf), "-s", self.bird_socket(node),
+                                  "-P", str(self.state_dir / f"bird-{node.name}.pid")], f"bird-{node.name}.out")
+        if routers:
+            via = routers[0].addresses[0].split("/")[0]
+            for vip in self.cluster.vips:
+                run(["ip", "-n", self.state.client.ns, "route", "replace", str(host_interface(vip)), "via", via])
+
+    def bird_socket(self, node: Node) -> str:
+        return str(self.state_dir / f"bird-{node.name}.ctl")
+
+    def routers(self) -> list[Node]:
+        return [n for n in self.state.nodes if n.role == "router"]
+
+    def next_hops(self, vip: str | None = None) -> list[str]:
+        """The first router's next hops for ``vip`` (default: the first VIP)."""
+        from .ecmp import next_hops
+
+        return next_hops(self.routers()[0].ns, vip or str(self.cluster.vips[0]))
+
+    def wait_for_next_hops(self, count: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            hops = self.next_hops()
+            if len(hops) == count:
+                return hops
+            time.sleep(0.1)
+        raise LabError(f"the router did not route the VIP to {count} directors within {timeout:.0f} s "
+                       f"(it has {self.next_hops()}; see {self.state_dir}/bird-*.log and agent-*.log)")
+
+    def start_bird(self, node: Node) -> None:
+        """BIRD on an ECMP director, with lvsdr's bird.conf for it."""
+        from lvsdr.generator.bird import render_bird
+
+        conf = self.state_dir / f"bird-{node.name}.conf"
+        conf.write_text(render_bird(self.cluster, node.name, self.cluster_path))
+        self._spawn(node.ns, ["bird", "-f", "-c", str(conf), "-s", self.bird_socket(node),
+                              "-P", str(self.state_dir / f"bird-{node.name}.pid")], f"bird-{node.name}.out")
+
     def _start_directors(self) -> None:
         for node in self.state.directors:
             conf = self.state_dir / f"keepalived-{node.name}.conf"
@@ -358,6 +416,13 @@ class Lab:
                                          lvsdr_path=self._console(), config_path=self.cluster_path)
             conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
             conf.chmod(0o600)
+            if self.cluster.ecmp:
+                self.log(f"director {node.name}: BIRD, lvsdr agent, "
+                         + ("keepalived" if HAS_IPVS else "the lab's checker (no IPVS here: lab/checker.py)"))
+                self.start_bird(node)
+                self.start_agent(node)
+                self.start_keepalived(node)
+                continue
             self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
                      f"priority {self.cluster.find_director(node.name).priority}")
             self.start_agent(node)
@@ -380,6 +445,14 @@ class Lab:
     def start_keepalived(self, node: Node) -> None:
         """keepalived on a director, with the config the lab (or `lvsdr watch`) wrote."""
         self.reap()
+        if self.cluster.ecmp and not HAS_IPVS:  # keepalived's checker cannot run here (lab/checker.py)
+            # after the agent has made the FIFO (its writer opens it, as keepalived opens its own)
+            deadline = time.monotonic() + 10 * TIME_SCALE
+            while not Path(self.fifo(node)).exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.checker", self.cluster_path, node.name,
+                                  self.fifo(node)], f"keepalived-{node.name}.log")
+            return
         self._clear_stale_pidfiles(node)
         cmd = ["keepalived", "-n", "-l", "-f", str(self.state_dir / f"keepalived-{node.name}.conf"),
                "-p", str(self.pidfile(node)), "-r", str(self.pidfile(node, "vrrp")),
@@ -422,7 +495,7 @@ class Lab:
         return str(exe)
 
     def _start_standin(self) -> None:
-        if HAS_IPVS:
+        if HAS_IPVS or self.cluster.ecmp:  # ECMP: the control plane only, natively
             return
         p = self._spawn(None, [sys.executable, "-m", "lvsdr.lab.standin", str(self.state_dir)],
                         "standin.log")

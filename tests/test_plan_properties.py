@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lvsdr.generator.changes import (
     AddAddress,
+    AddRoute,
     AddRule,
     Change,
     DeleteNftTable,
@@ -21,6 +22,7 @@ from lvsdr.generator.changes import (
     ForgetRecord,
     LoadNftTable,
     RemoveAddress,
+    RemoveRoute,
     RestoreSysctl,
     SetSysctl,
     WriteRecord,
@@ -85,6 +87,12 @@ class Node:
                 assert rule in f.rules, f"deleting a rule that is not there: {rule}"
                 self._set(rules=tuple(r for r in f.rules if r != rule))
                 self._count(rule.nft_table, -1)
+            case AddRoute(address=a):
+                assert a not in f.routes, f"route exists: {a}"
+                self._set(routes=(*f.routes, a))
+            case RemoveRoute(address=a):
+                assert a in f.routes, f"removing absent route {a}"
+                self._set(routes=tuple(r for r in f.routes if r != a))
             case LoadNftTable(table=table):
                 self._set(nft={**f.nft, table.key: table})
             case DeleteNftTable(key=key):

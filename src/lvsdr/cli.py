@@ -69,8 +69,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.output_dir:
         raise InputError("render: --output-dir is for --all; one director's keepalived.conf goes to -o FILE")
     c = _cluster(args)
-    text = render_keepalived(c, args.node, source=args.cluster, wiring=_wiring(args, c))
-    if args.check:
+    if args.bird:
+        from lvsdr.generator.bird import render_bird
+
+        text = render_bird(c, args.node, source=args.cluster)
+        if args.check:
+            from lvsdr.hooks.bird import check_text
+
+            check_text(text)
+    else:
+        text = render_keepalived(c, args.node, source=args.cluster, wiring=_wiring(args, c))
+    if args.check and not args.bird:
         from lvsdr.hooks.keepalived import require_valid
 
         require_valid(text)
@@ -89,7 +98,8 @@ def _render_all(args: argparse.Namespace) -> int:
     from lvsdr.generator.bundle import node_trees
     from lvsdr.hooks.fast.files import write_tree
 
-    if args.node or args.output or args.check or args.lvsdr_path or args.config_path or args.notify_fifo or args.hook:
+    if (args.node or args.output or args.check or args.bird or args.lvsdr_path or args.config_path
+            or args.notify_fifo or args.hook):
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
     if not args.output_dir:
         raise InputError("render: --all needs --output-dir DIR")
@@ -153,6 +163,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
     source = Source.read(args.cluster, args.node)
     source.cluster.find_director(args.node)  # a bad file or node: exit 2 before anything starts
     return agent(source, Path(args.fifo), args.interval)
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    import math
+
+    from lvsdr.hooks.drain import drain
+
+    if args.timeout is not None and not (math.isfinite(args.timeout) and 0 <= args.timeout <= 86400):
+        raise InputError(f"--timeout: {args.timeout} is not a number of seconds from 0 to 86400")
+    return drain(_cluster(args), args.node, args.timeout, args.undo)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -304,7 +324,8 @@ def _args_render(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                    help="every node's files, root-relative, under --output-dir DIR/NODE (reproducible bytes)")
     r.add_argument("--output-dir", help="with --all: an empty or new directory")
     r.add_argument("-o", "--output", help="write here atomically (default: stdout)")
-    r.add_argument("--check", action="store_true", help="validate with keepalived -t first")
+    r.add_argument("--check", action="store_true", help="validate with keepalived -t (bird -p with --bird) first")
+    r.add_argument("--bird", action="store_true", help="an ECMP cluster's bird.conf for the director instead")
     _wiring_flags(r)
     r.set_defaults(func=cmd_render)
 
@@ -388,6 +409,15 @@ def _args_agent(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     ag.set_defaults(func=cmd_agent)
 
 
+def _args_drain(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
+    dn = sub.add_parser("drain", help="ECMP: withdraw this director's VIPs and wait for its connections to end")
+    dn.add_argument("cluster")
+    dn.add_argument("--node", required=True, help="director name")
+    dn.add_argument("--timeout", type=float, help="seconds to wait for connections (default: bgp.drain_timeout)")
+    dn.add_argument("--undo", action="store_true", help="announce again (the agent does it within a second)")
+    dn.set_defaults(func=cmd_drain)
+
+
 def _args_doctor(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     dr = sub.add_parser("doctor", help="check this node against the cluster file (read-only)")
     dr.add_argument("cluster")
@@ -423,6 +453,7 @@ COMMANDS: dict[str, Callable[[Any, type[argparse.ArgumentParser]], None]] = {
     "realserver": _args_realserver,
     "notify": _args_notify,
     "agent": _args_agent,
+    "drain": _args_drain,
     "doctor": _args_doctor,
     "lab": _args_lab,
 }

@@ -9,3 +9,11 @@ KEEPALIVED_PIDFILE = "/run/keepalived.pid"  # keepalived's own default: where `l
 FIREWALLD_ZONE = "public"  # the zone firewalld's forward-ports go into on a real server
 AGENT_INTERVAL = 30.0  # seconds of quiet after which the agent reconciles anyway (heals drift)
 MAX_INTERVAL = 86400.0  # the longest interval the agent takes (select() and its timer take no more)
+# ECMP clusters ([bgp])
+BGP_TABLE = 4242  # the kernel routing table whose routes (one per announced VIP, via lo) BIRD learns and exports
+BGP_HOLD_TIME = 9  # s; BIRD's own default is 240, too slow to withdraw a dead director without BFD
+BFD_INTERVAL = 100  # ms between BFD packets ...
+BFD_MULTIPLIER = 3  # ... and how many lost make a peer down: 300 ms to detect a dead box
+DRAIN_TIMEOUT = 60  # s `lvsdr drain` waits for a director's IPVS connections to end
+BIRD_CONF = "/etc/bird/bird.conf"  # Debian's bird2 reads it
+BIRD_SOCKET = "/run/bird/bird.ctl"  # birdc's control socket (Debian's bird2)

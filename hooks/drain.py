@@ -1,0 +1,84 @@
+"""`lvsdr drain`: an ECMP director stops announcing its VIPs and lets its
+IPVS connections end. The drain marker in the state dir keeps the agent
+from announcing again until `lvsdr drain --undo` (the director's units run
+both: drain before keepalived stops, undo after it starts)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+from lvsdr.errors import InputError
+from lvsdr.generator.director import director_spec
+from lvsdr.generator.model import Cluster, IPAddress
+
+from .director import drain_marker, reconcile_ecmp
+
+IP_VS_CONN = Path("/proc/net/ip_vs_conn")
+# connections still carrying data: not closed, not waiting out TIME_WAIT
+ENDED = frozenset({"CLOSE", "TIME_WAIT", "NONE", "LISTEN"})
+
+
+def parse_ip_vs_conn(text: str, vips: Collection[IPAddress]) -> int:
+    """/proc/net/ip_vs_conn -> how many TCP or SCTP connections to ``vips``
+    have not ended (UDP has no end but its timeout, so it is not waited for).
+    IPv4 addresses are hex there (C0000296), IPv6 ones written out."""
+    wanted = set(vips)
+    count = 0
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 9 or parts[0] not in ("TCP", "SCTP") or parts[7] in ENDED:
+            continue
+        try:
+            vip: IPAddress = (ipaddress.IPv4Address(int(parts[3], 16)) if ":" not in parts[3]
+                              else ipaddress.IPv6Address(parts[3]))
+        except ValueError:
+            continue
+        count += vip in wanted
+    return count
+
+
+def connections(vips: Collection[IPAddress]) -> int:
+    try:
+        return parse_ip_vs_conn(IP_VS_CONN.read_text(), vips)
+    except FileNotFoundError:  # no IPVS in this kernel (or not loaded): no connection
+        return 0
+
+
+def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
+          echo: Callable[[str], None] = print) -> int:
+    spec = director_spec(cluster, node)
+    if spec.ecmp is None or cluster.bgp is None:
+        raise InputError(f"drain: cluster {cluster.name} is not an ECMP cluster (no [bgp] table); a VRRP "
+                         "director gives its VIPs up when keepalived stops")
+    state = Path(cluster.state_dir)
+    marker = drain_marker(state, spec)
+    if undo:
+        from .fast.files import check_dir
+
+        check_dir(state)
+        marker.unlink(missing_ok=True)
+        echo(f"{node}: drain undone; the agent announces the healthy VIPs again within a second")
+        return 0
+    from .fast.files import state_dir, write_atomic
+
+    state_dir(state)
+    write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
+    _, done = reconcile_ecmp(spec, state, frozenset())
+    withdrawn = [d for d in done if d.startswith("remove VIP")]
+    echo(f"{node}: {len(withdrawn)} VIP{'s' if len(withdrawn) != 1 else ''} withdrawn; BIRD no longer announces "
+         "any (the agent keeps them withdrawn until `lvsdr drain --undo`)")
+    limit = cluster.bgp.drain_timeout if timeout is None else timeout
+    started = time.monotonic()
+    left = connections(cluster.vips)
+    while left and time.monotonic() - started < limit:
+        time.sleep(0.5)
+        left = connections(cluster.vips)
+    took = time.monotonic() - started
+    if left:
+        echo(f"{node}: {left} IPVS connection{'s' if left != 1 else ''} still open after the {limit:g} s timeout")
+    else:
+        echo(f"{node}: drained: no IPVS connection left ({took:.1f} s)")
+    return 0

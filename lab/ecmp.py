@@ -1,0 +1,49 @@
+"""The lab's routers for an ECMP cluster: one namespace per BGP peer of the
+cluster file, running BIRD 2 with multipath (the routes of every director
+that announces a VIP merged into one ECMP route in the kernel), BFD where
+the peer asks for it, and L4 hashing of flows over the next hops
+(``fib_multipath_hash_policy=1``), as the routers in front of Maglev-style
+directors run. The directors run lvsdr's own bird.conf."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from lvsdr.generator.model import BgpPeer, Cluster
+
+from .netns import ip_json
+
+
+def router_conf(cluster: Cluster, peer: BgpPeer, log: str) -> str:
+    """bird.conf for the router that is ``peer``: a session to every director."""
+    bgp = cluster.bgp
+    assert bgp is not None
+    v6 = peer.address.version == 6
+    channel = "ipv6" if v6 else "ipv4"
+    router_id = peer.address if not v6 else ipaddress.IPv4Address("198.51.100.1")
+    out = [f'log "{log}" all;', f"router id {router_id};", "protocol device { scan time 1; }",
+           "protocol kernel {", f"    {channel} {{ import none; export all; }};", "    merge paths on;", "}"]
+    if peer.bfd:
+        out += ["protocol bfd {", f'    interface "*" {{ min rx interval {bgp.bfd_interval} ms; '
+                f"min tx interval {bgp.bfd_interval} ms; multiplier {bgp.bfd_multiplier}; }};", "}"]
+    for d in cluster.directors:
+        out += [f"protocol bgp {d.name.replace('-', '_').replace('.', '_')} {{",
+                f"    local {peer.address} as {peer.asn};", f"    neighbor {d.address} as {bgp.asn};",
+                f"    hold time {peer.hold_time};", "    connect retry time 1;", "    error wait time 1, 5;",
+                *(["    bfd on;"] if peer.bfd else []),
+                *([f'    password "{peer.password}";'] if peer.password else []),
+                f"    {channel} {{ import all; export none; }};", "}"]
+    return "\n".join(out) + "\n"
+
+
+def next_hops(ns: str, vip: str) -> list[str]:
+    """The router's next hops for ``vip`` (its /32 or /128 route), sorted; [] without a route."""
+    routes: list[dict[str, Any]] = ip_json(ns, "route", "show", "exact", vip) if ":" not in vip else \
+        ip_json(ns, "-6", "route", "show", "exact", vip)
+    if not routes:
+        return []
+    r = routes[0]
+    if "nexthops" in r:
+        return sorted(h["gateway"] for h in r["nexthops"] if "gateway" in h)
+    return [r["gateway"]] if "gateway" in r else []
