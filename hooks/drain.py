@@ -67,7 +67,7 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
     state_dir(state)
     write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
     _, done = reconcile_ecmp(spec, state, frozenset())
-    withdrawn = [d for d in done if d.startswith("remove VIP")]
+    withdrawn = [d for d in done if d.startswith("withdraw VIP")]
     echo(f"{node}: {len(withdrawn)} VIP{'s' if len(withdrawn) != 1 else ''} withdrawn; BIRD no longer announces "
          "any (the agent keeps them withdrawn until `lvsdr drain --undo`)")
     limit = cluster.bgp.drain_timeout if timeout is None else timeout

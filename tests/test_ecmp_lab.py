@@ -1,0 +1,157 @@
+"""An ECMP cluster's control plane in namespaces (examples/ecmp.toml): a
+router running BIRD with multipath, three directors running lvsdr's
+bird.conf and `lvsdr agent`. The router's route to the VIP has one next hop
+per healthy director; a director leaves it within a second when a service
+loses quorum there, when keepalived dies, when its link goes (BFD), or when
+it is drained, and comes back when healthy.
+
+This kernel has no IPVS, so keepalived's checker cannot run here: each
+director runs the lab's checker (lab/checker.py, TEST SCAFFOLDING) in its
+place, which checks the backends by TCP and writes keepalived's own FIFO
+lines. The IPVS tier (tests/ipvs/test_ipvs_ecmp.py) runs the real keepalived."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lvsdr.lab import probes
+from lvsdr.lab.netns import kill_in_ns
+from lvsdr.lab.topology import Lab, Node
+
+from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
+
+pytestmark = [needs_root, pytest.mark.lab, pytest.mark.xdist_group("ecmp_lab")]  # one shared lab per module
+VIP = "192.0.2.150"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("ecmp")
+    with make_lab(EXAMPLES / "ecmp.toml", tmp) as lab:
+        yield lab
+
+
+def explain(lab: Lab) -> str:
+    logs = sorted(lab.state_dir.glob("agent-*.log")) + sorted(lab.state_dir.glob("bird-*.log"))
+    return f"next hops: {lab.next_hops()}\n" + "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in logs)
+
+
+def hop(node: Node) -> str:
+    return node.addresses[0].split("/")[0]
+
+
+def everyone(lab: Lab) -> list[str]:
+    return sorted(hop(d) for d in lab.state.directors)
+
+
+def without(lab: Lab, node: Node) -> list[str]:
+    return sorted(h for h in everyone(lab) if h != hop(node))
+
+
+def logged(lab: Lab, node: Node, event: str, since: float) -> float:
+    """time.time() of the agent's first log line ``event`` on ``node`` after ``since``."""
+    for line in (lab.state_dir / f"agent-{node.name}.log").read_text().splitlines():
+        if line.startswith("{") and f'"event": "{event}"' in line:
+            at = datetime.datetime.fromisoformat(json.loads(line)["timestamp"].replace("Z", "+00:00")).timestamp()
+            if at >= since:
+                return at
+    raise AssertionError(f"{node.name}: no {event!r} in the agent's log")
+
+
+def back(lab: Lab, what: str, timeout: float = 20) -> None:
+    poll(lambda: lab.next_hops() == everyone(lab), f"{what}: every director a next hop again", timeout,
+         interval=0.1, explain=lambda: explain(lab))
+
+
+def test_every_healthy_director_is_a_next_hop_and_nobody_answers_arp(lab: Lab) -> None:
+    """The router's route to the VIP has the three directors as next hops, and
+    no director (nor real server) answers ARP for the VIP."""
+    assert lab.next_hops() == everyone(lab), explain(lab)
+    assert probes.arp_responders(lab, VIP) == {}
+
+
+def test_a_service_losing_quorum_on_one_director_withdraws_it(lab: Lab) -> None:
+    """When lb1's checks fail (its own path to the real servers cut), the
+    router drops lb1 within a second of keepalived's quorum event, and takes
+    it back when the checks pass again."""
+    lb1 = lab.state.node("lb1")
+    drop = ["nft", "add table inet lab_cut; add chain inet lab_cut out { type filter hook output priority 0; };"
+            " add rule inet lab_cut out tcp dport 80 drop"]
+    cut = time.time()
+    subprocess.run(["ip", "netns", "exec", lb1.ns, *drop], check=True)
+    try:
+        poll(lambda: lab.next_hops() == without(lab, lb1), "lb1 withdrawn after losing quorum", 15, interval=0.05,
+             explain=lambda: explain(lab))
+        gone = time.time()
+        event = logged(lab, lb1, "quorum changed", cut)
+        assert gone - event < 1.0, (gone - event, explain(lab))
+    finally:
+        subprocess.run(["ip", "netns", "exec", lb1.ns, "nft", "delete", "table", "inet", "lab_cut"], check=True)
+    back(lab, "quorum back on lb1")
+    MEASURED.append(f"ECMP: lb1 lost quorum; the router dropped it {(gone - event) * 1000:.0f} ms after keepalived's "
+                    f"quorum event ({gone - cut:.1f} s after its checks began to fail)")
+
+
+def test_keepalived_killed_withdraws_the_director(lab: Lab) -> None:
+    """keepalived SIGKILLed on lb2: the agent withdraws its VIPs and the router
+    drops it within a second; once keepalived runs again it comes back."""
+    lb2 = lab.state.node("lb2")
+    killed = time.time()
+    kill_in_ns(lb2.ns, "keepalived")
+    took = poll(lambda: lab.next_hops() == without(lab, lb2), "lb2 withdrawn after keepalived died", 5,
+                interval=0.02, explain=lambda: explain(lab))
+    assert took < 1.0, explain(lab)
+    noticed = logged(lab, lb2, "keepalived is gone; every VIP withdrawn", killed) - killed
+    lab.start_keepalived(lb2)
+    back(lab, "keepalived running again on lb2")
+    MEASURED.append(f"ECMP: keepalived SIGKILLed on lb2; the agent withdrew {noticed * 1000:.0f} ms and the router "
+                    f"dropped lb2 {took * 1000:.0f} ms after the kill")
+
+
+def test_bfd_drops_a_director_whose_link_goes_down(lab: Lab) -> None:
+    """lb3's link goes down (the router's own link stays up): BFD takes lb3
+    out of the router's route within a second; it comes back with the link."""
+    lb3 = lab.state.node("lb3")
+    subprocess.run(["ip", "-n", lb3.ns, "link", "set", lb3.ifname, "down"], check=True)
+    try:
+        took = poll(lambda: lab.next_hops() == without(lab, lb3), "lb3 gone from the router (BFD)", 10,
+                    interval=0.02, explain=lambda: explain(lab))
+    finally:
+        subprocess.run(["ip", "-n", lb3.ns, "link", "set", lb3.ifname, "up"], check=True)
+    assert took < 1.0, explain(lab)
+    t0 = time.monotonic()
+    back(lab, "lb3's link up again", 30)
+    MEASURED.append(f"ECMP: lb3's link down; BFD took it out of the router's route in {took * 1000:.0f} ms "
+                    f"(bfd_interval 100 ms x 3); back {time.monotonic() - t0:.1f} s after the link came up")
+
+
+def test_drain_withdraws_until_undone(lab: Lab) -> None:
+    """`lvsdr drain` on lb1 withdraws it at once and the agent keeps it out
+    (past its interval); `lvsdr drain --undo` brings it back within seconds."""
+    lb1 = lab.state.node("lb1")
+    p = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--timeout", "0")
+    assert p.returncode == 0, p.stderr
+    assert "1 VIP withdrawn" in p.stdout, p.stdout
+    assert lab.next_hops() == without(lab, lb1) or poll(lambda: lab.next_hops() == without(lab, lb1),
+                                                        "lb1 drained", 2, explain=lambda: explain(lab)) < 2
+    time.sleep(3)  # more than the lab agent's 2 s interval: it keeps the drained director out
+    assert lab.next_hops() == without(lab, lb1), explain(lab)
+    t0 = time.monotonic()
+    p = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--undo")
+    assert p.returncode == 0, p.stderr
+    back(lab, "drain undone")
+    MEASURED.append(f"ECMP: `lvsdr drain` took lb1 out at once; `--undo` had it back in {time.monotonic() - t0:.1f} s")
+
+
+def test_drain_refuses_a_vrrp_cluster(tmp_path: Path) -> None:
+    """`lvsdr drain` on a VRRP cluster says it is for ECMP clusters, exit 2, and changes nothing."""
+    from lvsdr.cli import main
+
+    assert main(["drain", str(EXAMPLES / "pair.toml"), "--node", "node1"]) == 2
