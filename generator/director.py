@@ -190,6 +190,17 @@ def plan_stopped(spec: DirectorSpec, facts: Facts) -> list[Change]:
     return plan_role(spec, "BACKUP", facts) + left
 
 
+def plan_withdrawals(spec: DirectorSpec, announce: frozenset[IPAddress],
+                     routes: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]) -> list[Change]:
+    """The first part of ``plan_ecmp``, from the routes alone: the VIPs to
+    withdraw. The agent applies it before it reads the rest of the node, so
+    a director that lost quorum or keepalived leaves the routers' ECMP
+    group as soon as it knows, however long the full reconcile takes."""
+    assert spec.ecmp is not None
+    want = {host_interface(v) for v in announce}
+    return [RemoveRoute(spec.ecmp.table, a) for a in sorted(set(routes) - want, key=_iface_key)]
+
+
 def plan_ecmp(spec: DirectorSpec, announce: frozenset[IPAddress], facts: Facts) -> list[Change]:
     """An ECMP director: every VIP on lo with ARP suppressed and the fwmark
     rules in force (always: every director is active), IPVS's sysctls set,
@@ -199,7 +210,7 @@ def plan_ecmp(spec: DirectorSpec, announce: frozenset[IPAddress], facts: Facts) 
     assert e is not None and spec.backend is not None
     want = {host_interface(v) for v in announce}
     have = set(facts.routes)
-    withdraw: list[Change] = [RemoveRoute(e.table, a) for a in sorted(have - want, key=_iface_key)]
+    withdraw = plan_withdrawals(spec, announce, facts.routes)
     serve: list[Change] = plan(spec.backend, facts)
     table = spec.fwmark_table()
     if table is not None and facts.nft.get(KEY) != table:

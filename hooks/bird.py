@@ -45,4 +45,4 @@ def configure(socket: str, timeout: float = 30) -> tuple[bool, str]:
     except subprocess.TimeoutExpired:
         return False, f"birdc: no answer within {timeout:.0f} s"
     out = (p.stdout + p.stderr).strip()
-    return p.returncode == 0 and "Reconfigured" in out or "Reconfiguration in progress" in out, out
+    return p.returncode == 0 and ("Reconfigured" in out or "Reconfiguration in progress" in out), out

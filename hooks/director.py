@@ -75,22 +75,26 @@ def reconcile_ecmp(spec: DirectorSpec, state_dir: Path, announce: frozenset[IPAd
     """An ECMP director: read the node, plan (``plan_ecmp``) for announcing
     exactly ``announce`` (nothing while drained), apply. Returns (the VIPs
     announced, change descriptions)."""
-    from lvsdr.generator.director import plan_ecmp
+    from lvsdr.generator.director import plan_ecmp, plan_withdrawals
 
-    from .facts import read_ecmp_facts
+    from .facts import read_ecmp_facts, read_routes
+    from .gateway import Gateway
 
     assert spec.backend is not None
     require_identity(spec.node, spec.address, read_addresses())
     with node_lock(state_dir, spec.node):
         if drain_marker(state_dir, spec).exists():
             announce = frozenset()
+        gateway = Gateway(record_path(state_dir, spec.backend))
+        # withdraw first, from the routes alone: the full facts take a while (a dozen tools run)
+        first = plan_withdrawals(spec, announce, read_routes(spec))
+        if first:
+            gateway.apply(first)
         facts = read_ecmp_facts(spec, state_dir)
         changes = plan_ecmp(spec, announce, facts)
         if changes:
-            from .gateway import Gateway
-
-            Gateway(record_path(state_dir, spec.backend)).apply(changes)
-        return [str(v) for v in sorted(announce, key=addr_key)], [c.description for c in changes]
+            gateway.apply(changes)
+        return [str(v) for v in sorted(announce, key=addr_key)], [c.description for c in first + changes]
 
 
 def replay_keys(spec: DirectorSpec) -> list[str] | None:

@@ -19,32 +19,43 @@ from .director import drain_marker, reconcile_ecmp
 IP_VS_CONN = Path("/proc/net/ip_vs_conn")
 # connections still carrying data: not closed, not waiting out TIME_WAIT
 ENDED = frozenset({"CLOSE", "TIME_WAIT", "NONE", "LISTEN"})
+Conn = tuple[str, str, str, str, str]  # protocol, client address and port, virtual address and port (as listed)
 
 
-def parse_ip_vs_conn(text: str, vips: Collection[IPAddress]) -> int:
-    """/proc/net/ip_vs_conn -> how many TCP or SCTP connections to ``vips``
-    have not ended (UDP has no end but its timeout, so it is not waited for).
-    IPv4 addresses are hex there (C0000296), IPv6 ones written out."""
+def parse_ip_vs_conn(text: str, vips: Collection[IPAddress]) -> dict[Conn, int]:
+    """/proc/net/ip_vs_conn -> {connection: seconds until it expires} for the
+    TCP and SCTP connections to ``vips`` that have not ended (UDP has no end
+    but its timeout, so it is not waited for). IPv4 addresses are hex there
+    (C0000296), IPv6 ones written out."""
     wanted = set(vips)
-    count = 0
+    out: dict[Conn, int] = {}
     for line in text.splitlines()[1:]:
         parts = line.split()
-        if len(parts) < 9 or parts[0] not in ("TCP", "SCTP") or parts[7] in ENDED:
+        if len(parts) < 9 or parts[0] not in ("TCP", "SCTP") or parts[7] in ENDED or not parts[8].isdigit():
             continue
         try:
             vip: IPAddress = (ipaddress.IPv4Address(int(parts[3], 16)) if ":" not in parts[3]
                               else ipaddress.IPv6Address(parts[3]))
         except ValueError:
             continue
-        count += vip in wanted
-    return count
+        if vip in wanted:
+            out[(parts[0], parts[1], parts[2], parts[3], parts[4])] = int(parts[8])
+    return out
 
 
-def connections(vips: Collection[IPAddress]) -> int:
+def carrying(before: dict[Conn, int], after: dict[Conn, int]) -> int:
+    """Connections that carried a packet between two readings: new ones, and
+    those whose expiry was pushed back. Once a director is withdrawn, the
+    routers send its flows to the other directors (which pick the same real
+    servers), and its own entries only count down to their timeout."""
+    return sum(1 for c, left in after.items() if c not in before or left >= before[c])
+
+
+def connections(vips: Collection[IPAddress]) -> dict[Conn, int]:
     try:
         return parse_ip_vs_conn(IP_VS_CONN.read_text(), vips)
     except FileNotFoundError:  # no IPVS in this kernel (or not loaded): no connection
-        return 0
+        return {}
 
 
 def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
@@ -72,13 +83,17 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
          "any (the agent keeps them withdrawn until `lvsdr drain --undo`)")
     limit = cluster.bgp.drain_timeout if timeout is None else timeout
     started = time.monotonic()
-    left = connections(cluster.vips)
+    seen = connections(cluster.vips)
+    left = len(seen)
     while left and time.monotonic() - started < limit:
-        time.sleep(0.5)
-        left = connections(cluster.vips)
+        time.sleep(1.0)
+        now = connections(cluster.vips)
+        left, seen = carrying(seen, now), now
     took = time.monotonic() - started
     if left:
-        echo(f"{node}: {left} IPVS connection{'s' if left != 1 else ''} still open after the {limit:g} s timeout")
+        echo(f"{node}: {left} IPVS connection{'s' if left != 1 else ''} still carrying packets after the "
+             f"{limit:g} s timeout")
     else:
-        echo(f"{node}: drained: no IPVS connection left ({took:.1f} s)")
+        echo(f"{node}: drained: no IPVS connection carries packets here any more ({took:.1f} s; "
+             f"{len(seen)} left to expire)")
     return 0

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from lvsdr.generator.methods import registry
 from lvsdr.generator.methods.base import FactCommand
-from lvsdr.generator.node import Chain, FactError, Facts, NftTable, NodeAddress, Record, Rule
+from lvsdr.generator.node import Chain, FactError, Facts, IPInterface, NftTable, NodeAddress, Record, Rule
 from lvsdr.generator.spec import Spec
 
 if TYPE_CHECKING:
@@ -170,10 +170,16 @@ def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
     """An ECMP director: the director's facts (its VIPs on lo, their
     suppression, the fwmark table), the routes of lvsdr's table (the
     announced VIPs), and IPVS's sysctls (absent until ip_vs is loaded)."""
+    assert spec.ecmp is not None
+    base = read_director_facts(spec.backend, state_dir)
+    return replace(base, routes=read_routes(spec),
+                   sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})
+
+
+def read_routes(spec: DirectorSpec) -> tuple[IPInterface, ...]:
+    """The routes of lvsdr's table on an ECMP director: the VIPs it announces."""
     from lvsdr.generator.director import parse_routes, routes_fact
 
     assert spec.ecmp is not None
-    base = read_director_facts(spec.backend, state_dir)
-    routes = tuple(r for v in sorted({a.version for a in spec.vips})
-                   for r in parse_routes(run_fact(routes_fact(spec.ecmp.table, v)), v))
-    return replace(base, routes=routes, sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})
+    return tuple(r for v in sorted({a.version for a in spec.vips})
+                 for r in parse_routes(run_fact(routes_fact(spec.ecmp.table, v)), v))

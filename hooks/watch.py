@@ -39,6 +39,8 @@ class WatchTarget:
     config_path: str | None = None
     notify_fifo: str | None = None
     hook: str | None = None
+    bird_conf: Path | None = None  # ECMP: where bird.conf goes (default: the cluster's bgp.bird_conf)
+    bird_socket: str | None = None  # ECMP: birdc's socket (default: the cluster's bgp.bird_socket)
 
 
 @dataclass(frozen=True)
@@ -70,14 +72,62 @@ def render_target(t: WatchTarget) -> tuple[str, int]:
 
 def sync_once(t: WatchTarget, log: Any) -> Result:
     """One pass. Never raises for what a running watcher must survive."""
-    from .fast.files import write_atomic
-    from .keepalived import check_text
-
     try:
         text, mode = render_target(t)
     except LvsdrError as e:
         log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
         return Result("rejected", f"cluster file rejected, last good config kept: {e}")
+    bird = _sync_bird(t, log)
+    r = _sync_keepalived(t, text, mode, log)
+    if bird is None:
+        return r
+    outcome: Outcome = r.outcome if bird[0] == "unchanged" or r.outcome in ("rejected", "failed") else (
+        bird[0] if r.outcome == "unchanged" else r.outcome)
+    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}")
+
+
+def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
+    """An ECMP cluster's bird.conf, as keepalived.conf: rendered, checked by
+    `bird -p`, written when it changed, and BIRD reconfigured (`birdc
+    configure`: sessions whose settings did not change stay up). None for a
+    VRRP cluster."""
+    from lvsdr.generator.bird import render_bird
+    from lvsdr.generator.load import load_cluster
+
+    from .bird import check_text, configure
+    from .fast.files import write_atomic
+
+    try:
+        cluster = load_cluster(t.cluster)
+        if cluster.bgp is None:
+            return None
+        text = render_bird(cluster, t.node, source=str(t.cluster))
+    except LvsdrError:
+        return None  # the keepalived side reports the file
+    path = t.bird_conf or Path(cluster.bgp.bird_conf)
+    try:
+        if path.read_text() == text:
+            return "unchanged", "unchanged"
+    except OSError:
+        pass
+    try:
+        check_text(text)
+        write_atomic(path, text, 0o640 if any(p.password for p in cluster.bgp.peers) else 0o644)
+    except LvsdrError as e:
+        log.error("bird.conf not installed; keeping the last good one", error=str(e), output=str(path))
+        return "rejected", f"not installed, last good one kept: {e}"
+    ok, answer = configure(t.bird_socket or cluster.bgp.bird_socket)
+    if not ok:
+        log.warning("bird.conf written; birdc configure failed", output=str(path), answer=answer)
+        return "written", f"written; birdc configure: {answer.splitlines()[-1] if answer else 'no answer'}"
+    log.info("bird.conf written and BIRD reconfigured", output=str(path))
+    return "reloaded", "written; BIRD reconfigured"
+
+
+def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
+    from .fast.files import write_atomic
+    from .keepalived import check_text
+
     try:
         if t.output.read_text() == text:
             return Result("unchanged", "unchanged")

@@ -155,3 +155,33 @@ def test_drain_refuses_a_vrrp_cluster(tmp_path: Path) -> None:
     from lvsdr.cli import main
 
     assert main(["drain", str(EXAMPLES / "pair.toml"), "--node", "node1"]) == 2
+
+
+def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:
+    """An edit of the communities: `lvsdr watch --once` writes lb1's bird.conf
+    (after `bird -p`) and runs `birdc configure`; the router then sees lb1's
+    announcement with the new community, and the session stayed up."""
+    lb1, router = lab.state.node("lb1"), lab.routers()[0]
+    path = Path(lab.cluster_path)
+    original = path.read_text()
+    data = json.loads(original)
+    data["bgp"]["communities"] = ["65001:100", "65001:200"]
+    args = ["watch", lab.cluster_path, "--node", "lb1", "-o", str(lab.state_dir / "keepalived-lb1.conf"),
+            "--pidfile", str(lab.pidfile(lb1)), "--bird-conf", str(lab.state_dir / "bird-lb1.conf"),
+            "--bird-socket", lab.bird_socket(lb1), "--once"]
+
+    def communities() -> str:
+        return subprocess.run(["birdc", "-s", lab.bird_socket(router), "show", "route", f"{VIP}/32", "all"],
+                              capture_output=True, text=True, check=False).stdout
+
+    try:
+        path.write_text(json.dumps(data))
+        p = lvsdr_in(lb1.ns, *args)
+        assert p.returncode == 0, p.stderr
+        assert "bird.conf: written; BIRD reconfigured" in p.stderr, p.stderr
+        poll(lambda: "(65001,200)" in communities(), "the router sees the new community", 10,
+             explain=lambda: communities())
+        assert lab.next_hops() == everyone(lab)
+    finally:
+        path.write_text(original)
+        lvsdr_in(lb1.ns, *args)

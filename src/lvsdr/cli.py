@@ -195,7 +195,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     _wiring(args, c)
     keepalived_binary()
     target = WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
-                         args.lvsdr_path, args.config_path, args.notify_fifo, args.hook)
+                         args.lvsdr_path, args.config_path, args.notify_fifo, args.hook,
+                         Path(args.bird_conf) if args.bird_conf else None, args.bird_socket)
     return once(target) if args.once else watch(target)
 
 
@@ -365,6 +366,8 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                    help=f"keepalived's pid file (SIGHUP reloads it; default {KEEPALIVED_PIDFILE})")
     w.add_argument("--once", action="store_true",
                    help="one pass, say what it did on stderr, then exit (1 if the new config was not installed)")
+    w.add_argument("--bird-conf", help="ECMP clusters: bird.conf to keep up to date (default: bgp.bird_conf)")
+    w.add_argument("--bird-socket", help="ECMP clusters: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(w)
     w.set_defaults(func=cmd_watch)
 
