@@ -89,7 +89,7 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
     # VRRP: one MASTER per instance, with the expected priority and VIPs
     masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name
     by_address = {d.address: d.name for d in cluster.directors}
-    for vrid, prios, vips in instances(cluster):
+    for vrid, prios, vips in ([] if cluster.ecmp else instances(cluster)):  # ECMP: no VRRP
         family = cluster.directors[0].address.version if cluster.directors else 4
         want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
         seen = [a for a in obs.adverts if a.vrid == vrid]
@@ -137,6 +137,12 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
             results.append(Result("arp", target, True, f"not checked: {obs.skipped_vips[vip]}"))
             continue
         owners = obs.owners.get(vip, ())
+        if cluster.ecmp:  # every director holds every VIP on lo; the routers reach them by BGP, not ARP
+            results.append(Result("arp", target, not owners, "nobody answers (ECMP: the routers route the VIP)"
+                                  if not owners else f"{', '.join(who(m) for m in owners)} answer"
+                                  f"{'s' if len(owners) == 1 else ''}: ARP suppression is not in force there",
+                                  tuple(names.get(m, m) for m in owners)))
+            continue
         master = masters.get(vip)
         master_mac = obs.macs.get(master) if master else None
         if not owners:

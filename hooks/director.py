@@ -133,6 +133,9 @@ def notify(source: Source, event: Event) -> int:
     """keepalived: `notify "lvsdr notify CLUSTER --node NAME"` + TYPE NAME STATE PRIORITY."""
     started = time.monotonic()
     spec = director_spec(source.cluster, source.node)
+    if spec.ecmp is not None:
+        raise InputError(f"notify: cluster {source.cluster.name} is an ECMP cluster ([bgp]): it has no VRRP "
+                         "instance to notify about; `lvsdr agent` gates its announcements")
     try:
         role, done = reconcile(spec, Path(source.cluster.state_dir), source.key)
     except Exception:

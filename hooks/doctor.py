@@ -74,7 +74,8 @@ def _pending(r: Report, what: str, changes: list[str], fix: str) -> None:
         print(f"        {c}")
 
 
-def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring: Wiring, r: Report) -> None:
+def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring: Wiring, r: Report,
+                    bird_socket: str | None = None) -> None:
     from lvsdr.generator.director import director_spec, observed_role, plan_role
     from lvsdr.generator.keepalived import render_keepalived
 
@@ -112,6 +113,10 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
             r.ok(f"lvsdr agent is running (pid {min(agents)})")
         else:
             r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{node}.service)")
+    if spec.ecmp is not None:
+        _ecmp(spec, cluster, bool(pids), r, bird_socket)
+        _network(cluster, r)
+        return
     if wiring.hook in ("notify", "both"):
         _fast_path(spec, cluster, source, r)
     facts = read_director_facts(spec.backend, Path(cluster.state_dir))
@@ -120,6 +125,107 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],
              "the failover hook would make them; `lvsdr notify` runs it")
     _network(cluster, r)
+
+
+def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, socket: str | None) -> None:
+    """An ECMP director: BIRD and its sessions, what it announces against what
+    keepalived's quorum allows, the node's state, and IPVS's real-server order."""
+    import subprocess
+
+    from lvsdr.generator.director import plan_ecmp
+
+    from .director import _Quorum, drain_marker
+    from .facts import read_ecmp_facts
+    from .processes import pids_of
+
+    bgp = cluster.bgp
+    assert bgp is not None and spec.ecmp is not None
+    socket = socket or bgp.bird_socket
+    if pids_of("bird"):
+        r.ok("BIRD is running in this network namespace")
+    else:
+        r.fail("BIRD is not running in this network namespace (systemctl start bird)")
+    try:
+        p = subprocess.run(["birdc", "-s", socket, "show", "protocols"], capture_output=True, text=True,
+                           timeout=10, check=False)
+        states = bird_sessions(p.stdout)
+    except (OSError, subprocess.TimeoutExpired):
+        states = {}
+    for i, peer in enumerate(bgp.peers, 1):
+        state = states.get(f"peer{i}")
+        if state == "Established":
+            r.ok(f"BGP session to {peer.name} ({peer.address}): Established")
+        else:
+            r.fail(f"BGP session to {peer.name} ({peer.address}): {state or 'not known to BIRD'} "
+                   f"(birdc -s {socket} show protocols all peer{i})")
+    state_dir = Path(cluster.state_dir)
+    drained = drain_marker(state_dir, spec).exists()
+    from .processes import ProcessWatch
+
+    watch = ProcessWatch("keepalived")
+    watch.refresh()
+    down = _Quorum(state_dir, spec).down(watch.pids())
+    watch.close()
+    want = frozenset() if drained or not keepalived else spec.ecmp.healthy(down)
+    facts = read_ecmp_facts(spec, state_dir)
+    announced = sorted(str(a.ip) for a in facts.routes)
+    why = "drained (`lvsdr drain --undo` to announce again)" if drained else (
+        "keepalived is not running" if not keepalived else
+        f"virtual servers without quorum: {', '.join(sorted(down))}" if down else "every virtual server has quorum")
+    r.ok(f"announced: {', '.join(announced) or 'nothing'} ({why})")
+    _pending(r, "ECMP director (VIPs on lo, ARP suppression, IPVS sysctls, announcements)",
+             [c.description for c in plan_ecmp(spec, want, facts)], "`lvsdr agent` makes them")
+    try:
+        order = ipvs_order(Path("/proc/net/ip_vs").read_text())
+    except OSError:
+        r.warn("no /proc/net/ip_vs: IPVS is not loaded (keepalived loads it)")
+        return
+    for s in cluster.services:
+        if s.fwmark or s.is_group:
+            continue
+        key = f"{s.protocol.upper()} {s.vip}:{s.port}"
+        want_order = [str(b.address) for b in s.backends]
+        have = order.get(key)
+        if have == want_order:
+            r.ok(f"IPVS {key}: the real servers in the file's order (every director's mh table the same)")
+        else:
+            r.fail(f"IPVS {key}: real servers {have or 'none'}, the file says {want_order}; a director with another "
+                   "order hashes flows elsewhere (restart keepalived here to rebuild it)")
+
+
+def bird_sessions(text: str) -> dict[str, str]:
+    """`birdc show protocols` -> {protocol name: BGP state} for its BGP protocols."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1] == "BGP":
+            out[parts[0]] = parts[-1] if parts[3] == "up" else " ".join(parts[5:]) or parts[3]
+    return out
+
+
+def ipvs_order(text: str) -> dict[str, list[str]]:
+    """/proc/net/ip_vs -> {"TCP 192.0.2.150:80": [real server addresses in IPVS's order]} (IPv4)."""
+    import ipaddress
+
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("TCP", "UDP", "SCTP") and ":" in parts[1]:
+            addr, port = parts[1].rsplit(":", 1)
+            try:
+                key = f"{parts[0]} {ipaddress.IPv4Address(int(addr, 16))}:{int(port, 16)}"
+            except ValueError:
+                current = None
+                continue
+            current = out.setdefault(key, [])
+        elif len(parts) >= 2 and parts[0] == "->" and current is not None and ":" in parts[1]:
+            addr = parts[1].rsplit(":", 1)[0]
+            try:
+                current.append(str(ipaddress.IPv4Address(int(addr, 16))))
+            except ValueError:
+                continue
+    return out
 
 
 def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> None:
@@ -251,14 +357,15 @@ def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -
              + " and the records are writable by root alone")
 
 
-def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring) -> int:
+def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring,
+           bird_socket: str | None = None) -> int:
     """Check this node against the cluster file: one line per check; exit 1 if any failed."""
     r = Report()
     if os.geteuid() != 0:
         r.warn("not root: firewall rules cannot be read, results may be incomplete")
     _security(cluster, source, wiring if cluster.director(node) is not None else None, r)
     if cluster.director(node) is not None:
-        doctor_director(cluster, node, source, keepalived_conf, wiring, r)
+        doctor_director(cluster, node, source, keepalived_conf, wiring, r, bird_socket)
     else:
         doctor_realserver(cluster, node, r)
     print(f"{node}: {'all checks passed' if not r.failed else f'{r.failed} checks failed'}")

@@ -185,3 +185,18 @@ def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:
     finally:
         path.write_text(original)
         lvsdr_in(lb1.ns, *args)
+
+
+def test_doctor_checks_an_ecmp_director(lab: Lab) -> None:
+    """`lvsdr doctor` on an ECMP director: BIRD runs, its session to the router
+    is Established, it announces the VIP (every virtual server has quorum),
+    nothing is pending."""
+    lb3 = lab.state.node("lb3")
+    p = lvsdr_in(lb3.ns, "doctor", lab.cluster_path, "--node", "lb3", "--keepalived-conf",
+                 str(lab.state_dir / "keepalived-lb3.conf"), "--notify-fifo", lab.fifo(lb3),
+                 "--bird-socket", lab.bird_socket(lb3))
+    out = p.stdout
+    assert "ok    BGP session to r1 (192.0.2.1): Established" in out, out
+    assert f"ok    announced: {VIP} (every virtual server has quorum)" in out, out
+    assert "ok    ECMP director (VIPs on lo, ARP suppression, IPVS sysctls, announcements): as the cluster file " \
+        "says" in out, out

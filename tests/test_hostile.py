@@ -29,6 +29,8 @@ from helpers import BASE
 ROOT = Path(__file__).resolve().parent.parent
 FULL = tomllib.loads((ROOT / "examples/full.toml").read_text())
 IPV6 = tomllib.loads((ROOT / "examples/ipv6.toml").read_text())
+ECMP = tomllib.loads((ROOT / "examples/ecmp.toml").read_text())
+EXAMPLE_DATA = {"full": FULL, "ipv6": IPV6, "ecmp": ECMP}
 
 SCOPED = "2001:db8::7%x\n}\nquorum_up \"/bin/sh\"\n{"
 
@@ -63,14 +65,14 @@ def _addresses(data: dict[str, Any]) -> list[tuple[Any, ...]]:
     return out
 
 
-ADDRESS_FIELDS = [("full", p) for p in _addresses(FULL)] + [("ipv6", p) for p in _addresses(IPV6)]
+ADDRESS_FIELDS = [(name, p) for name, data in EXAMPLE_DATA.items() for p in _addresses(data)]
 
 
 @pytest.mark.parametrize(("example", "path"), ADDRESS_FIELDS, ids=[f"{e}:{p}" for e, p in ADDRESS_FIELDS])
 def test_a_scope_id_in_any_address_field_is_refused(example: str, path: tuple[Any, ...]) -> None:
     """No address field takes an IPv6 scope id: ipaddress accepts newlines,
     braces and quotes after %, which would render as keepalived directives."""
-    data = _set(FULL if example == "full" else IPV6, path, SCOPED)
+    data = _set(EXAMPLE_DATA[example], path, SCOPED)
     with pytest.raises(ValidationError) as e:
         parse_cluster(data)
     where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")

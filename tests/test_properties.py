@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,37 @@ def test_notify_log_lines_are_the_json_structlog_writes(fields: dict[str, Any]) 
 
     assert dumps(fields) == json.dumps(fields, sort_keys=True, default=str)
     assert json.loads(dumps(fields)) == fields
+
+
+ECMP = tomllib.loads((Path(__file__).resolve().parent.parent / "examples" / "ecmp.toml").read_text())
+ECMP_KEYS = sorted({"asn", "peers", "communities", "table", "bfd_interval", "bfd_multiplier", "drain_timeout",
+                    "bird_conf", "bird_socket", "name", "address", "password", "hold_time", "bfd", "router_id",
+                    "priority", "scheduler"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["bgp", "bgp.peers", "directors", "services"]), st.integers(0, 2),
+       st.sampled_from(ECMP_KEYS) | st.text(max_size=12), json_values)
+def test_mutated_ecmp_files_never_crash(section: str, index: int, key: str, value: Any) -> None:
+    """An ECMP cluster with any key of [bgp], a peer, a director or a service
+    set to any TOML value validates or is refused, and what validates renders
+    keepalived.conf and bird.conf."""
+    from lvsdr.generator.bird import render_bird
+
+    data = json.loads(json.dumps(ECMP))
+    target = data["bgp"]["peers"] if section == "bgp.peers" else data[section]
+    if isinstance(target, list):
+        if index >= len(target):
+            target.append({key: value})
+        else:
+            target[index][key] = value
+    else:
+        target[key] = value
+    try:
+        c = parse_cluster(data)
+    except ValidationError as e:
+        assert e.errors and all("\n" not in line for line in e.errors)
+        return
+    for d in c.directors:
+        render_keepalived(c, d.name, "x")
+        render_bird(c, d.name, "x")

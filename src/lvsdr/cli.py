@@ -269,7 +269,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     c = _cluster(args)
     c.find_node(args.node)
-    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c))
+    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c), args.bird_socket)
 
 
 def _wiring_flags(p: argparse.ArgumentParser) -> None:
@@ -427,6 +427,7 @@ def _args_doctor(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     dr.add_argument("--node", required=True, help="director or real server name")
     dr.add_argument("--keepalived-conf", default=KEEPALIVED_CONF,
                     help=f"directors: the live keepalived.conf to compare (default {KEEPALIVED_CONF})")
+    dr.add_argument("--bird-socket", help="ECMP directors: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(dr)
     dr.set_defaults(func=cmd_doctor)
 
