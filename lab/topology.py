@@ -46,7 +46,7 @@ HAS_IPVS = Path("/proc/net/ip_vs").exists()
 # that include starting a process allow PROCESS_COST for it.
 TIME_SCALE = 6.0 if os.environ.get("LVSDR_VM") == "tcg" else 1.0
 PROCESS_COST = float(os.environ.get("LVSDR_PROCESS_COST", "0.015"))
-AGENT_INTERVAL = 2.0  # the lab heals drift faster than the product's 30 s default
+AGENT_INTERVAL = 2.0 * TIME_SCALE  # the lab heals drift faster than the product's 30 s default (a TCG guest: slower)
 # product: `lvsdr realserver apply` on each real server; none: VIPs on lo and
 # no suppression (shows the ARP problem); skip: nothing (a test applies itself)
 SUPPRESSION = ("product", "none", "skip")

@@ -118,3 +118,39 @@ def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.Cap
     assert main(["render", str(EXAMPLES / "web.toml"), *args]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and expected in err
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
+def test_an_ecmp_directors_package_holds_bird_conf_and_enables_bird(tmp_path: Path) -> None:
+    """An ECMP director's package: bird.conf, keepalived's drain drop-in, a
+    dependency on bird2, and its postinst enables bird.service beside the agent."""
+    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / "ecmp.toml"), "1.0",
+                        str(tmp_path)], env=env, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    deb = str(tmp_path / "lvsdr-lb1_1.0_all.deb")
+    listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
+    assert "./etc/bird/bird.conf" in listing and "./etc/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
+        in listing
+    depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True).stdout
+    assert depends.strip() == "keepalived, nftables, bird2"
+    postinst = (tmp_path / "tree" / "lb1" / "DEBIAN" / "postinst").read_text()
+    assert "bird.service" in postinst
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_drain_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """keepalived.service with an ECMP director's drain drop-in passes systemd-analyze verify."""
+    out = tmp_path / "out"
+    assert main(["render", str(EXAMPLES / "ecmp.toml"), "--all", "--output-dir", str(out)]) == 0
+    root = tmp_path / "root"
+    shutil.copytree(out / "lb1", root)
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    for exe in ("usr/local/bin/lvsdr", "usr/sbin/keepalived", "bin/kill"):  # what keepalived.service runs
+        stub = root / exe
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+    p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "keepalived.service"], capture_output=True,
+                       text=True, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr

@@ -27,6 +27,7 @@ from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 VIP = "192.0.2.150"
 SERVICE = f"TCP {VIP}:80"
+
 STREAMS, SECONDS = 30, 16
 IP_VS_CONN = "/proc/net/ip_vs_conn"  # 30 downloads of 64 lines, one line every 0.25 s
 
@@ -34,7 +35,11 @@ IP_VS_CONN = "/proc/net/ip_vs_conn"  # 30 downloads of 64 lines, one line every 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("ecmp")
-    with make_lab(EXAMPLES / "ecmp.toml", tmp) as lab:
+    path = tmp / "ecmp.toml"
+    # BFD at 100 ms flaps under TCG's 6x slowdown (a router without any next hop answers "no route"): 300 ms here
+    path.write_text((EXAMPLES / "ecmp.toml").read_text().replace('communities = ["65001:100"]\n',
+                                                                  'communities = ["65001:100"]\nbfd_interval = 300\n'))
+    with make_lab(path, tmp) as lab:
         for d in lab.state.directors:
             poll(lambda d=d: len(probes.ipvs_table(lab, d).get(SERVICE, {})) == 3,  # type: ignore[misc]
                  f"{d.name}: every backend in IPVS", 60 * TIME_SCALE, interval=0.5)
@@ -50,8 +55,47 @@ def hop(node: Node) -> str:
     return node.addresses[0].split("/")[0]
 
 
+class HopLog:
+    """The router's next hops for the VIP, sampled every 0.1 s while a test runs (for its failure message)."""
+
+    def __init__(self, lab: Lab) -> None:
+        import threading
+
+        self.lab, self.stop = lab, threading.Event()
+        self.seen: list[tuple[float, list[str]]] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        last: list[str] | None = None
+        while not self.stop.is_set():
+            hops = self.lab.next_hops()
+            if hops != last:
+                self.seen.append((round(time.monotonic() - t0, 1), hops))
+                last = hops
+            time.sleep(0.1)
+
+    def done(self) -> list[tuple[float, list[str]]]:
+        self.stop.set()
+        self.thread.join(5)
+        return self.seen
+
+
+def orders(lab: Lab) -> dict[str, list[str]]:
+    """Each director's real servers for the service, in its IPVS's order."""
+    from lvsdr.hooks.doctor import ipvs_order
+
+    return {d.name: ipvs_order(ns_run(d.ns, ["cat", "/proc/net/ip_vs"]).stdout).get(SERVICE, [])
+            for d in lab.state.directors}
+
+
 def connections(node: Node) -> int:
     return len([ln for ln in ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()[1:] if ln.strip()])
+
+
+def established(node: Node) -> int:
+    return ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.count(" ESTABLISHED ")
 
 
 def streams(lab: Lab, tmp: Path, first_port: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
@@ -122,32 +166,41 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     round, while another is drained: the others pick the same real servers
     (mh) and take the flows up (sloppy_tcp), with no sync daemon."""
     lb3, lb2 = lab.state.node("lb3"), lab.state.node("lb2")
+    order = orders(lab)
+    assert len({tuple(o) for o in order.values()}) == 1, order
+    hops = HopLog(lab)
     runs = streams(lab, tmp_path, 41000)
-    time.sleep(3 * TIME_SCALE / 2)
-    on_lb3 = connections(lb3)
+    poll(lambda: sum(established(d) for d in lab.state.directors) >= STREAMS, "every stream connected",
+         30 * TIME_SCALE, interval=0.3)
+    on_lb3 = established(lb3)
     for comm in ("bird", "keepalived", "lvsdr"):
         kill_in_ns(lb3.ns, comm)
     codes, lines = finished(runs)
+    seen = hops.done()
     MEASURED.append(f"IPVS ECMP: {STREAMS} streams of {SECONDS} s, lb3 killed whole mid-stream ({on_lb3} connections "
                     f"on it): {codes.count(0)} completed, {sum(n == SECONDS * 4 for n in lines)} in full")
     assert on_lb3 > 0, "no stream went through lb3: the kill proved nothing"
-    assert codes == [0] * STREAMS and lines == [SECONDS * 4] * STREAMS, (codes, lines)
+    assert codes == [0] * STREAMS and lines == [SECONDS * 4] * STREAMS, (codes, lines, seen, orders(lab))
     # lb3 back: its processes again (the kernel kept its IPVS table and its routes)
     lab.start_bird(lb3)
     lab.start_agent(lb3)
     lab.start_keepalived(lb3)
     lab.wait_for_next_hops(3, 60 * TIME_SCALE)
+    hops = HopLog(lab)
     runs = streams(lab, tmp_path, 42000)
-    time.sleep(3 * TIME_SCALE / 2)
-    on_lb2 = connections(lb2)
+    poll(lambda: sum(established(d) for d in lab.state.directors) >= STREAMS, "every stream connected",
+         30 * TIME_SCALE, interval=0.3)
+    on_lb2 = established(lb2)
     drain = lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb2", "--timeout", str(SECONDS * 2))
     codes, lines = finished(runs)
-    if os.environ.get("LVSDR_CAPTURE"):  # the fixture of tests/test_ecmp.py was taken from here
+    if os.environ.get("LVSDR_CAPTURE") or Path("/tmp/lvsdr-capture").exists():  # tests/test_ecmp.py's fixtures
         MEASURED.append("/proc/net/ip_vs_conn on lb2 after its drain:\n" + ns_run(lb2.ns, ["cat", IP_VS_CONN]).stdout)
+        MEASURED.append("/proc/net/ip_vs on lb2:\n" + ns_run(lb2.ns, ["cat", "/proc/net/ip_vs"]).stdout)
     MEASURED.append(f"IPVS ECMP: {STREAMS} streams, lb2 drained mid-stream ({on_lb2} connections on it): "
                     f"{codes.count(0)} completed; drain said: {drain.stdout.strip().splitlines()[-1:]}")
+    seen = hops.done()
     assert drain.returncode == 0, drain.stderr
-    assert codes == [0] * STREAMS and lines == [SECONDS * 4] * STREAMS, (codes, lines)
+    assert codes == [0] * STREAMS and lines == [SECONDS * 4] * STREAMS, (codes, lines, seen, orders(lab))
     assert lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb2", "--undo").returncode == 0
     lab.wait_for_next_hops(3, 30 * TIME_SCALE)
 
