@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from helpers import make_lab  # noqa: E402
-
 from lvsdr.lab.topology import Lab  # noqa: E402
+
+from helpers import make_lab  # noqa: E402
 
 VIP = "192.0.2.150"
 

@@ -227,25 +227,20 @@ def _iface_key(a: object) -> tuple[int, int]:
     return (a.version, int(a.ip))
 
 
-def routes_fact(table: int, version: int) -> FactCommand:
-    """The routes of lvsdr's table on an ECMP director (one family)."""
-    return FactCommand(("ip", f"-{version}", "-j", "route", "show", "table", str(table)),
-                       absent=("FIB table does not exist",))
-
-
-def parse_routes(text: str, version: int) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]:
-    """`ip -j route show table T` -> the host routes in it (the announced VIPs); anything else is not lvsdr's."""
-    import json
-
-    if not text.strip():
-        return ()
+def parse_route_messages(msgs: list[dict[str, object]], table: int,
+                         version: int) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]:
+    """Netlink route messages of lvsdr's table (``dst``, ``dst_len``,
+    ``table``, as hooks/facts.py takes them from a dump) -> the host routes
+    in it, the announced VIPs; anything else is not lvsdr's."""
     out = []
-    for r in json.loads(text):
-        dst = r.get("dst", "") if isinstance(r, dict) else ""
+    for m in msgs:
+        dst, length = m.get("dst"), m.get("dst_len")
+        if m.get("table") != table or not isinstance(dst, str) or not isinstance(length, int):
+            continue
         try:
-            a = ipaddress.ip_interface(dst if "/" in dst else f"{dst}/{32 if version == 4 else 128}")
+            a = ipaddress.ip_interface(f"{dst}/{length}")
         except ValueError:
             continue
         if a.version == version and a.network.prefixlen == a.max_prefixlen:
             out.append(a)
-    return tuple(out)
+    return tuple(sorted(out, key=_iface_key))

@@ -73,14 +73,16 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
         marker.unlink(missing_ok=True)
         echo(f"{node}: drain undone; the agent announces the healthy VIPs again within a second")
         return 0
+    from .facts import read_routes
     from .fast.files import state_dir, write_atomic
 
     state_dir(state)
+    announced = read_routes(spec)  # before the marker: the agent may withdraw them first, within its second
     write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
-    _, done = reconcile_ecmp(spec, state, frozenset())
-    withdrawn = [d for d in done if d.startswith("withdraw VIP")]
-    echo(f"{node}: {len(withdrawn)} VIP{'s' if len(withdrawn) != 1 else ''} withdrawn; BIRD no longer announces "
-         "any (the agent keeps them withdrawn until `lvsdr drain --undo`)")
+    reconcile_ecmp(spec, state, frozenset())
+    n = len(announced)
+    echo(f"{node}: {n} VIP{'s' if n != 1 else ''} withdrawn; BIRD no longer announces any (the agent keeps them "
+         "withdrawn until `lvsdr drain --undo`)")
     limit = cluster.bgp.drain_timeout if timeout is None else timeout
     started = time.monotonic()
     seen = connections(cluster.vips)

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any
 
-    from lvsdr.generator.changes import AddAddress, Change, RemoveAddress
+    from lvsdr.generator.changes import AddAddress, AddRoute, Change, RemoveAddress, RemoveRoute
 
 
 def nft_transaction(script: str, resident: bool = False) -> bool:
@@ -87,11 +87,8 @@ class Gateway:
                 sysctl_path(key).write_text(f"{value}\n")
             case AddAddress() | RemoveAddress():
                 self._addr(ch)
-            case AddRoute(table=table, address=a):
-                self._run(("ip", f"-{a.version}", "route", "replace", str(a), "dev", "lo", "table", str(table),
-                           "proto", "static"))
-            case RemoveRoute(table=table, address=a):
-                self._run(("ip", f"-{a.version}", "route", "del", str(a), "dev", "lo", "table", str(table)))
+            case AddRoute() | RemoveRoute():
+                self._route(ch)
             case AddRule(rule=rule):
                 self._run(rule.argv("add"))
             case DeleteRule(rule=rule):
@@ -130,6 +127,22 @@ class Gateway:
             ipr.addr("add", **kw)
         else:
             ipr.addr("del", **kw)
+
+    def _route(self, ch: AddRoute | RemoveRoute) -> None:
+        """An ECMP director's announcement: a host route via lo in lvsdr's table (netlink: no process)."""
+        from lvsdr.generator.changes import AddRoute
+
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+
+            self._ipr = IPRoute()
+        lo = self._ipr.link_lookup(ifname="lo")[0]
+        # proto static (4), scope link (253): as `ip route add ... dev lo proto static` makes it
+        kw: dict[str, Any] = {"dst": str(ch.address), "table": ch.table, "oif": lo, "scope": 253}
+        if isinstance(ch, AddRoute):
+            self._ipr.route("replace", proto=4, **kw)
+        else:
+            self._ipr.route("del", **kw)
 
     @staticmethod
     def _run(argv: tuple[str, ...], stdin: str | None = None) -> None:

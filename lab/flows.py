@@ -19,6 +19,8 @@ import struct
 import sys
 import time
 
+BATCH = 100  # SYNs in flight at once (the real servers' SYN backlog, the socket's buffer)
+
 
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
@@ -44,28 +46,31 @@ def picks(ifname: str, vip: str, port: int, director_mac: str, first: int, count
           timeout: float = 10.0) -> dict[int, str]:
     """{source port: MAC of the real server that answered} for ``count`` flows."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): every SYN-ACK of a batch is kept
     sock.bind((ifname, 0))
     own_mac = sock.getsockname()[4]
     me = _address(ifname)
     dmac = bytes.fromhex(director_mac.replace(":", ""))
-    for sport in range(first, first + count):
-        sock.send(syn_frame(own_mac, dmac, me, vip, sport, port, sport * 7919))
     got: dict[int, str] = {}
-    sock.settimeout(0.2)
-    deadline = time.monotonic() + timeout
     vip_raw = socket.inet_aton(vip)
-    while len(got) < count and time.monotonic() < deadline:
-        try:
-            frame = sock.recv(2048)
-        except TimeoutError:
-            continue
-        ip = frame[14:]
-        if len(ip) < 40 or ip[9] != socket.IPPROTO_TCP or ip[12:16] != vip_raw:
-            continue
-        tcp = ip[(ip[0] & 0x0F) * 4:]
-        sport_back, dport_back = struct.unpack("!HH", tcp[:4])
-        if sport_back == port and tcp[13] & 0x12 == 0x12 and first <= dport_back < first + count:
-            got[dport_back] = frame[6:12].hex(":")
+    for start in range(first, first + count, BATCH):
+        batch = range(start, min(start + BATCH, first + count))
+        for sport in batch:
+            sock.send(syn_frame(own_mac, dmac, me, vip, sport, port, sport * 7919))
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while any(p not in got for p in batch) and time.monotonic() < deadline:
+            try:
+                frame = sock.recv(2048)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if len(ip) < 40 or ip[9] != socket.IPPROTO_TCP or ip[12:16] != vip_raw:
+                continue
+            tcp = ip[(ip[0] & 0x0F) * 4:]
+            sport_back, dport_back = struct.unpack("!HH", tcp[:4])
+            if sport_back == port and tcp[13] & 0x12 == 0x12 and first <= dport_back < first + count:
+                got[dport_back] = frame[6:12].hex(":")
     return got
 
 

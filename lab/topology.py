@@ -396,7 +396,19 @@ class Lab:
                 return hops
             time.sleep(0.1)
         raise LabError(f"the router did not route the VIP to {count} directors within {timeout:.0f} s "
-                       f"(it has {self.next_hops()}; see {self.state_dir}/bird-*.log and agent-*.log)")
+                       f"(it has {self.next_hops()})\n{self.ecmp_report()}")
+
+    def ecmp_report(self) -> str:
+        """What each director's BIRD and agent say (for an error message: the lab's logs go with it)."""
+        out = []
+        for node in [*self.routers(), *self.state.directors]:
+            p = run(["birdc", "-s", self.bird_socket(node), "show", "protocols"], check=False)
+            out.append(f"--- {node.name}: birdc show protocols\n{p.stdout.strip()}")
+            for log in (f"agent-{node.name}.log", f"keepalived-{node.name}.log", f"bird-{node.name}.out"):
+                path = self.state_dir / log
+                if path.exists():
+                    out.append(f"--- {log}\n{path.read_text()[-1500:]}")
+        return "\n".join(out)
 
     def start_bird(self, node: Node) -> None:
         """BIRD on an ECMP director, with lvsdr's bird.conf for it."""

@@ -27,9 +27,8 @@ from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 VIP = "192.0.2.150"
 SERVICE = f"TCP {VIP}:80"
-
-STREAMS, SECONDS = 30, 16
-IP_VS_CONN = "/proc/net/ip_vs_conn"  # 30 downloads of 64 lines, one line every 0.25 s
+STREAMS, SECONDS = 30, 16  # 30 downloads of 64 lines, one line every 0.25 s
+IP_VS_CONN = "/proc/net/ip_vs_conn"
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +93,11 @@ def connections(node: Node) -> int:
     return len([ln for ln in ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()[1:] if ln.strip()])
 
 
-def established(node: Node) -> int:
-    return ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.count(" ESTABLISHED ")
+def established(node: Node, first_port: int) -> int:
+    """ESTABLISHED connections in ``node``'s IPVS from the client ports of one round of streams."""
+    ports = {f"{p:04X}" for p in range(first_port, first_port + STREAMS)}
+    return sum(1 for line in ns_run(node.ns, ["cat", IP_VS_CONN]).stdout.splitlines()[1:]
+               if len(line.split()) > 7 and line.split()[2] in ports and line.split()[7] == "ESTABLISHED")
 
 
 def streams(lab: Lab, tmp: Path, first_port: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
@@ -170,9 +172,9 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     assert len({tuple(o) for o in order.values()}) == 1, order
     hops = HopLog(lab)
     runs = streams(lab, tmp_path, 41000)
-    poll(lambda: sum(established(d) for d in lab.state.directors) >= STREAMS, "every stream connected",
+    poll(lambda: sum(established(d, 41000) for d in lab.state.directors) >= STREAMS, "every stream connected",
          30 * TIME_SCALE, interval=0.3)
-    on_lb3 = established(lb3)
+    on_lb3 = established(lb3, 41000)
     for comm in ("bird", "keepalived", "lvsdr"):
         kill_in_ns(lb3.ns, comm)
     codes, lines = finished(runs)
@@ -188,14 +190,15 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     lab.wait_for_next_hops(3, 60 * TIME_SCALE)
     hops = HopLog(lab)
     runs = streams(lab, tmp_path, 42000)
-    poll(lambda: sum(established(d) for d in lab.state.directors) >= STREAMS, "every stream connected",
+    poll(lambda: sum(established(d, 42000) for d in lab.state.directors) >= STREAMS, "every stream connected",
          30 * TIME_SCALE, interval=0.3)
-    on_lb2 = established(lb2)
+    on_lb2 = established(lb2, 42000)
     drain = lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb2", "--timeout", str(SECONDS * 2))
     codes, lines = finished(runs)
     if os.environ.get("LVSDR_CAPTURE") or Path("/tmp/lvsdr-capture").exists():  # tests/test_ecmp.py's fixtures
         MEASURED.append("/proc/net/ip_vs_conn on lb2 after its drain:\n" + ns_run(lb2.ns, ["cat", IP_VS_CONN]).stdout)
         MEASURED.append("/proc/net/ip_vs on lb2:\n" + ns_run(lb2.ns, ["cat", "/proc/net/ip_vs"]).stdout)
+    assert on_lb2 > 0, "no stream went through lb2: the drain proved nothing"
     MEASURED.append(f"IPVS ECMP: {STREAMS} streams, lb2 drained mid-stream ({on_lb2} connections on it): "
                     f"{codes.count(0)} completed; drain said: {drain.stdout.strip().splitlines()[-1:]}")
     seen = hops.done()
