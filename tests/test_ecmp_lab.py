@@ -66,7 +66,7 @@ def logged(lab: Lab, node: Node, event: str, since: float) -> float:
                 record = json.loads(line)
                 at = datetime.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
                 if at >= since:
-                    return at - record["ms"] / 1000
+                    return at - float(record["ms"]) / 1000
         time.sleep(0.05)
     raise AssertionError(f"{node.name}: no {event!r} in the agent's log after {since}:\n{explain(lab)}")
 
