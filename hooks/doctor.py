@@ -184,13 +184,15 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, soc
         if s.fwmark or s.is_group:
             continue
         key = f"{s.protocol.upper()} {s.vip}:{s.port}"
-        want_order = [str(b.address) for b in s.backends]
+        # keepalived adds them in the file's order, and IPVS lists (and hashes) the newest first
+        want_order = [str(b.address) for b in reversed(s.backends)]
         have = order.get(key)
         if have == want_order:
             r.ok(f"IPVS {key}: the real servers in the file's order (every director's mh table the same)")
         else:
-            r.fail(f"IPVS {key}: real servers {have or 'none'}, the file says {want_order}; a director with another "
-                   "order hashes flows elsewhere (restart keepalived here to rebuild it)")
+            r.fail(f"IPVS {key}: real servers {have or 'none'} (IPVS lists the newest first), the file gives "
+                   f"{want_order}; a director with another order hashes flows elsewhere (restart keepalived here to "
+                   "rebuild it)")
 
 
 def bird_sessions(text: str) -> dict[str, str]:
