@@ -19,6 +19,7 @@ import pytest
 
 from lvsdr.generator.changes import (
     AddAddress,
+    AddRoute,
     AddRule,
     Change,
     DeleteNftTable,
@@ -26,6 +27,7 @@ from lvsdr.generator.changes import (
     ForgetRecord,
     LoadNftTable,
     RemoveAddress,
+    RemoveRoute,
     RestoreSysctl,
     SetSysctl,
     WriteRecord,
@@ -249,6 +251,8 @@ def classify(ch: Change) -> str:
         case DeleteNftTable(key=key):
             return UNSUPPRESS if key.startswith("arp ") else OTHER
         case WriteRecord() | ForgetRecord():
+            return OTHER
+        case AddRoute() | RemoveRoute():  # an ECMP announcement: a route in lvsdr's table, nothing answers ARP for it
             return OTHER
     raise AssertionError(f"unclassified change {ch!r}")
 

@@ -74,10 +74,11 @@ def test_every_change_type_is_classified() -> None:
         ch.SetSysctl("k", "1"), ch.RestoreSysctl("k", "0"), ch.AddAddress("lo", addr), ch.RemoveAddress("lo", addr),
         ch.AddRule(rule), ch.DeleteRule(rule), ch.LoadNftTable(NftTable("arp", "lvsdr")),
         ch.DeleteNftTable("arp lvsdr"), ch.WriteRecord(Record("c", "n", "sysctl")), ch.ForgetRecord(),
+        ch.AddRoute(4242, addr), ch.RemoveRoute(4242, addr),
     ]
     assert {type(c) for c in one_of_each} == set(typing.get_args(ch.Change))
     assert [classify(c) for c in one_of_each] == [
-        SUPPRESS, UNSUPPRESS, VIP_ADD, VIP_DEL, SUPPRESS, UNSUPPRESS, SUPPRESS, UNSUPPRESS, OTHER, OTHER]
+        SUPPRESS, UNSUPPRESS, VIP_ADD, VIP_DEL, SUPPRESS, UNSUPPRESS, SUPPRESS, UNSUPPRESS, OTHER, OTHER, OTHER, OTHER]
 
 
 def test_director_is_not_a_real_server() -> None:
