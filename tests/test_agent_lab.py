@@ -179,6 +179,7 @@ FAULTS = ("keepalived SIGKILLed whole", "its VRRP child SIGKILLed", "SIGTERM", "
           "the agent SIGKILLed and restarted", "SIGHUP")
 
 
+@pytest.mark.long
 def test_the_pair_settles_after_every_fault(tmp_path: Path) -> None:
     """20 fault rounds on the MASTER of a pair of directors that are also
     backends (adverts every 0.5 s): after each, within 10 s, one director holds

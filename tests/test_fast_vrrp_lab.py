@@ -46,6 +46,7 @@ def cpu_seconds(ns: str, comm: str) -> float:
     return total / 100  # clock ticks (USER_HZ)
 
 
+@pytest.mark.long
 def test_advert_0_1_holds_steady_and_fails_over_in_half_a_second(tmp_path: Path) -> None:
     """At advert_int 0.1 (VRRPv3): no transition in 60 s of steady state; the
     MASTER killed (keepalived SIGKILLed, link down) and, within 0.5 s, the

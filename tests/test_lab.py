@@ -18,6 +18,7 @@ from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, proc
 pytestmark = [needs_root, pytest.mark.lab]
 
 
+@pytest.mark.long
 def test_up_down_ten_times_leaves_nothing(tmp_path: Path) -> None:
     """Bringing the lab up and down ten times leaves no namespace, process or file behind."""
     path = write_cluster(tmp_path)

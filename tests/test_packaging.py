@@ -55,6 +55,7 @@ def test_wheel_holds_the_package_and_no_scaffolding(wheel: Path) -> None:
     assert "lvsdr/lab/firewalld.py" not in names
 
 
+@pytest.mark.long
 def test_installed_wheel_runs_the_console_script(wheel: Path, tmp_path: Path) -> None:
     """The console script of an installed wheel validates and renders."""
     venv = tmp_path / "venv"

@@ -45,6 +45,7 @@ class Server:
         return r.stdout
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("method", METHODS)
 def test_method_on_the_wire(method: str, tmp_path: Path) -> None:
     """Each ARP method applied on real servers keeps them from answering ARP for the VIP while they serve DR

@@ -35,6 +35,7 @@ def held(lab: Lab, name: str) -> int:
     return len(set(all_vips()) & addresses_of(node, node.ifname)) if link_up(node) else 0
 
 
+@pytest.mark.long
 def test_700_vips_move_on_failover(tmp_path: Path) -> None:
     """700 VIPs (255 advertised) come up on the MASTER and all move on failover."""
     vips = all_vips()
