@@ -76,6 +76,8 @@ def cmd_demo(cluster_path: Path | None, no_suppression: bool) -> int:
         say("    data plane: the lab's IPVS stand-in. This kernel has no IPVS: keepalived runs VRRP only")
         say("    (-P), and an nftables netdev rule on the MASTER (test scaffolding) does the DR forwarding;")
         say("    scripts/ipvs-vm runs the demo in a VM whose kernel has IPVS")
+    if lab.cluster.ecmp:
+        return _demo_ecmp(lab, started)
     lab.up()  # cleans up after itself if it fails
     try:
         step("VRRP election")
@@ -98,6 +100,47 @@ def cmd_demo(cluster_path: Path | None, no_suppression: bool) -> int:
         show_master(lab)
         ok = show_arp(lab)
         show_http(lab)
+    finally:
+        step("tearing down")
+        lab.down()
+        say(f"    done in {time.monotonic() - started:.1f} s; nothing left behind")
+    return 0 if ok else 1
+
+
+def _demo_ecmp(lab: Lab, started: float) -> int:
+    """An ECMP cluster: the router's next hops for each VIP before and after a director dies."""
+    from .probes import kill_director
+
+    lab.up()
+    try:
+        step("the router's route to each VIP (BIRD, multipath): one next hop per healthy director")
+        names = {n.addresses[0].split("/")[0]: n.name for n in lab.state.directors}
+        for vip in lab.cluster.vips:
+            say(f"    {vip}: {', '.join(names.get(h, h) for h in lab.next_hops(str(vip)))}")
+        step("who answers ARP for each VIP (from the client): nobody, the routers route it")
+        from .probes import mac_owner, responders
+
+        silent = True
+        for vip in lab.cluster.vips:
+            seen = responders(lab, str(vip))
+            silent &= not seen
+            say(f"    {vip}: {', '.join(f'{mac_owner(lab, m)} ({n} replies)' for m, n in seen.items()) or 'nobody'}")
+        victim = lab.state.directors[0]
+        step(f"killing director {victim.name} (keepalived SIGKILL, link down)")
+        t0 = time.monotonic()
+        kill_director(lab, victim)
+        want = len(lab.state.directors) - 1
+        while len(lab.next_hops()) != want and time.monotonic() - t0 < 20:
+            time.sleep(0.01)
+        took = time.monotonic() - t0
+        for vip in lab.cluster.vips:
+            say(f"    {vip}: {', '.join(names.get(h, h) for h in lab.next_hops(str(vip)))}")
+        ok = silent and len(lab.next_hops()) == want
+        say(f"    {victim.name} left the router's route after {took * 1000:.0f} ms"
+            + (" (BFD)" if lab.cluster.bgp and lab.cluster.bgp.bfd else " (the BGP hold timer)"))
+        if not HAS_IPVS:
+            say("    the flows kept on the way: scripts/ipvs-vm runs this demo, and tests/ipvs/test_ipvs_ecmp.py,")
+            say("    on real IPVS")
     finally:
         step("tearing down")
         lab.down()
