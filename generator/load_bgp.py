@@ -17,6 +17,7 @@ import ipaddress
 import re
 from typing import Any
 
+from . import methods
 from .model import Bgp, BgpPeer, Director, RealServer, Service
 from .rules import NAME_RE, PATH_RE
 from .schema import Errors, Table, defaults_of, quote
@@ -151,8 +152,6 @@ def check_ecmp(bgp: Bgp, directors: list[Director], real_servers: list[RealServe
         if p.asn == bgp.asn:
             errors.add(f"bgp.peers[{i}].asn", f"{p.asn} is the directors' own ASN; lvsdr speaks eBGP to its "
                        "routers (iBGP would need the routers to reflect, and ECMP across iBGP paths)")
-    from . import methods
-
     for i, d in enumerate(directors):
         if d.arp_method not in methods.DIRECTOR_BACKEND:
             errors.add(f"directors[{i}].arp_method", f"{d.arp_method} redirects instead of holding the VIPs on lo, "

@@ -335,7 +335,6 @@ class _Agent:
         fields: dict[str, Any]
         try:
             if f.spec.ecmp is not None:
-                assert f.spec.ecmp is not None
                 self.drained = drain_marker(f.state_dir, f.spec).exists()
                 healthy = f.spec.ecmp.healthy(self.quorum.down(self.procs.pids())) if running else frozenset()
                 announced, done = reconcile_ecmp(f.spec, f.state_dir, healthy)

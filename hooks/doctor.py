@@ -160,12 +160,7 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, soc
                    f"(birdc -s {socket} show protocols all peer{i})")
     state_dir = Path(cluster.state_dir)
     drained = drain_marker(state_dir, spec).exists()
-    from .processes import ProcessWatch
-
-    watch = ProcessWatch("keepalived")
-    watch.refresh()
-    down = _Quorum(state_dir, spec).down(watch.pids())
-    watch.close()
+    down = _Quorum(state_dir, spec).down(sorted(pids_of("keepalived")))  # the pids the agent keys it by
     want = frozenset() if drained or not keepalived else spec.ecmp.healthy(down)
     facts = read_ecmp_facts(spec, state_dir)
     announced = sorted(str(a.ip) for a in facts.routes)

@@ -360,7 +360,7 @@ class Lab:
         the client reaches the VIPs through the first router."""
         from .ecmp import router_conf
 
-        routers = [n for n in self.state.nodes if n.role == "router"]
+        routers = self.routers()
         for node in routers:
             peer = next(p for p in (self.cluster.bgp.peers if self.cluster.bgp else ()) if p.name == node.name)
             run(["ip", "netns", "exec", node.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",

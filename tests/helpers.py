@@ -64,6 +64,28 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network n
 MEASURED: list[str] = []  # lines for the end of the run (failover times, ...), printed by conftest
 
 
+DELETE = object()  # as a value of ``patched``: remove the key
+
+
+def patched(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with dotted paths set, e.g. {"services.1.vip": "x"} (DELETE removes the key)."""
+    import copy
+
+    data = copy.deepcopy(base)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is DELETE:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
 def poll(cond: Callable[[], bool], what: str, timeout: float = 10.0, interval: float = 0.05,
          explain: Callable[[], str] = lambda: "") -> float:
     """Wait until ``cond()`` holds; returns the seconds it took, or fails naming ``what``."""

@@ -4,7 +4,6 @@ typed changes, and the readers of what keepalived and the kernel say."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import ipaddress
 import os
@@ -39,27 +38,16 @@ from lvsdr.generator.node import Facts
 from lvsdr.hooks.director import parse_event, parse_quorum_event
 from lvsdr.hooks.drain import parse_ip_vs_conn
 
-from helpers import DATA, EXAMPLES, GOLDEN, REPO
+from helpers import DATA, DELETE, EXAMPLES, GOLDEN, REPO
+from helpers import patched as patched_base
 
 ECMP = tomllib.loads((EXAMPLES / "ecmp.toml").read_text())
 VIP = ipaddress.ip_address("192.0.2.150")
 
 
 def patched(**changes: Any) -> dict[str, Any]:
-    """A copy of examples/ecmp.toml with dotted paths set (None deletes)."""
-    data = copy.deepcopy(ECMP)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node: Any = data
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        if value is None:
-            del node[last]
-        elif isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
+    """A copy of examples/ecmp.toml with dotted paths set (DELETE removes a key)."""
+    return patched_base(ECMP, changes)
 
 
 def errors(data: dict[str, Any]) -> list[str]:
@@ -72,7 +60,7 @@ def errors(data: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize(("changes", "line"), [
     ({"services.0.scheduler": "wlc"}, "services[0].scheduler: wlc: in an ECMP cluster every director must pick the "
      "same real server for a flow; use mh (Maglev hashing) or sh"),
-    ({"cluster.subnet": None}, "cluster.subnet: required in an ECMP cluster: the one L2 segment of the directors "
+    ({"cluster.subnet": DELETE}, "cluster.subnet: required in an ECMP cluster: the one L2 segment of the directors "
      "and the real servers (direct routing needs it; tunnel mode is out of scope)"),
     ({"real_servers.0.address": "198.51.100.11"}, "real_servers[0].address: 198.51.100.11 is outside "
      "cluster.subnet 192.0.2.0/24: direct routing reaches a real server on the directors' segment only"),
@@ -337,45 +325,30 @@ def _bird_skeleton(text: str) -> list[tuple[int, int, int]]:
     return out
 
 
-def _strings(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in _strings(v, (*path, k))]
-    if isinstance(value, list):
-        return [s for i, v in enumerate(value) for s in _strings(v, (*path, i))]
-    return [(path, value)] if isinstance(value, str) else []
-
-
 def test_injection_payloads_on_every_string_never_leave_their_place_in_bird_conf() -> None:
     """A payload at either end of any string of examples/ecmp.toml is refused,
     or bird.conf renders with every line in the block and statement the model
     put it in (the same lines, depths, braces and semicolons)."""
-    from test_hostile import PAYLOADS
+    from test_hostile import PAYLOADS, _strings, mutations
 
     payloads = [*PAYLOADS, ";", '"; protocol static { ', "/*", "*/", "}; protocol x {"]
     with_password = {"bgp.peers.0.password": "s3cret"}  # a string that takes some payloads as legitimate text
     base = {d: render_bird(parse_cluster(patched(**with_password)), d, "x") for d in ("lb1", "lb2", "lb3")}
     data = patched(**with_password)
     tried = rendered = 0
-    for path, value in _strings(data):
-        node: Any = data
-        for key in path[:-1]:
-            node = node[key]
-        for payload in payloads:
-            for mutated in (payload + value, value + payload):
-                tried += 1
-                node[path[-1]] = mutated
-                try:
-                    c = parse_cluster(data)
-                except ValidationError as e:
-                    assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
-                    continue
-                rendered += 1
-                for name in base:
-                    if c.director(name) is None:
-                        continue
-                    text = render_bird(c, name, "x")
-                    assert _bird_skeleton(text) == _bird_skeleton(base[name]), (path, mutated)
-        node[path[-1]] = value
+    for path, mutated in mutations(data, _strings(data), payloads):
+        tried += 1
+        try:
+            c = parse_cluster(data)
+        except ValidationError as e:
+            assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
+            continue
+        rendered += 1
+        for name in base:
+            if c.director(name) is None:
+                continue
+            text = render_bird(c, name, "x")
+            assert _bird_skeleton(text) == _bird_skeleton(base[name]), (path, mutated)
     assert tried > 500 and rendered > 0, (tried, rendered)
 
 

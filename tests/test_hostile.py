@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,22 @@ def _skeleton(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def mutations(data: dict[str, Any], strings: list[tuple[tuple[Any, ...], str]],
+              payloads: list[str]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Each payload at either end of each string of ``strings``, set in
+    ``data`` in place in turn (a copy per variant costs more than the parse)
+    and put back after: yields (path, the mutated value)."""
+    for path, value in strings:
+        node: Any = data
+        for key in path[:-1]:
+            node = node[key]
+        for payload in payloads:
+            for mutated in (payload + value, value + payload):
+                node[path[-1]] = mutated
+                yield path, mutated
+        node[path[-1]] = value
+
+
 CHUNKS = 4  # the sweep in parts, so that the suite's workers share it
 
 
@@ -134,27 +151,20 @@ def test_injection_payloads_on_every_string_never_leave_their_block(chunk: int) 
     clean = parse_cluster(copy.deepcopy(FULL))
     base = {d.name: render_keepalived(clean, d.name, "x") for d in clean.directors}
     tried = 0
-    data = copy.deepcopy(FULL)  # mutated in place and put back: a copy per variant costs more than the parse
-    for path, value in _strings(FULL)[chunk::CHUNKS]:
-        node: Any = data
-        for key in path[:-1]:
-            node = node[key]
-        for payload in PAYLOADS:
-            for mutated in (payload + value, value + payload):
-                tried += 1
-                node[path[-1]] = mutated
-                try:
-                    c = parse_cluster(data)
-                except ValidationError as e:
-                    assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
-                    continue
-                for d in c.directors:
-                    if d.name not in base:
-                        continue
-                    text = render_keepalived(c, d.name, "x")
-                    assert len(text.split("\n")) == len(base[d.name].split("\n")), (path, mutated)
-                    assert _skeleton(text) == _skeleton(base[d.name]), (path, mutated)
-        node[path[-1]] = value
+    data = copy.deepcopy(FULL)
+    for path, mutated in mutations(data, _strings(FULL)[chunk::CHUNKS], PAYLOADS):
+        tried += 1
+        try:
+            c = parse_cluster(data)
+        except ValidationError as e:
+            assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
+            continue
+        for d in c.directors:
+            if d.name not in base:
+                continue
+            text = render_keepalived(c, d.name, "x")
+            assert len(text.split("\n")) == len(base[d.name].split("\n")), (path, mutated)
+            assert _skeleton(text) == _skeleton(base[d.name]), (path, mutated)
     assert tried > 4000 // CHUNKS
 
 

@@ -113,13 +113,8 @@ def test_garbage_is_a_validation_error(data: Any) -> None:
         assert e.errors and all("\n" not in line for line in e.errors)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["cluster", "directors", "real_servers", "services"]),
-       st.integers(0, 3), st.text(max_size=12), json_values)
-def test_mutated_files_never_crash(section: str, index: int, key: str, value: Any) -> None:
-    """A valid file with any key set to any value validates or is refused, and what validates renders."""
-    data = json.loads(json.dumps(BASE))
-    target = data[section]
+def _set_key(target: dict[str, Any] | list[dict[str, Any]], index: int, key: str, value: Any) -> None:
+    """Set ``key`` in a table, or in the ``index``-th table of a list (a new one past its end)."""
     if isinstance(target, list):
         if index >= len(target):
             target.append({key: value})
@@ -127,6 +122,15 @@ def test_mutated_files_never_crash(section: str, index: int, key: str, value: An
             target[index][key] = value
     else:
         target[key] = value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["cluster", "directors", "real_servers", "services"]),
+       st.integers(0, 3), st.text(max_size=12), json_values)
+def test_mutated_files_never_crash(section: str, index: int, key: str, value: Any) -> None:
+    """A valid file with any key set to any value validates or is refused, and what validates renders."""
+    data = json.loads(json.dumps(BASE))
+    _set_key(data[section], index, key, value)
     try:
         c = parse_cluster(data)
     except ValidationError:
@@ -177,14 +181,7 @@ def test_mutated_ecmp_files_never_crash(section: str, index: int, key: str, valu
     from lvsdr.generator.bird import render_bird
 
     data = json.loads(json.dumps(ECMP))
-    target = data["bgp"]["peers"] if section == "bgp.peers" else data[section]
-    if isinstance(target, list):
-        if index >= len(target):
-            target.append({key: value})
-        else:
-            target[index][key] = value
-    else:
-        target[key] = value
+    _set_key(data["bgp"]["peers"] if section == "bgp.peers" else data[section], index, key, value)
     try:
         c = parse_cluster(data)
     except ValidationError as e:

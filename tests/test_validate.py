@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -12,26 +11,13 @@ import pytest
 from lvsdr.errors import ValidationError
 from lvsdr.generator.load import load_cluster, parse_cluster
 
-from helpers import BASE
-
-DELETE = object()
+from helpers import BASE, DELETE
+from helpers import patched as patched_base
 
 
 def patched(**changes: Any) -> dict[str, Any]:
     """patched(**{"services.1.vip": "x"}): a copy of BASE with dotted paths set."""
-    data = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node: Any = data
-        for key in parents:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        if value is DELETE:
-            del node[last]
-        elif isinstance(node, list):
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
+    return patched_base(BASE, changes)
 
 
 # (changes, the exact error line)

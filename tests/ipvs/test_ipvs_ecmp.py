@@ -114,6 +114,19 @@ def streams(lab: Lab, tmp: Path, first_port: int) -> list[tuple[subprocess.Popen
     return out
 
 
+def busiest(lab: Lab, tmp: Path, first_port: int
+            ) -> tuple[HopLog, list[tuple[subprocess.Popen[bytes], Path]], dict[str, int], Node]:
+    """A round of streams, once every one is connected: the router's next hops
+    logged from its start, the streams, how many each director carries, and
+    the director carrying the most."""
+    hops = HopLog(lab)
+    runs = streams(lab, tmp, first_port)
+    poll(lambda: sum(established(d, first_port) for d in lab.state.directors) >= STREAMS, "every stream connected",
+         30 * TIME_SCALE, interval=0.3)
+    carried = {d.name: established(d, first_port) for d in lab.state.directors}
+    return hops, runs, carried, lab.state.node(max(carried, key=lambda n: carried[n]))
+
+
 def finished(runs: list[tuple[subprocess.Popen[bytes], Path]]) -> tuple[list[int], list[int]]:
     """(curl exit codes, lines each got)."""
     codes = []
@@ -173,12 +186,7 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     (sloppy_tcp), with no sync daemon."""
     order = orders(lab)
     assert len({tuple(o) for o in order.values()}) == 1, order
-    hops = HopLog(lab)
-    runs = streams(lab, tmp_path, 41000)
-    poll(lambda: sum(established(d, 41000) for d in lab.state.directors) >= STREAMS, "every stream connected",
-         30 * TIME_SCALE, interval=0.3)
-    carried = {d.name: established(d, 41000) for d in lab.state.directors}
-    victim = lab.state.node(max(carried, key=lambda n: carried[n]))
+    hops, runs, carried, victim = busiest(lab, tmp_path, 41000)
     for comm in ("bird", "keepalived", "lvsdr"):
         kill_in_ns(victim.ns, comm)
     codes, lines = finished(runs)
@@ -193,12 +201,7 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     lab.start_agent(victim)
     lab.start_keepalived(victim)
     lab.wait_for_next_hops(3, 60 * TIME_SCALE)
-    hops = HopLog(lab)
-    runs = streams(lab, tmp_path, 42000)
-    poll(lambda: sum(established(d, 42000) for d in lab.state.directors) >= STREAMS, "every stream connected",
-         30 * TIME_SCALE, interval=0.3)
-    carried = {d.name: established(d, 42000) for d in lab.state.directors}
-    drained = lab.state.node(max(carried, key=lambda n: carried[n]))
+    hops, runs, carried, drained = busiest(lab, tmp_path, 42000)
     drain = lvsdr_in(drained.ns, "drain", lab.cluster_path, "--node", drained.name, "--timeout", str(SECONDS * 2))
     other = next(d for d in lab.state.directors if d.name != drained.name)
     conn = ns_run(other.ns, ["cat", IP_VS_CONN]).stdout
