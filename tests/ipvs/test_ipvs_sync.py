@@ -94,12 +94,14 @@ def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
             data = json.loads(Path(lab.cluster_path).read_text())
             data["services"][0]["backends"] = [{"server": drained, "weight": 0}, other]
             Path(lab.cluster_path).write_text(json.dumps(data))
+            started = time.monotonic()
             r = lvsdr_in(master.ns, "watch", lab.cluster_path, "--node", master.name,
                          "-o", str(lab.state_dir / f"keepalived-{master.name}.conf"),
                          "--pidfile", str(lab.state_dir / f"keepalived-{master.name}.pid"), "--hook", "fifo",
                          "--lvsdr-path", lab._console(), "--config-path", lab.cluster_path,
                          "--notify-fifo", str(lab.state_dir / f"{master.name}.fifo"), "--once")
             assert r.returncode == 0, r.stdout + r.stderr
+            watched = time.monotonic() - started
             took = poll(lambda: probes.ipvs_table(lab, master).get(SERVICE, {}).get(drained_ip) == 0,
                         "the drained backend at weight 0 in IPVS", 10 * TIME_SCALE, interval=0.2)
             at_drain = len(body.read_text().split())
@@ -109,9 +111,10 @@ def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
             if curl.poll() is None:
                 curl.kill()
         lines = body.read_text().split()
-        MEASURED.append(f"IPVS drain: {drained} at weight 0 {took:.1f} s after `watch --once` started at line "
-                        f"{at_drain}; the stream ended with curl exit {rc}, {len(lines)} of {DRAIN_SECONDS * 4} "
-                        f"lines from {sorted(set(lines))}; 10 new requests: {sorted(set(map(str, fresh)))}")
+        MEASURED.append(f"IPVS drain: `watch --once` took {watched:.1f} s; {drained} at weight 0 {took:.1f} s "
+                        f"after it, at line {at_drain}; the stream ended with curl exit {rc}, {len(lines)} of "
+                        f"{DRAIN_SECONDS * 4} lines from {sorted(set(lines))};"
+                        f" 10 new requests: {sorted(set(map(str, fresh)))}")
         assert at_drain < DRAIN_SECONDS * 4 - 16, "the drain came too late in the stream to tell"
         assert rc == 0 and len(lines) == DRAIN_SECONDS * 4 and set(lines) == {drained}
         assert fresh == [other] * 10
