@@ -5,6 +5,7 @@ one result per check, the faulty node named. The probes are in
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 
 from .keepalived import MAX_ADVERTISED
@@ -38,7 +39,8 @@ class Observation:
     """What the probes saw. ``macs``: node name -> the MAC answering for its
     address (absent: no answer); ``owners``: VIP -> every MAC answering for it;
     ``paths``: (service, server) -> "answered", "refused", "silent" or
-    "skipped: why"; ``local``: results of the checks run on this host."""
+    "skipped: why"; ``local``: results of the checks run on this host;
+    ``flows``: an ECMP cluster's crafted flows, per service and director."""
 
     macs: dict[str, str] = field(default_factory=dict)
     owners: dict[IPAddress, tuple[str, ...]] = field(default_factory=dict)
@@ -47,6 +49,8 @@ class Observation:
     paths: dict[tuple[str, str], str] = field(default_factory=dict)
     local: tuple[Result, ...] = ()
     skipped_vips: dict[IPAddress, str] = field(default_factory=dict)
+    # ECMP: service -> director -> {crafted flow's source port: MAC of the real server that answered}
+    flows: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
                                   (names.get(owners[0], owners[0]),)))
         else:
             results.append(Result("arp", target, True, f"one owner: {who(owners[0])}"))
+    if cluster.ecmp:
+        results += _flows(cluster, obs, names)
     # DR paths: every backend accepts the VIP
     for t in targets(cluster):
         state = obs.paths.get((t.service, t.server), "skipped: not probed")
@@ -174,6 +180,44 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
         else:
             results.append(Result("path", where, True, f"{t.protocol} {host}:{t.port}: {state}"))
     results += obs.local
+    return results
+
+
+def _flows(cluster: Cluster, obs: Observation, names: dict[str, str]) -> list[Result]:
+    """ECMP: every director forwards each service's crafted flows, and sends
+    each flow to the same real server as every other director (the same mh
+    table everywhere, so a flow the routers move keeps its real server)."""
+    results: list[Result] = []
+    for svc in cluster.services:
+        seen = obs.flows.get(svc.name)
+        if seen is None:
+            continue
+        target = f"{svc.name} ({svc.vip}:{svc.port})"
+        sent = max((len(p) for p in seen.values()), default=0)
+        for d in cluster.directors:
+            if d.name not in seen:
+                continue  # no MAC for it: the director check says so
+            got = len(seen[d.name])
+            results.append(Result("flows", f"{target} at {d.name}", got > 0,
+                                  f"{got} crafted flows answered through {d.name}" if got else
+                                  f"no crafted flow answered through {d.name}: keepalived down, no real server in "
+                                  "its IPVS, or the service not there", () if got else (d.name,)))
+        picks: dict[int, collections.Counter[str]] = {}
+        for by_port in seen.values():
+            for port, mac in by_port.items():
+                picks.setdefault(port, collections.Counter())[mac] += 1
+        majority = {port: c.most_common(1)[0][0] for port, c in picks.items()}
+        odd = {d: sum(1 for port, mac in p.items() if mac != majority[port]) for d, p in seen.items()}
+        odd = {d: n for d, n in odd.items() if n}
+        if not sent:
+            continue
+        results.append(Result(
+            "flows", target, not odd,
+            f"every director sends each of {len(majority)} crafted flows to the same real server" if not odd else
+            "; ".join(f"{d} sends {n} of {len(seen[d])} flows to another real server than the others" for d, n in
+                      sorted(odd.items()))
+            + ": its IPVS lists the real servers in another order (restart keepalived there; `lvsdr doctor` shows "
+            "the order)", tuple(sorted(odd))))
     return results
 
 

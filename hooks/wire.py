@@ -1,6 +1,7 @@
 """Probes on the wire for `lvsdr audit`: ARP for every VIP and node, VRRP
 adverts, and a TCP SYN (or a DNS query) to each VIP:port addressed to each
-backend's MAC, as IPVS delivers it. Raw frames from one AF_PACKET socket,
+backend's MAC, as IPVS delivers it; in an ECMP cluster, the same crafted
+flows to each director, to see which real server each picks. Raw frames from one AF_PACKET socket,
 sent and read in one loop; frame building and parsing are pure functions
 (tested on bytes). Nothing here changes a node: an ARP request, a SYN the
 kernel answers with RST, a DNS question.
@@ -286,7 +287,57 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, local: set
     obs.adverts = tuple(adverts)
     for t in probes:
         obs.paths.setdefault((t.service, t.server), "silent")
+    if cluster.ecmp:
+        obs.flows = _ecmp_flows(cluster, s, mac, me, macs, local)
     return obs
+
+
+FLOWS = 32  # crafted flows per director and ECMP service in `lvsdr audit`
+
+
+def flow_picks(s: socket.socket, own_mac: bytes, director_mac: bytes, me: IPAddress, vip: IPAddress, port: int,
+               ports: range, timeout: float, batch: int = 100) -> dict[int, str]:
+    """{source port: MAC of the real server that answered} for one SYN per
+    port of ``ports`` to ``vip``:``port``, addressed at one director's MAC
+    (in direct routing the real server answers us itself; our kernel then
+    resets each half-open connection). ``s``: a raw socket bound to the
+    segment's interface. ``batch`` SYNs in flight at once."""
+    got: dict[int, str] = {}
+    for start in range(ports.start, ports.stop, batch):
+        chunk = range(start, min(start + batch, ports.stop))
+        for sport in chunk:
+            s.send(tcp_syn(own_mac, director_mac, me, vip, sport, port, sport * 7919))
+        deadline = time.monotonic() + timeout
+        while any(p not in got for p in chunk):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([s], [], [], min(left, 0.2))[0]:
+                if left <= 0:
+                    break
+                continue
+            frame = s.recv(4096)
+            rep = parse_reply(frame)
+            if (rep is not None and frame[0:6] == own_mac and rep.src == vip and rep.sport == port and not rep.udp
+                    and rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and rep.dport in chunk):
+                got[rep.dport] = mac_text(frame[6:12])
+    return got
+
+
+def _ecmp_flows(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, macs: dict[str, str],
+                local: set[IPAddress]) -> dict[str, dict[str, dict[int, str]]]:
+    """An ECMP cluster: for each plain TCP service, the same FLOWS crafted
+    flows sent to each other director -> {service: {director: {port: real
+    server MAC}}} (a frame to our own MAC would not come back to us)."""
+    base = 32768 + random.getrandbits(14)
+    ports = range(base, base + FLOWS)
+    out: dict[str, dict[str, dict[int, str]]] = {}
+    for svc in cluster.services:
+        src = me.of(svc.vip.version)
+        if svc.protocol != "tcp" or svc.fwmark or svc.is_group or src is None:
+            continue
+        out[svc.name] = {d.name: flow_picks(s, mac, bytes.fromhex(macs[d.name].replace(":", "")), src, svc.vip,
+                                            svc.port, ports, 1.0)
+                         for d in cluster.directors if d.name in macs and d.address not in local}
+    return out
 
 
 def _node_macs(nodes: dict[str, IPAddress], owners: dict[IPAddress, set[str]]) -> dict[str, str]:

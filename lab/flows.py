@@ -18,7 +18,6 @@ import ipaddress
 import json
 import socket
 import sys
-import time
 
 BATCH = 100  # SYNs in flight at once (the real servers' SYN backlog, the socket's buffer)
 
@@ -26,31 +25,17 @@ BATCH = 100  # SYNs in flight at once (the real servers' SYN backlog, the socket
 def picks(ifname: str, vip: str, port: int, director_mac: str, first: int, count: int,
           timeout: float = 10.0) -> dict[int, str]:
     """{source port: MAC of the real server that answered} for ``count`` flows."""
-    from lvsdr.hooks.wire import TCP_ACK, TCP_SYN, mac_text, parse_reply, tcp_syn
+    from lvsdr.hooks.wire import flow_picks
 
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
     sock.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): every SYN-ACK of a batch is kept
     sock.bind((ifname, 0))
-    own_mac = sock.getsockname()[4]
-    me, target = ipaddress.IPv4Address(_address(ifname)), ipaddress.IPv4Address(vip)
-    dmac = bytes.fromhex(director_mac.replace(":", ""))
-    got: dict[int, str] = {}
-    for start in range(first, first + count, BATCH):
-        batch = range(start, min(start + BATCH, first + count))
-        for sport in batch:
-            sock.send(tcp_syn(own_mac, dmac, me, target, sport, port, sport * 7919))
-        sock.settimeout(0.2)
-        deadline = time.monotonic() + timeout
-        while any(p not in got for p in batch) and time.monotonic() < deadline:
-            try:
-                frame = sock.recv(2048)
-            except TimeoutError:
-                continue
-            rep = parse_reply(frame)
-            if (rep is not None and rep.src == target and rep.sport == port and not rep.udp
-                    and rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and first <= rep.dport < first + count):
-                got[rep.dport] = mac_text(frame[6:12])
-    return got
+    try:
+        return flow_picks(sock, sock.getsockname()[4], bytes.fromhex(director_mac.replace(":", "")),
+                          ipaddress.IPv4Address(_address(ifname)), ipaddress.IPv4Address(vip), port,
+                          range(first, first + count), timeout, BATCH)
+    finally:
+        sock.close()
 
 
 def _address(ifname: str) -> str:

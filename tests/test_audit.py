@@ -8,6 +8,7 @@ import struct
 
 from lvsdr.generator.audit import Advert, Observation, evaluate, textfile
 from lvsdr.generator.load import load_cluster
+from lvsdr.generator.model import Cluster
 from lvsdr.hooks.wire import (
     _checksum,
     _pseudo,
@@ -131,6 +132,41 @@ def test_each_fault_names_its_node() -> None:
     obs = _healthy()
     del obs.macs["lb2"]
     assert faults(obs) == [("director", "lb2", ("lb2",))]
+
+
+def _ecmp() -> tuple[Cluster, Observation]:
+    cluster = load_cluster(EXAMPLES / "ecmp.toml")
+    web = {"web1": "02:00:00:00:01:00", "web2": "02:00:00:00:01:01", "web3": "02:00:00:00:01:02"}
+    lbs = {"lb1": "02:00:00:00:00:10", "lb2": "02:00:00:00:00:11", "lb3": "02:00:00:00:00:12"}
+    picks = {port: list(web.values())[port % 3] for port in range(40000, 40032)}
+    return cluster, Observation(macs={**lbs, **web}, owners={IP("192.0.2.150"): ()},
+                                paths={("http", w): "answered" for w in web},
+                                flows={"http": {lb: dict(picks) for lb in lbs}})
+
+
+def test_ecmp_flows_pass_when_every_director_picks_alike() -> None:
+    """ECMP: nobody answering ARP for the VIP and every director sending each
+    crafted flow to the same real server is a healthy cluster."""
+    cluster, obs = _ecmp()
+    results = evaluate(cluster, obs)
+    assert [r for r in results if not r.ok] == []
+    assert any(r.check == "flows" and r.target == "http (192.0.2.150:80)" for r in results)
+
+
+def test_ecmp_flows_name_the_director_that_picks_otherwise_or_forwards_nothing() -> None:
+    """ECMP: a director whose picks differ from the others' (another IPVS
+    order) is named; so is one through which no flow is answered."""
+    cluster, obs = _ecmp()
+    lb2 = obs.flows["http"]["lb2"]
+    for port in list(lb2)[:5]:
+        lb2[port] = "02:00:00:00:01:00" if lb2[port] != "02:00:00:00:01:00" else "02:00:00:00:01:01"
+    bad = [r for r in evaluate(cluster, obs) if not r.ok]
+    assert [(r.check, r.nodes) for r in bad] == [("flows", ("lb2",))]
+    assert "lb2 sends 5 of 32 flows to another real server" in bad[0].detail
+    cluster, obs = _ecmp()
+    obs.flows["http"]["lb3"] = {}
+    assert [(r.check, r.target, r.nodes) for r in evaluate(cluster, obs) if not r.ok] == [
+        ("flows", "http (192.0.2.150:80) at lb3", ("lb3",))]
 
 
 def test_textfile_is_prometheus_text() -> None:
