@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .netns import ip_json, kill_in_ns, ns_run
 from .topology import Lab, Node
@@ -178,3 +180,39 @@ def dns_answers(lab: Lab, ip: str, port: int = 53, count: int = 1, timeout: floa
     p = ns_run(lab.state.client.ns, [sys.executable, "-c", code, ip, str(port), str(count), str(timeout)],
                check=False, timeout=30 + count * (timeout + 1))
     return list(json.loads(p.stdout)) if p.returncode == 0 else [None] * count
+
+
+# -- long TCP streams through a VIP (the lab's httpd serves /stream?seconds=N: 4 lines a second) -------------
+
+Streams = list[tuple[subprocess.Popen[bytes], Path]]
+
+
+def start_streams(lab: Lab, vip: str, count: int, seconds: int, first_port: int, into: Path) -> Streams:
+    """``count`` downloads from the client through ``vip``, each from its own
+    source port (so the routers spread them), into files in ``into``."""
+    out: Streams = []
+    for port in range(first_port, first_port + count):
+        body = into / f"stream-{port}"
+        out.append((subprocess.Popen(
+            ["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--local-port", str(port),
+             "--max-time", str(seconds * 3 + 60), "-o", str(body), f"http://{vip}/stream?seconds={seconds}"]), body))
+    return out
+
+
+def end_streams(runs: Streams, seconds: int) -> tuple[list[int], list[int]]:
+    """Wait for the streams: (curl exit codes, lines each got); full is ``seconds * 4``."""
+    codes = []
+    for proc, _ in runs:
+        try:
+            codes.append(proc.wait(timeout=seconds * 3 + 90))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes.append(proc.wait())
+    return codes, [len(body.read_text().split()) if body.exists() else 0 for _, body in runs]
+
+
+def carried(node: Node, first_port: int, count: int) -> int:
+    """ESTABLISHED connections in ``node``'s IPVS from the client ports of one round of streams."""
+    ports = {f"{p:04X}" for p in range(first_port, first_port + count)}
+    return sum(1 for line in ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()[1:]
+               if len(line.split()) > 7 and line.split()[2] in ports and line.split()[7] == "ESTABLISHED")

@@ -104,7 +104,7 @@ class Lab:
 
     def __init__(self, cluster: Cluster, cluster_path: str | Path, prefix: str = "lvsdr",
                  suppression: str = "product", state_root: Path = STATE_ROOT,
-                 log: Any = None, hook: str = "both") -> None:
+                 log: Any = None, hook: str = "both", held_back: tuple[str, ...] = ()) -> None:
         if suppression not in SUPPRESSION:
             raise ValueError(suppression)
         self.cluster = cluster
@@ -113,6 +113,8 @@ class Lab:
         self.state_dir = state_root / self.lab_id
         self.suppression = suppression
         self.hook = hook  # how keepalived reaches lvsdr's hooks: "fifo" is the agent alone (no process per event)
+        # directors in the file whose processes up() does not start: an ECMP director added later (start_director)
+        self.held_back = set(held_back)
         self.log = log or (lambda msg: None)
         self.state = LabState(self.lab_id, self.cluster_path, f"{self.lab_id}--sw")
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -194,7 +196,7 @@ class Lab:
             self._start_directors()
             self._start_standin()
             if wait_master and self.cluster.ecmp:
-                self.wait_for_next_hops(len(self.cluster.directors), wait_master + 15 * TIME_SCALE)
+                self.wait_for_next_hops(len(self.running()), wait_master + 15 * TIME_SCALE)
             elif wait_master:
                 self.wait_for_master(wait_master)
         except BaseException:
@@ -363,9 +365,13 @@ class Lab:
         routers = self.routers()
         for node in routers:
             peer = next(p for p in (self.cluster.bgp.peers if self.cluster.bgp else ()) if p.name == node.name)
+            # no ICMP redirects: the client is on the directors' segment, and a redirect
+            # would send its later flows straight to the one director that packet's hash
+            # picked, past the router and its withdrawals (a real client is routed)
             run(["ip", "netns", "exec", node.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
                  "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.conf.all.forwarding=1",
-                 "net.ipv6.fib_multipath_hash_policy=1"])
+                 "net.ipv6.fib_multipath_hash_policy=1", "net.ipv4.conf.all.send_redirects=0",
+                 f"net.ipv4.conf.{node.ifname}.send_redirects=0"])
             conf = self.state_dir / f"bird-{node.name}.conf"
             conf.write_text(router_conf(self.cluster, peer, str(self.state_dir / f"bird-{node.name}.log")))
             self.log(f"router {node.name}: BIRD, AS {peer.asn}, multipath{', BFD' if peer.bfd else ''}")
@@ -373,6 +379,9 @@ class Lab:
                                   "-P", str(self.state_dir / f"bird-{node.name}.pid")], f"bird-{node.name}.out")
         if routers:
             via = routers[0].addresses[0].split("/")[0]
+            client = self.state.client
+            run(["ip", "netns", "exec", client.ns, "sysctl", "-qw", *(
+                f"net.ipv{v}.conf.{scope}.accept_redirects=0" for v in (4, 6) for scope in ("all", client.ifname))])
             for vip in self.cluster.vips:
                 run(["ip", "-n", self.state.client.ns, "route", "replace", str(host_interface(vip)), "via", via])
 
@@ -420,25 +429,35 @@ class Lab:
                               "-P", str(self.state_dir / f"bird-{node.name}.pid")], f"bird-{node.name}.out")
 
     def _start_directors(self) -> None:
-        for node in self.state.directors:
-            conf = self.state_dir / f"keepalived-{node.name}.conf"
-            # the product's hooks, both of them: keepalived runs `lvsdr notify`
-            # and writes the FIFO that `lvsdr agent` reads
-            wiring = Wiring.from_cluster(self.cluster, hook=self.hook, notify_fifo=self.fifo(node),
-                                         lvsdr_path=self._console(), config_path=self.cluster_path)
-            conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
-            conf.chmod(0o600)
-            if self.cluster.ecmp:
-                self.log(f"director {node.name}: BIRD, lvsdr agent, "
-                         + ("keepalived" if HAS_IPVS else "the lab's checker (no IPVS here: lab/checker.py)"))
-                self.start_bird(node)
-                self.start_agent(node)
-                self.start_keepalived(node)
-                continue
-            self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
-                     f"priority {self.cluster.find_director(node.name).priority}")
+        for node in self.running():
+            self.start_director(node)
+
+    def running(self) -> list[Node]:
+        """The directors whose processes run (all but those held back)."""
+        return [d for d in self.state.directors if d.name not in self.held_back]
+
+    def start_director(self, node: Node) -> None:
+        """A director's processes, with the keepalived.conf lvsdr renders for it
+        (also a held-back director joining later)."""
+        self.held_back.discard(node.name)
+        conf = self.state_dir / f"keepalived-{node.name}.conf"
+        # the product's hooks, both of them: keepalived runs `lvsdr notify`
+        # and writes the FIFO that `lvsdr agent` reads
+        wiring = Wiring.from_cluster(self.cluster, hook=self.hook, notify_fifo=self.fifo(node),
+                                     lvsdr_path=self._console(), config_path=self.cluster_path)
+        conf.write_text(render_keepalived(self.cluster, node.name, self.cluster_path, wiring))
+        conf.chmod(0o600)
+        if self.cluster.ecmp:
+            self.log(f"director {node.name}: BIRD, lvsdr agent, "
+                     + ("keepalived" if HAS_IPVS else "the lab's checker (no IPVS here: lab/checker.py)"))
+            self.start_bird(node)
             self.start_agent(node)
             self.start_keepalived(node)
+            return
+        self.log(f"director {node.name}: keepalived {'-P (VRRP only) ' if not HAS_IPVS else ''}"
+                 f"priority {self.cluster.find_director(node.name).priority}")
+        self.start_agent(node)
+        self.start_keepalived(node)
 
     def fifo(self, node: Node) -> str:
         return str(self.state_dir / f"{node.name}.fifo")

@@ -112,9 +112,10 @@ def write_cluster(tmp: Path, **changes: Any) -> Path:
     return p
 
 
-def make_lab(path: Path, tmp: Path, suppression: str = "product", hook: str = "both") -> Lab:
+def make_lab(path: Path, tmp: Path, suppression: str = "product", hook: str = "both",
+             held_back: tuple[str, ...] = ()) -> Lab:
     return Lab(load_cluster(path), path, prefix=PREFIX, suppression=suppression, state_root=tmp / "labstate",
-               hook=hook)
+               hook=hook, held_back=held_back)
 
 
 def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/"

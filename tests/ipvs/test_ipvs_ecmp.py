@@ -1,16 +1,17 @@
 """An ECMP cluster on real IPVS (examples/ecmp.toml): three directors running
 keepalived (mh, no VRRP), BIRD and `lvsdr agent` behind a BIRD router that
 hashes flows over them by L4 (fib_multipath_hash_policy=1), three real
-servers. Flows reach every director; long streams through the VIP survive a
-director's death and a drain, with no sync daemon; a backend that flaps on
+servers, and a fourth director in the file that joins later. Flows reach
+every director; long streams through the VIP survive a director's death, a
+drain and a director joining, with no sync daemon; a backend that flaps on
 one director only leaves every director picking the same real server."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,6 +29,8 @@ pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 VIP = "192.0.2.150"
 SERVICE = f"TCP {VIP}:80"
 STREAMS, SECONDS = 30, 16  # 30 downloads of 64 lines, one line every 0.25 s
+JOIN_SECONDS = 40  # a director's start (BIRD, the agent, keepalived, BGP) takes 5-15 s in the TCG guest
+LB4 = '\n[[directors]]\nname = "lb4"\naddress = "192.0.2.34"\narp_method = "nftables"\n'
 IP_VS_CONN = "/proc/net/ip_vs_conn"
 
 
@@ -36,10 +39,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("ecmp")
     path = tmp / "ecmp.toml"
     # BFD at 100 ms (and at 300) flapped under TCG's 6x slowdown, moving the streams from director to director: 1 s
-    path.write_text((EXAMPLES / "ecmp.toml").read_text().replace('communities = ["65001:100"]\n',
-                                                                  'communities = ["65001:100"]\nbfd_interval = 1000\n'))
-    with make_lab(path, tmp) as lab:
-        for d in lab.state.directors:
+    text = (EXAMPLES / "ecmp.toml").read_text().replace('communities = ["65001:100"]\n',
+                                                        'communities = ["65001:100"]\nbfd_interval = 1000\n')
+    # lb4: in the file (and the router's neighbours), started by test_streams_survive_a_director_joining
+    path.write_text(text.replace("\n[[real_servers]]", LB4 + "\n[[real_servers]]", 1))
+    with make_lab(path, tmp, held_back=("lb4",)) as lab:
+        for d in lab.running():
             poll(lambda d=d: len(probes.ipvs_table(lab, d).get(SERVICE, {})) == 3,  # type: ignore[misc]
                  f"{d.name}: every backend in IPVS", 60 * TIME_SCALE, interval=0.5)
         yield lab
@@ -89,7 +94,7 @@ def orders(lab: Lab) -> dict[str, list[str]]:
     from lvsdr.hooks.doctor import ipvs_order
 
     return {d.name: ipvs_order(ns_run(d.ns, ["cat", "/proc/net/ip_vs"]).stdout).get(SERVICE, [])
-            for d in lab.state.directors}
+            for d in lab.running()}
 
 
 def connections(node: Node) -> int:
@@ -97,56 +102,34 @@ def connections(node: Node) -> int:
 
 
 def established(node: Node, first_port: int) -> int:
-    """ESTABLISHED connections in ``node``'s IPVS from the client ports of one round of streams."""
-    ports = {f"{p:04X}" for p in range(first_port, first_port + STREAMS)}
-    return sum(1 for line in ns_run(node.ns, ["cat", IP_VS_CONN]).stdout.splitlines()[1:]
-               if len(line.split()) > 7 and line.split()[2] in ports and line.split()[7] == "ESTABLISHED")
+    return probes.carried(node, first_port, STREAMS)
 
 
-def streams(lab: Lab, tmp: Path, first_port: int) -> list[tuple[subprocess.Popen[bytes], Path]]:
-    """STREAMS downloads through the VIP (each from its own source port, so the router spreads them)."""
-    out = []
-    for i in range(STREAMS):
-        body = tmp / f"stream-{first_port + i}"
-        out.append((subprocess.Popen(
-            ["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--local-port", str(first_port + i),
-             "--max-time", str(SECONDS * 3 + 60), "-o", str(body), f"http://{VIP}/stream?seconds={SECONDS}"]), body))
-    return out
-
-
-def busiest(lab: Lab, tmp: Path, first_port: int
-            ) -> tuple[HopLog, list[tuple[subprocess.Popen[bytes], Path]], dict[str, int], Node]:
+def busiest(lab: Lab, tmp: Path, first_port: int, seconds: int = SECONDS
+            ) -> tuple[HopLog, probes.Streams, dict[str, int], Node]:
     """A round of streams, once every one is connected: the router's next hops
     logged from its start, the streams, how many each director carries, and
     the director carrying the most."""
     hops = HopLog(lab)
-    runs = streams(lab, tmp, first_port)
-    poll(lambda: sum(established(d, first_port) for d in lab.state.directors) >= STREAMS, "every stream connected",
+    runs = probes.start_streams(lab, VIP, STREAMS, seconds, first_port, tmp)
+    poll(lambda: sum(established(d, first_port) for d in lab.running()) >= STREAMS, "every stream connected",
          30 * TIME_SCALE, interval=0.3)
-    carried = {d.name: established(d, first_port) for d in lab.state.directors}
+    carried = {d.name: established(d, first_port) for d in lab.running()}
     return hops, runs, carried, lab.state.node(max(carried, key=lambda n: carried[n]))
 
 
-def finished(runs: list[tuple[subprocess.Popen[bytes], Path]]) -> tuple[list[int], list[int]]:
-    """(curl exit codes, lines each got)."""
-    codes = []
-    for proc, _ in runs:
-        try:
-            codes.append(proc.wait(timeout=SECONDS * 3 + 90))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            codes.append(proc.wait())
-    return codes, [len(body.read_text().split()) if body.exists() else 0 for _, body in runs]
+def finished(runs: probes.Streams, seconds: int = SECONDS) -> tuple[list[int], list[int]]:
+    return probes.end_streams(runs, seconds)
 
 
 def test_flows_reach_every_director(lab: Lab) -> None:
     """The router routes the VIP to the three directors, nobody answers ARP
     for it, and requests from many source ports reach every director's IPVS."""
-    assert lab.wait_for_next_hops(3, 30 * TIME_SCALE) == sorted(hop(d) for d in lab.state.directors)
+    assert lab.wait_for_next_hops(3, 30 * TIME_SCALE) == sorted(hop(d) for d in lab.running())
     assert probes.arp_responders(lab, VIP) == {}
-    before = {d.name: connections(d) for d in lab.state.directors}
+    before = {d.name: connections(d) for d in lab.running()}
     answers = [probes.http_get(lab, VIP, timeout=5) for _ in range(24)]
-    got = {d.name: connections(d) - before[d.name] for d in lab.state.directors}
+    got = {d.name: connections(d) - before[d.name] for d in lab.running()}
     MEASURED.append(f"IPVS ECMP: 24 requests through the router: connections per director {got}, "
                     f"answered by {dict(collections.Counter(answers))}")
     assert None not in answers
@@ -158,7 +141,7 @@ def test_quorum_and_keepalived_gate_the_announcements(lab: Lab) -> None:
     servers loses quorum and leaves the route; keepalived SIGKILLed on lb2
     takes lb2 out within a second; both come back."""
     lb1, lb2 = lab.state.node("lb1"), lab.state.node("lb2")
-    everyone = sorted(hop(d) for d in lab.state.directors)
+    everyone = sorted(hop(d) for d in lab.running())
     ns_run(lb1.ns, ["nft", "add table inet lab_cut; add chain inet lab_cut out { type filter hook output priority 0;"
                     " }; add rule inet lab_cut out tcp dport 80 drop"])
     try:
@@ -203,7 +186,7 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     lab.wait_for_next_hops(3, 60 * TIME_SCALE)
     hops, runs, carried, drained = busiest(lab, tmp_path, 42000)
     drain = lvsdr_in(drained.ns, "drain", lab.cluster_path, "--node", drained.name, "--timeout", str(SECONDS * 2))
-    other = next(d for d in lab.state.directors if d.name != drained.name)
+    other = next(d for d in lab.running() if d.name != drained.name)
     conn = ns_run(other.ns, ["cat", IP_VS_CONN]).stdout
     codes, lines = finished(runs)
     seen = hops.done()
@@ -216,6 +199,34 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     assert codes == [0] * STREAMS and lines == [SECONDS * 4] * STREAMS, (codes, lines, seen, orders(lab))
     assert lvsdr_in(drained.ns, "drain", lab.cluster_path, "--node", drained.name, "--undo").returncode == 0
     lab.wait_for_next_hops(3, 30 * TIME_SCALE)
+
+
+def test_streams_survive_a_director_joining(lab: Lab, tmp_path: Path) -> None:
+    """30 long downloads all complete, with no reset, while lb4 (in the file
+    from the start, its processes started only now) joins mid-stream: the
+    router moves part of the flows onto it, and it sends each to the real
+    server the others had chosen (mh, sloppy_tcp), with no sync daemon."""
+    lb4 = lab.state.node("lb4")
+    begun = time.monotonic()
+    hops, runs, carried, _ = busiest(lab, tmp_path, 43000, JOIN_SECONDS)
+    lab.start_director(lb4)
+    joined = poll(lambda: len(lab.next_hops()) == 4, "lb4 in the router's next hops", 30 * TIME_SCALE, interval=0.2,
+                  explain=lambda: explain(lab))
+    at = time.monotonic() - begun
+    with contextlib.suppress(AssertionError):  # the count is reported; the streams' end is what is asserted
+        poll(lambda: established(lb4, 43000) > 0, "a stream on lb4", 5 * TIME_SCALE, interval=0.3)
+    moved = established(lb4, 43000)
+    codes, lines = finished(runs, JOIN_SECONDS)
+    seen = hops.done()
+    MEASURED.append(f"IPVS ECMP: {STREAMS} streams of {JOIN_SECONDS} s (per director {carried}), lb4 joined "
+                    f"mid-stream (in the route {joined:.1f} s after its start, {at:.0f} s into the streams): {moved} "
+                    f"moved onto it, {codes.count(0)} completed, "
+                    f"{sum(n == JOIN_SECONDS * 4 for n in lines)} in full; the router's next hops meanwhile: {seen}")
+    assert at < JOIN_SECONDS - 4, "lb4 joined too late in the streams to tell"
+    assert codes == [0] * STREAMS and lines == [JOIN_SECONDS * 4] * STREAMS, (codes, lines, seen, orders(lab))
+    assert moved > 0, f"no stream moved onto lb4: {seen}"
+    order = orders(lab)
+    assert len({tuple(o) for o in order.values()}) == 1, order
 
 
 def picks(lab: Lab, director: Node, first: int, count: int) -> dict[str, str]:
@@ -238,7 +249,7 @@ def test_every_director_picks_the_same_real_server_after_a_backend_flaps_on_one(
         ns_run(lb1.ns, ["nft", "delete", "table", "inet", "lab_cut"])
     poll(lambda: probes.ipvs_table(lab, lb1)[SERVICE].get("192.0.2.11") == 1, "web1 back on lb1",
          30 * TIME_SCALE, interval=0.3)
-    seen = {d.name: picks(lab, d, 20000, 1000) for d in lab.state.directors}
+    seen = {d.name: picks(lab, d, 20000, 1000) for d in lab.running()}
     answered = {name: len(p) for name, p in seen.items()}
     same = sum(1 for port in seen["lb1"] if len({p.get(port) for p in seen.values()}) == 1)
     MEASURED.append(f"IPVS ECMP: after web1 flapped on lb1 only, 1,000 crafted flows sent to each director: "
@@ -246,3 +257,39 @@ def test_every_director_picks_the_same_real_server_after_a_backend_flaps_on_one(
                     f"{dict(collections.Counter(seen['lb1'].values()))}")
     assert all(n >= 990 for n in answered.values()), answered
     assert same == len(seen["lb1"]), "the directors' mh tables differ"
+
+
+def audit(lab: Lab) -> tuple[int, list[dict[str, object]]]:
+    r = lvsdr_in(lab.state.client.ns, "audit", lab.cluster_path, "--json")
+    return r.returncode, [c for c in json.loads(r.stdout)["checks"] if not c["ok"]] if r.stdout else [
+        {"stderr": r.stderr}]
+
+
+def test_audit_names_a_director_whose_ipvs_order_differs(lab: Lab) -> None:
+    """`lvsdr audit` from the client's segment: the four directors forward
+    its crafted flows alike (no fault); with web1 moved to the end of lb1's
+    IPVS list (what a delete and re-add does), lb1 is named; the order
+    restored, no fault again."""
+    lb1 = lab.state.node("lb1")
+    for name in sorted(lab.held_back):  # run alone (-k): the director the join test starts
+        lab.start_director(lab.state.node(name))
+    lab.wait_for_next_hops(len(lab.running()), 60 * TIME_SCALE)
+    rc, bad = audit(lab)
+    assert (rc, bad) == (0, []), bad
+
+    def ipvsadm(*args: str) -> None:
+        ns_run(lb1.ns, ["ipvsadm", *args])
+
+    ipvsadm("-d", "-t", f"{VIP}:80", "-r", "192.0.2.11")
+    ipvsadm("-a", "-t", f"{VIP}:80", "-r", "192.0.2.11", "-g", "-w", "1")
+    try:
+        rc, bad = audit(lab)
+    finally:  # IPVS lists the newest first: web2 and web3 added again after web1 give the file's order back
+        for rs in ("192.0.2.12", "192.0.2.13"):
+            ipvsadm("-d", "-t", f"{VIP}:80", "-r", rs)
+            ipvsadm("-a", "-t", f"{VIP}:80", "-r", rs, "-g", "-w", "1")
+    MEASURED.append(f"IPVS ECMP audit, web1 moved to the end of lb1's IPVS list: exit {rc}, "
+                    f"{[str(c.get('detail')) for c in bad]}")
+    assert rc == 1 and [(c["check"], c["nodes"]) for c in bad] == [("flows", ["lb1"])], bad
+    assert orders(lab)["lb1"] == orders(lab)["lb2"]
+    assert audit(lab) == (0, [])
