@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lvsdr.defaults import SYNC_MIN_PREEMPT_DELAY, SYNC_PREEMPT_DELAY
 from lvsdr.errors import ValidationError
 
 from . import methods
@@ -148,8 +149,28 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
     kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
+    _sync_failback(c, kw, errors)
     c.done()
     return kw
+
+
+def _sync_failback(c: Table, kw: dict[str, Any], errors: Errors) -> None:
+    """With sync_daemon, a MASTER that comes back must not take the VIPs
+    before the connections carried meanwhile have synced to it: a
+    preempt_delay (derived when the file gives none; keepalived honours it
+    only from state BACKUP), or nopreempt."""
+    if kw.get("sync_daemon") is None or kw["nopreempt"]:
+        return
+    why = "a MASTER that comes back would take the VIPs before the connections have synced to it"
+    if kw["initial_state"] == "MASTER":
+        errors.add(c.path("initial_state"), f"MASTER with sync_daemon: {why} (keepalived waits preempt_delay only "
+                   "from BACKUP); use BACKUP, or nopreempt = true")
+    elif kw["preempt_delay"] is None:
+        kw["preempt_delay"] = SYNC_PREEMPT_DELAY
+    elif kw["preempt_delay"] < SYNC_MIN_PREEMPT_DELAY:
+        errors.add(c.path("preempt_delay"), f"{kw['preempt_delay']} s with sync_daemon: {why}; "
+                   f"{SYNC_MIN_PREEMPT_DELAY} or more (default {SYNC_PREEMPT_DELAY} with sync_daemon), or "
+                   "nopreempt = true")
 
 
 def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = False) -> dict[str, Any]:

@@ -223,6 +223,13 @@ CASES: list[tuple[dict[str, Any], str]] = [
     ({"cluster.sync_daemon": {"interface": "eth 1"}},
      'cluster.sync_daemon.interface: "eth 1" is not an interface name'),
     ({"cluster.sync_daemon": "yes"}, "cluster.sync_daemon: expected boolean or table, got string"),
+    ({"cluster.sync_daemon": True, "cluster.preempt_delay": 5},
+     "cluster.preempt_delay: 5 s with sync_daemon: a MASTER that comes back would take the VIPs before the "
+     "connections have synced to it; 10 or more (default 60 with sync_daemon), or nopreempt = true"),
+    ({"cluster.sync_daemon": True, "cluster.initial_state": "MASTER"},
+     "cluster.initial_state: MASTER with sync_daemon: a MASTER that comes back would take the VIPs before the "
+     "connections have synced to it (keepalived waits preempt_delay only from BACKUP); use BACKUP, or "
+     "nopreempt = true"),
     ({"services.0.hysteresis": 1},
      "services[0].hysteresis: 1 is not below the quorum 1 (keepalived would set it to 0)"),
     ({"track_interfaces": [{"name": "eth0"}]},
@@ -326,3 +333,13 @@ def test_repeated_sub_tables_are_parsed_once_and_still_checked_everywhere() -> N
         parse_cluster(patched(**{"services.0.backends": [good],
                                  "services.1.backends": [{**good, "weight": True}]}))
     assert exc.value.errors == ["services[1].backends[0].weight: expected integer, got boolean"]
+
+
+def test_sync_daemon_derives_a_preempt_delay_unless_told_otherwise() -> None:
+    """With sync_daemon a returning MASTER waits 60 s as BACKUP before it takes
+    the VIPs back (its table syncs meanwhile), unless the file sets a delay of
+    its own or nopreempt; without sync_daemon nothing is derived."""
+    assert parse_cluster(patched(**{"cluster.sync_daemon": True})).preempt_delay == 60
+    assert parse_cluster(patched(**{"cluster.sync_daemon": True, "cluster.preempt_delay": 20})).preempt_delay == 20
+    assert parse_cluster(patched(**{"cluster.sync_daemon": True, "cluster.nopreempt": True})).preempt_delay is None
+    assert parse_cluster(patched()).preempt_delay is None

@@ -17,3 +17,8 @@ BFD_MULTIPLIER = 3  # ... and how many lost make a peer down: 300 ms to detect a
 DRAIN_TIMEOUT = 60  # s `lvsdr drain` waits for a director's IPVS connections to end
 BIRD_CONF = "/etc/bird/bird.conf"  # Debian's bird2 reads it
 BIRD_SOCKET = "/run/bird/bird.ctl"  # birdc's control socket (Debian's bird2)
+# connection sync (sync_daemon): a MASTER that comes back waits this long as BACKUP before it takes the
+# VIPs back (keepalived's preempt_delay), so that the connections the other director carried meanwhile reach its
+# table: IPVS syncs a connection on its state changes and again every 50 packets it receives (sync_threshold 3 50)
+SYNC_PREEMPT_DELAY = 60  # s, rendered when the file sets neither preempt_delay nor nopreempt
+SYNC_MIN_PREEMPT_DELAY = 10  # s; a shorter preempt_delay with sync_daemon is refused
