@@ -216,8 +216,8 @@ def _flows(cluster: Cluster, obs: Observation, names: dict[str, str]) -> list[Re
             f"every director sends each of {len(majority)} crafted flows to the same real server" if not odd else
             "; ".join(f"{d} sends {n} of {len(seen[d])} flows to another real server than the others" for d, n in
                       sorted(odd.items()))
-            + ": its IPVS lists the real servers in another order (restart keepalived there; `lvsdr doctor` shows "
-            "the order)", tuple(sorted(odd))))
+            + ": its IPVS table differs (a real server missing, another weight or another order: `lvsdr doctor` "
+            "there shows it; restarting keepalived there rebuilds it from the file)", tuple(sorted(odd))))
     return results
 
 

@@ -1,6 +1,7 @@
 """Established connections: through the VIP one survives the MASTER's death
-when the directors sync their IPVS connection tables (lvs_sync_daemon), and
-does not without it; one to a drained backend runs to its end."""
+and its return when the directors sync their IPVS connection tables
+(lvs_sync_daemon, with the preempt_delay lvsdr requires), and does not
+survive the death without it; one to a drained backend runs to its end."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 HERE = Path(__file__).parent
 SECONDS = 16  # the stream: 64 lines, one every 0.25 s
+# with sync: the MASTER's death, its return, PREEMPT_DELAY s as BACKUP (a connection is synced again every
+# 50 packets it sends, here about 4 a second), its take-over, and lines after it
+PREEMPT_DELAY, FAILBACK_SECONDS = 30, 72
 DRAIN_SECONDS = 32  # long enough for `watch --once` in a TCG guest (a Python start is 1-2 s there)
 
 
@@ -46,14 +50,19 @@ def stream(lab: Lab, director: Node, body: Path, seconds: int) -> subprocess.Pop
 
 @pytest.mark.parametrize("sync", [True, False], ids=["sync", "no-sync"])
 def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync: bool) -> None:
-    """With sync_daemon, a download through the VIP survives the MASTER's death."""
+    """With sync_daemon, a download through the VIP survives the MASTER's
+    death and, after PREEMPT_DELAY s as BACKUP, its return and take-over
+    (the connection synced back to it meanwhile); without, it breaks at the death."""
     path = tmp_path / "sync.toml"
     text = (HERE / "sync.toml").read_text()
-    path.write_text(text if sync else text.replace("sync_daemon = true\n", ""))
+    path.write_text(text.replace("sync_daemon = true\n", f"sync_daemon = true\npreempt_delay = {PREEMPT_DELAY}\n")
+                    if sync else text.replace("sync_daemon = true\n", ""))
+    seconds = FAILBACK_SECONDS if sync else SECONDS
     with make_lab(path, tmp_path, hook="fifo") as lab:
         old = lab.wait_for_master(30 * TIME_SCALE)
         body = tmp_path / "body"
-        curl = stream(lab, old, body, SECONDS)
+        curl = stream(lab, old, body, seconds)
+        back, at_back, synced = -1.0, -1, -1.0
         try:
             backup = next(d for d in lab.state.directors if d.name != old.name)
             if sync:  # the BACKUP has the connection in its table before the MASTER dies
@@ -63,18 +72,34 @@ def test_established_connection_survives_failover_with_sync(tmp_path: Path, sync
                 time.sleep(2)
             at_kill = len(body.read_text().split())
             probes.kill_director(lab, old)
-            rc = curl.wait(timeout=SECONDS * 3 + 60)
+            if sync:  # the old MASTER comes back (link, keepalived): BACKUP for PREEMPT_DELAY s, then MASTER again
+                poll(lambda: lab.master() == backup, "the BACKUP took over", 20 * TIME_SCALE, interval=0.2)
+                ns_run(old.ns, ["ip", "link", "set", old.ifname, "up"])
+                lab.start_keepalived(old)
+                returned = time.monotonic()
+                synced = poll(lambda: "ESTABLISHED" in ns_run(old.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout,
+                              "the connection synced back to the old MASTER", (PREEMPT_DELAY + 30) * TIME_SCALE,
+                              interval=0.5)
+                back = poll(lambda: lab.master() == old, "the old MASTER back", (PREEMPT_DELAY + 60) * TIME_SCALE,
+                            interval=0.2) + synced
+                at_back = len(body.read_text().split())
+                assert time.monotonic() - returned >= PREEMPT_DELAY - 1, "the returning MASTER did not wait"
+            rc = curl.wait(timeout=seconds * 3 + 60)
         finally:
             if curl.poll() is None:
                 curl.kill()
         lines = body.read_text().split() if body.exists() else []
-        MEASURED.append(f"IPVS {'with' if sync else 'without'} lvs_sync_daemon: a {SECONDS} s stream through the "
-                        f"VIP, the MASTER killed at line {at_kill}: curl exit {rc}, {len(lines)} of {SECONDS * 4}")
-        assert at_kill < SECONDS * 4 - 24, "the failover came too late in the stream to tell"
+        MEASURED.append(f"IPVS {'with' if sync else 'without'} lvs_sync_daemon: a {seconds} s stream through the "
+                        f"VIP, the MASTER killed at line {at_kill}"
+                        + (f", back (preempt_delay {PREEMPT_DELAY}): the connection in its table {synced:.1f} s "
+                           f"and MASTER again {back:.1f} s after its return, at line {at_back}" if sync else "")
+                        + f": curl exit {rc}, {len(lines)} of {seconds * 4}")
+        assert at_kill < seconds * 4 - 24, "the failover came too late in the stream to tell"
         if sync:
-            assert rc == 0 and len(lines) == SECONDS * 4 and len(set(lines)) == 1
+            assert at_back < seconds * 4 - 16, "the fail-back came too late in the stream to tell"
+            assert rc == 0 and len(lines) == seconds * 4 and len(set(lines)) == 1
         else:
-            assert rc != 0 and len(lines) < SECONDS * 4
+            assert rc != 0 and len(lines) < seconds * 4
 
 
 def test_a_drained_backend_finishes_its_connections(tmp_path: Path) -> None:
