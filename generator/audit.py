@@ -206,18 +206,26 @@ def _flows(cluster: Cluster, obs: Observation, names: dict[str, str]) -> list[Re
         for by_port in seen.values():
             for port, mac in by_port.items():
                 picks.setdefault(port, collections.Counter())[mac] += 1
-        majority = {port: c.most_common(1)[0][0] for port, c in picks.items()}
-        odd = {d: sum(1 for port, mac in p.items() if mac != majority[port]) for d, p in seen.items()}
+        # each flow's real server by most directors; where they split evenly, every one of them is named
+        majority = {port: top[0][0] for port, c in picks.items()
+                    if len(top := c.most_common(2)) == 1 or top[0][1] > top[1][1]}
+        odd = {d: sum(1 for port, mac in p.items() if port in majority and mac != majority[port])
+               for d, p in seen.items()}
         odd = {d: n for d, n in odd.items() if n}
+        ties = [port for port in picks if port not in majority]
+        tied = sorted({d for d, p in seen.items() for port in ties if port in p})
         if not sent:
             continue
+        faults = [f"{d} sends {n} of {len(seen[d])} flows to another real server than the others"
+                  for d, n in sorted(odd.items())]
+        if ties:
+            faults.append(f"{', '.join(tied)} split evenly over {len(ties)} flows")
         results.append(Result(
-            "flows", target, not odd,
-            f"every director sends each of {len(majority)} crafted flows to the same real server" if not odd else
-            "; ".join(f"{d} sends {n} of {len(seen[d])} flows to another real server than the others" for d, n in
-                      sorted(odd.items()))
-            + ": its IPVS table differs (a real server missing, another weight or another order: `lvsdr doctor` "
-            "there shows it; restarting keepalived there rebuilds it from the file)", tuple(sorted(odd))))
+            "flows", target, not faults,
+            f"every director sends each of {len(picks)} crafted flows to the same real server" if not faults else
+            "; ".join(faults) + ": an IPVS table differs (a real server missing, another weight or another order: "
+            "`lvsdr doctor` on the director shows it; restarting keepalived there rebuilds it from the file)",
+            tuple(sorted(set(odd) | set(tied)))))
     return results
 
 

@@ -134,6 +134,7 @@ class Reply:
     dport: int
     flags: int  # TCP flags; 0 for UDP
     udp: bool
+    ack: int = 0  # TCP: the acknowledgement number (a SYN-ACK's is the SYN's sequence number + 1)
 
 
 def parse_reply(frame: bytes) -> Reply | None:
@@ -150,8 +151,8 @@ def parse_reply(frame: bytes) -> Reply | None:
     else:
         return None
     if proto == 6 and len(l4) >= 14:
-        sport, dport = struct.unpack("!HH", l4[:4])
-        return Reply(src, sport, dport, l4[13], False)
+        sport, dport, _, ack = struct.unpack("!HHII", l4[:12])
+        return Reply(src, sport, dport, l4[13], False, ack)
     if proto == 17 and len(l4) >= 8:
         sport, dport = struct.unpack("!HH", l4[:4])
         return Reply(src, sport, dport, 0, True)
@@ -301,12 +302,15 @@ def flow_picks(s: socket.socket, own_mac: bytes, director_mac: bytes, me: IPAddr
     port of ``ports`` to ``vip``:``port``, addressed at one director's MAC
     (in direct routing the real server answers us itself; our kernel then
     resets each half-open connection). ``s``: a raw socket bound to the
-    segment's interface. ``batch`` SYNs in flight at once."""
+    segment's interface. ``batch`` SYNs in flight at once. A SYN-ACK counts
+    only if it acknowledges this call's own SYN: a real server that another
+    director's probe of the same port reached retransmits its own."""
     got: dict[int, str] = {}
+    salt = random.getrandbits(32)
     for start in range(ports.start, ports.stop, batch):
         chunk = range(start, min(start + batch, ports.stop))
         for sport in chunk:
-            s.send(tcp_syn(own_mac, director_mac, me, vip, sport, port, sport * 7919))
+            s.send(tcp_syn(own_mac, director_mac, me, vip, sport, port, (sport * 7919 + salt) & 0xFFFFFFFF))
         deadline = time.monotonic() + timeout
         while any(p not in got for p in chunk):
             left = deadline - time.monotonic()
@@ -317,7 +321,8 @@ def flow_picks(s: socket.socket, own_mac: bytes, director_mac: bytes, me: IPAddr
             frame = s.recv(4096)
             rep = parse_reply(frame)
             if (rep is not None and frame[0:6] == own_mac and rep.src == vip and rep.sport == port and not rep.udp
-                    and rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and rep.dport in chunk):
+                    and rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and rep.dport in chunk
+                    and rep.ack == (rep.dport * 7919 + salt + 1) & 0xFFFFFFFF):
                 got[rep.dport] = mac_text(frame[6:12])
     return got
 

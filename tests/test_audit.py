@@ -155,7 +155,8 @@ def test_ecmp_flows_pass_when_every_director_picks_alike() -> None:
 
 def test_ecmp_flows_name_the_director_that_picks_otherwise_or_forwards_nothing() -> None:
     """ECMP: a director whose picks differ from the others' (another IPVS
-    order) is named; so is one through which no flow is answered."""
+    table) is named, both when two split evenly; so is one through which no
+    flow is answered."""
     cluster, obs = _ecmp()
     lb2 = obs.flows["http"]["lb2"]
     for port in list(lb2)[:5]:
@@ -163,6 +164,13 @@ def test_ecmp_flows_name_the_director_that_picks_otherwise_or_forwards_nothing()
     bad = [r for r in evaluate(cluster, obs) if not r.ok]
     assert [(r.check, r.nodes) for r in bad] == [("flows", ("lb2",))]
     assert "lb2 sends 5 of 32 flows to another real server" in bad[0].detail
+    cluster, obs = _ecmp()
+    del obs.flows["http"]["lb3"]
+    lb2 = obs.flows["http"]["lb2"]
+    lb2[40001] = "02:00:00:00:01:02" if lb2[40001] != "02:00:00:00:01:02" else "02:00:00:00:01:00"
+    bad = [r for r in evaluate(cluster, obs) if not r.ok]
+    assert [(r.check, r.nodes) for r in bad] == [("flows", ("lb1", "lb2"))]
+    assert "lb1, lb2 split evenly over 1 flows" in bad[0].detail
     cluster, obs = _ecmp()
     obs.flows["http"]["lb3"] = {}
     assert [(r.check, r.target, r.nodes) for r in evaluate(cluster, obs) if not r.ok] == [

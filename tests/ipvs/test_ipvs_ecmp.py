@@ -227,6 +227,9 @@ def test_streams_survive_a_director_joining(lab: Lab, tmp_path: Path) -> None:
     joined = poll(joined_yet, "lb4 in the router's next hops", 30 * TIME_SCALE, interval=0.2,
                   explain=lambda: explain(lab))
     at = time.monotonic() - begun
+    if joined > 20:  # what took lb4 so long (its agent's log, keepalived's)
+        for log in ("agent-lb4.log", "keepalived-lb4.log"):
+            MEASURED.append(f"--- {log}\n" + "\n".join((lab.state_dir / log).read_text().splitlines()[:30]))
     with contextlib.suppress(AssertionError):  # the count is reported; the streams' end is what is asserted
         poll(lambda: established(lb4, 43000) > 0, "a stream on lb4", 5 * TIME_SCALE, interval=0.3)
     moved = established(lb4, 43000)
