@@ -78,7 +78,20 @@ def _pseudo(src: IPAddress, dst: IPAddress, proto: int, length: int) -> bytes:
 def tcp_syn(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
             seq: int) -> bytes:
     """A TCP SYN in an Ethernet frame, over IPv4 or IPv6 (the family of ``dst``)."""
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 6 << 4, TCP_SYN, 64240, 0, 0) + b"\x02\x04\x05\xb4"
+    return _tcp(src_mac, dst_mac, src, dst, sport, dport, seq, TCP_SYN)
+
+
+def tcp_rst(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
+            seq: int) -> bytes:
+    """A TCP RST (``seq``: the SYN's sequence number + 1), as tcp_syn frames it."""
+    return _tcp(src_mac, dst_mac, src, dst, sport, dport, seq, TCP_RST)
+
+
+def _tcp(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
+         seq: int, flags: int) -> bytes:
+    options = b"\x02\x04\x05\xb4" if flags == TCP_SYN else b""  # MSS 1460 on a SYN
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + len(options) // 4) << 4, flags,
+                      64240 if flags == TCP_SYN else 0, 0, 0) + options
     tcp = tcp[:16] + struct.pack("!H", _checksum(_pseudo(src, dst, 6, len(tcp)) + tcp)) + tcp[18:]
     if isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address):
         return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, 6, tcp)
@@ -301,7 +314,8 @@ def flow_picks(s: socket.socket, own_mac: bytes, director_mac: bytes, me: IPAddr
     """{source port: MAC of the real server that answered} for one SYN per
     port of ``ports`` to ``vip``:``port``, addressed at one director's MAC
     (in direct routing the real server answers us itself; our kernel then
-    resets each half-open connection). ``s``: a raw socket bound to the
+    resets each half-open connection, and so do we, through the director).
+    ``s``: a raw socket bound to the
     segment's interface. ``batch`` SYNs in flight at once. A SYN-ACK counts
     only if it acknowledges this call's own SYN: a real server that another
     director's probe of the same port reached retransmits its own."""
@@ -324,6 +338,9 @@ def flow_picks(s: socket.socket, own_mac: bytes, director_mac: bytes, me: IPAddr
                     and rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK and rep.dport in chunk
                     and rep.ack == (rep.dport * 7919 + salt + 1) & 0xFFFFFFFF):
                 got[rep.dport] = mac_text(frame[6:12])
+                # reset it through the same director (which has its entry), so that the real server forgets the
+                # half-open connection: the RST our kernel sends goes by our route, where no director may have one
+                s.send(tcp_rst(own_mac, director_mac, me, vip, rep.dport, port, rep.ack))
     return got
 
 

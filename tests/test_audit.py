@@ -18,6 +18,7 @@ from lvsdr.hooks.wire import (
     parse_neighbour_advert,
     parse_reply,
     parse_vrrp,
+    tcp_rst,
     tcp_syn,
 )
 
@@ -56,7 +57,7 @@ def test_arp_request_and_reply() -> None:
 
 
 def test_syn_checksums_hold_and_replies_parse() -> None:
-    """The audit's SYN frames carry correct checksums and SYN-ACK replies parse."""
+    """The audit's SYN and RST frames carry correct checksums and SYN-ACK replies parse."""
     syn = tcp_syn(bytes(6), bytes(6), V4("192.0.2.250"), V4("192.0.2.100"), 40000, 80, 1)
     ip, tcp = syn[14:34], syn[34:]
     assert _checksum(ip) == 0
@@ -66,6 +67,14 @@ def test_syn_checksums_hold_and_replies_parse() -> None:
     back = syn[:26] + ip[16:20] + ip[12:16] + struct.pack("!HH", 80, 40000) + tcp[4:13] + b"\x12" + tcp[14:]
     rep = parse_reply(back)
     assert rep is not None and (rep.src, rep.sport, rep.dport, rep.flags) == (IP("192.0.2.100"), 80, 40000, 0x12)
+    # a SYN-ACK's acknowledgement number is read (the crafted flows match it to their own SYN)
+    back = back[:34 + 8] + struct.pack("!I", 2) + back[34 + 12:]
+    assert parse_reply(back).ack == 2  # type: ignore[union-attr]
+    # the RST that resets the half-open connection: 20 bytes of TCP header, checksums hold
+    rst = tcp_rst(bytes(6), bytes(6), V4("192.0.2.250"), V4("192.0.2.100"), 40000, 80, 2)
+    ip, tcp = rst[14:34], rst[34:]
+    assert len(tcp) == 20 and tcp[13] == 0x04 and struct.unpack("!I", tcp[4:8]) == (2,)
+    assert _checksum(ip) == 0 and _checksum(ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp) == 0
 
 
 def test_ndp_and_ipv6_syn_frames() -> None:
