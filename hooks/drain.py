@@ -22,6 +22,14 @@ ENDED = frozenset({"CLOSE", "TIME_WAIT", "NONE", "LISTEN"})
 Conn = tuple[str, str, str, str, str]  # protocol, client address and port, virtual address and port (as listed)
 
 
+def _text(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read(200)
+    except OSError:
+        return ""
+
+
 def parse_ip_vs_conn(text: str, vips: Collection[IPAddress]) -> dict[Conn, int]:
     """/proc/net/ip_vs_conn -> {connection: seconds until it expires} for the
     TCP and SCTP connections to ``vips`` that have not ended (UDP has no end
@@ -58,8 +66,15 @@ def connections(vips: Collection[IPAddress]) -> dict[Conn, int]:
         return {}
 
 
+UNIT_MARK = "drained by keepalived.service's stop\n"  # the marker's text when the unit drained (``unit``)
+
+
 def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
-          echo: Callable[[str], None] = print) -> int:
+          echo: Callable[[str], None] = print, unit: bool = False) -> int:
+    """Withdraw (or ``undo``). ``unit``: as keepalived.service's drop-in runs
+    it: its stop marks the drain as the unit's, and its start undoes only
+    such a drain; an operator's drain holds across keepalived's restarts (a
+    new director brought up drained stays out until `--undo`)."""
     spec = director_spec(cluster, node)
     if spec.ecmp is None or cluster.bgp is None:
         raise InputError(f"drain: cluster {cluster.name} is not an ECMP cluster (no [bgp] table); a VRRP "
@@ -70,6 +85,10 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
         from .fast.files import check_dir
 
         check_dir(state)
+        if unit and marker.exists() and _text(marker) != UNIT_MARK:
+            echo(f"{node}: drained by an operator, not by keepalived's stop: left drained "
+                 f"(`lvsdr drain CLUSTER --node {node} --undo` puts it in service)")
+            return 0
         marker.unlink(missing_ok=True)
         echo(f"{node}: drain undone; the agent announces the healthy VIPs again within a second")
         return 0
@@ -78,7 +97,8 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
 
     state_dir(state)
     announced = read_routes(spec)  # before the marker: the agent may withdraw them first, within its second
-    write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
+    if not (unit and marker.exists()):  # a stop keeps an operator's drain the operator's
+        write_atomic(marker, UNIT_MARK if unit else "drained by `lvsdr drain`\n", 0o600)
     reconcile_ecmp(spec, state, frozenset())
     n = len(announced)
     echo(f"{node}: {n} VIP{'s' if n != 1 else ''} withdrawn; BIRD no longer announces any (the agent keeps them "

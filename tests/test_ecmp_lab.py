@@ -140,7 +140,9 @@ def test_bfd_drops_a_director_whose_link_goes_down(lab: Lab) -> None:
 
 def test_drain_withdraws_until_undone(lab: Lab) -> None:
     """`lvsdr drain` on lb1 withdraws it at once and the agent keeps it out
-    (past its interval); `lvsdr drain --undo` brings it back within seconds."""
+    (past its interval, and across keepalived.service's stop and start);
+    `lvsdr drain --undo` brings it back within seconds; a drain the unit's
+    stop made, its start undoes."""
     lb1 = lab.state.node("lb1")
     p = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--timeout", "0")
     assert p.returncode == 0, p.stderr
@@ -149,11 +151,22 @@ def test_drain_withdraws_until_undone(lab: Lab) -> None:
                                                         "lb1 drained", 2, explain=lambda: explain(lab)) < 2
     time.sleep(3)  # more than the lab agent's 2 s interval: it keeps the drained director out
     assert lab.next_hops() == without(lab, lb1), explain(lab)
+    # keepalived.service's drop-in (--unit): a restart's stop and start leave an operator's drain in place
+    for step in (("--unit", "--timeout", "0"), ("--undo", "--unit")):
+        p = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", *step)
+        assert p.returncode == 0, p.stderr
+    assert "drained by an operator" in p.stdout, p.stdout
+    time.sleep(1.5)
+    assert lab.next_hops() == without(lab, lb1), explain(lab)
     t0 = time.monotonic()
     p = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--undo")
     assert p.returncode == 0, p.stderr
     back(lab, "drain undone")
     MEASURED.append(f"ECMP: `lvsdr drain` took lb1 out at once; `--undo` had it back in {time.monotonic() - t0:.1f} s")
+    # the unit's own drain (a keepalived restart) is undone by the unit's start
+    for step in (("--unit", "--timeout", "0"), ("--undo", "--unit")):
+        assert lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", *step).returncode == 0
+    back(lab, "the unit's drain undone by its start")
 
 
 def test_drain_refuses_a_vrrp_cluster(tmp_path: Path) -> None:

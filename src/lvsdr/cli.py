@@ -172,7 +172,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     if args.timeout is not None and not (math.isfinite(args.timeout) and 0 <= args.timeout <= 86400):
         raise InputError(f"--timeout: {args.timeout} is not a number of seconds from 0 to 86400")
-    return drain(_cluster(args), args.node, args.timeout, args.undo)
+    return drain(_cluster(args), args.node, args.timeout, args.undo, unit=args.unit)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -418,6 +418,8 @@ def _args_drain(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     dn.add_argument("--node", required=True, help="director name")
     dn.add_argument("--timeout", type=float, help="seconds to wait for connections (default: bgp.drain_timeout)")
     dn.add_argument("--undo", action="store_true", help="announce again (the agent does it within a second)")
+    dn.add_argument("--unit", action="store_true",
+                    help="as keepalived.service runs it: its start undoes only the drain its stop made")
     dn.set_defaults(func=cmd_drain)
 
 
