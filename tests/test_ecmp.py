@@ -330,20 +330,16 @@ def test_injection_payloads_on_every_string_never_leave_their_place_in_bird_conf
     """A payload at either end of any string of examples/ecmp.toml is refused,
     or bird.conf renders with every line in the block and statement the model
     put it in (the same lines, depths, braces and semicolons)."""
-    from test_hostile import PAYLOADS, _strings, mutations
+    from test_hostile import PAYLOADS, _strings, accepted
 
     payloads = [*PAYLOADS, ";", '"; protocol static { ', "/*", "*/", "}; protocol x {"]
     with_password = {"bgp.peers.0.password": "s3cret"}  # a string that takes some payloads as legitimate text
     base = {d: render_bird(parse_cluster(patched(**with_password)), d, "x") for d in ("lb1", "lb2", "lb3")}
     data = patched(**with_password)
-    tried = rendered = 0
-    for path, mutated in mutations(data, _strings(data), payloads):
-        tried += 1
-        try:
-            c = parse_cluster(data)
-        except ValidationError as e:
-            assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
-            continue
+    strings = _strings(data)
+    tried = 2 * len(strings) * len(payloads)  # mutations' variants: each payload at either end of each string
+    rendered = 0
+    for path, mutated, c in accepted(data, strings, payloads):
         rendered += 1
         for name in base:
             if c.director(name) is None:

@@ -22,6 +22,7 @@ from lvsdr.errors import InputError, ValidationError
 from lvsdr.generator.bundle import node_trees
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import load_cluster, parse_cluster
+from lvsdr.generator.model import Cluster
 from lvsdr.generator.rules import extra_line
 from lvsdr.hooks.fast.files import write_tree
 
@@ -140,6 +141,19 @@ def mutations(data: dict[str, Any], strings: list[tuple[tuple[Any, ...], str]],
         node[path[-1]] = value
 
 
+def accepted(data: dict[str, Any], strings: list[tuple[tuple[Any, ...], str]],
+             payloads: list[str]) -> Iterator[tuple[tuple[Any, ...], str, Cluster]]:
+    """The variants of ``mutations`` that validate, parsed: (path, the mutated
+    value, the cluster). A refused one must be refused in one-line errors."""
+    for path, mutated in mutations(data, strings, payloads):
+        try:
+            c = parse_cluster(data)
+        except ValidationError as e:
+            assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
+            continue
+        yield path, mutated, c
+
+
 CHUNKS = 4  # the sweep in parts, so that the suite's workers share it
 
 
@@ -150,15 +164,10 @@ def test_injection_payloads_on_every_string_never_leave_their_block(chunk: int) 
     the block the model put it in (the same lines, depths and braces)."""
     clean = parse_cluster(copy.deepcopy(FULL))
     base = {d.name: render_keepalived(clean, d.name, "x") for d in clean.directors}
-    tried = 0
     data = copy.deepcopy(FULL)
-    for path, mutated in mutations(data, _strings(FULL)[chunk::CHUNKS], PAYLOADS):
-        tried += 1
-        try:
-            c = parse_cluster(data)
-        except ValidationError as e:
-            assert all("\n" not in line and "\r" not in line for line in e.errors), (path, mutated)
-            continue
+    strings = _strings(FULL)[chunk::CHUNKS]
+    tried = 2 * len(strings) * len(PAYLOADS)  # mutations' variants: each payload at either end of each string
+    for path, mutated, c in accepted(data, strings, PAYLOADS):
         for d in c.directors:
             if d.name not in base:
                 continue
