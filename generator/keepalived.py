@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from ipaddress import ip_address
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +15,7 @@ from lvsdr.errors import InputError
 
 from . import checks
 from .guards import address, token
+from .ipvs import Key, Leaving
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
 from .node import host_interface
 from .rules import PATH_RE
@@ -199,9 +202,49 @@ def _extra_blocks(cluster: Cluster) -> dict[str, list[str]]:
     return out
 
 
-def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None) -> str:
+def service_key(svc: Service) -> Key | None:
+    """The IPVS key of a plain VIP:port service (None for a fwmark or group one)."""
+    if svc.fwmark or svc.is_group:
+        return None
+    return Key(svc.protocol.upper(), str(svc.vip), svc.port, svc.vip.version)
+
+
+def with_leaving(cluster: Cluster, leaving: Sequence[Leaving]) -> Cluster:
+    """``cluster`` with the real servers removed from it that are still
+    leaving (``ipvs.leaving``): each back in its service at weight 0 and
+    without a checker (so that no check takes it out before its connections
+    end), a removed service back whole, its real servers at weight 0. Its VIP
+    stays with it (the instance carries every service's VIP)."""
+    if not leaving:
+        return cluster
+    by_key: dict[Key, list[Leaving]] = {}
+    for lv in leaving:
+        by_key.setdefault(lv.key, []).append(lv)
+
+    def backends(items: list[Leaving], have: tuple[Backend, ...]) -> tuple[Backend, ...]:
+        there = {str(b.address) for b in have}
+        return have + tuple(Backend(server=lv.dest.address, address=ip_address(lv.dest.address), weight=0, checks=())
+                            for lv in items if lv.dest.address not in there)
+
+    services = []
+    for svc in cluster.services:
+        key = service_key(svc)
+        items = by_key.pop(key, []) if key is not None else []
+        services.append(replace(svc, backends=backends(items, svc.backends)) if items else svc)
+    for key, items in sorted(by_key.items()):
+        vip = ip_address(key.address)
+        services.append(Service(name=f"leaving-{key.protocol}-{key.address}-{key.port}".replace(":", "."), vip=vip,
+                                port=key.port, protocol=key.protocol.lower(), scheduler=items[0].scheduler,
+                                backends=backends(items, ()), checks=()))
+    return replace(cluster, services=tuple(services))
+
+
+def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring | None = None,
+                      leaving: Sequence[Leaving] = ()) -> str:
     """keepalived.conf text for director ``node``. ``source`` names the cluster
-    file in the header (as given: no timestamp, no host facts)."""
+    file in the header (as given: no timestamp, no host facts). ``leaving``:
+    removed real servers kept at weight 0 while their connections end."""
+    cluster = with_leaving(cluster, leaving)
     me = cluster.find_director(node)
     wiring = wiring or Wiring.from_cluster(cluster)
     marked = [s.name for s in cluster.services if s.fwmark]

@@ -145,6 +145,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
     for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir"):
         kw[key] = c.text(key, PATH_RE, "an absolute path", CLUSTER[key])
     kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
+    kw["drain_timeout"] = c.int_in("drain_timeout", 0, 86400, CLUSTER["drain_timeout"])
     kw["subnet"] = _subnet(c, live)
     kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":

@@ -316,6 +316,8 @@ class Cluster:
     config_path: str = defaults.CONFIG_PATH
     initial_state: str = "BACKUP"
     state_dir: str = defaults.STATE_DIR  # lvsdr's records on each node (and its lock)
+    # s a backend or service removed from the file stays in IPVS at weight 0 while its connections end
+    drain_timeout: int = defaults.DRAIN_TIMEOUT
     notify_master: Command | None = None  # the operator's own scripts, run alongside lvsdr's hook
     notify_backup: Command | None = None
     notify_fault: Command | None = None

@@ -201,28 +201,10 @@ def bird_sessions(text: str) -> dict[str, str]:
 
 
 def ipvs_order(text: str) -> dict[str, list[str]]:
-    """/proc/net/ip_vs -> {"TCP 192.0.2.150:80": [real server addresses in IPVS's order]} (IPv4)."""
-    import ipaddress
+    """/proc/net/ip_vs -> {"TCP 192.0.2.150:80": [real server addresses in IPVS's order]} (parsed by ipvs.py)."""
+    from lvsdr.generator.ipvs import parse_proc
 
-    out: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] in ("TCP", "UDP", "SCTP") and ":" in parts[1]:
-            addr, port = parts[1].rsplit(":", 1)
-            try:
-                key = f"{parts[0]} {ipaddress.IPv4Address(int(addr, 16))}:{int(port, 16)}"
-            except ValueError:
-                current = None
-                continue
-            current = out.setdefault(key, [])
-        elif len(parts) >= 2 and parts[0] == "->" and current is not None and ":" in parts[1]:
-            addr = parts[1].rsplit(":", 1)[0]
-            try:
-                current.append(str(ipaddress.IPv4Address(int(addr, 16))))
-            except ValueError:
-                continue
-    return out
+    return {str(k): [d.address for d in s.dests] for k, s in parse_proc(text).items() if k.protocol != "FWM"}
 
 
 def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> None:

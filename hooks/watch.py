@@ -8,6 +8,12 @@ rejects, changes nothing: the last good config stays in place and keepalived
 keeps running it; the error is logged, and the next good save is picked up.
 Transient failures (keepalived -t timing out, a write error, keepalived's
 pid gone) are logged too, and the watcher goes on.
+
+A real server removed from the file (or a whole service) is not cut: it
+stays in the config at weight 0, with no checker, while IPVS counts active
+connections through it, for at most the cluster's ``drain_timeout``
+(hooks/reload.py); the watcher passes again every LEAVING_POLL s meanwhile,
+and removes it when they have ended.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.errors import LvsdrError
 
 DEBOUNCE = 0.3  # seconds: editors write a file in several steps
+LEAVING_POLL = 5.0  # seconds between passes while removed real servers are leaving (their connections end)
 
 Outcome = Literal["unchanged", "reloaded", "written", "rejected", "failed"]
 
@@ -47,6 +54,7 @@ class WatchTarget:
 class Result:
     outcome: Outcome
     detail: str
+    leaving: bool = False  # real servers are leaving at weight 0: pass again in LEAVING_POLL s
 
 
 def _pid(pidfile: Path) -> int | None:
@@ -58,32 +66,31 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
-def render_target(t: WatchTarget) -> tuple[str, int]:
-    """(config text, file mode) for the target; LvsdrError for a bad file."""
-    from lvsdr.generator.keepalived import Wiring, render_keepalived
-    from lvsdr.generator.load import load_cluster
-
-    cluster = load_cluster(t.cluster)
-    wiring = Wiring.from_cluster(cluster, lvsdr_path=t.lvsdr_path, config_path=t.config_path,
-                                 notify_fifo=t.notify_fifo, hook=t.hook)
-    text = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring)
-    return text, cluster.file_mode
-
-
 def sync_once(t: WatchTarget, log: Any) -> Result:
     """One pass. Never raises for what a running watcher must survive."""
+    from .reload import prepare, save_leaving
+
     try:
-        text, mode = render_target(t)
+        n = prepare(t)
     except LvsdrError as e:
         log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
         return Result("rejected", f"cluster file rejected, last good config kept: {e}")
     bird = _sync_bird(t, log)
-    r = _sync_keepalived(t, text, mode, log)
+    r = _sync_keepalived(t, n.text, n.mode, log)
+    if r.outcome not in ("rejected", "failed"):
+        try:
+            save_leaving(n)
+        except (LvsdrError, OSError) as e:
+            log.error("cannot record the leaving real servers", error=str(e), record=str(n.record))
+        for lv in n.leaving:
+            log.info("real server leaving at weight 0", service=str(lv.key), real_server=str(lv.dest),
+                     since=lv.since, until=lv.until(n.drain_timeout))
+    r = Result(r.outcome, r.detail, bool(n.leaving))
     if bird is None:
         return r
     outcome: Outcome = r.outcome if bird[0] == "unchanged" or r.outcome in ("rejected", "failed") else (
         bird[0] if r.outcome == "unchanged" else r.outcome)
-    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}")
+    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving)
 
 
 def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
@@ -184,7 +191,7 @@ def watch(t: WatchTarget) -> int:
     target = t.cluster.resolve()
     if not target.parent.is_dir():
         raise LvsdrError(f"{t.cluster}: directory does not exist")
-    sync_once(t, log)
+    leaving = sync_once(t, log).leaving
     changed = threading.Event()
     stop = threading.Event()
 
@@ -207,13 +214,13 @@ def watch(t: WatchTarget) -> int:
     log.info("watching", cluster=str(target), output=str(t.output))
     try:
         while not stop.is_set():
-            changed.wait()
+            changed.wait(LEAVING_POLL if leaving else None)
             if stop.is_set():
                 break
             stop.wait(DEBOUNCE)
             changed.clear()
             try:
-                sync_once(t, log)
+                leaving = sync_once(t, log).leaving
             except Exception:  # anything unforeseen: logged with its traceback, and the watcher goes on
                 log.exception("sync failed; keeping the last good config", output=str(t.output))
     finally:

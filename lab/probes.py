@@ -118,33 +118,13 @@ def failover(lab: Lab, port: int = 80, timeout: float = 20.0) -> Failover:
 
 
 # -- IPVS (kernels that have it) -------------------------------------------------
-def _hex_address(text: str) -> str:
-    """/proc/net/ip_vs writes IPv4 as 8 hex digits and IPv6 as [hex:hex:...]."""
-    import ipaddress
-
-    if text.startswith("["):
-        return str(ipaddress.IPv6Address(text.strip("[]")))
-    return str(ipaddress.IPv4Address(int(text, 16)))
-
-
 def parse_ip_vs(text: str) -> dict[str, dict[str, int]]:
-    """/proc/net/ip_vs -> {"TCP 192.0.2.100:80" | "FWM 1280704513": {real server address: weight}}."""
-    table: dict[str, dict[str, int]] = {}
-    current: dict[str, int] | None = None
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or parts[0] in ("IP", "Prot") or parts[:2] == ["->", "RemoteAddress:Port"]:
-            continue
-        if parts[0] == "->" and current is not None:
-            addr = _hex_address(parts[1].rsplit(":", 1)[0])
-            current[addr] = int(parts[3])
-        elif parts[0] == "FWM":
-            current = table.setdefault(f"FWM {int(parts[1], 16)}", {})
-        elif parts[0] in ("TCP", "UDP", "SCTP"):
-            host, port = parts[1].rsplit(":", 1)
-            addr = _hex_address(host)
-            current = table.setdefault(f"{parts[0]} {addr if ':' not in addr else f'[{addr}]'}:{int(port, 16)}", {})
-    return table
+    """/proc/net/ip_vs -> {"TCP 192.0.2.100:80" | "FWM 1280704513": {real server address: weight}}
+    (generator/ipvs.py reads it)."""
+    from lvsdr.generator.ipvs import parse_proc
+
+    return {(f"FWM {k.port}" if k.protocol == "FWM" else str(k)): {d.address: v.weight for d, v in s.dests.items()}
+            for k, s in parse_proc(text).items()}
 
 
 def ipvs_table(lab: Lab, node: Node) -> dict[str, dict[str, int]]:

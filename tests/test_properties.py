@@ -3,6 +3,7 @@ garbage never produces a traceback, always exit 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import tomllib
@@ -16,6 +17,7 @@ from lvsdr.cli import main
 from lvsdr.errors import ValidationError
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
+from lvsdr.generator.model import Cluster, Director, RealServer, Service
 from lvsdr.hooks.keepalived import check_text
 
 from helpers import BASE
@@ -124,9 +126,13 @@ def _set_key(target: dict[str, Any] | list[dict[str, Any]], index: int, key: str
         target[key] = value
 
 
+# every key the model has (and so the file may name), besides random ones
+MODEL_KEYS = sorted({f.name for cls in (Cluster, Director, RealServer, Service) for f in dataclasses.fields(cls)})
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(["cluster", "directors", "real_servers", "services"]),
-       st.integers(0, 3), st.text(max_size=12), json_values)
+       st.integers(0, 3), st.sampled_from(MODEL_KEYS) | st.text(max_size=12), json_values)
 def test_mutated_files_never_crash(section: str, index: int, key: str, value: Any) -> None:
     """A valid file with any key set to any value validates or is refused, and what validates renders."""
     data = json.loads(json.dumps(BASE))

@@ -184,20 +184,35 @@ def cmd_lab(args: argparse.Namespace) -> int:
                       no_suppression=getattr(args, "no_suppression", False))
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
+def _watch_target(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from lvsdr.hooks.keepalived import keepalived_binary
-    from lvsdr.hooks.watch import WatchTarget, once, watch
+    from lvsdr.hooks.watch import WatchTarget
 
     c = _cluster(args)
     c.find_director(args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
     _wiring(args, c)
+    return WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
+                       args.lvsdr_path, args.config_path, args.notify_fifo, args.hook,
+                       Path(args.bird_conf) if getattr(args, "bird_conf", None) else None,
+                       getattr(args, "bird_socket", None))
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from lvsdr.hooks.keepalived import keepalived_binary
+    from lvsdr.hooks.watch import once, watch
+
+    target = _watch_target(args)
+    if args.dry_run:
+        return cmd_plan(args)
     keepalived_binary()
-    target = WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
-                         args.lvsdr_path, args.config_path, args.notify_fifo, args.hook,
-                         Path(args.bird_conf) if args.bird_conf else None, args.bird_socket)
     return once(target) if args.once else watch(target)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from lvsdr.hooks.reload import plan
+
+    return plan(_watch_target(args), as_json=getattr(args, "json", False))
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -366,10 +381,22 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                    help=f"keepalived's pid file (SIGHUP reloads it; default {KEEPALIVED_PIDFILE})")
     w.add_argument("--once", action="store_true",
                    help="one pass, say what it did on stderr, then exit (1 if the new config was not installed)")
+    w.add_argument("--dry-run", action="store_true",
+                   help="print what the next pass would change in the live kernel (as `lvsdr plan`), change nothing")
     w.add_argument("--bird-conf", help="ECMP clusters: bird.conf to keep up to date (default: bgp.bird_conf)")
     w.add_argument("--bird-socket", help="ECMP clusters: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(w)
     w.set_defaults(func=cmd_watch)
+    p = sub.add_parser("plan", help="what reloading keepalived with the cluster file would change in the live IPVS "
+                       "table and VIPs (read-only)")
+    p.add_argument("cluster")
+    p.add_argument("--node", required=True, help="director name")
+    p.add_argument("-o", "--output", default=KEEPALIVED_CONF,
+                   help=f"the keepalived.conf keepalived runs now (default {KEEPALIVED_CONF})")
+    p.set_defaults(pidfile=KEEPALIVED_PIDFILE)
+    p.add_argument("--json", action="store_true", help="one JSON document: the typed changes, leaving real servers")
+    _wiring_flags(p)
+    p.set_defaults(func=cmd_plan)
 
 
 def _args_realserver(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:

@@ -14,7 +14,9 @@ BGP_TABLE = 4242  # the kernel routing table whose routes (one per announced VIP
 BGP_HOLD_TIME = 9  # s; BIRD's own default is 240, too slow to withdraw a dead director without BFD
 BFD_INTERVAL = 100  # ms between BFD packets ...
 BFD_MULTIPLIER = 3  # ... and how many lost make a peer down: 300 ms to detect a dead box
-DRAIN_TIMEOUT = 60  # s `lvsdr drain` waits for a director's IPVS connections to end
+# s `lvsdr drain` waits for a director's IPVS connections to end (bgp.drain_timeout), and a backend or service
+# removed from the cluster file stays in IPVS at weight 0 while its connections end (cluster.drain_timeout)
+DRAIN_TIMEOUT = 60
 BIRD_CONF = "/etc/bird/bird.conf"  # Debian's bird2 reads it
 BIRD_SOCKET = "/run/bird/bird.ctl"  # birdc's control socket (Debian's bird2)
 # connection sync (sync_daemon): a MASTER that comes back waits this long as BACKUP before it takes the

@@ -1,0 +1,224 @@
+"""Live edits of the cluster file on a director running `lvsdr watch`: what
+`lvsdr plan` says a reload will change is what the reload changes in the
+kernel's IPVS table, and edits under continuous load (add, remove,
+reweight) fail no request, while a stream to a removed backend runs to its
+end (the backend leaves at weight 0, then goes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lvsdr.generator.ipvs import Dest, Key, as_dict, delta, parse_proc
+from lvsdr.lab import probes
+from lvsdr.lab.netns import ns_run
+from lvsdr.lab.topology import TIME_SCALE, Lab, Node
+
+from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
+
+pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
+HERE = Path(__file__).parent
+HTTP, ALT = Key("TCP", "192.0.2.130", 80), Key("TCP", "192.0.2.130", 8080)
+ADDRESS = {"web1": "192.0.2.11", "web2": "192.0.2.12"}
+STREAM_SECONDS = 60  # the stream to the backend removed first: longer than the first edits, ends before the last
+ALT_SERVICE = {"name": "alt", "vip": "192.0.2.130", "port": 8080, "scheduler": "rr", "delay_loop": 2,
+               "backends": ["web1", "web2"], "check": {"type": "tcp", "connect_timeout": 1}}
+
+
+def live(node: Node) -> dict[Key, Any]:
+    return parse_proc(ns_run(node.ns, ["cat", "/proc/net/ip_vs"]).stdout)
+
+
+def comparable(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Changes without the connection counts (they move by the second)."""
+    return [{k: v for k, v in c.items() if k not in ("active", "inactive")} for c in changes]
+
+
+def edit(data: dict[str, Any], rng: random.Random) -> str:
+    """One random edit of the file that leaves a backend serving port 80; what it did."""
+    http = data["services"][0]
+    names = [b if isinstance(b, str) else b["server"] for b in http["backends"]]
+    alt = next((s for s in data["services"] if s["name"] == "alt"), None)
+    choices = ["reweight", "scheduler"] + (["remove"] if len(names) > 1 else ["add"]) + (
+        ["drop alt"] if alt else ["add alt"])
+    what = rng.choice(choices)
+    if what == "reweight":
+        name = rng.choice(names)
+        weight = rng.choice([w for w in (1, 2, 3, 5) if {"server": name, "weight": w} not in http["backends"]])
+        http["backends"] = [{"server": n, "weight": weight} if n == name else b
+                            for n, b in zip(names, http["backends"], strict=True)]
+        return f"{name} weight {weight}"
+    if what == "scheduler":
+        http["scheduler"] = rng.choice([s for s in ("rr", "wrr", "wlc", "lc") if s != http.get("scheduler")])
+        return f"scheduler {http['scheduler']}"
+    if what == "remove":
+        name = rng.choice(names)
+        http["backends"] = [b for n, b in zip(names, http["backends"], strict=True) if n != name]
+        return f"remove {name}"
+    if what == "add":
+        name = next(n for n in ADDRESS if n not in names)
+        http["backends"] = [*http["backends"], name]
+        return f"add {name}"
+    if what == "drop alt":
+        data["services"].remove(alt)
+        return "remove service alt"
+    data["services"].append(json.loads(json.dumps(ALT_SERVICE)))
+    return "add service alt"
+
+
+class Watching:
+    """`lvsdr watch` resident in a director's namespace, wired as the lab wires keepalived."""
+
+    def __init__(self, lab: Lab, node: Node, tmp: Path) -> None:
+        self.lab, self.node = lab, node
+        self.conf = lab.state_dir / f"keepalived-{node.name}.conf"
+        self.wiring = ["--node", node.name, "-o", str(self.conf), "--hook", "fifo", "--lvsdr-path", lab._console(),
+                       "--config-path", lab.cluster_path, "--notify-fifo", str(lab.state_dir / f"{node.name}.fifo")]
+        self.log_path = tmp / "watch.log"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        pidfile = str(lab.state_dir / f"keepalived-{node.name}.pid")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", node.ns, "env", "LVSDR_LOG=stderr", lab._console(),
+                                      "watch", lab.cluster_path, "--pidfile", pidfile, *self.wiring],
+                                     stdout=self.log, stderr=self.log)
+
+    def ready(self) -> None:
+        """Its first pass is done (it logs "watching" after it)."""
+        poll(lambda: b'"watching"' in self.log_path.read_bytes(), "watch's first pass", 60 * TIME_SCALE, interval=0.3)
+
+    def plan(self, path: Path) -> list[dict[str, Any]]:
+        r = lvsdr_in(self.node.ns, "plan", str(path), *self.wiring, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        return list(json.loads(r.stdout)["changes"])
+
+    def install(self, data: dict[str, Any], tmp: Path) -> None:
+        """Replace the watched file as an editor does (a rename), and wait for the new config."""
+        before = self.conf.read_bytes()
+        nxt = tmp / "next.json"
+        nxt.write_text(json.dumps(data))
+        os.replace(nxt, self.lab.cluster_path)
+        poll(lambda: self.conf.read_bytes() != before, "watch installed the edit", 30 * TIME_SCALE, interval=0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def start(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    path = tmp_path / "edits.toml"
+    path.write_text((HERE / "sync.toml").read_text().replace("sync_daemon = true\n", ""))
+    import tomllib
+
+    data = tomllib.loads(path.read_text())
+    data["services"].append(ALT_SERVICE)
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps(data))
+    return path, data
+
+
+def test_each_plan_is_the_delta_the_reload_makes(tmp_path: Path) -> None:
+    """After each of 10 random edits, `lvsdr plan` (before the edit is saved) equals the change of the director's
+    IPVS table that `lvsdr watch`'s reload makes."""
+    path, _ = start(tmp_path)
+    with make_lab(path, tmp_path, hook="fifo") as lab:
+        master = lab.wait_for_master(30 * TIME_SCALE)
+        poll(lambda: len(probes.ipvs_table(lab, master).get(str(HTTP), {})) == 2, "both backends in IPVS",
+             30 * TIME_SCALE, interval=0.5)
+        w = Watching(lab, master, tmp_path)
+        rng = random.Random(20)
+        done: list[str] = []
+        try:
+            w.ready()
+            time.sleep(2)  # a reload by the first pass (the same table) has settled
+            data = json.loads(Path(lab.cluster_path).read_text())
+            for _ in range(10):
+                what = edit(data, rng)
+                nxt = tmp_path / "plan.json"
+                nxt.write_text(json.dumps(data))
+                before = live(master)
+                planned = comparable(w.plan(nxt))
+                assert planned, f"{what}: the plan is empty"
+                w.install(data, tmp_path)
+                took = poll(lambda b=before, p=planned: comparable([as_dict(c) for c in delta(b, live(master))]) == p,
+                            f"the reload's delta equal to the plan ({what})", 30 * TIME_SCALE, interval=0.3)
+                time.sleep(1)
+                seen = comparable([as_dict(c) for c in delta(before, live(master))])
+                assert seen == planned, f"{what}: planned {planned}, the reload did {seen}"
+                done.append(f"{what} ({len(planned)} changes, {took:.1f} s)")
+        finally:
+            w.stop()
+        MEASURED.append(f"IPVS plan vs reload: 10 edits, each plan equal to the reload's delta: {'; '.join(done)}")
+
+
+def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
+    """20 random edits (add, remove, reweight, scheduler, a service) under continuous requests: none fails; a stream
+    to the backend removed first runs to its end at weight 0, and the backend goes once it has ended."""
+    path, _ = start(tmp_path)
+    with make_lab(path, tmp_path, hook="fifo") as lab:
+        master = lab.wait_for_master(30 * TIME_SCALE)
+        poll(lambda: len(probes.ipvs_table(lab, master).get(str(HTTP), {})) == 2, "both backends in IPVS",
+             30 * TIME_SCALE, interval=0.5)
+        w = Watching(lab, master, tmp_path)
+        body, results = tmp_path / "stream", tmp_path / "results"
+        load = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c",
+                                 "while :; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 "
+                                 f"http://192.0.2.130/ >> {results} || echo curl-failed >> {results}; sleep 0.1; done"])
+        curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
+                                 str(STREAM_SECONDS * 3 + 60), "-o", str(body),
+                                 f"http://192.0.2.130/stream?seconds={STREAM_SECONDS}"])
+        done: list[str] = []
+        gone_after = -1.0
+        try:
+            poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
+            w.ready()
+            streamed = body.read_text().split()[0]
+            data = json.loads(Path(lab.cluster_path).read_text())
+            http = data["services"][0]
+            http["backends"] = [b for b in http["backends"] if (b if isinstance(b, str) else b["server"]) != streamed]
+            w.install(data, tmp_path)
+            removed_at = len(body.read_text().split())
+            done.append(f"remove {streamed}")
+            dest = Dest(ADDRESS[streamed], 80)
+            poll(lambda: live(master)[HTTP].dests.get(dest) is not None and live(master)[HTTP].dests[dest].weight == 0,
+                 f"{streamed} leaving at weight 0", 20 * TIME_SCALE, interval=0.3)
+            rng = random.Random(7)
+            for _ in range(19):
+                what = edit(data, rng)
+                w.install(data, tmp_path)
+                done.append(what)
+                time.sleep(0.5)
+            rc = curl.wait(timeout=STREAM_SECONDS * 3 + 60)
+            ended = time.monotonic()
+            if streamed not in [b if isinstance(b, str) else b["server"] for b in data["services"][0]["backends"]]:
+                gone_after = poll(lambda: dest not in live(master)[HTTP].dests, f"{streamed} gone after its stream",
+                                  30 * TIME_SCALE, interval=0.5)
+            else:
+                gone_after = time.monotonic() - ended
+            time.sleep(1)
+        finally:
+            load.terminate()
+            load.wait()
+            if curl.poll() is None:
+                curl.kill()
+            w.stop()
+        lines = body.read_text().split()
+        codes = results.read_text().split()
+        failed = [c for c in codes if c != "200"]
+        MEASURED.append(f"IPVS edits under load: 20 edits ({', '.join(done)}); {len(codes)} requests, {len(failed)} "
+                        f"failed; the stream to {streamed} (removed at its line {removed_at}) ended with curl exit "
+                        f"{rc}, {len(lines)} of {STREAM_SECONDS * 4} lines; {streamed} out of IPVS {gone_after:.1f} s "
+                        "after it ended")
+        assert removed_at < STREAM_SECONDS * 4 - 40, "the removal came too late in the stream to tell"
+        assert rc == 0 and len(lines) == STREAM_SECONDS * 4 and set(lines) == {streamed}
+        assert len(codes) > 50 and not failed

@@ -1,0 +1,268 @@
+"""The IPVS table (generator/ipvs.py) and the next reload (hooks/reload.py):
+the kernel's table read from captured /proc/net/ip_vs, keepalived.conf's
+table, what a reload changes, and removed real servers leaving at weight 0."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsdr.generator import ipvs
+from lvsdr.generator.ipvs import (
+    AddDest,
+    AddService,
+    AddVip,
+    Dest,
+    Key,
+    Leaving,
+    Live,
+    RemoveDest,
+    RemoveService,
+    RemoveVip,
+    Service,
+    SetScheduler,
+    SetWeight,
+)
+from lvsdr.generator.kaconf import read_keepalived
+from lvsdr.generator.keepalived import render_keepalived, service_key
+from lvsdr.generator.load import parse_cluster
+from lvsdr.generator.node import FactError
+from lvsdr.hooks import facts, reload
+from lvsdr.hooks.watch import WatchTarget
+
+from helpers import DATA, EXAMPLES, patched
+
+HTTP = Key("TCP", "192.0.2.150", 80)
+WEB1, WEB2, WEB3 = Dest("192.0.2.11", 80), Dest("192.0.2.12", 80), Dest("192.0.2.13", 80)
+
+
+def table(text: str) -> dict[Key, Service]:
+    return ipvs.config_table(read_keepalived("k.conf", lambda _p: text))
+
+
+def svc(scheduler: str = "rr", **dests: tuple[Dest, int] | tuple[Dest, int, int] | tuple[Dest, int, int, int]
+        ) -> Service:
+    return Service(scheduler, {v[0]: Live(*v[1:]) for v in dests.values()})
+
+
+def test_the_kernel_table_is_read_from_captured_proc() -> None:
+    """/proc/net/ip_vs as Debian 12's kernel prints it (IPv4, IPv6, UDP, fwmark) reads as services and weights."""
+    t = ipvs.parse_proc((DATA / "facts" / "proc-net-ip_vs.mixed.txt").read_text())
+    v6 = Key("TCP", "2001:db8::96", 80)
+    assert set(t) == {HTTP, Key("UDP", "192.0.2.150", 53), v6, Key("FWM", "", 5), Key("FWM", "", 6)}
+    assert t[v6].scheduler == "rr"
+    assert t[v6].dests == {Dest("2001:db8::11", 80): Live(3), Dest("2001:db8::12", 80): Live(0)}
+    assert t[Key("FWM", "", 5)].dests == {Dest("192.0.2.11", 0): Live(2)}
+    assert t[Key("UDP", "192.0.2.150", 53)].scheduler == "sh"
+    ecmp = ipvs.parse_proc((DATA / "facts" / "proc-net-ip_vs.ecmp.txt").read_text())
+    assert list(ecmp[HTTP].dests) == [Dest("192.0.2.13", 80), Dest("192.0.2.12", 80), Dest("192.0.2.11", 80)]
+    assert ipvs.parse_proc("") == {}
+
+
+def test_a_line_the_parser_does_not_know_is_named() -> None:
+    """A line of /proc/net/ip_vs that is neither a service nor a real server is a FactError naming its number."""
+    text = (DATA / "facts" / "proc-net-ip_vs.mixed.txt").read_text() + "garbage here\n"
+    with pytest.raises(FactError, match=r"line 14 is not an IPVS service or real server: .garbage"):
+        ipvs.parse_proc(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_any_proc_text_is_a_table_or_a_fact_error(text: str) -> None:
+    """Whatever /proc/net/ip_vs holds, the parser returns a table or says which line it could not read."""
+    with contextlib.suppress(FactError):
+        ipvs.parse_proc(text)
+
+
+def test_the_rendered_config_asks_for_every_service_of_the_file() -> None:
+    """keepalived.conf's table has each plain service of the file with its scheduler and weights (one reading)."""
+    cluster = parse_cluster(tomllib.loads((EXAMPLES / "full.toml").read_text()))
+    t = table(render_keepalived(cluster, "lb-a", source="full.toml"))
+    for s in cluster.services:
+        key = service_key(s)
+        if key is None:
+            continue
+        assert t[key].scheduler == s.scheduler
+        assert {d.address: v.weight for d, v in t[key].dests.items()} == {str(b.address): b.weight for b in s.backends}
+    marked = [s for s in cluster.services if s.fwmark]
+    assert marked and all(Key("FWM", "", s.fwmark) in t for s in marked if s.fwmark)
+    assert all(d.port == 0 for s in marked if s.fwmark for d in t[Key("FWM", "", s.fwmark)].dests)
+
+
+def test_an_unchanged_config_plans_nothing() -> None:
+    """Reloading the config keepalived runs, over the table it made, changes nothing."""
+    t = {HTTP: svc(a=(WEB1, 1), b=(WEB2, 2))}
+    assert ipvs.plan(t, t, t) == []
+
+
+def test_each_edit_is_one_typed_change_with_the_connections_it_touches() -> None:
+    """Added, removed and reweighted real servers, a new scheduler, added and removed services: one change each."""
+    other = Key("UDP", "192.0.2.150", 53)
+    new = Key("TCP", "192.0.2.151", 80)
+    previous = {HTTP: svc(a=(WEB1, 1), b=(WEB2, 1)), other: svc(a=(Dest("192.0.2.11", 53), 1))}
+    live = {HTTP: svc(a=(WEB1, 1, 4, 2), b=(WEB2, 1, 7, 1)), other: svc(a=(Dest("192.0.2.11", 53), 1, 0, 9))}
+    next_ = {HTTP: svc("wrr", a=(WEB1, 3), c=(WEB3, 1)), new: svc(a=(WEB1, 1))}
+    changes = ipvs.plan(previous, next_, live)
+    assert changes == [RemoveService(other), SetScheduler(HTTP, "rr", "wrr"), SetWeight(HTTP, WEB1, 1, 3),
+                       RemoveDest(HTTP, WEB2), AddDest(HTTP, WEB3, 1), AddService(new, "rr"),
+                       AddDest(new, WEB1, 1)]
+    removed = changes[3]
+    assert isinstance(removed, RemoveDest) and (removed.active, removed.inactive) == (7, 1)
+    assert "cuts 7 active and 1 inactive connections" in removed.description()
+    assert changes[0].description() == "remove virtual service UDP 192.0.2.150:53: cuts 0 active and 9 inactive " \
+                                       "connections"
+
+
+def test_what_keepalived_does_not_own_or_a_check_holds_out_is_not_a_change() -> None:
+    """A real server down by its check stays out, a checker's weight stays, and others' services stay."""
+    ipvsadm = Key("TCP", "192.0.2.160", 22)
+    previous = {HTTP: svc(a=(WEB1, 1), b=(WEB2, 1), c=(WEB3, 2))}
+    live = {HTTP: svc(a=(WEB1, 1), c=(WEB3, 0)), ipvsadm: svc(a=(WEB1, 1))}  # web2 down; web3 inhibited to 0
+    assert ipvs.plan(previous, previous, live) == []
+    reweighted = {HTTP: svc(a=(WEB1, 4), b=(WEB2, 5), c=(WEB3, 2))}
+    assert ipvs.plan(previous, reweighted, live) == [SetWeight(HTTP, WEB1, 1, 4)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([HTTP, Key("UDP", "192.0.2.150", 53)]),
+                          st.sampled_from([WEB1, WEB2, WEB3]), st.integers(0, 3), st.integers(0, 3),
+                          st.integers(0, 3), st.booleans()), max_size=12))
+def test_a_plan_after_the_reload_is_empty(rows: list[tuple[Key, Dest, int, int, int, bool]]) -> None:
+    """Whatever the configs and live table: once keepalived made the predicted table, the same config plans nothing."""
+    previous: dict[Key, dict[Dest, Live]] = {}
+    next_: dict[Key, dict[Dest, Live]] = {}
+    live: dict[Key, dict[Dest, Live]] = {}
+    for key, dest, p, n, lv, up in rows:
+        if p:
+            previous.setdefault(key, {})[dest] = Live(p)
+        if n:
+            next_.setdefault(key, {})[dest] = Live(n)
+        if up:
+            live.setdefault(key, {})[dest] = Live(lv)
+
+    def tab(d: dict[Key, dict[Dest, Live]]) -> dict[Key, Service]:
+        return {k: Service("rr", v) for k, v in d.items()}
+
+    after = ipvs.predict(tab(previous), tab(next_), tab(live))
+    assert ipvs.plan(tab(next_), tab(next_), after) == []
+    assert ipvs.delta(tab(live), after) == ipvs.plan(tab(previous), tab(next_), tab(live))
+
+
+def test_vips_move_only_on_the_master() -> None:
+    """A VIP added to or removed from an instance changes this director only when it is that instance's MASTER."""
+    previous = {"VI_a": frozenset({"192.0.2.150", "192.0.2.151"})}
+    next_ = {"VI_a": frozenset({"192.0.2.150", "192.0.2.152"})}
+    assert ipvs.plan_vips(previous, next_, frozenset({"192.0.2.150", "192.0.2.151"})) == [
+        AddVip("VI_a", "192.0.2.152"), RemoveVip("VI_a", "192.0.2.151")]
+    assert ipvs.plan_vips(previous, next_, frozenset()) == []
+
+
+def test_a_removed_real_server_leaves_while_it_has_active_connections() -> None:
+    """Removed from the file, a real server stays (weight 0) while the kernel counts active connections through it,
+    keeps the time it left, and goes when they end or drain_timeout has passed; UDP counts its inactive flows."""
+    dns = Key("UDP", "192.0.2.150", 53)
+    d53 = Dest("192.0.2.12", 53)
+    previous = {HTTP: svc(a=(WEB1, 1), b=(WEB2, 1)), dns: svc(a=(d53, 1))}
+    next_ = {HTTP: svc(a=(WEB1, 1))}
+    live = {HTTP: svc(a=(WEB1, 1, 3), b=(WEB2, 1, 2, 5)), dns: svc(a=(d53, 1, 0, 4))}
+    left = ipvs.leaving(previous, next_, live, (), now=100.0, timeout=60)
+    assert left == (Leaving(HTTP, WEB2, 100.0), Leaving(dns, d53, 100.0))
+    assert ipvs.leaving(previous, next_, live, left, now=150.0, timeout=60) == left  # since kept
+    assert ipvs.leaving(previous, next_, live, left, now=161.0, timeout=60) == ()  # timed out
+    idle = {HTTP: svc(a=(WEB1, 1, 3), b=(WEB2, 0, 0, 5)), dns: svc(a=(d53, 0, 0, 0))}
+    assert ipvs.leaving(previous, next_, idle, left, now=120.0, timeout=60) == ()  # their connections ended
+
+
+def test_leaving_real_servers_render_at_weight_0_without_a_checker() -> None:
+    """A leaving real server is rendered back into its service at weight 0 without a checker; a leaving service
+    comes back whole, its VIP still on the instance; the table read back says so."""
+    data = tomllib.loads((EXAMPLES / "web.toml").read_text())
+    cluster = parse_cluster(data)
+    s = next(s for s in cluster.services if service_key(s) is not None)
+    key = service_key(s)
+    assert key is not None
+    gone_dest = Dest("192.0.2.99", s.port)
+    gone_key = Key("TCP", "192.0.2.199", 8080)
+    left = (Leaving(key, gone_dest, 1.0, s.scheduler), Leaving(gone_key, Dest("192.0.2.98", 8080), 1.0, "wrr"))
+    text = render_keepalived(cluster, cluster.directors[0].name, source="web.toml", leaving=left)
+    t = table(text)
+    assert t[key].dests[gone_dest] == Live(0)
+    assert t[gone_key] == Service("wrr", {Dest("192.0.2.98", 8080): Live(0)})
+    block = text[text.index("real_server 192.0.2.99"):]
+    assert block.index("}") < block.index("weight 0") + 20 and "_CHECK" not in block[:block.index("}")]
+    tree = read_keepalived("k.conf", lambda _p: text)
+    assert any("192.0.2.199" in vips for vips in ipvs.config_vips(tree).values())
+    assert render_keepalived(cluster, cluster.directors[0].name, source="web.toml", leaving=()) == \
+        render_keepalived(cluster, cluster.directors[0].name, source="web.toml")
+
+
+def test_the_leaving_record_round_trips_and_refuses_anything_else(tmp_path: Path) -> None:
+    """The record of leaving real servers reads back as written; anything else is a FactError naming the file."""
+    left = (Leaving(HTTP, WEB2, 12.5, "rr"), Leaving(Key("TCP", "2001:db8::96", 80), Dest("2001:db8::11", 80), 1.0))
+    assert reload.parse_leaving(reload.dump_leaving(left), "r") == left
+    for bad in ("{}", "[1]", '[{"key": ["FWM", "", 5], "dest": ["192.0.2.1", 0], "since": 1, "scheduler": "rr"}]',
+                '[{"key": ["TCP", "not-an-ip", 80], "dest": ["192.0.2.1", 0], "since": 1, "scheduler": "rr"}]'):
+        with pytest.raises(FactError, match="^r: not a record"):
+            reload.parse_leaving(bad, "r")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                 max_size=4), max_leaves=20))
+def test_any_record_json_is_read_or_refused(value: object) -> None:
+    """Whatever JSON the leaving record holds, it is read or refused with a FactError, never a traceback."""
+    with contextlib.suppress(FactError):
+        reload.parse_leaving(json.dumps(value), "r")
+
+
+def _target(tmp_path: Path, output: Path) -> WatchTarget:
+    data = patched(tomllib.loads((EXAMPLES / "web.toml").read_text()), {"cluster.state_dir": str(tmp_path / "st")})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    name = data["directors"][0]["name"]
+    return WatchTarget(path, name, output, lvsdr_path="/usr/bin/lvsdr", config_path="/etc/lvsdr/c.toml")
+
+
+def test_plan_and_watch_agree_on_a_removed_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a removed backend still carrying connections, the plan says weight 0 and when it goes, and the record
+    keeps its start; once they end, the next pass removes it and forgets the record."""
+    output = tmp_path / "keepalived.conf"
+    t = _target(tmp_path, output)
+    data = json.loads(t.cluster.read_text())
+    first = reload.prepare(t, now=1000.0)
+    output.write_text(first.text)
+    output.chmod(0o644)
+    installed = table(first.text)
+    key, service = next((k, s) for k, s in installed.items() if k.protocol == "TCP" and len(s.dests) > 1)
+    dropped = sorted(service.dests)[-1]
+    live = {k: Service(s.scheduler, {d: Live(v.weight, 2 if d == dropped else 0) for d, v in s.dests.items()})
+            for k, s in installed.items()}
+    monkeypatch.setattr(reload, "read_ipvs", lambda: live)
+    monkeypatch.setattr(facts, "read_addresses", lambda: ())
+    svc_data = next(s for s in data["services"] if len(s["backends"]) > 1 and "fwmark" not in s)
+    address_of = {r["name"]: r["address"] for r in data["real_servers"]}
+    svc_data["backends"] = [b for b in svc_data["backends"]
+                            if address_of[b if isinstance(b, str) else b["server"]] != dropped.address]
+    t.cluster.write_text(json.dumps(data))
+    n = reload.prepare(t, now=1010.0)
+    assert n.leaving == (Leaving(key, dropped, 1010.0),)
+    assert [c for c in n.changes if isinstance(c, SetWeight)] == [SetWeight(key, dropped, service.dests[dropped].weight,
+                                                                            0)]
+    assert any("kept at weight 0 while its 2 active connections end" in note and "60 s from now" in note
+               for note in n.notes)
+    reload.save_leaving(n)
+    assert (n.record.stat().st_mode & 0o777) == 0o600
+    output.write_text(n.text)
+    assert reload.prepare(t, now=1030.0).leaving == (Leaving(key, dropped, 1010.0),)
+    live[key] = Service(service.scheduler, {d: Live(0 if d == dropped else v.weight) for d, v in service.dests.items()})
+    done = reload.prepare(t, now=1040.0)
+    assert done.leaving == () and [c for c in done.changes if isinstance(c, RemoveDest)] == [RemoveDest(key, dropped)]
+    reload.save_leaving(done)
+    assert not n.record.exists()
