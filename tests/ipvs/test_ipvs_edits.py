@@ -41,6 +41,11 @@ def comparable(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in c.items() if k not in ("active", "inactive")} for c in changes]
 
 
+def observed(before: dict[Key, Any], node: Node) -> list[dict[str, Any]]:
+    """What changed in the node's IPVS table since ``before``, as the plan says it."""
+    return comparable([as_dict(c) for c in delta(before, live(node))])
+
+
 def edit(data: dict[str, Any], rng: random.Random) -> str:
     """One random edit of the file that leaves a backend serving port 80; what it did."""
     http = data["services"][0]
@@ -150,10 +155,10 @@ def test_each_plan_is_the_delta_the_reload_makes(tmp_path: Path) -> None:
                 planned = comparable(w.plan(nxt))
                 assert planned, f"{what}: the plan is empty"
                 w.install(data, tmp_path)
-                took = poll(lambda b=before, p=planned: comparable([as_dict(c) for c in delta(b, live(master))]) == p,
+                took = poll(lambda: observed(before, master) == planned,  # noqa: B023 - called within the iteration
                             f"the reload's delta equal to the plan ({what})", 30 * TIME_SCALE, interval=0.3)
                 time.sleep(1)
-                seen = comparable([as_dict(c) for c in delta(before, live(master))])
+                seen = observed(before, master)
                 assert seen == planned, f"{what}: planned {planned}, the reload did {seen}"
                 done.append(f"{what} ({len(planned)} changes, {took:.1f} s)")
         finally:
