@@ -9,7 +9,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lvsdr.defaults import AGENT_INTERVAL
 from lvsdr.errors import InputError, LvsdrError
@@ -28,6 +28,9 @@ from lvsdr.generator.model import IPAddress, addr_key
 from .facts import read_addresses, read_director_facts, record_path, require_identity
 from .fast.files import node_lock
 from .fast.source import Source
+
+if TYPE_CHECKING:
+    from lvsdr.generator.metrics import Counters
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,22 @@ class _Agent:
         self.last = time.monotonic()
         self.quorum = _Quorum(self.follow.state_dir, self.follow.spec)
         self.drained = False
+        from lvsdr.generator.metrics import Counters  # not on notify's path
+
+        self.counters = Counters(started=time.time())  # `lvsdr metrics` reads them from the record
+
+    def counted(self, counters: Counters) -> None:
+        """Keep the new counts and rewrite their record (root's, 0600); a write
+        that fails is logged, the agent goes on."""
+        from .fast.files import write_atomic
+        from .metrics import counters_path
+
+        self.counters = counters
+        f = self.follow
+        try:
+            write_atomic(counters_path(str(f.state_dir), f.spec.cluster, f.node), counters.to_json(), 0o600)
+        except (OSError, LvsdrError) as e:
+            self.log.warning("cannot record the agent's counts", error=str(e))
 
     @property
     def ecmp(self) -> bool:
@@ -344,7 +363,9 @@ class _Agent:
                 fields = {"observed_role": role}
         except Exception:
             self.log.exception("reconcile failed", why=why)
+            self.counted(self.counters.failed())
             return
+        self.counted(self.counters.reconciled(time.time(), fast=False, changes=len(done), drift=why == "interval"))
         fields.update({"changes": done, "keepalived": running, "ms": round((time.monotonic() - started) * 1000, 1),
                        **({"events": [e.fields() for e in events]} if events else {})})
         if why != "interval":
@@ -385,7 +406,14 @@ class _Agent:
             role, done = fast if fast is not None else reconcile(f.spec, f.state_dir, f.key)
         except Exception:  # keep running: the next event (or the interval) retries
             self.log.exception("reconcile failed", events=[e.fields() for e in events])
+            self.counted(self.counters.failed())
             return
+        took = time.monotonic() - started
+        counters = self.counters.reconciled(time.time(), fast=fast is not None, changes=len(done))
+        for e in events:
+            if e.type == "INSTANCE":
+                counters = counters.transition(e.name, e.state, took)
+        self.counted(counters)
         self.log.info("vrrp transition", events=[e.fields() for e in events], observed_role=role, changes=done,
                       ms=round((time.monotonic() - started) * 1000, 1))
         self.procs.refresh()  # keepalived (re)started: watch its processes (after the transition: off its clock)

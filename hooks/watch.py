@@ -13,7 +13,8 @@ A real server removed from the file (or a whole service) is not cut: it
 stays in the config at weight 0, with no checker, while IPVS counts active
 connections through it, for at most the cluster's ``drain_timeout``
 (hooks/reload.py); the watcher passes again every LEAVING_POLL s meanwhile,
-and removes it when they have ended.
+and removes it when they have ended. It also passes again after a transient
+failure, without waiting for the next change of the file.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class Result:
     outcome: Outcome
     detail: str
     leaving: bool = False  # real servers are leaving at weight 0: pass again in LEAVING_POLL s
+
+    @property
+    def again(self) -> bool:
+        """Pass again in LEAVING_POLL s without a change of the file: real
+        servers are leaving, or the config could not be installed for a
+        transient reason (`keepalived -t` not answering, a write error)."""
+        return self.leaving or self.outcome == "failed"
 
 
 def _pid(pidfile: Path) -> int | None:
@@ -191,7 +199,7 @@ def watch(t: WatchTarget) -> int:
     target = t.cluster.resolve()
     if not target.parent.is_dir():
         raise LvsdrError(f"{t.cluster}: directory does not exist")
-    leaving = sync_once(t, log).leaving
+    again = sync_once(t, log).again
     changed = threading.Event()
     stop = threading.Event()
 
@@ -214,13 +222,13 @@ def watch(t: WatchTarget) -> int:
     log.info("watching", cluster=str(target), output=str(t.output))
     try:
         while not stop.is_set():
-            changed.wait(LEAVING_POLL if leaving else None)
+            changed.wait(LEAVING_POLL if again else None)
             if stop.is_set():
                 break
             stop.wait(DEBOUNCE)
             changed.clear()
             try:
-                leaving = sync_once(t, log).leaving
+                again = sync_once(t, log).again
             except Exception:  # anything unforeseen: logged with its traceback, and the watcher goes on
                 log.exception("sync failed; keeping the last good config", output=str(t.output))
     finally:

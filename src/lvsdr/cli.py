@@ -215,6 +215,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return plan(_watch_target(args), as_json=getattr(args, "json", False))
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lvsdr.hooks.metrics import DEFAULT_INTERVAL, MetricsTarget, parse_listen, serve, text, write_textfile
+
+    c = _cluster(args)
+    c.find_director(args.node)
+    t = MetricsTarget(Path(args.cluster), args.node)
+    if args.listen is not None:
+        try:
+            parse_listen(args.listen)
+        except LvsdrError as e:
+            raise InputError(str(e)) from None
+    if args.interval is not None and not 1 <= args.interval <= 3600:
+        raise InputError(f"--interval: {args.interval} is outside 1..3600 seconds")
+    if args.listen is None and not args.serve:
+        if args.textfile:
+            write_textfile(t, Path(args.textfile))
+        else:
+            sys.stdout.write(text(t))
+        return 0
+    return serve(t, args.listen, Path(args.textfile) if args.textfile else None, args.interval or DEFAULT_INTERVAL)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -387,6 +411,14 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w.add_argument("--bird-socket", help="ECMP clusters: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(w)
     w.set_defaults(func=cmd_watch)
+    m = sub.add_parser("metrics", help="a director's Prometheus metrics: to stdout, a textfile, or served (read-only)")
+    m.add_argument("cluster")
+    m.add_argument("--node", required=True, help="director name")
+    m.add_argument("--textfile", metavar="PATH", help="write them here (node_exporter's textfile collector)")
+    m.add_argument("--listen", metavar="[ADDR:]PORT", help="serve them over HTTP (resident)")
+    m.add_argument("--serve", action="store_true", help="resident without HTTP: rewrite --textfile every --interval")
+    m.add_argument("--interval", type=float, help="seconds between textfile writes when resident (default 15)")
+    m.set_defaults(func=cmd_metrics)
     p = sub.add_parser("plan", help="what reloading keepalived with the cluster file would change in the live IPVS "
                        "table and VIPs (read-only)")
     p.add_argument("cluster")

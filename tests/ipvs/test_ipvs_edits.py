@@ -78,6 +78,29 @@ def edit(data: dict[str, Any], rng: random.Random) -> str:
     return "add service alt"
 
 
+def backend_up_flips(lab: Lab, master: Node) -> str:
+    """web2 stops answering on port 80 (an nft drop on it), then answers again:
+    `lvsdr metrics` on the MASTER turns its lvsdr_backend_up to 0, then 1."""
+    web2 = next(n for n in lab.state.real_servers if n.name == "web2")
+    gauge = ('lvsdr_backend_up{local_address="192.0.2.130",local_mark="",local_port="80",proto="TCP",'
+             'remote_address="192.0.2.12",remote_port="80"}')
+
+    def up() -> str:
+        r = lvsdr_in(master.ns, "metrics", lab.cluster_path, "--node", master.name)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return next(line.split()[-1] for line in r.stdout.splitlines() if line.startswith(gauge))
+
+    assert up() == "1.0"
+    ns_run(web2.ns, ["nft", "add table inet lvsdr_test; add chain inet lvsdr_test in { type filter hook input "
+                     "priority 0; }; add rule inet lvsdr_test in tcp dport 80 drop"])
+    try:
+        down = poll(lambda: up() == "0.0", "web2's lvsdr_backend_up at 0", 30 * TIME_SCALE, interval=0.5)
+    finally:
+        ns_run(web2.ns, ["nft", "delete table inet lvsdr_test"])
+    back = poll(lambda: up() == "1.0", "web2's lvsdr_backend_up back at 1", 30 * TIME_SCALE, interval=0.5)
+    return f"web2 dropping port 80: lvsdr_backend_up 0 after {down:.1f} s, back at 1 {back:.1f} s after it answered"
+
+
 class Watching:
     """`lvsdr watch` resident in a director's namespace, wired as the lab wires keepalived."""
 
@@ -108,7 +131,8 @@ class Watching:
         nxt = tmp / "next.json"
         nxt.write_text(json.dumps(data))
         os.replace(nxt, self.lab.cluster_path)
-        poll(lambda: self.conf.read_bytes() != before, "watch installed the edit", 30 * TIME_SCALE, interval=0.2)
+        poll(lambda: self.conf.read_bytes() != before, "watch installed the edit", 30 * TIME_SCALE, interval=0.2,
+             explain=lambda: "watch's log:\n" + self.log_path.read_text(errors="replace")[-4000:])
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -140,6 +164,7 @@ def test_each_plan_is_the_delta_the_reload_makes(tmp_path: Path) -> None:
         master = lab.wait_for_master(30 * TIME_SCALE)
         poll(lambda: len(probes.ipvs_table(lab, master).get(str(HTTP), {})) == 2, "both backends in IPVS",
              30 * TIME_SCALE, interval=0.5)
+        flipped = backend_up_flips(lab, master)
         w = Watching(lab, master, tmp_path)
         rng = random.Random(20)
         done: list[str] = []
@@ -164,6 +189,7 @@ def test_each_plan_is_the_delta_the_reload_makes(tmp_path: Path) -> None:
         finally:
             w.stop()
         MEASURED.append(f"IPVS plan vs reload: 10 edits, each plan equal to the reload's delta: {'; '.join(done)}")
+        MEASURED.append(f"IPVS metrics: {flipped}")
 
 
 def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
@@ -178,7 +204,8 @@ def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
         body, results = tmp_path / "stream", tmp_path / "results"
         load = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c",
                                  "while :; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 "
-                                 f"http://192.0.2.130/ >> {results} || echo curl-failed >> {results}; sleep 0.1; done"])
+                                 "http://192.0.2.130/ "
+                                 f">> {results} || echo curl-failed >> {results}; sleep 0.25; done"])
         curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
                                  str(STREAM_SECONDS * 3 + 60), "-o", str(body),
                                  f"http://192.0.2.130/stream?seconds={STREAM_SECONDS}"])

@@ -1,0 +1,155 @@
+"""A director's metrics: the pure families (generator/metrics.py), the agent's
+record of counts, the exposition text prometheus_client writes (checked by
+promtool when it is installed), and `lvsdr metrics` on a live lab pair,
+whose gauges and counters follow a killed MASTER."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lvsdr.cli import main
+from lvsdr.generator.ipvs import Dest, Key, Leaving, Live, Service
+from lvsdr.generator.metrics import Counters, Family, backend_labels, director_metrics
+from lvsdr.generator.node import FactError
+from lvsdr.hooks.metrics import Collector
+
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+
+HTTP, MARK = Key("TCP", "192.0.2.150", 80), Key("FWM", "", 7)
+WEB1, WEB2, WEB3 = Dest("192.0.2.11", 80), Dest("192.0.2.12", 80), Dest("192.0.2.13", 80)
+
+
+def by_name(families: list[Family]) -> dict[str, dict[tuple[tuple[str, str], ...], object]]:
+    return {f.name: dict(f.samples) for f in families}
+
+
+def test_backend_gauges_say_configured_up_and_leaving() -> None:
+    """A real server is up when IPVS has it in service, down when its check took it out or inhibited it to 0,
+    leaving (and not up) while it drains; its configured weight is the file's."""
+    configured = {HTTP: Service("rr", {WEB1: Live(2), WEB2: Live(1), WEB3: Live(1)})}
+    live = {HTTP: Service("rr", {WEB1: Live(2), WEB3: Live(0), Dest("192.0.2.14", 80): Live(0)})}
+    gone = Dest("192.0.2.14", 80)
+    m = by_name(director_metrics({"VI_a": frozenset({"192.0.2.150"})}, frozenset({"192.0.2.150"}), configured, live,
+                                 (Leaving(HTTP, gone, 1.0),), None, True))
+    assert m["lvsdr_vrrp_master"] == {(("vrrp_instance", "VI_a"),): 1.0}
+    up = {dict(k)["remote_address"]: v for k, v in m["lvsdr_backend_up"].items()}
+    assert up == {"192.0.2.11": 1.0, "192.0.2.12": 0.0, "192.0.2.13": 0.0, "192.0.2.14": 0.0}
+    assert m["lvsdr_backend_leaving"][backend_labels(HTTP, gone)] == 1.0
+    assert m["lvsdr_backend_configured_weight"][backend_labels(HTTP, WEB1)] == 2.0
+    assert "lvsdr_reconciles" not in m  # no agent record: no agent families
+
+
+def test_labels_are_node_exporters() -> None:
+    """The backend labels are node_exporter's IPVS collector's, a fwmark service's with local_mark set."""
+    assert dict(backend_labels(HTTP, WEB1)) == {"local_address": "192.0.2.150", "local_port": "80", "local_mark": "",
+                                                "proto": "TCP", "remote_address": "192.0.2.11", "remote_port": "80"}
+    assert dict(backend_labels(MARK, Dest("192.0.2.11", 0)))["local_mark"] == "7"
+
+
+def test_counters_count_and_round_trip() -> None:
+    """The agent's counts add up by path, failures, drift and transitions, and read back as written."""
+    c = Counters(started=10.0).reconciled(11.0, fast=False, changes=3)
+    c = c.reconciled(12.0, fast=True, changes=2).transition("VI_a", "MASTER", 0.25)
+    c = c.reconciled(13.0, fast=False, changes=1, drift=True).reconciled(14.0, fast=False, changes=0, drift=True)
+    c = c.failed().transition("VI_a", "MASTER", 0.75).transition("VI_a", "BACKUP", 0.5)
+    assert (c.fast, c.full, c.failures, c.drift_healed, c.changes, c.last) == (1, 3, 1, 1, 6, 14.0)
+    assert c.transitions == (("VI_a", "BACKUP", 1), ("VI_a", "MASTER", 2))
+    assert c.durations == (("VI_a", 1.5, 3),)
+    assert Counters.from_json(c.to_json(), "r") == c
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.sampled_from(["started", "fast", "full", "failures", "drift_healed", "changes", "last",
+                                         "transitions", "durations"]) | st.text(max_size=6), inner, max_size=9),
+                    max_leaves=24))
+def test_any_counts_record_is_read_or_refused(value: object) -> None:
+    """Whatever JSON the agent's record holds, it is read or refused with a FactError, never a traceback."""
+    with contextlib.suppress(FactError):
+        Counters.from_json(json.dumps(value), "r")
+
+
+def exposition(families: list[Family]) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Collector(lambda: families))
+    return generate_latest(reg).decode()
+
+
+def test_the_exposition_passes_promtool() -> None:
+    """Every family, agent counts included, is valid exposition text that `promtool check metrics` accepts."""
+    c = Counters(started=10.0).reconciled(12.0, fast=True, changes=2).transition("VI_a", "MASTER", 0.25)
+    configured = {HTTP: Service("rr", {WEB1: Live(1)}), MARK: Service("wlc", {Dest("192.0.2.11", 0): Live(1)})}
+    text = exposition(director_metrics({"VI_a": frozenset({"192.0.2.150"})}, frozenset(), configured, configured,
+                                       (), c, True))
+    assert 'lvsdr_reconciles_total{path="fast"} 1.0' in text
+    assert 'lvsdr_vrrp_transition_seconds_count{vrrp_instance="VI_a"} 1.0' in text
+    assert 'lvsdr_vrrp_transitions_total{state="MASTER",vrrp_instance="VI_a"} 1.0' in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; scripts/setup installs it)")
+    r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def test_the_example_alert_rules_pass_promtool() -> None:
+    """examples/prometheus-rules.yml (docs/metrics.md's alert rules) is valid for `promtool check rules`."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus; scripts/setup installs it)")
+    r = subprocess.run([promtool, "check", "rules", str(EXAMPLES / "prometheus-rules.yml")], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0 and "SUCCESS: 9 rules found" in r.stdout, r.stdout + r.stderr
+
+
+def test_bad_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad --listen or --interval is one line naming the flag, exit 2."""
+    web = str(EXAMPLES / "web.toml")
+    assert main(["metrics", web, "--node", "lb1", "--listen", "nowhere"]) == 2
+    assert main(["metrics", web, "--node", "lb1", "--serve", "--interval", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["lvsdr: --listen: 'nowhere' is not PORT or ADDRESS:PORT",
+                   "lvsdr: --interval: 0.0 is outside 1..3600 seconds"]
+
+
+@needs_root
+@pytest.mark.lab
+def test_the_gauges_follow_a_killed_master(tmp_path: Path) -> None:
+    """On a live lab pair with its agents: the MASTER's vrrp_master gauge is 1 and the BACKUP's 0; kill the MASTER
+    and the other's gauge flips to 1 and its agent's transition counter counts MASTER."""
+    from lvsdr.lab import probes
+    from lvsdr.lab.netns import ns_run
+    from lvsdr.lab.topology import Lab, Node
+
+    text = (EXAMPLES / "web.toml").read_text()
+    path = tmp_path / "web.toml"
+    path.write_text(text)
+
+    def metrics(lab: Lab, node: Node) -> str:
+        r = ns_run(node.ns, [lab._console(), "metrics", lab.cluster_path, "--node", node.name], check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    with make_lab(path, tmp_path, hook="fifo") as lab:
+        master = lab.wait_for_master(30)
+        backup = next(d for d in lab.state.directors if d.name != master.name)
+        poll(lambda: "lvsdr_reconciles_total" in metrics(lab, backup), "the BACKUP's agent counted", 20)
+        assert 'lvsdr_vrrp_master{vrrp_instance="VI_web"} 1.0' in metrics(lab, master)
+        assert 'lvsdr_vrrp_master{vrrp_instance="VI_web"} 0.0' in metrics(lab, backup)
+        probes.kill_director(lab, master)
+        took = poll(lambda: 'lvsdr_vrrp_master{vrrp_instance="VI_web"} 1.0' in metrics(lab, backup),
+                    "the BACKUP's gauge flipped", 20)
+        counted = poll(lambda: 'lvsdr_vrrp_transitions_total{state="MASTER",vrrp_instance="VI_web"} 1.0'
+                       in metrics(lab, backup), "the transition counted", 20)
+        MEASURED.append(f"metrics: the BACKUP's lvsdr_vrrp_master flipped to 1 {took:.1f} s after the MASTER's kill "
+                        f"(as read by `lvsdr metrics`), its transition counted {counted:.1f} s later")
