@@ -88,7 +88,9 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
         assert p.returncode == 0, p.stderr
         debs = sorted((tmp_path / run).glob("*.deb"))
         assert [d.name for d in debs] == [f"lvsdr-{n}_1.0_all.deb" for n in ("lb1", "lb2", "web1", "web2")]
-        digests.append([hashlib.sha256(d.read_bytes()).hexdigest() for d in debs])
+        rpms = sorted((tmp_path / run).glob("*.rpm"))
+        assert [r.name for r in rpms] == [f"lvsdr-{n}-1.0-1.noarch.rpm" for n in ("lb1", "lb2", "web1", "web2")]
+        digests.append([hashlib.sha256(d.read_bytes()).hexdigest() for d in debs + rpms])
     assert digests[0] == digests[1]
     listing = subprocess.run(["dpkg-deb", "-c", str(tmp_path / "one" / "lvsdr-lb1_1.0_all.deb")],
                              capture_output=True, text=True, check=True).stdout
@@ -103,6 +105,51 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
     info = subprocess.run(["dpkg-deb", "-f", str(tmp_path / "one" / "lvsdr-web1_1.0_all.deb"), "Package",
                            "Version"], capture_output=True, text=True, check=True).stdout
     assert info.split() == ["Package:", "lvsdr-web1", "Version:", "1.0"]
+
+
+def tree_of(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``root`` (but ``skip``): its mode and bytes."""
+    return {str(p.relative_to(root)): (p.stat().st_mode & 0o7777, p.read_bytes()) for p in sorted(root.rglob("*"))
+            if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("rpmbuild") is None, reason="no dpkg or rpmbuild")
+def test_each_nodes_packages_install_its_rendered_tree(tmp_path: Path) -> None:
+    """Each node's Debian package (dpkg --unpack) and RPM (rpm -i), installed into a scratch root, put there
+    exactly the files `render --all` writes for the node, modes included; the Debian ones depend on lvsdr."""
+    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    for example in ("web.toml", "ecmp.toml"):
+        out = tmp_path / example
+        p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / example), "1.0",
+                            str(out)], env=env, capture_output=True, text=True, check=False)
+        assert p.returncode == 0, p.stderr
+        rendered = tmp_path / f"render-{example}"
+        assert main(["render", str(EXAMPLES / example), "--all", "--output-dir", str(rendered)]) == 0
+        nodes = sorted(d.name for d in rendered.iterdir())
+        assert sorted(d.name.split("_")[0].removeprefix("lvsdr-") for d in out.glob("*.deb")) == nodes
+        for node in nodes:
+            want = tree_of(rendered / node)
+            deb_root = tmp_path / "deb" / example / node
+            (deb_root / "var/lib/dpkg/info").mkdir(parents=True)
+            (deb_root / "var/lib/dpkg/updates").mkdir()
+            (deb_root / "var/lib/dpkg/status").touch()
+            deb = out / f"lvsdr-{node}_1.0_all.deb"
+            # installed and configured (its conffiles in place); its postinst sees DPKG_ROOT and enables nothing here
+            subprocess.run(["dpkg", f"--root={deb_root}", "--force-depends", "--force-script-chrootless", "-i",
+                            str(deb)], check=True, capture_output=True)
+            assert tree_of(deb_root, ("var/",)) == want, f"{deb.name} installs another tree than render --all"
+            depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True,
+                                     check=True).stdout
+            assert depends.split(",")[0].strip() == "lvsdr"
+            rpm_root = tmp_path / "rpm" / example / node
+            rpm = out / f"lvsdr-{node}-1.0-1.noarch.rpm"
+            subprocess.run(["rpm", "--root", str(rpm_root), "--dbpath", "/rpmdb", "--initdb"], check=True,
+                           capture_output=True)
+            subprocess.run(["rpm", "--root", str(rpm_root), "--dbpath", "/rpmdb", "-i", "--nodeps", "--noscripts",
+                            "--nosignature", str(rpm)], check=True, capture_output=True)
+            assert tree_of(rpm_root, ("rpmdb/",)) == want, f"{rpm.name} installs another tree than render --all"
+            config = subprocess.run(["rpm", "-qpc", str(rpm)], capture_output=True, text=True, check=True).stdout
+            assert sorted(config.split()) == sorted("/" + f for f in want if f.startswith("etc/"))
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -133,7 +180,7 @@ def test_an_ecmp_directors_package_holds_bird_conf_and_enables_bird(tmp_path: Pa
     assert "./etc/bird/bird.conf" in listing and "./etc/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
         in listing
     depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True).stdout
-    assert depends.strip() == "keepalived, nftables, bird2"
+    assert depends.strip() == "lvsdr, keepalived, nftables, bird2"
     postinst = (tmp_path / "tree" / "lb1" / "DEBIAN" / "postinst").read_text()
     assert "bird.service" in postinst
 
@@ -146,7 +193,7 @@ def test_the_drain_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None
     root = tmp_path / "root"
     shutil.copytree(out / "lb1", root)
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    for exe in ("usr/local/bin/lvsdr", "usr/sbin/keepalived", "bin/kill"):  # what keepalived.service runs
+    for exe in ("usr/bin/lvsdr", "usr/sbin/keepalived", "bin/kill"):  # what keepalived.service runs
         stub = root / exe
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text("#!/bin/sh\n")

@@ -172,8 +172,8 @@ def test_render_all_gives_bird_conf_and_the_drain_drop_in() -> None:
     lb1 = trees["lb1"]
     assert "etc/bird/bird.conf" in lb1 and DRAIN_DROPIN in lb1
     dropin = lb1[DRAIN_DROPIN][0].decode()
-    assert "ExecStop=/usr/local/bin/lvsdr drain /etc/lvsdr/cluster.toml --node lb1 --unit\n" in dropin
-    assert "ExecStartPost=/usr/local/bin/lvsdr drain /etc/lvsdr/cluster.toml --node lb1 --undo --unit\n" in dropin
+    assert "ExecStop=/usr/bin/lvsdr drain /etc/lvsdr/cluster.toml --node lb1 --unit\n" in dropin
+    assert "ExecStartPost=/usr/bin/lvsdr drain /etc/lvsdr/cluster.toml --node lb1 --undo --unit\n" in dropin
     assert "TimeoutStopSec=90\n" in dropin
     assert "bird.conf" not in " ".join(trees["web1"])
 

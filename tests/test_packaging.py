@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import GOLDEN, REPO
+from helpers import GOLDEN, REPO, poll
 
 pytestmark = pytest.mark.xdist_group("packaging")  # one wheel built per module
 
@@ -77,3 +77,66 @@ def test_firewalld_scaffolding_refuses_the_hosts_mount_namespace(tmp_path: Path)
                         str(tmp_path / "copy")], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "refusing to run outside a private mount namespace" in r.stderr
     assert not (tmp_path / "copy").exists()
+
+
+DEBIAN_MODULES = ("jinja2", "pyroute2", "watchdog", "structlog", "prometheus_client", "tomli")
+
+
+@pytest.mark.long
+@pytest.mark.skipif(shutil.which("dpkg") is None, reason="no dpkg here")
+def test_the_lvsdr_debian_package_runs_on_debians_modules(tmp_path: Path) -> None:
+    """scripts/lvsdr-deb's package, installed into a scratch root, runs on Debian's python3 and its packaged
+    modules: `render --all` writes the same tree as this checkout, and the resident `watch` (Debian's watchdog)
+    installs an edit."""
+    missing = subprocess.run(["/usr/bin/python3", "-c", f"import {', '.join(DEBIAN_MODULES)}"], capture_output=True,
+                             check=False).returncode
+    if missing:
+        pytest.skip("Debian's python3 modules are not installed (scripts/setup installs them)")
+    p = subprocess.run(["bash", str(REPO / "scripts" / "lvsdr-deb"), "1.0", str(tmp_path / "out")],
+                       capture_output=True, text=True, check=False, env={**os.environ, "PYTHON": sys.executable,
+                                                                        "SOURCE_DATE_EPOCH": "1700000000"})
+    assert p.returncode == 0, p.stderr
+    deb = tmp_path / "out" / "lvsdr_1.0_all.deb"
+    fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Package", "Depends"], capture_output=True, text=True,
+                            check=True).stdout
+    assert "Package: lvsdr\n" in fields and all(f"python3-{m.replace('_', '-')}" in fields for m in DEBIAN_MODULES)
+    root = tmp_path / "root"
+    (root / "var/lib/dpkg/info").mkdir(parents=True)
+    (root / "var/lib/dpkg/updates").mkdir()
+    (root / "var/lib/dpkg/status").touch()
+    subprocess.run(["dpkg", f"--root={root}", "--force-depends", "--force-script-chrootless", "-i", str(deb)],
+                   check=True, capture_output=True)
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(root / "usr/lib/python3/dist-packages")}
+    packaged = ["/usr/bin/python3", str(root / "usr/bin/lvsdr")]
+    where = subprocess.run([*packaged[:1], "-c", "import lvsdr, jinja2; print(lvsdr.__file__, jinja2.__file__)"],
+                           capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert where[0].startswith(str(root)) and where[1].startswith("/usr/lib/python3/dist-packages/"), where
+    for name in ("packaged", "checkout"):
+        cmd = packaged if name == "packaged" else [str(Path(sys.executable).parent / "lvsdr")]
+        r = subprocess.run([*cmd, "render", str(REPO / "examples/full.toml"), "--all", "--output-dir",
+                            str(tmp_path / name)], capture_output=True, text=True, check=False,
+                           env=env if name == "packaged" else None)
+        assert r.returncode == 0, r.stderr
+    trees = [{str(f.relative_to(tmp_path / n)): f.read_bytes() for f in sorted((tmp_path / n).rglob("*"))
+              if f.is_file()} for n in ("packaged", "checkout")]
+    assert trees[0] == trees[1] and trees[0]
+    # the resident watcher on Debian's watchdog, in a namespace of the test's own with the cluster's eth0 (a veth);
+    # no keepalived pid: it writes the config and reloads nothing
+    ns = f"lt{os.getpid()}-pkg"
+    cluster, conf = tmp_path / "c.toml", tmp_path / "keepalived.conf"
+    cluster.write_text((REPO / "examples/web.toml").read_text())
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    watch = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"], check=True)
+        watch = subprocess.Popen(["ip", "netns", "exec", ns, "env", *(f"{k}={v}" for k, v in env.items()), *packaged,
+                                  "watch", str(cluster), "--node", "lb1", "-o", str(conf), "--pidfile",
+                                  str(tmp_path / "none.pid")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        poll(lambda: conf.exists(), "the packaged watch's first config", 30)
+        cluster.write_text(cluster.read_text().replace('vip = "192.0.2.100"', 'vip = "192.0.2.109"'))
+        poll(lambda: "192.0.2.109" in conf.read_text(), "the packaged watch installed the edit", 30)
+    finally:
+        if watch is not None:
+            watch.terminate()
+            watch.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
