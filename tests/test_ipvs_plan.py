@@ -266,3 +266,22 @@ def test_plan_and_watch_agree_on_a_removed_backend(tmp_path: Path, monkeypatch: 
     assert done.leaving == () and [c for c in done.changes if isinstance(c, RemoveDest)] == [RemoveDest(key, dropped)]
     reload.save_leaving(done)
     assert not n.record.exists()
+
+
+def test_plan_and_watch_dry_run_print_the_same_and_change_nothing(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`lvsdr plan` and `lvsdr watch --dry-run` print the same plan and write nothing; bad input is exit 2."""
+    from lvsdr.cli import main
+
+    web, conf = str(EXAMPLES / "web.toml"), tmp_path / "keepalived.conf"
+    assert main(["plan", web, "--node", "lb1", "-o", str(conf)]) == 0
+    planned = capsys.readouterr().out
+    assert main(["watch", web, "--node", "lb1", "-o", str(conf), "--dry-run"]) == 0
+    assert capsys.readouterr().out == planned
+    assert "add virtual service TCP 192.0.2.100:80 (scheduler wlc)" in planned and not conf.exists()
+    assert main(["plan", web, "--node", "lb1", "-o", str(conf), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["changes"][0] == {"change": "AddService", "key": "TCP 192.0.2.100:80", "scheduler": "wlc"}
+    assert main(["plan", web, "--node", "web1"]) == 2
+    assert "is not a director" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
