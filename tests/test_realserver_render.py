@@ -49,6 +49,24 @@ def test_files_do_not_depend_on_the_process(tmp_path: Path) -> None:
     assert files[0] == files[1] and len(files[0]) == 3
 
 
+def test_one_nodes_render_is_render_alls(tmp_path: Path) -> None:
+    """`realserver render` for one node writes, wherever the cluster file is given from, the bytes `render --all`
+    writes for that node (the README names the cluster's config_path, not the path it was read from)."""
+    outs = []
+    for i, given in enumerate((str(EXAMPLES / "full.toml"), "examples/full.toml")):
+        out = tmp_path / f"one{i}"
+        subprocess.run([sys.executable, "-m", "lvsdr.cli", "realserver", "render", given, "--node", "app2",
+                        "--output-dir", str(out)], cwd=REPO, check=True, capture_output=True)
+        outs.append({str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()})
+    assert main(["render", str(EXAMPLES / "full.toml"), "--all", "--output-dir", str(tmp_path / "all")]) == 0
+    every = {str(p.relative_to(tmp_path / "all" / "app2")): p.read_bytes()
+             for p in (tmp_path / "all" / "app2").rglob("*") if p.is_file()}
+    readme = "usr/share/doc/lvsdr-app2/README.txt"  # render --all's place for the top-level README.txt
+    assert outs[0] == outs[1] and all(every[readme if rel == "README.txt" else rel] == data
+                                      for rel, data in outs[0].items())
+    assert b"from /etc/lvsdr/edge.toml" in outs[0]["README.txt"]
+
+
 def test_unit_uses_the_cluster_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The boot unit runs lvsdr_path on config_path."""
     monkeypatch.chdir(REPO)

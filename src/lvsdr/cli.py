@@ -120,7 +120,8 @@ def cmd_realserver(args: argparse.Namespace) -> int:
 
     c = _cluster(args)
     if args.action == "render":
-        return realserver.render(c, args.node, args.cluster, Path(args.output_dir))
+        # the header names the cluster's config_path, as render --all does: the same bytes wherever the file lies
+        return realserver.render(c, args.node, c.config_path, Path(args.output_dir))
     state_dir = Path(args.state_dir) if args.state_dir else None
     return realserver.reconcile(c, args.node, args.action, state_dir, getattr(args, "dry_run", False))
 
