@@ -146,6 +146,10 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                     if c.key != "file":
                         side.skip(c, "track_file option lvsdr does not model")
             case "vrrp_sync_group":
+                members = [m for c in d.block() if c.key == "group" for m in c.block()]
+                if len(members) < 2:  # keepalived 2.2.7 warns and drops it: one instance has nothing to move with
+                    side.skip(d, f"a sync group of {len(members)} instance: keepalived ignores it, and so does lvsdr")
+                    continue
                 side.sync_group = True
                 for c in d.block():
                     if c.key != "group":
@@ -369,8 +373,14 @@ def _virtual_server_body(side: Side, d: Directive, svc: dict[str, Any]
         k = c.key
         if k in ("lb_kind", "lvs_method") and c.args:
             kind = c.args[0].upper()
+            if k == "lvs_method":
+                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_kind: imported as "
+                                              "lb_kind"))
         elif k in ("lb_algo", "lvs_sched") and c.args:
             svc["scheduler"] = c.args[0]
+            if k == "lvs_sched":
+                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_algo: imported as "
+                                              "scheduler"))
         elif k == "protocol" and c.args:
             svc["protocol"] = c.args[0].lower()
         elif k in ("delay_loop", "persistence_timeout", "quorum", "hysteresis") and _int(c) is not None:

@@ -245,3 +245,48 @@ def test_the_toml_writer_round_trips(name: str) -> None:
     files, method = SETS[name]
     job = import_files([str(p) for p in files], _read, method, {})
     assert tomllib.loads(to_toml(job.imported, [str(p) for p in files])) == job.imported.data
+
+
+ONE_FILE = """global_defs {
+    router_id lb1
+}
+vrrp_sync_group VG_1 {
+    group {
+        VI_1
+    }
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 150
+    virtual_ipaddress {
+        192.0.2.100
+    }
+}
+virtual_server 192.0.2.100 80 {
+    lvs_sched rr
+    lvs_method DR
+    protocol TCP
+    real_server 192.0.2.11 80 {
+        weight 1
+        TCP_CHECK {
+            nb_get_retry 3
+        }
+    }
+}
+"""
+
+
+def test_old_spellings_and_a_one_instance_sync_group_are_named() -> None:
+    """lvs_sched, lvs_method and nb_get_retry are imported and each named; a sync group of one instance (which
+    keepalived ignores) is named, not silently dropped."""
+    job = import_files(["lb1.conf"], {"lb1.conf": ONE_FILE}.__getitem__, "sysctl",
+                       {"lb1": "192.0.2.2", "lb1-peer": "192.0.2.3"})
+    lines = [u.line() for u in job.imported.unmapped]
+    assert "lb1.conf:19: lvs_sched rr: the old spelling of lb_algo: imported as scheduler" in lines
+    assert "lb1.conf:20: lvs_method DR: the old spelling of lb_kind: imported as lb_kind" in lines
+    assert "lb1.conf:25: nb_get_retry 3: the old spelling of retry: imported as retry" in lines
+    assert any(line.startswith("lb1.conf:4: vrrp_sync_group VG_1: a sync group of 1 instance") for line in lines)
+    data = tomllib.loads(job.text)
+    assert data["services"][0]["scheduler"] == "rr" and "sync_group" not in data.get("cluster", {})
