@@ -217,7 +217,7 @@ def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
     out = []
     for c in d.block():
         addr = c.words[0].split("/")[0]
-        v: dict[str, str] = {"address": addr}
+        v: dict[str, str] = {"address": addr, "where": c.where}  # "where": taken out by _own_interface
         words = list(c.words[1:])
         while words:
             k = words.pop(0)
@@ -230,6 +230,30 @@ def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
                 side.skip(c, f"VIP option {k} lvsdr does not model")
         out.append(v)
     return out
+
+
+def _own_interface(side: Side, inst: dict[str, Any]) -> None:
+    """What names the instance's own interface again, as keepalived takes it: a VIP label equal to its device
+    (the address's label is the device's name anyway) and a track_interface on the VRRP interface (keepalived
+    tracks it in any case: the instance goes to FAULT when it goes down). Each dropped and named."""
+    own = inst.get("interface")
+    for v in inst["vips"] + inst["excluded"]:
+        where = v.pop("where")
+        if "label" in v and v["label"] == v.get("device", own):
+            side.unmapped.append(Unmapped(where, f"{v['address']} label {v.pop('label')}", "a label equal to its "
+                                          "device's name is the device's own: not imported"))
+    kept = []
+    for t in inst.get("track_interfaces", []):
+        where = t.pop("where")
+        if t["name"] == own:
+            side.unmapped.append(Unmapped(where, f"track_interface {own}", "the VRRP interface itself (keepalived "
+                                          "tracks it anyway: FAULT when it goes down)"
+                                          + (f"; its weight {t['weight']} is not imported" if t["weight"] else "")
+                                          + ": not imported"))
+        else:
+            kept.append(t)
+    if "track_interfaces" in inst:
+        inst["track_interfaces"] = kept
 
 
 def _instance(side: Side, d: Directive) -> dict[str, Any]:
@@ -259,7 +283,10 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
                 if a.key == "auth_type" and a.args:
                     inst["auth_type"] = a.args[0].upper()
                 elif a.key == "auth_pass" and a.args:
-                    inst["auth_pass"] = a.args[0]
+                    inst["auth_pass"] = a.args[0][:8]  # VRRP PASS carries 8 bytes: keepalived truncates (and warns)
+                    if len(a.args[0]) > 8:
+                        side.unmapped.append(Unmapped(a.where, "auth_pass", f"{len(a.args[0])} characters; "
+                                                      "keepalived uses the first 8: imported as those"))
         elif k == "virtual_ipaddress":
             inst["vips"] = _addresses(side, c)
         elif k == "virtual_ipaddress_excluded":
@@ -267,7 +294,8 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
         elif k == "track_script":
             inst["track_scripts"] = [t.words[0] for t in c.block()]
         elif k == "track_interface":
-            inst["track_interfaces"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
+            inst["track_interfaces"] = [{"name": t.words[0], "weight": _int(t, 2) or 0, "where": t.where}
+                                        for t in c.block()]
         elif k == "track_file":
             inst["track_files"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
         elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and c.args:
@@ -277,6 +305,7 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
                          "notify_backup for yours)")
         else:
             side.keep(c, "vrrp_instance", "vrrp_instance option lvsdr does not model")
+    _own_interface(side, inst)
     return inst
 
 

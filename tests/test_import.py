@@ -278,6 +278,28 @@ virtual_server 192.0.2.100 80 {
 """
 
 
+def test_what_keepalived_truncates_or_ignores_imports_as_it_runs() -> None:
+    """An auth_pass over 8 characters imports as keepalived's first 8; a VIP label equal to its device and a
+    track_interface on the VRRP interface itself import as keepalived runs them (without), each named."""
+    text = ONE_FILE.replace("    priority 150\n", "    priority 150\n    authentication {\n        auth_type PASS\n"
+                            "        auth_pass longsecret42\n    }\n    track_interface {\n        eth0 weight 5\n"
+                            "        eth1\n    }\n")
+    text = text.replace("        192.0.2.100\n", "        192.0.2.100 label eth0\n")
+    job = import_files(["lb1.conf"], {"lb1.conf": text}.__getitem__, "sysctl",
+                       {"lb1": "192.0.2.2", "lb1-peer": "192.0.2.3"})
+    lines = [u.line() for u in job.imported.unmapped]
+    assert any(": auth_pass: 12 characters; keepalived uses the first 8: imported as those" in line for line in lines)
+    assert any(": 192.0.2.100 label eth0: a label equal to its device's name" in line for line in lines)
+    assert any(": track_interface eth0: the VRRP interface itself" in line and "weight 5 is not imported" in line
+               for line in lines)
+    data = tomllib.loads(job.text)
+    assert data["cluster"]["auth_pass"] == "longsecr"
+    assert [t["name"] for t in data["track_interfaces"]] == ["eth1"]
+    assert "vips" not in data or all("label" not in v for v in data["vips"])
+    cluster = parse_cluster(data)  # what the import wrote validates, and renders
+    assert "auth_pass longsecr" in render_keepalived(cluster, "lb1", "import")
+
+
 def test_old_spellings_and_a_one_instance_sync_group_are_named() -> None:
     """lvs_sched, lvs_method and nb_get_retry are imported and each named; a sync group of one instance (which
     keepalived ignores) is named, not silently dropped."""
