@@ -209,10 +209,10 @@ def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
              30 * TIME_SCALE, interval=0.5)
         w = Watching(lab, master, tmp_path)
         body, results = tmp_path / "stream", tmp_path / "results"
-        load = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c",
-                                 "while :; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 "
-                                 "http://192.0.2.130/ "
-                                 f">> {results} || echo curl-failed >> {results}; sleep 0.25; done"])
+        loop = ("while :; do curl -s -o /dev/null -w '%{http_code}\\n' --max-time 5 http://192.0.2.130/ "
+                f">> {results} || echo curl-failed >> {results}; sleep 0.25; done")
+        loads = [subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c", loop])
+                 for _ in range(2)]  # two clients: a TCG guest runs about one curl a second each
         curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
                                  str(STREAM_SECONDS * 3 + 60), "-o", str(body),
                                  f"http://192.0.2.130/stream?seconds={STREAM_SECONDS}"])
@@ -246,8 +246,9 @@ def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
                 gone_after = time.monotonic() - ended
             time.sleep(1)
         finally:
-            load.terminate()
-            load.wait()
+            for load in loads:
+                load.terminate()
+                load.wait()
             if curl.poll() is None:
                 curl.kill()
             w.stop()
