@@ -61,6 +61,7 @@ class Live:
 class Service:
     scheduler: str
     dests: Dests
+    group: bool = field(default=False, compare=False)  # one endpoint of a virtual_server_group (the config's)
 
     @property
     def active(self) -> int:
@@ -188,7 +189,7 @@ def config_table(tree: Iterable[Directive]) -> dict[Key, Service]:
                 weight = next((int(c.args[0]) for c in rs.block() if c.key == "weight" and c.args), 1)
                 port = int(rs.args[1]) if len(rs.args) > 1 else (0 if key.protocol == "FWM" else key.port)
                 dests[Dest(parse_address(rs.args[0]), port)] = Live(weight)
-            out[key] = Service(opts.get("lb_algo", opts.get("lvs_sched", ("wlc",)))[0], dests)
+            out[key] = Service(opts.get("lb_algo", opts.get("lvs_sched", ("wlc",)))[0], dests, d.args[0] == "group")
     return out
 
 
@@ -404,12 +405,12 @@ def leaving(previous: Table, next_: Table, live: Table, known: Iterable[Leaving]
     ``previous`` has and ``next_`` does not, while the kernel still counts
     active connections through it (UDP: any, its flows are never "active")
     and ``timeout`` s have not passed since it left. ``known`` are the ones
-    leaving already (their ``since``). Fwmark services are not kept (their
-    mark rule goes with the file)."""
+    leaving already (their ``since``). Fwmark and group services are not kept
+    (a mark rule goes with the file; a group is the file's whole)."""
     since = {(lv.key, lv.dest): lv.since for lv in known}
     out = []
     for key, p in previous.items():
-        if key.protocol == "FWM":
+        if key.protocol == "FWM" or p.group:
             continue
         n, lv = next_.get(key), live.get(key)
         for d in p.dests:

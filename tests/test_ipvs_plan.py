@@ -179,6 +179,35 @@ def test_a_removed_real_server_leaves_while_it_has_active_connections() -> None:
     assert ipvs.leaving(previous, next_, idle, left, now=120.0, timeout=60) == ()  # their connections ended
 
 
+def test_group_and_fwmark_services_are_not_kept() -> None:
+    """A real server removed from a virtual_server_group or a fwmark service goes at once, connections or not."""
+    conf = """virtual_server_group g {
+    192.0.2.150 80
+    192.0.2.151 80
+}
+virtual_server group g {
+    lb_algo rr
+    real_server 192.0.2.11 {
+    }
+    real_server 192.0.2.12 {
+    }
+}
+virtual_server fwmark 7 {
+    lb_algo rr
+    real_server 192.0.2.11 {
+    }
+    real_server 192.0.2.12 {
+    }
+}
+"""
+    previous = table(conf)
+    assert previous[HTTP].group and set(previous) == {HTTP, Key("TCP", "192.0.2.151", 80), Key("FWM", "", 7)}
+    assert previous[HTTP].dests == {WEB1: Live(1), WEB2: Live(1)}
+    next_ = table(conf.replace("    real_server 192.0.2.12 {\n    }\n", ""))
+    live = {k: Service("rr", {d: Live(1, 5) for d in s.dests}) for k, s in previous.items()}
+    assert ipvs.leaving(previous, next_, live, (), now=1.0, timeout=60) == ()
+
+
 def test_leaving_real_servers_render_at_weight_0_without_a_checker() -> None:
     """A leaving real server is rendered back into its service at weight 0 without a checker; a leaving service
     comes back whole, its VIP still on the instance; the table read back says so."""
