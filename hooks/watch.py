@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lvsdr.defaults import KEEPALIVED_PIDFILE
-from lvsdr.errors import LvsdrError
+from lvsdr.errors import InputError, LvsdrError
 
 DEBOUNCE = 0.3  # seconds: editors write a file in several steps
 LEAVING_POLL = 5.0  # seconds between passes while removed real servers are leaving (their connections end)
@@ -80,9 +80,12 @@ def sync_once(t: WatchTarget, log: Any) -> Result:
 
     try:
         n = prepare(t)
-    except LvsdrError as e:
+    except InputError as e:
         log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
         return Result("rejected", f"cluster file rejected, last good config kept: {e}")
+    except LvsdrError as e:  # a fact (the live table, a record) could not be read: try again soon
+        log.error("cannot read the node; keeping the last good config", error=str(e), output=str(t.output))
+        return Result("failed", f"the node could not be read, last good config kept: {e}")
     bird = _sync_bird(t, log)
     r = _sync_keepalived(t, n.text, n.mode, log)
     if r.outcome not in ("rejected", "failed"):

@@ -314,3 +314,30 @@ def test_plan_and_watch_dry_run_print_the_same_and_change_nothing(tmp_path: Path
     assert main(["plan", web, "--node", "web1"]) == 2
     assert "is not a director" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_watch_keeps_the_config_when_a_fact_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A live table or record that cannot be read is a transient failure (the watcher passes again soon), not a
+    rejected cluster file; the installed config is left as it is."""
+    from lvsdr.hooks import watch
+
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def error(self, event: str, **kw: object) -> None:
+            self.lines.append(event)
+
+    output = tmp_path / "keepalived.conf"
+    output.write_text("installed\n")
+    t = _target(tmp_path, output)
+
+    def unreadable() -> dict[Key, Service]:
+        raise FactError("/proc/net/ip_vs: line 3 is not an IPVS service or real server: 'x'")
+
+    monkeypatch.setattr(reload, "read_ipvs", unreadable)
+    log = Log()
+    r = watch.sync_once(t, log)
+    assert (r.outcome, r.again) == ("failed", True) and "line 3" in r.detail
+    assert log.lines == ["cannot read the node; keeping the last good config"]
+    assert output.read_text() == "installed\n"
