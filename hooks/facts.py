@@ -116,6 +116,13 @@ def read_record(path: Path) -> Record | None:
     return Record.from_json(text, str(path))
 
 
+def held_addresses() -> frozenset[str]:
+    """The addresses on this node outside lo: where keepalived puts the VIPs
+    of the instances it is MASTER of (a director that is also a backend holds
+    them on lo in either role, so lo says nothing of the role)."""
+    return frozenset(str(a.address.ip) for a in read_addresses() if a.ifname != "lo")
+
+
 def has_address(addresses: tuple[NodeAddress, ...], address: object) -> bool:
     return any(str(a.address.ip) == str(address) for a in addresses)
 

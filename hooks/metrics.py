@@ -45,13 +45,13 @@ def families(t: MetricsTarget) -> list[Family]:
     from lvsdr.generator.keepalived import render_keepalived
     from lvsdr.generator.load import load_cluster
 
-    from .facts import read_addresses
+    from .facts import held_addresses
     from .reload import leaving_path, read_ipvs, read_leaving
 
     cluster = load_cluster(t.cluster)
     rendered = render_keepalived(cluster, t.node, str(t.cluster))
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
-    here = frozenset(str(a.address.ip) for a in read_addresses() if a.ifname != "lo")
+    here = held_addresses()
     live_readable = Path(ipvs.PROC).exists()
     return director_metrics(ipvs.config_vips(tree), here, ipvs.config_table(tree), read_ipvs(),
                             read_leaving(leaving_path(cluster.state_dir, cluster.name, t.node)),

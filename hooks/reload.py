@@ -126,10 +126,9 @@ def prepare(t: WatchTarget, now: float | None = None) -> Next:
     text = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring, leaving=left) if left else base
     next_tree = _tree(text, "next")
     changes: list[ipvs.Change] = list(ipvs.plan(previous, ipvs.config_table(next_tree), live))
-    from .facts import read_addresses
+    from .facts import held_addresses
 
-    here = frozenset(str(a.address.ip) for a in read_addresses())
-    changes += ipvs.plan_vips(ipvs.config_vips(prev_tree), ipvs.config_vips(next_tree), here)
+    changes += ipvs.plan_vips(ipvs.config_vips(prev_tree), ipvs.config_vips(next_tree), held_addresses())
     for lv in left:
         conn = live[lv.key].dests[lv.dest]
         notes.append(f"{lv.key}: real server {lv.dest} left the cluster file {now - lv.since:.0f} s ago: kept at "

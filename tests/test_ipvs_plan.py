@@ -154,6 +154,18 @@ def test_a_plan_after_the_reload_is_empty(rows: list[tuple[Key, Dest, int, int, 
     assert ipvs.delta(tab(live), after) == ipvs.plan(tab(previous), tab(next_), tab(live))
 
 
+def test_vips_on_lo_say_nothing_of_the_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A director that is also a backend holds the VIPs on lo in either role: only addresses off lo count."""
+    import ipaddress
+
+    from lvsdr.generator.node import NodeAddress
+
+    monkeypatch.setattr(facts, "read_addresses", lambda: (
+        NodeAddress("lo", ipaddress.ip_interface("192.0.2.150/32"), "lo:lvsdr"),
+        NodeAddress("eth0", ipaddress.ip_interface("192.0.2.21/24"), "eth0")))
+    assert facts.held_addresses() == frozenset({"192.0.2.21"})
+
+
 def test_vips_move_only_on_the_master() -> None:
     """A VIP added to or removed from an instance changes this director only when it is that instance's MASTER."""
     previous = {"VI_a": frozenset({"192.0.2.150", "192.0.2.151"})}
@@ -274,7 +286,7 @@ def test_plan_and_watch_agree_on_a_removed_backend(tmp_path: Path, monkeypatch: 
     live = {k: Service(s.scheduler, {d: Live(v.weight, 2 if d == dropped else 0) for d, v in s.dests.items()})
             for k, s in installed.items()}
     monkeypatch.setattr(reload, "read_ipvs", lambda: live)
-    monkeypatch.setattr(facts, "read_addresses", lambda: ())
+    monkeypatch.setattr(facts, "held_addresses", lambda: frozenset())
     svc_data = next(s for s in data["services"] if len(s["backends"]) > 1 and "fwmark" not in s)
     address_of = {r["name"]: r["address"] for r in data["real_servers"]}
     svc_data["backends"] = [b for b in svc_data["backends"]
