@@ -121,10 +121,11 @@ def prepare(t: WatchTarget, now: float | None = None) -> Next:
     live = read_ipvs()
     record = leaving_path(cluster.state_dir, cluster.name, t.node)
     known = read_leaving(record)
-    left = ipvs.leaving(previous, ipvs.config_table(_tree(base, "next")), live, known, now,
+    base_tree = _tree(base, "next")
+    left = ipvs.leaving(previous, ipvs.config_table(base_tree), live, known, now,
                         cluster.drain_timeout)
     text = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring, leaving=left) if left else base
-    next_tree = _tree(text, "next")
+    next_tree = _tree(text, "next") if left else base_tree  # read once when nothing is leaving
     changes: list[ipvs.Change] = list(ipvs.plan(previous, ipvs.config_table(next_tree), live))
     from .facts import held_addresses
 

@@ -205,7 +205,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     target = _watch_target(args)
     if args.dry_run:
-        return cmd_plan(args)
+        from lvsdr.hooks.reload import plan
+
+        return plan(target)
     keepalived_binary()
     return once(target) if args.once else watch(target)
 
