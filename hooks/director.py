@@ -334,8 +334,7 @@ class _Agent:
                     if self.follow.changed():
                         self.full("cluster file changed; reconciled")
                 if any(p in ready for p in self.procs.filenos()) and not self.procs.refresh():
-                    self.full("keepalived is gone; the node stepped back" if not self.ecmp
-                              else "keepalived is gone; every VIP withdrawn")
+                    self.full(self.gone)
                 if self.ecmp and drain_marker(self.follow.state_dir, self.follow.spec).exists() != self.drained:
                     self.full("drain marker changed")
                 if self.ecmp and not self.procs.fds and self.procs.refresh():
@@ -346,10 +345,18 @@ class _Agent:
                 elif time.monotonic() - self.last >= self.interval:
                     self.full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
 
+    @property
+    def gone(self) -> str:
+        return "keepalived is gone; every VIP withdrawn" if self.ecmp else "keepalived is gone; the node stepped back"
+
     def full(self, why: str, events: list[Event] | None = None) -> None:
         """The full reconcile (stepping back when keepalived does not run), logged when it changed something."""
         started = self.last = time.monotonic()
+        watched = bool(self.procs.fds)
         running = self.procs.refresh()
+        if watched and not running and why == "interval":
+            # keepalived died as the quiet interval ended: this reconcile is the one its pidfds would have started
+            why = self.gone
         f = self.follow
         fields: dict[str, Any]
         try:
