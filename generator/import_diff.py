@@ -90,7 +90,7 @@ def _norm_rs(d: Directive) -> dict[str, Any]:
             for o in c.block():
                 if o.key == "url":
                     chk.setdefault("url", []).append(sorted(" ".join(u.words) for u in o.block()))
-                else:
+                elif o.key != "nb_get_retry" or c.key in ("HTTP_GET", "SSL_GET"):  # keepalived ignores it elsewhere
                     key = "retry" if o.key == "nb_get_retry" else o.key
                     chk[key] = " ".join(o.args)
             rs["checks"].append(chk)

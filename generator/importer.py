@@ -10,8 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from lvsdr.errors import InputError
+
 from . import checks
 from .kaconf import Directive
+from .model import SCHEDULERS
 
 # -- what one director's file says -------------------------------------------
 
@@ -22,6 +25,8 @@ OWN_GLOBALS = {"router_id", "enable_script_security", "script_user", "vrrp_notif
 SYNC_OPTIONS = ("inst", "id", "maxlen", "port", "ttl", "group")
 # keywords of older keepalived that 2.2 no longer knows (keepalived -t refuses the file): named, never kept
 OBSOLETE = {"nat_mask", "net_mask", "lvs_id", "lb_kind_old"}
+KEEPALIVED_SCHEDULER = "wlc"  # keepalived 2.2.7's scheduler when a virtual_server names none (or a wrong one)
+PERSISTENCE_MAX = 2678400  # keepalived 2.2.7's bounds of persistence_timeout (1..31 days)
 _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
@@ -53,6 +58,7 @@ class Side:
     unmapped: list[Unmapped] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # track_file name -> path
     comments: list[str] = field(default_factory=list)  # choices made, for the cluster file's header
+    claimed: dict[str, tuple[str, str]] = field(default_factory=dict)  # VIP -> (where, the instance holding it)
 
     def skip(self, d: Directive, reason: str) -> None:
         self.unmapped.append(Unmapped(d.where, " ".join(d.words), reason))
@@ -239,6 +245,12 @@ def _own_interface(side: Side, inst: dict[str, Any]) -> None:
     own = inst.get("interface")
     for v in inst["vips"] + inst["excluded"]:
         where = v.pop("where")
+        if v["address"] in side.claimed and side.claimed[v["address"]][1] != inst["name"]:
+            first, name = side.claimed[v["address"]]
+            raise InputError(f"{where}: {v['address']} is also a VIP of vrrp_instance {name} ({first}): each "
+                             "instance adds and deletes it with its own state; lvsdr gives a VIP to one instance "
+                             "(keep it in one, or put the instances in a vrrp_sync_group with the VIP in one)")
+        side.claimed.setdefault(v["address"], (where, inst["name"]))
         if "label" in v and v["label"] == v.get("device", own):
             side.unmapped.append(Unmapped(where, f"{v['address']} label {v.pop('label')}", "a label equal to its "
                                           "device's name is the device's own: not imported"))
@@ -260,7 +272,13 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
     inst: dict[str, Any] = {"name": d.args[0] if d.args else "VI", "where": d.where, "vips": [], "excluded": []}
     for c in d.block():
         k = c.key
-        if k in ("state", "interface") and c.args:
+        if k == "state" and c.args:
+            inst[k] = c.args[0]
+            if c.args[0] not in ("MASTER", "BACKUP"):  # keepalived 2.2.7: "unknown state 'SLAVE', defaulting to BACKUP"
+                inst[k] = "BACKUP"
+                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "keepalived knows MASTER and BACKUP (in "
+                                              "capitals): it starts this instance as BACKUP, and so does the import"))
+        elif k == "interface" and c.args:
             inst[k] = c.args[0]
         elif k in ("virtual_router_id", "priority", "preempt_delay", "garp_master_delay", "garp_master_refresh",
                    "version") and _int(c) is not None:
@@ -269,6 +287,10 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
             inst[k] = _num(c)
         elif k == "nopreempt":
             inst[k] = True
+        elif k == "mcast_src_ip" and c.args and _multicast(c.args[0]):
+            side.unmapped.append(Unmapped(c.where, " ".join(c.words), "a multicast group, not an address of this "
+                                          "director (no host sends from one): not imported; give the director's "
+                                          "address with --address if the file holds no other"))
         elif k == "mcast_src_ip" and c.args:
             inst[k] = c.args[0]
             side.address = side.address or c.args[0]
@@ -307,6 +329,15 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
             side.keep(c, "vrrp_instance", "vrrp_instance option lvsdr does not model")
     _own_interface(side, inst)
     return inst
+
+
+def _multicast(word: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(word).is_multicast
+    except ValueError:
+        return False
 
 
 def _port(side: Side, d: Directive, word: str) -> int | None:
@@ -401,15 +432,26 @@ def _virtual_server_body(side: Side, d: Directive, svc: dict[str, Any]
     for c in d.block():
         k = c.key
         if k in ("lb_kind", "lvs_method") and c.args:
-            kind = c.args[0].upper()
+            kind = c.args[0]
             if k == "lvs_method":
                 side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_kind: imported as "
                                               "lb_kind"))
+            if kind not in ("NAT", "DR", "TUN"):  # keepalived compares case and all: "unknown [dr] routing method"
+                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "keepalived knows NAT, DR and TUN (in "
+                                              "capitals): it runs this virtual server as NAT, its default"))
+                kind = "NAT"
         elif k in ("lb_algo", "lvs_sched") and c.args:
             svc["scheduler"] = c.args[0]
             if k == "lvs_sched":
                 side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_algo: imported as "
                                               "scheduler"))
+            if c.args[0] not in SCHEDULERS:  # keepalived: "Invalid lvs_scheduler - ignoring", then its default wlc
+                svc["scheduler"] = KEEPALIVED_SCHEDULER
+                side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"no IPVS scheduler: keepalived ignores it "
+                                              f"and uses {KEEPALIVED_SCHEDULER}: imported as that"))
+        elif k == "persistence_timeout" and _int(c) is not None and not 1 <= (_int(c) or 0) <= PERSISTENCE_MAX:
+            side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"outside keepalived's 1..{PERSISTENCE_MAX}: "
+                                          "keepalived ignores it (no persistence), and so does the import"))
         elif k == "protocol" and c.args:
             svc["protocol"] = c.args[0].lower()
         elif k in ("delay_loop", "persistence_timeout", "quorum", "hysteresis") and _int(c) is not None:
@@ -482,6 +524,10 @@ def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
     by_directive = {k.directive: k for k in checks.keys_of(checks.TYPES[kind]) if k.directive and k.form != "part"}
     urls: list[dict[str, Any]] = []
     for c in d.block():
+        if c.key == "nb_get_retry" and d.key not in ("HTTP_GET", "SSL_GET"):
+            side.skip(c, f"keepalived 2.2 knows nb_get_retry in HTTP_GET and SSL_GET only: it ignores it in {d.key}, "
+                         "and so does the import")
+            continue
         if c.key == "nb_get_retry" and "retry" in by_directive:
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of retry: imported as retry"))
             key: checks.Key | None = by_directive["retry"]

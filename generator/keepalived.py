@@ -70,19 +70,23 @@ def _instances(cluster: Cluster, me: Director) -> list[dict[str, Any]]:
     then the others, each as the template reads it."""
     own = list(cluster.own_vips)
     master = cluster.initial_state == "MASTER" and me == cluster.master
-    out = [_instance(cluster, me, instance_name(cluster), cluster.virtual_router_id, me.priority, own, master)]
+    out = [_instance(cluster, me, instance_name(cluster), cluster.virtual_router_id, me.priority, own, master,
+                     Instance("", cluster.virtual_router_id, (), ()))]
     for extra in cluster.instances:
         out.append(_instance(cluster, me, instance_name(cluster, extra), extra.virtual_router_id,
-                             extra.priority(me.name), list(extra.vips), False))
+                             extra.priority(me.name), list(extra.vips), False, extra))
     return out
 
 
 def _instance(cluster: Cluster, me: Director, name: str, vrid: int, priority: int, vips: list[IPAddress],
-              master: bool) -> dict[str, Any]:
-    family = me.address.version
+              master: bool, inst: Instance) -> dict[str, Any]:
+    src = inst.address(me)
+    family = src.version
     same = [_vip_line(cluster, v, me) for v in vips if v.version == family]
     return {
         "name": name, "state": "MASTER" if master else "BACKUP", "virtual_router_id": vrid, "priority": priority,
+        "interface": inst.device(me), "src": src,
+        "peers": sorted((inst.address(d) for d in cluster.directors if d.name != me.name), key=addr_key),
         # a VRRP advert carries at most 255 IPv4 addresses, and IPv6 ones up to
         # the MTU (keepalived counts 83 at 1500): the rest move with the instance
         # without being advertised, as virtual_ipaddress_excluded
@@ -251,7 +255,6 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     if wiring.hook == "none" and marked:
         raise InputError(f"--hook: none leaves the fwmark services ({', '.join(marked)}) without their mark rule: "
                          "nothing would be balanced (use both, fifo or notify)")
-    peers = sorted((d.address for d in cluster.directors if d.name != me.name), key=addr_key)
     notify = None
     if wiring.hook in ("notify", "both") and not cluster.ecmp:
         notify = f"{wiring.lvsdr_path} notify {wiring.config_path} --node {me.name}"
@@ -274,7 +277,6 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "lvs_notify_fifo": wiring.notify_fifo if cluster.ecmp else None,
         "sync_group": f"VG_{cluster.name}" if cluster.sync_group else None,
         "extra": _extra_blocks(cluster),
-        "peers": peers,
         "notify": notify,
         "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") and not cluster.ecmp else None,
         "user_notify": [(key, _command(getattr(cluster, key))) for key in

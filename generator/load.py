@@ -343,30 +343,40 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
     known = {v for s in services if s is not None for v in s.all_vips} | {v.address for v in vip_options}
     out: list[Instance] = []
     claimed: dict[IPAddress, str] = {}
-    vrids = {kw.get("virtual_router_id"): "cluster.virtual_router_id"}
+    family = live[0].address.version if live else 4
+    # a virtual_router_id is one router per interface and family (keepalived: VRRP over IPv4 and IPv6 are apart)
+    vrids: dict[tuple[Any, str | None, int], str] = {
+        (kw.get("virtual_router_id"), None, family): "cluster.virtual_router_id"}
     names: dict[str, int] = {}
     for i, t in enumerate(tables):
         name = t.text("name", CLUSTER_NAME_RE, "an instance name ([a-z0-9][a-z0-9_-]{0,30})")
         vrid = t.int_in("virtual_router_id", 1, 255)
+        iface = t.text("interface", IFNAME_RE, "an interface name", None)
         raw = t.get("vips", list)
         prio_t = t.table("priorities")
+        addresses = _instance_addresses(t, t.table("addresses"), live, errors)
         t.done()
+        inst_family = addresses[0][1].version if addresses else family
+        if kw.get("unicast") and not addresses and (iface not in (None, *(d.interface for d in live))):
+            errors.add(t.path("addresses"), f"required with unicast on interface {iface}: each director's address "
+                       "there (its unicast_src_ip and its peers' unicast_peer)")
         if name is not None:
             if name in names:
                 errors.add(t.path("name"), f"duplicate name (also instances[{names[name]}].name)")
             names.setdefault(name, i)
         if vrid is not None:
-            if vrid in vrids:
-                errors.add(t.path("virtual_router_id"), f"{vrid} is also {vrids[vrid]}")
-            vrids.setdefault(vrid, f"instances[{i}].virtual_router_id")
+            key = (vrid, None if iface in (None, *(d.interface for d in live)) else iface, inst_family)
+            if key in vrids:
+                errors.add(t.path("virtual_router_id"), f"{vrid} is also {vrids[key]} (on the same interface)")
+            vrids.setdefault(key, f"instances[{i}].virtual_router_id")
         vips = _instance_vips(t, i, raw, known, claimed, errors)
         prios = _instance_priorities(t, prio_t, live, errors)
         if name is None or vrid is None or not vips or len(prios) != len(live):
             continue
-        if live and not any(v.version == live[0].address.version for v in vips):
-            errors.add(t.path("vips"), f"no IPv{live[0].address.version} VIP; a vrrp_instance needs one of the "
-                       "directors' family")
-        out.append(Instance(name, vrid, tuple(sorted(vips, key=addr_key)), tuple(prios)))
+        if live and not any(v.version == inst_family for v in vips):
+            errors.add(t.path("vips"), f"no IPv{inst_family} VIP; a vrrp_instance needs one of its "
+                       "addresses' family")
+        out.append(Instance(name, vrid, tuple(sorted(vips, key=addr_key)), tuple(prios), iface, addresses))
     if out and known and known <= set(claimed):
         errors.add("instances", "every VIP is in [[instances]]; the cluster's own instance would carry none")
     _instances_fit(top, bool(tables), services, kw, errors)
@@ -394,6 +404,30 @@ def _instance_vips(t: Table, i: int, raw: list[Any] | None, known: set[IPAddress
     if raw is not None and not raw:
         errors.add(t.path("vips"), "expected at least one VIP")
     return vips
+
+
+def _instance_addresses(t: Table, at: Table | None, live: list[Director],
+                        errors: Errors) -> tuple[tuple[str, IPAddress], ...]:
+    """Each director's address on an instance's segment (every director, one family, none another node's)."""
+    if at is None:
+        return ()
+    out: list[tuple[str, IPAddress]] = []
+    for d in live:
+        a = at.address(d.name)
+        if a is not None:
+            out.append((d.name, a))
+    at.done()
+    if len(out) != len(live):
+        return ()
+    if len({a.version for _n, a in out}) > 1:
+        errors.add(t.path("addresses"), "mixes IPv4 and IPv6; an instance's adverts are of one family")
+        return ()
+    seen: dict[IPAddress, str] = {}
+    for dname, a in out:
+        if a in seen:
+            errors.add(at.path(dname), f"{a} is also {seen[a]}'s")
+        seen.setdefault(a, dname)
+    return tuple(out)
 
 
 def _instance_priorities(t: Table, prio_t: Table | None, live: list[Director],

@@ -369,7 +369,7 @@ def _service_fits(t: Table, vip: IPAddress, proto: str, backends: list[Backend],
     elif quorum is not None and backends and quorum > sum(b.weight for b in backends):
         errors.add(t.path("quorum"), f"{quorum} is more than the backends' total weight "
                    f"{sum(b.weight for b in backends)}; the service could never be up")
-    if proto in ("udp", "sctp") and checks is None:
+    if proto in ("udp", "sctp") and checks is None and not (backends and all(b.checks is not None for b in backends)):
         kinds = "udp, dns, misc, ping, file or none" if proto == "udp" else "misc, ping, file or none"
         errors.add(t.path("check"), f"a {proto} service needs an explicit check "
                    f"({kinds}; the default tcp check cannot probe {proto})")

@@ -155,9 +155,21 @@ class Instance:
     virtual_router_id: int
     vips: tuple[IPAddress, ...]
     priorities: tuple[tuple[str, int], ...]  # (director, priority), every director
+    # a two-armed director: this instance runs on its own interface (same name on every director), its VIPs there
+    interface: str | None = None  # default: each director's interface
+    # (director, address) on this instance's segment, every director or none: the source of its adverts (unicast
+    # or mcast_src_ip) and its unicast peers; default: the directors' addresses
+    addresses: tuple[tuple[str, IPAddress], ...] = ()
 
     def priority(self, director: str) -> int:
         return dict(self.priorities)[director]
+
+    def address(self, director: Director) -> IPAddress:
+        """``director``'s address in this instance (its advert source)."""
+        return dict(self.addresses).get(director.name, director.address)
+
+    def device(self, director: Director) -> str:
+        return self.interface or director.interface
 
 
 @dataclass(frozen=True)
@@ -392,8 +404,11 @@ class Cluster:
         return tuple(v for v in self.vips if v not in taken)
 
     def vip_device(self, vip: IPAddress, director: Director) -> str:
+        """Where keepalived puts ``vip`` on ``director``: its [[vips]] device, else its instance's interface."""
         opt = next((v for v in self.vip_options if v.address == vip), None)
-        return opt.device if opt is not None and opt.device else director.interface
+        if opt is not None and opt.device:
+            return opt.device
+        return next((i.device(director) for i in self.instances if vip in i.vips), director.interface)
 
     def vip_label(self, vip: IPAddress) -> str | None:
         return next((v.label for v in self.vip_options if v.address == vip), None)

@@ -301,14 +301,23 @@ def test_what_keepalived_truncates_or_ignores_imports_as_it_runs() -> None:
 
 
 def test_old_spellings_and_a_one_instance_sync_group_are_named() -> None:
-    """lvs_sched, lvs_method and nb_get_retry are imported and each named; a sync group of one instance (which
+    """lvs_sched, lvs_method and nb_get_retry (in HTTP_GET; ignored in TCP_CHECK, as keepalived does) are imported
+    and each named; a sync group of one instance (which
     keepalived ignores) is named, not silently dropped."""
     job = import_files(["lb1.conf"], {"lb1.conf": ONE_FILE}.__getitem__, "sysctl",
                        {"lb1": "192.0.2.2", "lb1-peer": "192.0.2.3"})
     lines = [u.line() for u in job.imported.unmapped]
     assert "lb1.conf:19: lvs_sched rr: the old spelling of lb_algo: imported as scheduler" in lines
     assert "lb1.conf:20: lvs_method DR: the old spelling of lb_kind: imported as lb_kind" in lines
-    assert "lb1.conf:25: nb_get_retry 3: the old spelling of retry: imported as retry" in lines
+    # keepalived 2.2.7 knows nb_get_retry in HTTP_GET and SSL_GET only ("Unknown keyword" in a TCP_CHECK)
+    assert ("lb1.conf:25: nb_get_retry 3: keepalived 2.2 knows nb_get_retry in HTTP_GET and SSL_GET only: it "
+            "ignores it in TCP_CHECK, and so does the import") in lines
+    http = import_files(["lb1.conf"], {"lb1.conf": ONE_FILE.replace("TCP_CHECK {", "HTTP_GET {\n            url {\n"
+                                                                  "                path /\n            }")}.__getitem__,
+                        "sysctl", {"lb1": "192.0.2.2", "lb1-peer": "192.0.2.3"})
+    assert any(u.line().endswith("nb_get_retry 3: the old spelling of retry: imported as retry")
+               for u in http.imported.unmapped)
+    assert tomllib.loads(http.text)["services"][0]["check"]["retry"] == 3
     assert any(line.startswith("lb1.conf:4: vrrp_sync_group VG_1: a sync group of 1 instance") for line in lines)
     data = tomllib.loads(job.text)
     assert data["services"][0]["scheduler"] == "rr" and "sync_group" not in data.get("cluster", {})

@@ -167,7 +167,7 @@ CASES: list[tuple[dict[str, Any], str]] = [
     # several VRRP instances
     ({"instances": [{"name": "b", "virtual_router_id": 51, "vips": ["192.0.2.101"],
                      "priorities": {"lb1": 100, "lb2": 150}}]},
-     "instances[0].virtual_router_id: 51 is also cluster.virtual_router_id"),
+     "instances[0].virtual_router_id: 51 is also cluster.virtual_router_id (on the same interface)"),
     ({"instances": [{"name": "b", "virtual_router_id": 52, "vips": ["192.0.2.99"],
                      "priorities": {"lb1": 100, "lb2": 150}}]},
      "instances[0].vips[0]: 192.0.2.99 is no service's VIP and not in [[vips]]"),
