@@ -187,15 +187,38 @@ def _instances(sides: list[Side], directors: list[dict[str, Any]], interface: st
     first = sides[0]
     out = []
     for inst in first.instances[1:]:
-        if inst.get("interface", interface) != interface:
-            unmapped.append(Unmapped(inst["where"], f"vrrp_instance {inst['name']} interface {inst['interface']}",
-                                     f"lvsdr's instances share cluster.interface: imported onto {interface}"))
         prios = {s.name: _same_instance(s, inst).get("priority", KEEPALIVED_PRIORITY) for s in sides}
         if len(sides) == 1:
             prios[directors[1]["name"]] = max(1, prios[first.name] - 50)
-        out.append({"name": _cluster_name(inst["name"]), "virtual_router_id": inst.get("virtual_router_id"),
-                    "vips": [v["address"] for v in inst["vips"] + inst["excluded"]], "priorities": prios})
+        entry = {"name": _cluster_name(inst["name"]), "virtual_router_id": inst.get("virtual_router_id"),
+                 "vips": [v["address"] for v in inst["vips"] + inst["excluded"]], "priorities": prios}
+        if inst.get("interface", interface) != interface:  # a two-armed director: this instance on its own segment
+            entry["interface"] = inst["interface"]
+        addresses = _instance_addresses(sides, directors, inst, unmapped)
+        if addresses:
+            entry["addresses"] = addresses
+        out.append(entry)
     return out
+
+
+def _instance_addresses(sides: list[Side], directors: list[dict[str, Any]], inst: dict[str, Any],
+                        unmapped: list[Unmapped]) -> dict[str, str] | None:
+    """Each director's advert source in a further instance, when one differs from the director's address (its
+    own segment, or the other family): the file's unicast_src_ip/mcast_src_ip, a single file's peer from its one
+    unicast_peer. None when every source is the director's address, or one is not known (named)."""
+    srcs = {s.name: _same_instance(s, inst).get("src") for s in sides}
+    if len(sides) == 1:
+        peers = inst.get("peers") or []
+        srcs[directors[1]["name"]] = peers[0] if len(peers) == 1 else None
+    known = {d["name"]: d["address"] for d in directors}
+    if all(a in (None, known[n]) for n, a in srcs.items()):
+        return None
+    if any(a is None for a in srcs.values()):
+        unmapped.append(Unmapped(inst["where"], f"vrrp_instance {inst['name']} unicast_src_ip/mcast_src_ip",
+                                 "not every director's address on this instance's segment is in the files: not "
+                                 "imported (give [[instances]].addresses)"))
+        return None
+    return {n: str(a) for n, a in srcs.items()}
 
 
 def _health(first: Side, main: dict[str, Any]) -> dict[str, Any]:

@@ -126,7 +126,8 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
     for d in tree:
         if d.key == "global_defs":
             router_id = next((c.args[0] for c in d.block() if c.key == "router_id" and c.args), None)
-    side = Side(file, name or router_id or re.sub(r"[^A-Za-z0-9_.-]", "-", file.rsplit("/", 1)[-1]) or "lb")
+    stem = re.sub(r"\.conf$", "", file.rsplit("/", 1)[-1])  # keepalived.conf -> keepalived, lb1.conf -> lb1
+    side = Side(file, name or router_id or re.sub(r"[^A-Za-z0-9_.-]", "-", stem) or "lb")
     groups: dict[str, list[tuple[str, int | None]]] = {}
     for d in tree:  # groups first: virtual servers refer to them
         if d.key == "virtual_server_group" and d.args:
@@ -222,8 +223,12 @@ def _script(side: Side, d: Directive) -> None:
 def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
     out = []
     for c in d.block():
-        addr = c.words[0].split("/")[0]
+        addr, _, prefix = c.words[0].partition("/")
         v: dict[str, str] = {"address": addr, "where": c.where}  # "where": taken out by _own_interface
+        if prefix and prefix not in ("32", "128"):
+            side.unmapped.append(Unmapped(c.where, c.words[0], f"lvsdr adds a VIP as a host address (/32, /128): "
+                                          f"the /{prefix} (and the route to its network that keepalived adds with "
+                                          "it) is not imported"))
         words = list(c.words[1:])
         while words:
             k = words.pop(0)
@@ -292,10 +297,11 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
                                           "director (no host sends from one): not imported; give the director's "
                                           "address with --address if the file holds no other"))
         elif k == "mcast_src_ip" and c.args:
-            inst[k] = c.args[0]
-            side.address = side.address or c.args[0]
+            inst[k] = inst["src"] = c.args[0]
+            side.address = side.address or c.args[0]  # the first instance's: the cluster's own
         elif k == "unicast_src_ip" and c.args:
-            side.address = c.args[0]
+            inst["src"] = c.args[0]
+            side.address = side.address or c.args[0]
             inst["unicast"] = True
         elif k == "unicast_peer":
             inst["peers"] = [p.words[0] for p in c.block()]
@@ -322,6 +328,10 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
             inst["track_files"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
         elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and c.args:
             inst[k] = _command(c)
+        elif k == "lvs_sync_daemon_interface" and c.args:  # keepalived 2.2.7: deprecated, use global lvs_sync_daemon
+            side.sync_daemon = side.sync_daemon or {"interface": c.args[0]}
+            side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of global_defs "
+                                          "lvs_sync_daemon: imported as [cluster.sync_daemon]"))
         elif k == "notify":
             side.skip(c, "a notify script of its own: lvsdr's hook takes this place (use notify_master/"
                          "notify_backup for yours)")
