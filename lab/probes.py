@@ -14,10 +14,10 @@ from .topology import Lab, Node
 _ARP_REPLY = re.compile(r"bytes from ([0-9a-f:]{17}) \(([^)]+)\)")
 
 
-def arp_responders(lab: Lab, ip: str, count: int = 3, interval: float = 0.2) -> dict[str, int]:
-    """Send ``count`` ARP requests for ``ip`` from the client; return every MAC
-    that answered with how many replies it sent."""
-    client = lab.state.client
+def arp_responders(lab: Lab, ip: str, count: int = 3, interval: float = 0.2, bridge: str = "br0") -> dict[str, int]:
+    """Send ``count`` ARP requests for ``ip`` from the client (or the probe of
+    segment ``bridge``); return every MAC that answered with how many replies it sent."""
+    client = lab.state.probe(bridge)
     p = ns_run(client.ns, ["arping", "-c", str(count), "-W", str(interval), "-i", client.ifname, ip],
                check=False, timeout=10 + count * interval)
     seen: dict[str, int] = {}
@@ -66,7 +66,7 @@ def neighbour(lab: Lab, ip: str) -> tuple[str | None, str | None]:
 
 def mac_owner(lab: Lab, mac: str | None) -> str:
     for n in lab.state.nodes:
-        if n.mac == mac:
+        if n.mac == mac or any(link[1] == mac for link in n.links):
             return n.name
     return mac or "nobody"
 

@@ -60,6 +60,9 @@ class Node:
     ifname: str
     mac: str
     addresses: list[str]  # with prefix length, e.g. 192.0.2.2/24
+    bridge: str = "br0"  # the segment its interface is on
+    # a two-armed director's further interfaces: [ifname, mac, bridge, address/prefix...] each
+    links: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +91,10 @@ class LabState:
     @property
     def client(self) -> Node:
         return next(n for n in self.nodes if n.role == "client")
+
+    def probe(self, bridge: str) -> Node:
+        """The node that looks at segment ``bridge`` from outside the cluster (br0: the client)."""
+        return next(n for n in self.nodes if n.role in ("client", "probe") and n.bridge == bridge)
 
 
 def _mac(index: int) -> str:
@@ -140,11 +147,20 @@ class Lab:
         return LabState(nodes=nodes, **raw)
 
     # -- plan ----------------------------------------------------------------
+    def segments(self) -> dict[str, str]:
+        """A two-armed cluster's further segments: instance interface -> its bridge (br1, br2, ...)."""
+        own = {d.interface for d in self.cluster.directors}
+        names = sorted({i.interface for i in self.cluster.instances if i.interface and i.interface not in own})
+        return {name: f"br{k}" for k, name in enumerate(names, 1)}
+
     def _plan_nodes(self) -> list[Node]:
         c = self.cluster
+        segments = self.segments()
+        inside = {v for i in c.instances if i.interface in segments for v in i.vips}
         nets: dict[Any, None] = {}
         for a in [d.address for d in c.directors] + [r.address for r in c.real_servers] + list(c.vips):
-            nets[ipaddress.ip_interface(f"{a}/{_prefix(a)}").network] = None
+            if a not in inside:
+                nets[ipaddress.ip_interface(f"{a}/{_prefix(a)}").network] = None
         used = {str(d.address) for d in c.directors} | {str(r.address) for r in c.real_servers}
         used |= {str(v) for v in c.vips}
         client_addrs = []
@@ -158,8 +174,22 @@ class Lab:
                     break
         nodes = [Node("client", "client", f"{self.lab_id}--client", "eth0", _mac(1), client_addrs)]
         for i, d in enumerate(c.directors):
+            links = []
+            for k, (ifname, bridge) in enumerate(segments.items(), 1):
+                inst = next(x for x in c.instances if x.interface == ifname)
+                a = inst.address(d)
+                links.append([ifname, _mac(0x300 + 0x10 * k + i), bridge,
+                              *([f"{a}/{_prefix(a)}"] if a != d.address else [])])
             nodes.append(Node(d.name, "director", f"{self.lab_id}-{d.name}", d.interface, _mac(0x10 + i),
-                              [f"{d.address}/{_prefix(d.address)}"]))
+                              [f"{d.address}/{_prefix(d.address)}"], links=links))
+        for k, (ifname, bridge) in enumerate(segments.items(), 1):
+            # a host on each further segment, to see it from there (who answers ARP for its VIP)
+            inst = next(x for x in c.instances if x.interface == ifname)
+            a = inst.vips[0]
+            probe = ipaddress.ip_address(int(ipaddress.ip_interface(f"{a}/{_prefix(a)}").network.network_address)
+                                         + 250)
+            nodes.append(Node(f"probe-{ifname}", "probe", f"{self.lab_id}--{ifname}", "eth0", _mac(0x400 + k),
+                              [f"{probe}/{_prefix(a)}"], bridge=bridge))
         for i, r in enumerate(c.real_servers):
             nodes.append(Node(r.name, "real_server", f"{self.lab_id}-{r.name}", r.interface,
                               _mac(0x100 + i), [f"{r.address}/{_prefix(r.address)}"]))
@@ -234,6 +264,9 @@ class Lab:
         self._add_ns(sw)
         _kernel_feature(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], "bridge")
         run(["ip", "-n", sw, "link", "set", "br0", "up"])
+        for bridge in self.segments().values():
+            run(["ip", "-n", sw, "link", "add", bridge, "type", "bridge"])
+            run(["ip", "-n", sw, "link", "set", bridge, "up"])
         for i, node in enumerate(nodes):
             self.log(f"creating {node.role.replace('_', ' ')} {node.name}: {node.ns} "
                      f"{node.ifname} {node.mac} {' '.join(node.addresses)}")
@@ -241,11 +274,18 @@ class Lab:
             port = f"p{i}"
             _kernel_feature(["ip", "-n", node.ns, "link", "add", node.ifname, "address", node.mac, "type",
                              "veth", "peer", "name", port, "netns", sw], "veth")
-            run(["ip", "-n", sw, "link", "set", port, "master", "br0", "up"])
+            run(["ip", "-n", sw, "link", "set", port, "master", node.bridge, "up"])
             for a in node.addresses:
                 extra = ["nodad"] if ":" in a else []
                 run(["ip", "-n", node.ns, "addr", "add", a, "dev", node.ifname, *extra])
             run(["ip", "-n", node.ns, "link", "set", node.ifname, "up"])
+            for k, (ifname, mac, bridge, *addresses) in enumerate(node.links, 1):
+                _kernel_feature(["ip", "-n", node.ns, "link", "add", ifname, "address", mac, "type", "veth", "peer",
+                                 "name", f"p{i}x{k}", "netns", sw], "veth")
+                run(["ip", "-n", sw, "link", "set", f"p{i}x{k}", "master", bridge, "up"])
+                for a in addresses:
+                    run(["ip", "-n", node.ns, "addr", "add", a, "dev", ifname, *(["nodad"] if ":" in a else [])])
+                run(["ip", "-n", node.ns, "link", "set", ifname, "up"])
             # every lab network is on-link everywhere (one flat L2 segment), so a
             # real server can answer a client directly whatever its subnet
             for net in self.networks:
