@@ -206,3 +206,20 @@ def test_a_new_check_type_is_one_catalog_entry(monkeypatch: pytest.MonkeyPatch) 
     side = importer.read_side(read_keepalived("k", {"k": text}.__getitem__), "k")
     assert side.services[0]["backends"][0]["checks"] == [{"type": "ldap", "bind_dn": "admin.example", "port": 389,
                                                           "retry": 2}]
+
+
+def test_an_instance_on_its_own_interface_renders_there(tmp_path: Path, scratch_netns: str) -> None:
+    """A two-armed instance names its interface, puts its VIPs on it, sends unicast from each director's address
+    there to the other's, and leaves out a track_interface on its own interface (the other instance keeps it)."""
+    data = tomllib.loads((EXAMPLES / "two-armed.toml").read_text())
+    data["cluster"]["unicast"] = True
+    data["track_interfaces"] = [{"name": "eth1"}]
+    text = render_keepalived(parse_cluster(data), "lb1", "x")
+    outside, inside = text.split("vrrp_instance ")[1:3]
+    assert "interface eth0\n" in outside and "unicast_src_ip 192.0.2.2\n" in outside
+    assert "unicast_peer {\n        192.0.2.3\n" in outside and "track_interface {\n        eth1 weight 0\n" in outside
+    assert "interface eth1\n" in inside and "unicast_src_ip 198.51.100.2\n" in inside
+    assert "unicast_peer {\n        198.51.100.3\n" in inside and "track_interface" not in inside
+    assert "198.51.100.254/32 dev eth1\n" in inside
+    result = check_text(text, netns=scratch_netns)
+    assert result.ok, result.message()
