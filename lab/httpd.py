@@ -1,10 +1,11 @@
 """The lab's real-server application: answers every GET with the server's name.
 
-    python -m lvsdr.lab.httpd NAME PORT[/tls] [PORT[/tls]...] [--cert PEM]
+    python -m lvsdr.lab.httpd NAME PORT[/tls] [PORT[/tls]...] [--cert PEM] [--health-file PATH]
 
 Listens on all addresses (IPv4 and IPv6) so it serves a VIP on lo and traffic
 redirected by iptables/firewalld alike. PORT/tls serves HTTPS with the
-certificate and key in PEM (for keepalived's SSL_GET). Test scaffolding.
+certificate and key in PEM (for keepalived's SSL_GET). GET /health answers
+503 while the --health-file exists (200 otherwise). Test scaffolding.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ class DualStackServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str]) -> int:
-    cert = None
+    cert = health = None
     if "--cert" in argv:
         i = argv.index("--cert")
         cert, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    if "--health-file" in argv:
+        i = argv.index("--health-file")
+        health, argv = argv[i + 1], argv[:i] + argv[i + 2:]
     name, specs = argv[0], argv[1:]
     ports = [int(p.split("/")[0]) for p in specs]
     body = f"{name}\n".encode()
@@ -37,7 +41,10 @@ def main(argv: list[str]) -> int:
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
             if self.path.startswith("/stream"):
                 return self.stream()
-            self.send_response(200)
+            import os
+
+            down = self.path == "/health" and health is not None and os.path.exists(health)
+            self.send_response(503 if down else 200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

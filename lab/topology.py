@@ -310,14 +310,21 @@ class Lab:
         (and its listen_ports), DNS on the UDP ones. Test scaffolding."""
         c = self.cluster
         tls = {k.port or s.port for s in c.services for k in s.checks if k.type == "https"}
-        tcp = {p for s in c.services if s.protocol == "tcp" for p in s.all_ports} | tls
+        smtp = {k.port or s.port for s in c.services for k in s.checks if k.type == "smtp"}
+        tcp = ({p for s in c.services if s.protocol == "tcp" for p in s.all_ports} | tls) - smtp
         tcp |= {b.listen_port for s in c.services for b in s.backends if b.server == node.name and b.listen_port}
         udp = sorted({p for s in c.services if s.protocol == "udp" for p in s.all_ports})
         out = []
         if tcp:
             specs = [f"{p}/tls" if p in tls else str(p) for p in sorted(tcp)]
             cert = ["--cert", str(self._tls_cert())] if tls else []
-            out.append((f"httpd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *specs, *cert]))
+            # GET /health answers 503 while this file exists (a check with several URLs failing on one)
+            health = ["--health-file", str(self.state_dir / f"health-down-{node.name}")]
+            out.append((f"httpd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.httpd", node.name, *specs, *cert,
+                                                   *health]))
+        if smtp:
+            out.append((f"smtpd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.smtpd", node.name,
+                                                   *map(str, sorted(smtp))]))
         v4 = [a.split("/")[0] for a in node.addresses if ":" not in a]
         if udp and v4:
             out.append((f"dnsd-{node.name}.log", [sys.executable, "-m", "lvsdr.lab.dnsd", v4[0], *map(str, udp)]))
@@ -350,7 +357,7 @@ class Lab:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"lvsdr.lab.httpd" in cmd or b"lvsdr.lab.dnsd" in cmd:
+            if any(app in cmd for app in (b"lvsdr.lab.httpd", b"lvsdr.lab.dnsd", b"lvsdr.lab.smtpd")):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
