@@ -14,6 +14,7 @@ joins them. The agent's own counts come from its record (``Counters``).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -69,10 +70,13 @@ class Counters:
             ints = {k: int(raw[k]) for k in ("fast", "full", "failures", "drift_healed", "changes")}
             if any(v < 0 for v in ints.values()):
                 raise ValueError
-            return cls(started=float(raw["started"]), last=float(raw["last"]), **ints,
-                       transitions=tuple((str(i), str(s), int(n)) for i, s, n in raw["transitions"]),
-                       durations=tuple((str(i), float(t), int(n)) for i, t, n in raw["durations"]))
-        except (ValueError, TypeError, KeyError, AttributeError):
+            out = cls(started=float(raw["started"]), last=float(raw["last"]), **ints,
+                      transitions=tuple((str(i), str(s), int(n)) for i, s, n in raw["transitions"]),
+                      durations=tuple((str(i), float(t), int(n)) for i, t, n in raw["durations"]))
+            if not all(math.isfinite(x) for x in (out.started, out.last, *(t for _i, t, _n in out.durations))):
+                raise ValueError
+            return out
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):  # int(inf): OverflowError
             raise FactError(f"{where}: not the agent's record of counts (remove it; the agent writes it again)") \
                 from None
 

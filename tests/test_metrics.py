@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lvsdr.cli import main
@@ -72,10 +73,16 @@ def test_counters_count_and_round_trip() -> None:
                         st.sampled_from(["started", "fast", "full", "failures", "drift_healed", "changes", "last",
                                          "transitions", "durations"]) | st.text(max_size=6), inner, max_size=9),
                     max_leaves=24))
+@example(value={"started": 0, "last": 0, "fast": float("inf"), "full": 0, "failures": 0, "drift_healed": 0,
+                "changes": 0, "transitions": [], "durations": []})  # int(inf) raises OverflowError
+@example(value={"started": float("nan"), "last": 0, "fast": 0, "full": 0, "failures": 0, "drift_healed": 0,
+                "changes": 0, "transitions": [], "durations": []})
 def test_any_counts_record_is_read_or_refused(value: object) -> None:
-    """Whatever JSON the agent's record holds, it is read or refused with a FactError, never a traceback."""
+    """Whatever JSON the agent's record holds, it is read or refused with a FactError, never a traceback (and what
+    is read is finite: no NaN or infinity reaches the exposition)."""
     with contextlib.suppress(FactError):
-        Counters.from_json(json.dumps(value), "r")
+        c = Counters.from_json(json.dumps(value), "r")
+        assert all(math.isfinite(x) for x in (c.started, c.last, *(t for _i, t, _n in c.durations)))
 
 
 def exposition(families: list[Family]) -> str:
