@@ -11,18 +11,33 @@ certificate and key in PEM (for keepalived's SSL_GET). GET /health answers
 from __future__ import annotations
 
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class DualStackServer(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+class DualStack:
+    """A threading TCP server on [::] that takes IPv4 too (the lab's servers' one way to listen)."""
+
+    address_family: int = socket.AF_INET6
     daemon_threads = True
+    socket: socket.socket
 
     def server_bind(self) -> None:
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        super().server_bind()  # type: ignore[misc]
+
+
+class DualStackServer(DualStack, ThreadingHTTPServer):
+    pass
+
+
+def serve(servers: list[socketserver.BaseServer]) -> None:
+    """Serve every port: the first in this thread, the rest in their own."""
+    for srv in servers[1:]:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
 def main(argv: list[str]) -> int:
@@ -80,10 +95,8 @@ def main(argv: list[str]) -> int:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(str(cert))
             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-    for srv in servers[1:]:
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
     print(f"{name}: listening on {', '.join(specs)}", flush=True)
-    servers[0].serve_forever()
+    serve(list(servers))
     return 0
 
 

@@ -8,20 +8,14 @@ Listens on all addresses (IPv4 and IPv6), like the lab's httpd. Test scaffolding
 
 from __future__ import annotations
 
-import socket
 import socketserver
 import sys
-import threading
+
+from .httpd import DualStack, serve
 
 
-class DualStackServer(socketserver.ThreadingTCPServer):
-    address_family = socket.AF_INET6
-    daemon_threads = True
+class SmtpServer(DualStack, socketserver.ThreadingTCPServer):
     allow_reuse_address = True
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
 
 
 def main(argv: list[str]) -> int:
@@ -37,11 +31,9 @@ def main(argv: list[str]) -> int:
                     return
                 self.wfile.write(f"250 {name}\r\n".encode() if verb in ("HELO", "EHLO") else b"250 ok\r\n")
 
-    servers = [DualStackServer(("::", p), Handler) for p in ports]
-    for srv in servers[1:]:
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    servers: list[socketserver.BaseServer] = [SmtpServer(("::", p), Handler) for p in ports]
     print(f"{name}: SMTP on {', '.join(map(str, ports))}", flush=True)
-    servers[0].serve_forever()
+    serve(servers)
     return 0
 
 
