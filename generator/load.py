@@ -357,7 +357,8 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
         addresses = _instance_addresses(t, t.table("addresses"), live, errors)
         t.done()
         inst_family = addresses[0][1].version if addresses else family
-        if kw.get("unicast") and not addresses and (iface not in (None, *(d.interface for d in live))):
+        other_iface = None if iface in (None, *(d.interface for d in live)) else iface  # not the directors' own
+        if kw.get("unicast") and not addresses and other_iface:
             errors.add(t.path("addresses"), f"required with unicast on interface {iface}: each director's address "
                        "there (its unicast_src_ip and its peers' unicast_peer)")
         if name is not None:
@@ -365,7 +366,7 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
                 errors.add(t.path("name"), f"duplicate name (also instances[{names[name]}].name)")
             names.setdefault(name, i)
         if vrid is not None:
-            key = (vrid, None if iface in (None, *(d.interface for d in live)) else iface, inst_family)
+            key = (vrid, other_iface, inst_family)
             if key in vrids:
                 errors.add(t.path("virtual_router_id"), f"{vrid} is also {vrids[key]} (on the same interface)")
             vrids.setdefault(key, f"instances[{i}].virtual_router_id")
@@ -408,7 +409,7 @@ def _instance_vips(t: Table, i: int, raw: list[Any] | None, known: set[IPAddress
 
 def _instance_addresses(t: Table, at: Table | None, live: list[Director],
                         errors: Errors) -> tuple[tuple[str, IPAddress], ...]:
-    """Each director's address on an instance's segment (every director, one family, none another node's)."""
+    """Each director's address on an instance's segment (every director, one family, no address twice)."""
     if at is None:
         return ()
     out: list[tuple[str, IPAddress]] = []

@@ -350,3 +350,32 @@ def test_render_all_leaves_no_partial_tree(tmp_path: Path) -> None:
     assert write_tree(out, {"a": {"etc/x": (b"1", 0o600)}}) == 1
     assert stat.S_IMODE((out / "a/etc/x").stat().st_mode) == 0o600
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize("example", ["two-armed.toml", "active-active.toml"])
+def test_instances_keys_are_swept_like_full_toml(example: str) -> None:
+    """[[instances]] (name, interface, addresses, vips, priorities), which examples/full.toml has none of, get
+    both sweeps: every injection payload at either end of every string is refused in one-line errors or renders
+    in its block, and every unusual TOML value in every leaf is an error line or valid."""
+    raw = tomllib.loads((ROOT / "examples" / example).read_text())
+    clean = parse_cluster(copy.deepcopy(raw))
+    base = {d.name: _skeleton(render_keepalived(clean, d.name, "x")) for d in clean.directors}
+    data = copy.deepcopy(raw)
+    strings = _strings(raw)
+    assert any(path[0] == "instances" for path, _v in strings)
+    for path, mutated, c in accepted(data, strings, PAYLOADS):
+        for d in c.directors:
+            if d.name in base:
+                assert _skeleton(render_keepalived(c, d.name, "x")) == base[d.name], (path, mutated)
+    for path in _leaves(raw):
+        node: Any = data
+        for key in path[:-1]:
+            node = node[key]
+        keep = node[path[-1]]
+        for odd in ODD_VALUES:
+            node[path[-1]] = odd
+            try:
+                parse_cluster(data)
+            except ValidationError as e:
+                assert all("\n" not in line and len(line) < 400 for line in e.errors), e.errors
+        node[path[-1]] = keep
