@@ -587,7 +587,7 @@ class Lab:
         # on the VRRP interface (a director that is also a backend keeps a copy on
         # lo), and only where that interface is up: a dead director killed before
         # keepalived could clean up still has the VIP on its downed link
-        holders = [n for n in self.state.directors if link_up(n) and vip in addresses_of(n, n.ifname)]
+        holders = [n for n in self.state.directors if _holds(n, vip)]
         return holders[0] if len(holders) == 1 else None
 
     def wait_for_master(self, timeout: float) -> Node:
@@ -635,6 +635,14 @@ def _kernel_feature(cmd: list[str], feature: str) -> None:
 def link_up(node: Node) -> bool:
     links = ip_json(node.ns, "link", "show", "dev", node.ifname)
     return bool(links) and "UP" in links[0].get("flags", [])
+
+
+def _holds(node: Node, address: str) -> bool:
+    """``address`` is on the node's interface and that link is up (one `ip`
+    process: the lab polls this many times a second)."""
+    link = ip_json(node.ns, "addr", "show", "dev", node.ifname)
+    return bool(link) and "UP" in link[0].get("flags", []) and any(
+        a.get("local") == address for a in link[0].get("addr_info", []))
 
 
 def addresses_of(node: Node, ifname: str | None = None) -> set[str]:

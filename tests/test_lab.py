@@ -13,7 +13,7 @@ from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, run
 from lvsdr.lab.topology import addresses_of
 
-from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, processes_in_labs, write_cluster
+from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, poll, processes_in_labs, write_cluster
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -165,3 +165,40 @@ def test_ah_authentication_elects_one_master(tmp_path: Path) -> None:
         assert ah >= 3 and clear == 0
         assert holders == ["lb1"]
         assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.100")] == ["lb1"]
+
+
+def test_read_net_reads_the_namespace_not_the_host(tmp_path: Path) -> None:
+    """read_net (the IPVS probes' in-process read) sees a namespace's own
+    /proc/net, not the host's, and names a namespace it cannot enter."""
+    from lvsdr.lab.netns import read_net
+
+    ns = f"{PREFIX}-readnet"
+    run(["ip", "netns", "add", ns])
+    try:
+        run(["ip", "-n", ns, "link", "add", "rn0", "type", "veth", "peer", "name", "rn1"])
+        devices = {line.split(":")[0].strip() for line in read_net(ns, "dev").splitlines()[2:]}
+        assert devices == {"lo", "rn0", "rn1"}
+        with pytest.raises(LabError, match=f"{PREFIX}-nosuch: cannot read /proc/net/dev"):
+            read_net(f"{PREFIX}-nosuch", "dev")
+    finally:
+        run(["ip", "netns", "del", ns])
+
+
+def test_streams_and_requests_run_in_process_with_curls_outcomes(tmp_path: Path) -> None:
+    """The in-process client (probes.http_get, probes.Stream) gets what curl
+    got: the server's name; a stream's lines as they come and exit code 0;
+    7 where nothing listens; a stream whose server dies mid-way cut short."""
+    with make_lab(write_cluster(tmp_path), tmp_path) as lab:
+        lab.wait_for_master(15)
+        assert probes.http_get(lab, "192.0.2.100") in {"web1", "web2"}
+        assert probes.http_get(lab, "192.0.2.100", port=9, timeout=1) is None
+        runs = probes.start_streams(lab, "192.0.2.100", 3, 2, 41000, tmp_path)
+        codes, lines = probes.end_streams(runs, 2)
+        assert (codes, lines) == ([0, 0, 0], [8, 8, 8])
+        assert {r.body.read_text().split()[0] for r in runs} <= {"web1", "web2"}
+        refused = probes.Stream(lab.state.client.ns, "192.0.2.100", 9, "/", 41010, tmp_path / "refused", 5)
+        assert refused.wait(10) == 7
+        cut = probes.Stream(lab.state.client.ns, "192.0.2.100", 80, "/stream?seconds=20", 41011, tmp_path / "cut", 60)
+        poll(lambda: (tmp_path / "cut").exists() and (tmp_path / "cut").stat().st_size > 0, "the stream started", 10)
+        lab.app_down((tmp_path / "cut").read_text().split()[0])
+        assert cut.wait(30) in (18, 56) and len((tmp_path / "cut").read_text().split()) < 80

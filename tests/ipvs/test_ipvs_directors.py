@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from lvsdr.lab import probes
-from lvsdr.lab.netns import ns_run
+from lvsdr.lab.netns import ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
@@ -41,7 +41,7 @@ def serves_vip_locally(node: Node) -> bool:
 
 def forwarded(node: Node) -> int:
     """Connections this director's IPVS has scheduled (its connection table)."""
-    lines = ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()
+    lines = read_net(node.ns, "ip_vs_conn").splitlines()
     return len([ln for ln in lines[1:] if ln.strip()])
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lvsdr.lab import probes
-from lvsdr.lab.netns import kill_in_ns, ns_run
+from lvsdr.lab.netns import kill_in_ns, ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
@@ -33,7 +33,6 @@ STREAMS, SECONDS = 30, 16  # 30 downloads of 64 lines, one line every 0.25 s
 # guest (busy with the streams, four directors and BFD); lb4 was in the route 11.5 s after that
 JOIN_SECONDS = 100
 LB4 = '\n[[directors]]\nname = "lb4"\naddress = "192.0.2.34"\narp_method = "nftables"\n'
-IP_VS_CONN = "/proc/net/ip_vs_conn"
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +94,12 @@ def orders(lab: Lab) -> dict[str, list[str]]:
     """Each director's real servers for the service, in its IPVS's order."""
     from lvsdr.hooks.doctor import ipvs_order
 
-    return {d.name: ipvs_order(ns_run(d.ns, ["cat", "/proc/net/ip_vs"]).stdout).get(SERVICE, [])
+    return {d.name: ipvs_order(read_net(d.ns, "ip_vs")).get(SERVICE, [])
             for d in lab.running()}
 
 
 def connections(node: Node) -> int:
-    return len([ln for ln in ns_run(node.ns, ["cat", "/proc/net/ip_vs_conn"]).stdout.splitlines()[1:] if ln.strip()])
+    return len([ln for ln in read_net(node.ns, "ip_vs_conn").splitlines()[1:] if ln.strip()])
 
 
 def established(node: Node, first_port: int) -> int:
@@ -197,7 +196,7 @@ def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path)
     hops, runs, carried, drained = busiest(lab, tmp_path, 42000)
     drain = lvsdr_in(drained.ns, "drain", lab.cluster_path, "--node", drained.name, "--timeout", str(SECONDS * 2))
     other = next(d for d in lab.running() if d.name != drained.name)
-    conn = ns_run(other.ns, ["cat", IP_VS_CONN]).stdout
+    conn = read_net(other.ns, "ip_vs_conn")
     codes, lines = finished(runs)
     seen = hops.done()
     if os.environ.get("LVSDR_CAPTURE") or Path("/tmp/lvsdr-capture").exists():  # tests/test_ecmp.py's fixtures

@@ -11,14 +11,14 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lvsdr.generator.ipvs import Dest, Key, as_dict, delta, parse_proc
-from lvsdr.lab import probes
-from lvsdr.lab.netns import ns_run
+from lvsdr.lab.netns import ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
@@ -34,7 +34,7 @@ ALT_SERVICE = {"name": "alt", "vip": "192.0.2.130", "port": 8080, "scheduler": "
 
 
 def live(node: Node) -> dict[Key, Any]:
-    return parse_proc(ns_run(node.ns, ["cat", "/proc/net/ip_vs"]).stdout)
+    return parse_proc(read_net(node.ns, "ip_vs"))
 
 
 def comparable(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,119 +150,143 @@ class Watching:
         self.log.close()
 
 
-def start(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
-    path = tmp_path / "edits.toml"
-    path.write_text((HERE / "sync.toml").read_text().replace("sync_daemon = true\n", ""))
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab for the module (a lab's start is a minute of the guest's time):
+    sync.toml without sync, an alt service, a long drain_timeout; each test
+    starts from that file (``fresh``)."""
+    tmp = tmp_path_factory.mktemp("edits")
+    path = tmp / "edits.json"
+    path.write_text(json.dumps(initial()))
+    with make_lab(path, tmp, hook="fifo") as lab:
+        yield lab
+
+
+def initial() -> dict[str, Any]:
     import tomllib
 
-    data = tomllib.loads(path.read_text())
+    data = tomllib.loads((HERE / "sync.toml").read_text().replace("sync_daemon = true\n", ""))
     data["services"].append(ALT_SERVICE)
     data["cluster"]["drain_timeout"] = DRAIN_TIMEOUT
-    path = tmp_path / "edits.json"
-    path.write_text(json.dumps(data))
-    return path, data
+    return data
 
 
-def test_each_plan_is_the_delta_the_reload_makes(tmp_path: Path) -> None:
+def weights(node: Node, key: Key) -> dict[str, int]:
+    """A service's real servers and their weights in the node's IPVS ({} while it has none)."""
+    svc = live(node).get(key)
+    return {d.address: v.weight for d, v in svc.dests.items()} if svc is not None else {}
+
+
+def fresh(lab: Lab, tmp: Path) -> tuple[Node, Watching]:
+    """The MASTER with both backends of each service in IPVS, the file as the
+    module started it (put back by `lvsdr watch` if a test before edited it),
+    and that watch running."""
+    master = lab.wait_for_master(30 * TIME_SCALE)
+    w = Watching(lab, master, tmp)
+    try:
+        w.ready()
+        if json.loads(Path(lab.cluster_path).read_text()) != initial():
+            nxt = tmp / "initial.json"
+            nxt.write_text(json.dumps(initial()))
+            os.replace(nxt, lab.cluster_path)  # its config may render alike: waited for in IPVS, below
+        both = {a: 1 for a in ADDRESS.values()}
+        poll(lambda: weights(master, HTTP) == both and weights(master, ALT) == both,
+             "both backends of each service in IPVS at weight 1", 30 * TIME_SCALE, interval=0.5,
+             explain=lambda: "watch's log:\n" + w.log_path.read_text(errors="replace")[-4000:])
+        time.sleep(2)  # a reload by the first pass (the same table) has settled
+    except BaseException:
+        w.stop()
+        raise
+    return master, w
+
+
+def test_each_plan_is_the_delta_the_reload_makes(lab: Lab, tmp_path: Path) -> None:
     """After each of 10 random edits, `lvsdr plan` (before the edit is saved) equals the change of the director's
     IPVS table that `lvsdr watch`'s reload makes."""
-    path, _ = start(tmp_path)
-    with make_lab(path, tmp_path, hook="fifo") as lab:
-        master = lab.wait_for_master(30 * TIME_SCALE)
-        poll(lambda: len(probes.ipvs_table(lab, master).get(str(HTTP), {})) == 2, "both backends in IPVS",
-             30 * TIME_SCALE, interval=0.5)
+    master, w = fresh(lab, tmp_path)
+    rng = random.Random(0)  # adds and removes real servers and the alt service, reweights, schedulers
+    done: list[str] = []
+    try:
         flipped = backend_up_flips(lab, master)
-        w = Watching(lab, master, tmp_path)
-        rng = random.Random(0)  # adds and removes real servers and the alt service, reweights, schedulers
-        done: list[str] = []
-        try:
-            w.ready()
-            time.sleep(2)  # a reload by the first pass (the same table) has settled
-            data = json.loads(Path(lab.cluster_path).read_text())
-            for _ in range(10):
-                what = edit(data, rng)
-                nxt = tmp_path / "plan.json"
-                nxt.write_text(json.dumps(data))
-                before = live(master)
-                planned = comparable(w.plan(nxt))
-                assert planned, f"{what}: the plan is empty"
-                w.install(data, tmp_path)
-                took = poll(lambda: observed(before, master) == planned,  # noqa: B023 - called within the iteration
-                            f"the reload's delta equal to the plan ({what})", 30 * TIME_SCALE, interval=0.3)
-                time.sleep(1)
-                seen = observed(before, master)
-                assert seen == planned, f"{what}: planned {planned}, the reload did {seen}"
-                done.append(f"{what} ({len(planned)} changes, {took:.1f} s)")
-        finally:
-            w.stop()
-        MEASURED.append(f"IPVS plan vs reload: 10 edits, each plan equal to the reload's delta: {'; '.join(done)}")
-        MEASURED.append(f"IPVS metrics: {flipped}")
+        data = json.loads(Path(lab.cluster_path).read_text())
+        for _ in range(10):
+            what = edit(data, rng)
+            nxt = tmp_path / "plan.json"
+            nxt.write_text(json.dumps(data))
+            before = live(master)
+            planned = comparable(w.plan(nxt))
+            assert planned, f"{what}: the plan is empty"
+            w.install(data, tmp_path)
+            took = poll(lambda: observed(before, master) == planned,  # noqa: B023 - called within the iteration
+                        f"the reload's delta equal to the plan ({what})", 30 * TIME_SCALE, interval=0.3)
+            time.sleep(1)
+            seen = observed(before, master)
+            assert seen == planned, f"{what}: planned {planned}, the reload did {seen}"
+            done.append(f"{what} ({len(planned)} changes, {took:.1f} s)")
+    finally:
+        w.stop()
+    MEASURED.append(f"IPVS plan vs reload: 10 edits, each plan equal to the reload's delta: {'; '.join(done)}")
+    MEASURED.append(f"IPVS metrics: {flipped}")
 
 
-def test_edits_under_load_fail_no_request(tmp_path: Path) -> None:
+def test_edits_under_load_fail_no_request(lab: Lab, tmp_path: Path) -> None:
     """20 random edits (add, remove, reweight, scheduler, a service) under continuous requests: none fails; a stream
     to the backend removed first runs to its end at weight 0, and the backend goes once it has ended."""
-    path, _ = start(tmp_path)
-    with make_lab(path, tmp_path, hook="fifo") as lab:
-        master = lab.wait_for_master(30 * TIME_SCALE)
-        poll(lambda: len(probes.ipvs_table(lab, master).get(str(HTTP), {})) == 2, "both backends in IPVS",
-             30 * TIME_SCALE, interval=0.5)
-        w = Watching(lab, master, tmp_path)
-        body, results = tmp_path / "stream", tmp_path / "results"
-        # each request: its status and time, or curl's exit code (28: too slow, 7: refused, 52/56: cut); a
-        # generous --max-time: in a TCG guest curl itself is slow, and a slow answer is not a failed request
-        loop = ("while :; do out=$(curl -s -o /dev/null -w '%{http_code}/%{time_total}' --max-time 20 "
-                f"http://192.0.2.130/); rc=$?; echo \"$out/$rc\" >> {results}; sleep 0.25; done")
-        loads = [subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c", loop])
-                 for _ in range(2)]  # two clients: a TCG guest runs about one curl a second each
-        curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
-                                 str(STREAM_SECONDS * 3 + 60), "-o", str(body),
-                                 f"http://192.0.2.130/stream?seconds={STREAM_SECONDS}"])
-        done: list[str] = []
-        gone_after = -1.0
-        try:
-            poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
-            w.ready()
-            streamed = body.read_text().split()[0]
-            data = json.loads(Path(lab.cluster_path).read_text())
-            http = data["services"][0]
-            http["backends"] = [b for b in http["backends"] if (b if isinstance(b, str) else b["server"]) != streamed]
+    master, w = fresh(lab, tmp_path)
+    body, results = tmp_path / "stream", tmp_path / "results"
+    # each request: its status and time, or curl's exit code (28: too slow, 7: refused, 52/56: cut); a
+    # generous --max-time: in a TCG guest curl itself is slow, and a slow answer is not a failed request
+    loop = ("while :; do out=$(curl -s -o /dev/null -w '%{http_code}/%{time_total}' --max-time 20 "
+            f"http://192.0.2.130/); rc=$?; echo \"$out/$rc\" >> {results}; sleep 0.25; done")
+    loads = [subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "bash", "-c", loop])
+             for _ in range(2)]  # two clients: a TCG guest runs about one curl a second each
+    curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
+                             str(STREAM_SECONDS * 3 + 60), "-o", str(body),
+                             f"http://192.0.2.130/stream?seconds={STREAM_SECONDS}"])
+    done: list[str] = []
+    gone_after = -1.0
+    try:
+        poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
+        streamed = body.read_text().split()[0]
+        data = json.loads(Path(lab.cluster_path).read_text())
+        http = data["services"][0]
+        http["backends"] = [b for b in http["backends"] if (b if isinstance(b, str) else b["server"]) != streamed]
+        w.install(data, tmp_path)
+        removed_at = len(body.read_text().split())
+        done.append(f"remove {streamed}")
+        dest = Dest(ADDRESS[streamed], 80)
+        poll(lambda: live(master)[HTTP].dests.get(dest) is not None and live(master)[HTTP].dests[dest].weight == 0,
+             f"{streamed} leaving at weight 0", 20 * TIME_SCALE, interval=0.3)
+        rng = random.Random(2)  # as above, the streamed backend kept out of http
+        for _ in range(19):
+            what = edit(data, rng, keep_out=streamed)
             w.install(data, tmp_path)
-            removed_at = len(body.read_text().split())
-            done.append(f"remove {streamed}")
-            dest = Dest(ADDRESS[streamed], 80)
-            poll(lambda: live(master)[HTTP].dests.get(dest) is not None and live(master)[HTTP].dests[dest].weight == 0,
-                 f"{streamed} leaving at weight 0", 20 * TIME_SCALE, interval=0.3)
-            rng = random.Random(2)  # as above, the streamed backend kept out of http
-            for _ in range(19):
-                what = edit(data, rng, keep_out=streamed)
-                w.install(data, tmp_path)
-                done.append(what)
-                time.sleep(0.5)
-            rc = curl.wait(timeout=STREAM_SECONDS * 3 + 60)
-            ended = time.monotonic()
-            if streamed not in [b if isinstance(b, str) else b["server"] for b in data["services"][0]["backends"]]:
-                gone_after = poll(lambda: dest not in live(master)[HTTP].dests, f"{streamed} gone after its stream",
-                                  30 * TIME_SCALE, interval=0.5)
-            else:
-                gone_after = time.monotonic() - ended
-            time.sleep(1)
-        finally:
-            for load in loads:
-                load.terminate()
-                load.wait()
-            if curl.poll() is None:
-                curl.kill()
-            w.stop()
-        lines = body.read_text().split()
-        codes = results.read_text().split()
-        failed = [c for c in codes if not c.startswith("200/") or not c.endswith("/0")]
-        slowest = max((float(c.split("/")[1]) for c in codes if c.count("/") == 2), default=0.0)
-        MEASURED.append(f"IPVS edits under load: 20 edits ({', '.join(done)}); {len(codes)} requests, {len(failed)} "
-                        f"failed {failed}, the slowest took {slowest:.1f} s; the stream to {streamed} (removed at "
-                        f"its line {removed_at}) ended with curl exit "
-                        f"{rc}, {len(lines)} of {STREAM_SECONDS * 4} lines; {streamed} out of IPVS {gone_after:.1f} s "
-                        "after it ended")
-        assert removed_at < STREAM_SECONDS * 4 - 40, "the removal came too late in the stream to tell"
-        assert rc == 0 and len(lines) == STREAM_SECONDS * 4 and set(lines) == {streamed}
-        assert len(codes) > 50 and not failed
+            done.append(what)
+            time.sleep(0.5)
+        rc = curl.wait(timeout=STREAM_SECONDS * 3 + 60)
+        ended = time.monotonic()
+        if streamed not in [b if isinstance(b, str) else b["server"] for b in data["services"][0]["backends"]]:
+            gone_after = poll(lambda: dest not in live(master)[HTTP].dests, f"{streamed} gone after its stream",
+                              30 * TIME_SCALE, interval=0.5)
+        else:
+            gone_after = time.monotonic() - ended
+        time.sleep(1)
+    finally:
+        for load in loads:
+            load.terminate()
+            load.wait()
+        if curl.poll() is None:
+            curl.kill()
+        w.stop()
+    lines = body.read_text().split()
+    codes = results.read_text().split()
+    failed = [c for c in codes if not c.startswith("200/") or not c.endswith("/0")]
+    slowest = max((float(c.split("/")[1]) for c in codes if c.count("/") == 2), default=0.0)
+    MEASURED.append(f"IPVS edits under load: 20 edits ({', '.join(done)}); {len(codes)} requests, {len(failed)} "
+                    f"failed {failed}, the slowest took {slowest:.1f} s; the stream to {streamed} (removed at "
+                    f"its line {removed_at}) ended with curl exit "
+                    f"{rc}, {len(lines)} of {STREAM_SECONDS * 4} lines; {streamed} out of IPVS {gone_after:.1f} s "
+                    "after it ended")
+    assert removed_at < STREAM_SECONDS * 4 - 40, "the removal came too late in the stream to tell"
+    assert rc == 0 and len(lines) == STREAM_SECONDS * 4 and set(lines) == {streamed}
+    assert len(codes) > 50 and not failed
