@@ -9,8 +9,8 @@ import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lvsdr.errors import LvsdrError, MissingToolError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +281,17 @@ def end_streams(runs: Streams, seconds: int) -> tuple[list[int], list[int]]:
     """Wait for the streams: (curl's exit codes for them, lines each got); full is ``seconds * 4``."""
     codes = [run.wait(timeout=seconds * 3 + 90) for run in runs]
     return codes, [len(run.body.read_text().split()) if run.body.exists() else 0 for run in runs]
+
+
+def listening(node: Node) -> set[int]:
+    """The ports a node listens on (TCP) or has bound (UDP), any family (`ss -lntu`, read in process)."""
+    ports = set()
+    for table, state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        for line in read_net(node.ns, table).splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == state:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def carried(node: Node, first_port: int, count: int) -> int:

@@ -67,16 +67,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def serving(lab: Lab, name: str) -> bool:
     """Are the node's HTTP(S), DNS and SMTP servers listening? (In a TCG guest a Python server takes over a second
     of CPU to start: a bound measured while one still starts would measure that.)"""
-    out = ns_run(lab.state.node(name).ns, ["ss", "-Hlntu"]).stdout
-    return all(f":{port} " in out for port in (80, 443, 53, 25))
+    return {80, 443, 53, 25} <= probes.listening(lab.state.node(name))
 
 
 _MASTER: dict[str, Node] = {}
 
 
 def master_of(lab: Lab) -> Node | None:
-    """The MASTER, found once (nothing fails over in this module): finding it costs four processes, and polling
-    that ten times a second loads a TCG guest enough to delay the very checks measured."""
+    """The MASTER, found once (nothing fails over in this module): polled ten times a second, finding it again each
+    time (four `ip` processes then) loaded a TCG guest enough to delay the very checks measured."""
     if lab.lab_id not in _MASTER:
         found = lab.master()
         if found is None:

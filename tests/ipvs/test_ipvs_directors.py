@@ -57,7 +57,7 @@ def test_both_directors_and_the_real_server_share_the_traffic(lab: Lab) -> None:
     # the hook's role switch must be done (in a slow guest it takes seconds): until the
     # MASTER marks VIP traffic, its fwmark service sees none and it serves every request itself
     poll(lambda: marks(node1) and not marks(node2) and serves_vip_locally(node2),
-         "MASTER marks, BACKUP does not and serves the VIP from lo", 60 * TIME_SCALE)
+         "MASTER marks, BACKUP does not and serves the VIP from lo", 60 * TIME_SCALE, interval=0.5)
     poll(lambda: set(probes.ipvs_table(lab, node1).get(MARK, {})) == {NODE1, NODE2, WEB1},
          "every backend checked in", 30 * TIME_SCALE, interval=0.5)
     got = spread(lab, 24)
@@ -70,8 +70,9 @@ def test_after_failover_the_survivors_share_it(lab: Lab) -> None:
     """After the MASTER dies, the surviving director and the real server share the traffic."""
     node1, node2 = lab.state.node("node1"), lab.state.node("node2")
     probes.kill_director(lab, node1)
-    poll(lambda: getattr(lab.master(), "name", None) == "node2", "node2 took the VIP", 20 * TIME_SCALE)
-    poll(lambda: marks(node2), "node2 marks VIP traffic", 60 * TIME_SCALE)
+    poll(lambda: getattr(lab.master(), "name", None) == "node2", "node2 took the VIP", 20 * TIME_SCALE,
+         interval=0.2)
+    poll(lambda: marks(node2), "node2 marks VIP traffic", 60 * TIME_SCALE, interval=0.5)
     poll(lambda: set(probes.ipvs_table(lab, node2).get(MARK, {})) == {NODE2, WEB1},
          "the dead director checked out", 30 * TIME_SCALE, interval=0.5)
     got = spread(lab, 24)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from lvsdr.generator.ipvs import Dest, Key, as_dict, delta, parse_proc
-from lvsdr.lab.netns import ns_run, read_net
+from lvsdr.lab.netns import LabError, in_ns, ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import MEASURED, lvsdr_in, make_lab, needs_root, poll
@@ -84,26 +84,47 @@ def edit(data: dict[str, Any], rng: random.Random, keep_out: str = "") -> str:
     return "add service alt"
 
 
-def backend_up_flips(lab: Lab, master: Node) -> str:
+def backend_up_flips(lab: Lab, master: Node, tmp: Path) -> str:
     """web2 stops answering on port 80 (an nft drop on it), then answers again:
-    `lvsdr metrics` on the MASTER turns its lvsdr_backend_up to 0, then 1."""
+    `lvsdr metrics --listen` on the MASTER, scraped as Prometheus does, turns
+    its lvsdr_backend_up to 0, then 1."""
     web2 = next(n for n in lab.state.real_servers if n.name == "web2")
     gauge = ('lvsdr_backend_up{local_address="192.0.2.130",local_mark="",local_port="80",proto="TCP",'
              'remote_address="192.0.2.12",remote_port="80"}')
+    log = open(tmp / "metrics.log", "wb")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(["ip", "netns", "exec", master.ns, lab._console(), "metrics", lab.cluster_path,
+                               "--node", master.name, "--listen", "127.0.0.1:9808"], stdout=log, stderr=log)
+
+    def scrape() -> str:
+        import urllib.request
+
+        def get() -> str:
+            with urllib.request.urlopen("http://127.0.0.1:9808/metrics", timeout=10 * TIME_SCALE) as r:
+                return str(r.read().decode())
+
+        return in_ns(master.ns, get, "scrape lvsdr metrics")
 
     def up() -> str:
-        r = lvsdr_in(master.ns, "metrics", lab.cluster_path, "--node", master.name)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return next(line.split()[-1] for line in r.stdout.splitlines() if line.startswith(gauge))
+        try:
+            text = scrape()
+        except (LabError, OSError):
+            return "no answer"
+        return next((line.split()[-1] for line in text.splitlines() if line.startswith(gauge)), "no gauge")
 
-    assert up() == "1.0"
-    ns_run(web2.ns, ["nft", "add table inet lvsdr_test; add chain inet lvsdr_test in { type filter hook input "
-                     "priority 0; }; add rule inet lvsdr_test in tcp dport 80 drop"])
     try:
-        down = poll(lambda: up() == "0.0", "web2's lvsdr_backend_up at 0", 30 * TIME_SCALE, interval=0.5)
+        poll(lambda: up() == "1.0", "web2's lvsdr_backend_up at 1 (the server up)", 30 * TIME_SCALE, interval=0.5,
+             explain=lambda: (tmp / "metrics.log").read_text(errors="replace")[-2000:])
+        ns_run(web2.ns, ["nft", "add table inet lvsdr_test; add chain inet lvsdr_test in { type filter hook input "
+                         "priority 0; }; add rule inet lvsdr_test in tcp dport 80 drop"])
+        try:
+            down = poll(lambda: up() == "0.0", "web2's lvsdr_backend_up at 0", 30 * TIME_SCALE, interval=0.5)
+        finally:
+            ns_run(web2.ns, ["nft", "delete table inet lvsdr_test"])
+        back = poll(lambda: up() == "1.0", "web2's lvsdr_backend_up back at 1", 30 * TIME_SCALE, interval=0.5)
     finally:
-        ns_run(web2.ns, ["nft", "delete table inet lvsdr_test"])
-    back = poll(lambda: up() == "1.0", "web2's lvsdr_backend_up back at 1", 30 * TIME_SCALE, interval=0.5)
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
     return f"web2 dropping port 80: lvsdr_backend_up 0 after {down:.1f} s, back at 1 {back:.1f} s after it answered"
 
 
@@ -207,7 +228,7 @@ def test_each_plan_is_the_delta_the_reload_makes(lab: Lab, tmp_path: Path) -> No
     rng = random.Random(0)  # adds and removes real servers and the alt service, reweights, schedulers
     done: list[str] = []
     try:
-        flipped = backend_up_flips(lab, master)
+        flipped = backend_up_flips(lab, master, tmp_path)
         data = json.loads(Path(lab.cluster_path).read_text())
         for _ in range(10):
             what = edit(data, rng)
