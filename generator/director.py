@@ -96,10 +96,35 @@ class Ecmp:
     table: int
     virtual_servers: tuple[tuple[str, tuple[IPAddress, ...]], ...]
     sysctls: tuple[tuple[str, str], ...] = ECMP_SYSCTLS
+    # each virtual server's services as /proc/net/ip_vs names them ("TCP 192.0.2.150:80", "FWM 5")
+    ipvs_services: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def healthy(self, down: frozenset[str] | set[str]) -> frozenset[IPAddress]:
         """The VIPs to announce: those of every virtual server keepalived has not reported without quorum."""
         return frozenset(v for name, vips in self.virtual_servers if name not in down for v in vips)
+
+    def in_ipvs(self, announce: frozenset[IPAddress], ipvs: frozenset[str] | None) -> frozenset[IPAddress]:
+        """The VIPs of ``announce`` that a virtual server carries whose
+        services IPVS has, each with a real server (``ipvs``: the services in
+        the table that have one). keepalived says nothing when it starts and
+        builds its table a moment later (2.7 s measured in the VM): a VIP
+        announced before then draws flows that find no service. ``ipvs``
+        None (the kernel has no IPVS table: ip_vs not loaded) holds nothing
+        back: there is nothing to wait on."""
+        if ipvs is None:
+            return announce
+        services = dict(self.ipvs_services)
+        served = {v for name, vips in self.virtual_servers if set(services.get(name, ("?",))) <= ipvs for v in vips}
+        return announce & served
+
+
+def ipvs_services(svc: Service) -> tuple[str, ...]:
+    """The IPVS services keepalived makes of ``svc``, as /proc/net/ip_vs (``generator.ipvs.parse_proc``) names them."""
+    from .ipvs import Key
+
+    if svc.fwmark:
+        return (str(Key("FWM", "", svc.fwmark)),)
+    return tuple(str(Key(svc.protocol.upper(), str(v), p)) for v, p in svc.endpoints)
 
 
 def virtual_server_name(svc: Service) -> str:
@@ -139,7 +164,8 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         # every VIP on lo at all times (IPVS takes only local traffic), with
         # ARP suppression in force: the routers reach the VIPs by BGP, not ARP
         lo = Spec(cluster.name, node, d.arp_method, d.interface, d.address, cluster.vips, vips_on_lo=True)
-        ecmp = Ecmp(cluster.bgp.table, tuple((virtual_server_name(s), s.all_vips) for s in cluster.services))
+        ecmp = Ecmp(cluster.bgp.table, tuple((virtual_server_name(s), s.all_vips) for s in cluster.services),
+                    ipvs_services=tuple((virtual_server_name(s), ipvs_services(s)) for s in cluster.services))
         return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, lo, ecmp=ecmp)
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
     devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
@@ -205,9 +231,11 @@ def plan_ecmp(spec: DirectorSpec, announce: frozenset[IPAddress], facts: Facts) 
     """An ECMP director: every VIP on lo with ARP suppressed and the fwmark
     rules in force (always: every director is active), IPVS's sysctls set,
     and exactly the VIPs of ``announce`` routed in lvsdr's table, which BIRD
-    exports. Withdrawals come first, announcements last (after what serves them)."""
+    exports, less those whose services IPVS does not have yet (``Ecmp.in_ipvs``).
+    Withdrawals come first, announcements last (after what serves them)."""
     e = spec.ecmp
     assert e is not None and spec.backend is not None
+    announce = e.in_ipvs(announce, facts.ipvs)
     want = {host_interface(v) for v in announce}
     have = set(facts.routes)
     withdraw = plan_withdrawals(spec, announce, facts.routes)

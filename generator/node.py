@@ -218,6 +218,8 @@ class Facts:
     nft_tables: Mapping[str, int] = field(default_factory=dict)  # every table ("family name") -> rule count
     record: Record | None = None
     routes: tuple[IPInterface, ...] = ()  # an ECMP director: the routes of lvsdr's table (the announced VIPs)
+    # an ECMP director: the IPVS services that have a real server ("TCP 192.0.2.150:80"), None without IPVS
+    ipvs: frozenset[str] | None = None
 
 
 class FactError(LvsdrError):

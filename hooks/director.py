@@ -76,14 +76,15 @@ def drain_marker(state_dir: Path, spec: DirectorSpec) -> Path:
 
 def reconcile_ecmp(spec: DirectorSpec, state_dir: Path, announce: frozenset[IPAddress]) -> tuple[list[str], list[str]]:
     """An ECMP director: read the node, plan (``plan_ecmp``) for announcing
-    exactly ``announce`` (nothing while drained), apply. Returns (the VIPs
-    announced, change descriptions)."""
+    exactly ``announce`` (nothing while drained; a VIP whose services IPVS
+    does not have yet, not yet), apply. Returns (the VIPs announced, change
+    descriptions)."""
     from lvsdr.generator.director import plan_ecmp, plan_withdrawals
 
     from .facts import read_ecmp_facts, read_routes
     from .gateway import Gateway
 
-    assert spec.backend is not None
+    assert spec.backend is not None and spec.ecmp is not None
     require_identity(spec.node, spec.address, read_addresses())
     with node_lock(state_dir, spec.node):
         if drain_marker(state_dir, spec).exists():
@@ -94,6 +95,7 @@ def reconcile_ecmp(spec: DirectorSpec, state_dir: Path, announce: frozenset[IPAd
         if first:
             gateway.apply(first)
         facts = read_ecmp_facts(spec, state_dir)
+        announce = spec.ecmp.in_ipvs(announce, facts.ipvs)  # what plan_ecmp announces of it
         changes = plan_ecmp(spec, announce, facts)
         if changes:
             gateway.apply(changes)
@@ -298,6 +300,7 @@ class _Agent:
         self.last = time.monotonic()
         self.quorum = _Quorum(self.follow.state_dir, self.follow.spec)
         self.drained = False
+        self.waiting: frozenset[IPAddress] = frozenset()  # healthy VIPs held back: their services not in IPVS yet
         from lvsdr.generator.metrics import Counters  # not on notify's path
 
         self.counters = Counters(started=time.time())  # `lvsdr metrics` reads them from the record
@@ -327,6 +330,8 @@ class _Agent:
             while True:
                 # an ECMP director also looks at its drain marker every second (`lvsdr drain --undo` takes effect)
                 poll = self.interval if self.files.fd is not None and not self.ecmp else min(self.interval, 1.0)
+                if self.waiting:  # keepalived is building its IPVS table: look again soon
+                    poll = min(poll, 0.25)
                 files = [self.files.fd] if self.files.fd is not None else []
                 ready = select.select([self.fd, *self.procs.filenos(), *files], [], [], poll)[0]
                 if self.files.fd is None or self.files.fd in ready:
@@ -342,12 +347,25 @@ class _Agent:
                     self.full("keepalived started; its virtual servers have quorum")
                 if self.fd in ready:
                     self.on_events(self.read_events())
+                elif self.waiting and self.ipvs_caught_up():
+                    self.full("IPVS has the services of a VIP held back; announced")
                 elif time.monotonic() - self.last >= self.interval:
                     self.full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
 
     @property
     def gone(self) -> str:
         return "keepalived is gone; every VIP withdrawn" if self.ecmp else "keepalived is gone; the node stepped back"
+
+    def ipvs_caught_up(self) -> bool:
+        """IPVS has now the services of a VIP held back (one read of
+        /proc/net/ip_vs: cheap enough to look four times a second)."""
+        from .facts import read_ipvs_services
+
+        ecmp = self.follow.spec.ecmp
+        try:
+            return ecmp is not None and bool(ecmp.in_ipvs(self.waiting, read_ipvs_services()))
+        except LvsdrError:  # unreadable now: the interval's reconcile tries again
+            return False
 
     def full(self, why: str, events: list[Event] | None = None) -> None:
         """The full reconcile (stepping back when keepalived does not run), logged when it changed something."""
@@ -364,13 +382,17 @@ class _Agent:
                 self.drained = drain_marker(f.state_dir, f.spec).exists()
                 healthy = f.spec.ecmp.healthy(self.quorum.down(self.procs.pids())) if running else frozenset()
                 announced, done = reconcile_ecmp(f.spec, f.state_dir, healthy)
-                fields = {"announced": announced, "drained": self.drained}
+                self.waiting = frozenset() if self.drained else frozenset(
+                    v for v in healthy if str(v) not in announced)
+                fields = {"announced": announced, "drained": self.drained,
+                          **({"waiting_for_ipvs": sorted(map(str, self.waiting))} if self.waiting else {})}
             else:
                 role, done = reconcile(f.spec, f.state_dir, f.key, stopped=not running)
                 fields = {"observed_role": role}
         except Exception:
             self.log.exception("reconcile failed", why=why)
             self.counted(self.counters.failed())
+            self.waiting = frozenset()  # the interval retries
             return
         self.counted(self.counters.reconciled(time.time(), fast=False, changes=len(done), drift=why == "interval"))
         fields.update({"changes": done, "keepalived": running, "ms": round((time.monotonic() - started) * 1000, 1),

@@ -179,8 +179,27 @@ def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
     announced VIPs), and IPVS's sysctls (absent until ip_vs is loaded)."""
     assert spec.ecmp is not None
     base = read_director_facts(spec.backend, state_dir)
-    return replace(base, routes=read_routes(spec),
+    return replace(base, routes=read_routes(spec), ipvs=read_ipvs_services(),
                    sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})
+
+
+IP_VS = "/proc/net/ip_vs"
+
+
+def read_ipvs_services(path: str = IP_VS) -> frozenset[str] | None:
+    """The IPVS services that have a real server, as /proc/net/ip_vs names
+    them (``generator.ipvs.parse_proc``); None when the kernel has no IPVS
+    table (ip_vs not loaded)."""
+    from lvsdr.generator.ipvs import parse_proc
+
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise FactError(f"{path}: {e.strerror}") from None
+    return frozenset(str(k) for k, svc in parse_proc(text).items() if svc.dests)
 
 
 def read_routes(spec: DirectorSpec) -> tuple[IPInterface, ...]:

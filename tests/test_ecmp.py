@@ -27,6 +27,7 @@ from lvsdr.generator.changes import (
 from lvsdr.generator.director import (
     ECMP_SYSCTLS,
     director_spec,
+    ipvs_services,
     parse_route_messages,
     plan_ecmp,
     virtual_server_name,
@@ -246,6 +247,42 @@ def test_healthy_vips_follow_every_virtual_server() -> None:
     e = spec().ecmp
     assert e.healthy(set()) == frozenset({VIP})
     assert e.healthy({"[192.0.2.150]:tcp:80"}) == frozenset()
+
+
+def test_a_vip_is_announced_only_once_ipvs_has_its_services() -> None:
+    """keepalived says nothing when it starts and builds its IPVS table a
+    moment later: a healthy VIP whose service IPVS lacks (or has without a
+    real server) is held back, withdrawn if announced; no IPVS table (ip_vs
+    not loaded) holds nothing back."""
+    s = spec()
+    assert s.ecmp.ipvs_services == (("[192.0.2.150]:tcp:80", ("TCP 192.0.2.150:80",)),)
+    whole = frozenset({"TCP 192.0.2.150:80"})
+    for table, announced in ((whole, {VIP}), (frozenset(), set()), (frozenset({"TCP 192.0.2.150:8080"}), set()),
+                             (None, {VIP})):
+        assert s.ecmp.in_ipvs(frozenset({VIP}), table) == announced, table
+    bare = Facts(sysctls=dict(ECMP_SYSCTLS))
+    assert not [c for c in plan_ecmp(s, frozenset({VIP}), dataclasses.replace(bare, ipvs=frozenset()))
+                if isinstance(c, AddRoute)]
+    announced_facts = dataclasses.replace(_apply(s, frozenset({VIP})), ipvs=frozenset())
+    assert [c for c in plan_ecmp(s, frozenset({VIP}), announced_facts) if isinstance(c, RemoveRoute)] == [
+        RemoveRoute(4242, ipaddress.ip_interface("192.0.2.150/32"))]
+    assert plan_ecmp(s, frozenset({VIP}), dataclasses.replace(_apply(s, frozenset({VIP})), ipvs=whole)) == []
+
+
+def test_ipvs_services_are_named_as_the_proc_table_names_them(tmp_path: Path) -> None:
+    """The services read from /proc/net/ip_vs (a capture from the VM's
+    kernel) are named as the cluster's are: a service without a real server
+    does not count; no file is no IPVS (None)."""
+    from lvsdr.hooks.facts import read_ipvs_services
+
+    capture = DATA / "facts" / "proc-net-ip_vs.ecmp.txt"
+    assert read_ipvs_services(str(capture)) == frozenset({"TCP 192.0.2.150:80"})
+    empty = tmp_path / "ip_vs"
+    empty.write_text("\n".join(capture.read_text().splitlines()[:4]) + "\n")
+    assert read_ipvs_services(str(empty)) == frozenset()
+    assert read_ipvs_services(str(tmp_path / "absent")) is None
+    svc = parse_cluster(patched()).services[0]
+    assert ipvs_services(dataclasses.replace(svc, fwmark=5)) == ("FWM 5",)
 
 
 # -- facts ------------------------------------------------------------------------
