@@ -298,3 +298,55 @@ def nft(node: Node) -> str:
     """A lab node's whole nft ruleset, as `nft -s list ruleset` prints it."""
     return subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-s", "list", "ruleset"], capture_output=True,
                           text=True, check=False).stdout
+
+
+# -- import: what a round trip changed that nothing named ---------------------------
+def read_path(path: str) -> str:
+    """A file's text (the importer's reader, given by its caller)."""
+    return Path(path).read_text()
+
+
+def _span(tree: tuple[Any, ...], match: str) -> tuple[str, int, int] | None:
+    """(file, first line, last line) of the top-level directive a difference is about."""
+    kind, _, rest = match.partition(" ")
+    for d in tree:
+        if d.key != kind:
+            continue
+        if kind == "vrrp_instance":
+            vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
+            if not rest.startswith(vrid):
+                continue
+        elif not rest.startswith(" ".join(d.args)):
+            continue
+        lines = [d.line]
+        stack = list(d.block())
+        while stack:
+            c = stack.pop()
+            if c.file == d.file:
+                lines.append(c.line)
+            stack += c.block()
+        return d.file, min(lines), max(lines)
+    return None
+
+
+def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = None) -> list[str]:
+    """Round-trip differences of an import (the original against its import
+    rendered again) that no directive the import named on stderr accounts for."""
+    from lvsdr.generator.import_diff import compare, semantics
+    from lvsdr.generator.import_merge import import_files
+    from lvsdr.generator.kaconf import read_keepalived
+    from lvsdr.generator.keepalived import render_keepalived
+    from lvsdr.generator.load import parse_cluster
+
+    job = import_files([str(p) for p in paths], read_path, arp, addresses or {})
+    cluster = parse_cluster(tomllib.loads(job.text))
+    named = [(u.where.rsplit(":", 1)[0], int(u.where.rsplit(":", 1)[1])) for u in job.imported.unmapped]
+    out = []
+    for node, tree in job.trees.items():
+        rendered = render_keepalived(cluster, node, "import")
+        again = read_keepalived("(rendered)", {"(rendered)": rendered}.__getitem__)
+        for diff in compare(semantics(tree), semantics(again)):
+            span = _span(tree, diff)
+            if span is None or not any(f == span[0] and span[1] <= n <= span[2] for f, n in named):
+                out.append(f"{node}: {diff}")
+    return out

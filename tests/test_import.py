@@ -13,14 +13,12 @@ import pytest
 
 from lvsdr.cli import main
 from lvsdr.errors import InputError
-from lvsdr.generator.import_diff import compare, semantics
 from lvsdr.generator.import_merge import import_files
-from lvsdr.generator.kaconf import Directive, read_keepalived
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
 from lvsdr.hooks.keepalived import check_text
 
-from helpers import REPO
+from helpers import REPO, read_path, unexplained
 
 DATA = REPO / "tests" / "data" / "import"
 SETS = {
@@ -29,49 +27,6 @@ SETS = {
 }
 # keepalived's own samples, as Debian's keepalived package installs them (scripts/setup installs it)
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
-
-
-def _read(path: str) -> str:
-    return Path(path).read_text()
-
-
-def _span(tree: tuple[Directive, ...], match: str) -> tuple[str, int, int] | None:
-    """(file, first line, last line) of the top-level directive a difference is about."""
-    kind, _, rest = match.partition(" ")
-    for d in tree:
-        if d.key != kind:
-            continue
-        if kind == "vrrp_instance":
-            vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
-            if not rest.startswith(vrid):
-                continue
-        elif not rest.startswith(" ".join(d.args)):
-            continue
-        lines = [d.line]
-        stack = list(d.block())
-        while stack:
-            c = stack.pop()
-            if c.file == d.file:
-                lines.append(c.line)
-            stack += c.block()
-        return d.file, min(lines), max(lines)
-    return None
-
-
-def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = None) -> list[str]:
-    """Round-trip differences that no directive named on stderr accounts for."""
-    job = import_files([str(p) for p in paths], _read, arp, addresses or {})
-    cluster = parse_cluster(tomllib.loads(job.text))
-    named = [(u.where.rsplit(":", 1)[0], int(u.where.rsplit(":", 1)[1])) for u in job.imported.unmapped]
-    out = []
-    for node, tree in job.trees.items():
-        rendered = render_keepalived(cluster, node, "import")
-        again = read_keepalived("(rendered)", {"(rendered)": rendered}.__getitem__)
-        for diff in compare(semantics(tree), semantics(again)):
-            span = _span(tree, diff)
-            if span is None or not any(f == span[0] and span[1] <= n <= span[2] for f, n in named):
-                out.append(f"{node}: {diff}")
-    return out
 
 
 @pytest.mark.parametrize("name", sorted(SETS))
@@ -116,7 +71,7 @@ def test_diff_exits_0_when_the_same(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_the_cluster_file_says_what_it_chose() -> None:
     """The imported cluster file carries a NOTE for each choice the import made."""
     paths, arp = SETS["unicast"]
-    job = import_files([str(p) for p in paths], _read, arp, {})
+    job = import_files([str(p) for p in paths], read_path, arp, {})
     data = tomllib.loads(job.text)
     assert [(d["name"], d["address"], d["priority"]) for d in data["directors"]] == [
         ("lb-a", "198.51.100.2", 200), ("lb-b", "198.51.100.3", 100)]
@@ -170,9 +125,9 @@ def test_conditional_lines_follow_the_config_id(tmp_path: Path) -> None:
                    "virtual_server 192.0.2.100 80 {\n  lb_kind DR\n  protocol TCP\n  real_server 192.0.2.11 80 {\n"
                    "  }\n}\n")
     for cid, prio in (("high", 170), ("low", 85)):
-        job = import_files([str(src)], _read, "sysctl", {}, config_id=cid)
+        job = import_files([str(src)], read_path, "sysctl", {}, config_id=cid)
         assert tomllib.loads(job.text)["directors"][0]["priority"] == prio
-    job = import_files([str(src)], _read, "sysctl", {})
+    job = import_files([str(src)], read_path, "sysctl", {})
     assert any("conditional line for config id 'high' skipped" in n for n in job.notes)
 
 
@@ -243,7 +198,7 @@ def test_the_toml_writer_round_trips(name: str) -> None:
     from lvsdr.generator.import_merge import to_toml
 
     files, method = SETS[name]
-    job = import_files([str(p) for p in files], _read, method, {})
+    job = import_files([str(p) for p in files], read_path, method, {})
     assert tomllib.loads(to_toml(job.imported, [str(p) for p in files])) == job.imported.data
 
 

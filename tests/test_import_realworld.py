@@ -11,7 +11,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_import import unexplained
 
 from lvsdr.cli import main
 from lvsdr.generator.import_merge import import_files
@@ -19,7 +18,7 @@ from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
 from lvsdr.hooks.keepalived import check_file, check_text
 
-from helpers import REPO
+from helpers import REPO, unexplained
 
 DATA = REPO / "tests" / "data" / "import" / "realworld"
 PEER = "198.51.100.3"
