@@ -154,6 +154,25 @@ class DirectorSpec:
         return NftTable(FAMILY, TABLE, (NftChain("prerouting", "prerouting", "mangle", self.marks),))
 
 
+def families_without_address(cluster: Cluster, addresses: tuple[NodeAddress, ...]) -> list[tuple[int, list[str]]]:
+    """The address families of the cluster's services for which a director
+    has no address of its own (not a VIP, not on lo, not link-local), with
+    the services of each: [(4, ["web4"])]. IPVS sends a DR packet to a real
+    server from the director's own address of its family, and keepalived's
+    checks connect from it; without one both come from the VIP, which the
+    real server holds itself and ignores (seen in the VM: the service
+    checked out and not forwarded). The cluster file cannot say it: a
+    director's other addresses are the host's."""
+    vips = set(cluster.vips)
+    own = {a.address.version for a in addresses
+           if a.ifname != "lo" and a.address.ip not in vips and not a.address.ip.is_link_local}
+    families: dict[int, list[str]] = {}
+    for svc in cluster.services:
+        for version in sorted({v.version for v in svc.all_vips} - own):
+            families.setdefault(version, []).append(svc.name)
+    return sorted(families.items())
+
+
 def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     d = cluster.find_director(node)
     marks = tuple(sorted(

@@ -85,6 +85,7 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
     spec = director_spec(cluster, node)
     if not _identity(r, node, spec.address):
         return
+    _families(cluster, r)
     text = render_keepalived(cluster, node, source=source, wiring=wiring)
     try:
         live = conf.read_text()
@@ -125,6 +126,21 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],
              "the failover hook would make them; `lvsdr notify` runs it")
     _network(cluster, r)
+
+
+def _families(cluster: Cluster, r: Report) -> None:
+    """An address of the director's own in each family its services use."""
+    from lvsdr.generator.director import families_without_address
+
+    from .facts import read_addresses
+
+    missing = families_without_address(cluster, read_addresses())
+    for version, services in missing:
+        r.fail(f"no IPv{version} address of this director's own (not a VIP) for {', '.join(services)}: IPVS "
+               f"forwards to their real servers, and keepalived checks them, from one (without, from the VIP, "
+               f"which the real servers ignore)")
+    if not missing:
+        r.ok("an address of this director's own in each family its services use")
 
 
 def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, socket: str | None) -> None:

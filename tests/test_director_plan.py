@@ -6,7 +6,16 @@ import ipaddress
 import tomllib
 
 from lvsdr.generator.changes import DeleteNftTable, LoadNftTable, RemoveAddress, WriteRecord
-from lvsdr.generator.director import KEY, DirectorSpec, Mark, director_spec, observed_role, parse_fwmark, plan_role
+from lvsdr.generator.director import (
+    KEY,
+    DirectorSpec,
+    Mark,
+    director_spec,
+    families_without_address,
+    observed_role,
+    parse_fwmark,
+    plan_role,
+)
 from lvsdr.generator.load import parse_cluster
 from lvsdr.generator.methods import nftables
 from lvsdr.generator.node import NodeAddress
@@ -113,3 +122,19 @@ def test_each_method_declares_the_nft_tables_that_hold_its_rules() -> None:
             assert method.nft_tables == tuple(f"{a[4]} {a[5]}" for a in argvs), name
         else:
             assert method.nft_tables is None, name
+
+
+def test_a_director_needs_an_address_of_its_own_in_each_service_family() -> None:
+    """examples/ipv6.toml's IPv4 service rides on IPv6 directors: without an
+    IPv4 address of the director's own (a VIP, lo or a link-local address
+    does not count) it is named; with one, nothing is."""
+    cluster = parse_cluster(tomllib.loads((EXAMPLES / "ipv6.toml").read_text()))
+
+    def at(*pairs: tuple[str, str]) -> tuple[NodeAddress, ...]:
+        return tuple(NodeAddress(i, ipaddress.ip_interface(a)) for i, a in pairs)
+
+    v6 = at(("eth0", "2001:db8::2/64"), ("eth0", "192.0.2.100/32"), ("lo", "127.0.0.1/8"), ("eth0", "fe80::1/64"))
+    assert families_without_address(cluster, v6) == [(4, [s.name for s in cluster.services
+                                                          if s.all_vips[0].version == 4])]
+    assert families_without_address(cluster, (*v6, *at(("eth0", "192.0.2.2/24")))) == []
+    assert families_without_address(cluster, at(("eth0", "192.0.2.2/24")))[0][0] == 6

@@ -3,6 +3,7 @@ real servers in each method that supports IPv6, and an IPv4 VIP riding along."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,12 @@ def test_ipv6_vip_one_ndp_responder_and_served(tmp_path: Path, method: str) -> N
         assert [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, "192.0.2.100")] == [master.name]
         assert probes.http_get(lab, "192.0.2.100") == "web4"
         if method == "sysctl":
+            # the IPv4 service on these IPv6 directors: the lab's stand-in forwards it, IPVS would not
+            n = lab.state.node(master.name)
+            r = subprocess.run(["ip", "netns", "exec", n.ns, lab._console(), "doctor", lab.cluster_path, "--node",
+                                n.name], capture_output=True, text=True, timeout=60)
+            assert "no IPv4 address of this director's own (not a VIP) for http4" in r.stdout, r.stdout
+            assert r.returncode != 0
             fo = probes.failover(lab)
             MEASURED.append(f"failover, VRRPv3 over IPv6 (advert_int {lab.cluster.advert_int}): "
                             f"HTTP answered after {fo.seconds:.2f} s")
