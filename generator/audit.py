@@ -6,10 +6,13 @@ one result per check, the faulty node named. The probes are in
 from __future__ import annotations
 
 import collections
+import ipaddress
 from dataclasses import dataclass, field
 
 from .keepalived import MAX_ADVERTISED
 from .model import Cluster, IPAddress, addr_key
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,9 @@ class Observation:
     skipped_vips: dict[IPAddress, str] = field(default_factory=dict)
     # ECMP: service -> director -> {crafted flow's source port: MAC of the real server that answered}
     flows: dict[str, dict[str, dict[int, str]]] = field(default_factory=dict)
+    # the probing interface's networks: an instance on another segment (a two-armed director's inside arm)
+    # is not judged by what was seen on this one
+    networks: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,52 @@ class Result:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.check:<8} {self.target}: {self.detail}"
 
 
-def instances(cluster: Cluster) -> list[tuple[int, dict[str, int], tuple[IPAddress, ...]]]:
-    """(virtual_router_id, director -> priority, VIPs) of every VRRP instance."""
-    out = [(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors}, cluster.own_vips)]
-    out += [(i.virtual_router_id, dict(i.priorities), i.vips) for i in cluster.instances]
+@dataclass(frozen=True)
+class Audited:
+    """A VRRP instance as the audit checks it: its router id, the
+    directors' priorities, its VIPs, its interface when it runs on its own
+    (a two-armed director's inside arm) and the directors' addresses there."""
+
+    vrid: int
+    priorities: dict[str, int]
+    vips: tuple[IPAddress, ...]
+    interface: str | None = None
+    addresses: tuple[IPAddress, ...] = ()
+    device: str = ""  # where it runs, to say so: the cluster's interface for the cluster's own
+
+    @property
+    def target(self) -> str:
+        return f"vrid {self.vrid}" + (f" on {self.interface}" if self.interface else "")
+
+    @property
+    def where(self) -> str:
+        return self.interface or self.device or "the directors' interface"
+
+    def here(self, networks: tuple[IPNetwork, ...]) -> bool:
+        """Is the instance on the segment the probes ran on (``networks``:
+        the probing interface's)? It is where one of its directors'
+        addresses is in those networks. None known: every instance is."""
+        return not networks or any(a in n for a in self.addresses for n in networks if a.version == n.version)
+
+
+def instances(cluster: Cluster) -> list[Audited]:
+    """Every VRRP instance, the cluster's own first."""
+    out = [Audited(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors}, cluster.own_vips,
+                   None, tuple(d.address for d in cluster.directors), cluster.interface)]
+    for i in cluster.instances:
+        own = i.interface if i.interface is not None and any(i.device(d) != d.interface for d in cluster.directors) \
+            else None
+        out.append(Audited(i.virtual_router_id, dict(i.priorities), i.vips, own,
+                           tuple(i.address(d) for d in cluster.directors)))
     return out
+
+
+def elsewhere(cluster: Cluster, networks: tuple[IPNetwork, ...]) -> dict[IPAddress, str]:
+    """VIPs of the instances on another segment than the probes' -> where
+    that instance runs: nothing seen from here says anything about them."""
+    if cluster.ecmp:
+        return {}
+    return {v: i.where for i in instances(cluster) if not i.here(networks) for v in i.vips}
 
 
 def targets(cluster: Cluster) -> list[Target]:
@@ -93,13 +140,20 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
     # VRRP: one MASTER per instance, with the expected priority and VIPs
     masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name
     by_address = {d.address: d.name for d in cluster.directors}
-    for vrid, prios, vips in ([] if cluster.ecmp else instances(cluster)):  # ECMP: no VRRP
-        family = cluster.directors[0].address.version if cluster.directors else 4
+    for audited in instances(cluster):  # an instance's own addresses (its adverts come from them)
+        by_address.update(zip(audited.addresses, (d.name for d in cluster.directors), strict=True))
+    away = elsewhere(cluster, obs.networks)
+    for inst in ([] if cluster.ecmp else instances(cluster)):  # ECMP: no VRRP
+        vrid, prios, vips, target = inst.vrid, inst.priorities, inst.vips, inst.target
+        family = inst.addresses[0].version if inst.addresses else 4
         want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
         seen = [a for a in obs.adverts if a.vrid == vrid]
         sources = sorted({a.source for a in seen}, key=addr_key)
-        target = f"vrid {vrid}"
 
+        if not inst.here(obs.networks):
+            results.append(Result("vrrp", target, True, f"not checked from here: it runs on {inst.where}, "
+                                  "another segment (run the audit there, with --interface)"))
+            continue
         if not obs.adverts_seen:
             results.append(Result("vrrp", target, True, "not observed: unicast adverts reach only the directors "
                                   "(run the audit on a director)"))
@@ -137,6 +191,9 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
     # ARP/NDP: each VIP answered by exactly one MAC, the MASTER's
     for vip in cluster.vips:
         target = str(vip)
+        if vip in away:
+            results.append(Result("arp", target, True, f"not checked from here: on {away[vip]}, another segment"))
+            continue
         if vip in obs.skipped_vips:
             results.append(Result("arp", target, True, f"not checked: {obs.skipped_vips[vip]}"))
             continue
@@ -167,6 +224,8 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
     # DR paths: every backend accepts the VIP
     for t in targets(cluster):
         state = obs.paths.get((t.service, t.server), "skipped: not probed")
+        if t.vip in away:
+            state = f"not checked from here: {t.vip} is on {away[t.vip]}, another segment"
         where = f"{t.service}/{t.server}"
         host = f"[{t.vip}]" if t.vip.version == 6 else str(t.vip)
         if state == "answered":

@@ -74,6 +74,7 @@ def probe(cluster: Cluster, ifname: str | None, hooks: bool = True) -> tuple[Sou
     director = next((d.name for d in cluster.directors if d.address in held), None)
     listen = LISTEN_ADVERTS * float(cluster.advert_int) + 0.3
     obs = run_probes(cluster, src, local, director is not None, listen)
+    obs.networks = tuple(a.address.network for a in addresses if a.ifname == src.ifname)
     if director is not None and hooks:
         obs.local = local_results(cluster, director)
     return src, obs

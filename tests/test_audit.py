@@ -194,3 +194,27 @@ def test_textfile_is_prometheus_text() -> None:
     text = textfile(evaluate(cluster, obs))
     assert 'lvsdr_audit_ok{check="path",target="http/web2"} 0' in text
     assert text.endswith("lvsdr_audit_faults 1\n") and "# TYPE lvsdr_audit_ok gauge" in text
+
+
+def test_a_two_armed_cluster_is_judged_arm_by_arm() -> None:
+    """examples/two-armed.toml: both instances use vrid 51, one per segment.
+    From the outside segment the outside arm is judged (its adverts, its
+    VIP's owner, its paths) and the inside one is said not checked; from the
+    inside segment the other way round. Nothing seen on one segment faults
+    the other's instance."""
+    cluster = load_cluster(EXAMPLES / "two-armed.toml")
+    outside, inside = IP("192.0.2.100"), IP("198.51.100.254")
+    lb1 = {"lb1": LB1, "lb2": LB2, "web1": WEB1, "web2": WEB2}
+    for networks, advert_from, vip, judged, skipped in (
+            ("192.0.2.0/24", "192.0.2.2", outside, "vrid 51", "vrid 51 on eth1"),
+            ("198.51.100.0/24", "198.51.100.2", inside, "vrid 51 on eth1", "vrid 51")):
+        obs = Observation(macs=lb1, owners={vip: (LB1,)}, networks=(ipaddress.ip_network(networks),),
+                          adverts=(Advert(51, IP(advert_from), 150, (vip,)),),
+                          paths={("www", "web1"): "answered", ("www", "web2"): "answered"})
+        results = {(r.check, r.target): r for r in evaluate(cluster, obs)}
+        assert all(r.ok for r in results.values()), [r.line() for r in results.values() if not r.ok]
+        assert results[("vrrp", judged)].detail.startswith("MASTER lb1"), results[("vrrp", judged)].line()
+        assert results[("vrrp", skipped)].detail.startswith("not checked from here")
+        other = inside if vip == outside else outside
+        assert results[("arp", str(other))].detail.startswith("not checked from here")
+        assert results[("arp", str(vip))].detail.startswith("one owner")

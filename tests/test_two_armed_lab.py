@@ -13,7 +13,7 @@ import pytest
 from lvsdr.lab import probes
 from lvsdr.lab.topology import Lab, addresses_of, link_up
 
-from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
 
 pytestmark = [needs_root, pytest.mark.lab]
 OUTSIDE, INSIDE = "192.0.2.100", "198.51.100.254"  # eth0 (br0), eth1 (br1)
@@ -42,6 +42,13 @@ def test_both_arms_move_together_each_on_its_own_segment(tmp_path: Path) -> None
         before = owners(lab)
         assert before == {OUTSIDE: ["lb1"], INSIDE: ["lb1"]}, before
         assert INSIDE not in addresses_of(lab.state.node("lb1"), "eth0")
+        # lvsdr audit judges each arm from its own segment, and says the other was not checked from there
+        for node, extra, checked, skipped in ((lab.state.client, (), "vrid 51: MASTER lb1", "vrid 51 on eth1"),
+                                              (lab.state.probe("br1"), ("--interface", lab.state.probe("br1").ifname),
+                                               "vrid 51 on eth1: MASTER lb1", "vrid 51: not checked")):
+            r = lvsdr_in(node.ns, "audit", lab.cluster_path, *extra)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert checked in r.stdout and f"{skipped}" in r.stdout and "not checked from here" in r.stdout, r.stdout
         assert probes.http_get(lab, OUTSIDE) in ("web1", "web2")
         killed = time.monotonic()
         probes.kill_director(lab, lab.state.node("lb1"))
