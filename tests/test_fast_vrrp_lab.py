@@ -59,27 +59,48 @@ def cpu_seconds(ns: str, comm: str) -> float:
     return total / 100  # clock ticks (USER_HZ)
 
 
-@pytest.mark.long
-def test_advert_0_1_holds_steady_and_fails_over_in_half_a_second(tmp_path: Path) -> None:
-    """At advert_int 0.1 (VRRPv3): no transition in 60 s of steady state; the
-    MASTER killed (keepalived SIGKILLed, link down) and, within 0.5 s, the
-    client's ARP entry for the VIP is the new MASTER's and its marks are in place."""
+def fast_pair(tmp_path: Path) -> Path:
     path = tmp_path / "pair.toml"
     path.write_text((EXAMPLES / "pair.toml").read_text().replace("advert_int = 1\n",
                                                                    "advert_int = 0.1\nvrrp_version = 3\n"))
-    with make_lab(path, tmp_path, hook="fifo") as lab:
-        old = lab.wait_for_master(10)
-        poll(lambda: marks(old), "the MASTER's marks", 10)
-        time.sleep(2)  # the start's own transitions, logged by each agent once it has read them
+    return path
+
+
+def settled_master(lab: Lab) -> Node:
+    old = lab.wait_for_master(10)
+    poll(lambda: marks(old), "the MASTER's marks", 10)
+    time.sleep(2)  # the start's own transitions, logged by each agent once it has read them
+    return old
+
+
+@pytest.mark.long
+def test_advert_0_1_holds_steady(tmp_path: Path) -> None:
+    """At advert_int 0.1 (VRRPv3): no transition in 60 s of steady state, and keepalived's CPU for it is small."""
+    with make_lab(fast_pair(tmp_path), tmp_path, hook="fifo") as lab:
+        old = settled_master(lab)
         settled = transitions(lab)
         cpu0 = {d.name: cpu_seconds(d.ns, "keepalived") for d in lab.state.directors}
         time.sleep(STEADY)
         cpu = {d.name: round(cpu_seconds(d.ns, "keepalived") - cpu0[d.name], 2) for d in lab.state.directors}
         flaps = transitions(lab) - settled
+        MEASURED.append(f"VRRPv3 advert_int 0.1: {flaps} transitions in {STEADY:.0f} s (keepalived CPU {cpu} s in that "
+                        f"time, {cpu[old.name] / STEADY * 100:.1f}% of a core on the MASTER)")
         assert flaps == 0, f"{flaps} transitions in {STEADY:.0f} s of steady state:\n" + "\n".join(
             line for p in sorted(lab.state_dir.glob("agent-*.log")) for line in p.read_text().splitlines()
             if "vrrp transition" in line)
         assert lab.master() == old
+
+
+# Alone, after the parallel tier (scripts/test): its bound is a tenth of a second's scale, and five workers
+# building and tearing down namespaces hold the kernel's network locks for that long (it failed at 0.504 and
+# 0.569 s among them; 0.29-0.42 s alone, beside three busy loops, or beside namespaces made and deleted)
+@pytest.mark.solo
+def test_advert_0_1_fails_over_in_half_a_second(tmp_path: Path) -> None:
+    """At advert_int 0.1 (VRRPv3), the MASTER killed (keepalived SIGKILLed,
+    link down): within 0.5 s the client's ARP entry for the VIP is the new
+    MASTER's and its marks are in place."""
+    with make_lab(fast_pair(tmp_path), tmp_path, hook="fifo") as lab:
+        old = settled_master(lab)
         new = next(d for d in lab.state.directors if d.name != old.name)
         assert probes.http_get(lab, VIP) is not None  # the client has a neighbour entry for the VIP
         t0, killed = time.monotonic(), time.time()
@@ -91,8 +112,7 @@ def test_advert_0_1_holds_steady_and_fails_over_in_half_a_second(tmp_path: Path)
         poll(lambda: mastered(lab, new, killed) is not None, "the new MASTER's marks", 5)
         hooked = (mastered(lab, new, killed) or 0.0) - killed
         took = max(arp or 99, hooked or 99)
-        MEASURED.append(f"VRRPv3 advert_int 0.1: no transition in {STEADY:.0f} s (keepalived CPU {cpu} s in that "
-                        f"time, {cpu[old.name] / STEADY * 100:.1f}% of a core on the MASTER); MASTER killed: client's "
-                        f"ARP entry on {new.name} after {arp or 0:.2f} s, its marks after {hooked or 0:.2f} s")
+        MEASURED.append(f"VRRPv3 advert_int 0.1, MASTER killed: client's ARP entry on {new.name} after "
+                        f"{arp or 0:.2f} s, its marks after {hooked or 0:.2f} s")
         assert took < 0.5, (arp, hooked, json.dumps(subprocess.run(
             ["ip", "-n", lab.state.client.ns, "-j", "neigh"], capture_output=True, text=True).stdout))
