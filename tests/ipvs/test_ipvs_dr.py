@@ -30,7 +30,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (firewalld's through its own firewalld)."""
     tmp = tmp_path_factory.mktemp("methods")
     with contextlib.ExitStack() as stack:
+        t0 = time.monotonic()
         lab = stack.enter_context(make_lab(HERE / "methods.toml", tmp, suppression="skip", hook="fifo"))
+        up = time.monotonic() - t0
 
         def args(node: Node) -> tuple[str, ...]:
             return "realserver", "apply", lab.cluster_path, "--node", node.name, "--state-dir", str(lab.state_dir)
@@ -40,10 +42,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         with ThreadPoolExecutor(len(SERVERS)) as pool:
             plain = [pool.submit(lvsdr_in, n.ns, *args(n)) for n in lab.state.real_servers if n.name != "s-firewalld"]
             fw_node = lab.state.node("s-firewalld")
+            t1 = time.monotonic()
             fw = FirewalldInNetns(fw_node.ns, tmp / "firewalld")
             stack.callback(fw.stop)
+            t2 = time.monotonic()
             for r in [fw.lvsdr(*args(fw_node)), *(f.result() for f in plain)]:
                 assert r.returncode == 0, r.stdout + r.stderr
+        MEASURED.append(f"IPVS methods lab: up in {up:.0f} s, firewalld started in {t2 - t1:.0f} s, every "
+                        f"`realserver apply` done {time.monotonic() - t1:.0f} s after the lab was up")
         yield lab
 
 
