@@ -235,7 +235,9 @@ def test_each_plan_is_the_delta_the_reload_makes(lab: Lab, tmp_path: Path) -> No
             nxt = tmp_path / "plan.json"
             nxt.write_text(json.dumps(data))
             before = live(master)
+            asked = time.monotonic()
             planned = comparable(w.plan(nxt))
+            planning = time.monotonic() - asked
             assert planned, f"{what}: the plan is empty"
             w.install(data, tmp_path)
             took = poll(lambda: observed(before, master) == planned,  # noqa: B023 - called within the iteration
@@ -243,7 +245,8 @@ def test_each_plan_is_the_delta_the_reload_makes(lab: Lab, tmp_path: Path) -> No
             time.sleep(1)
             seen = observed(before, master)
             assert seen == planned, f"{what}: planned {planned}, the reload did {seen}"
-            done.append(f"{what} ({len(planned)} changes, {took:.1f} s)")
+            done.append(f"{what} ({len(planned)} changes, `lvsdr plan` {planning:.1f} s, the reload's delta "
+                        f"{took:.1f} s after watch installed it)")
     finally:
         w.stop()
     MEASURED.append(f"IPVS plan vs reload: 10 edits, each plan equal to the reload's delta: {'; '.join(done)}")
