@@ -107,8 +107,8 @@ class Ecmp:
         """The VIPs of ``announce`` that a virtual server carries whose
         services IPVS has, each with a real server (``ipvs``: the services in
         the table that have one). keepalived says nothing when it starts and
-        builds its table a moment later (2.7 s measured in the VM): a VIP
-        announced before then draws flows that find no service. ``ipvs``
+        builds its table after it (and a table can lose a service by hand):
+        a VIP announced without its service draws flows that find none. ``ipvs``
         None (the kernel has no IPVS table: ip_vs not loaded) holds nothing
         back: there is nothing to wait on."""
         if ipvs is None:

@@ -159,8 +159,8 @@ def test_quorum_and_keepalived_gate_the_announcements(lab: Lab) -> None:
                     f"checks, delay_loop 1); keepalived SIGKILLed on lb2: out of the route after {gone:.2f} s")
     restarted = time.monotonic()
     lab.start_keepalived(lb2)
-    # keepalived says nothing when it starts and builds its IPVS table a moment later (2.7 s measured before
-    # the agent waited for it): lb2 is announced only once its IPVS has the service, so no flow finds none
+    # keepalived says nothing when it starts and builds its IPVS table after it: lb2 is announced only once its
+    # IPVS has the service, so no flow finds none (the next test makes the agent wait for it)
     back = poll(lambda: lab.next_hops() == everyone, "lb2 back", 60 * TIME_SCALE, interval=0.05)
     served = probes.ipvs_table(lab, lb2).get(SERVICE, {})
     whole = poll(lambda: len({tuple(o) for o in orders(lab).values()}) == 1 and all(orders(lab).values()),
@@ -171,6 +171,44 @@ def test_quorum_and_keepalived_gate_the_announcements(lab: Lab) -> None:
                     f"{log.count('waiting_for_ipvs')} time(s) first")
     assert served, f"lb2 announced before its IPVS had {SERVICE} ({time.monotonic() - restarted:.1f} s)"
     assert time.monotonic() - killed > 0 and gone < 1.0 * TIME_SCALE, explain(lab)
+
+
+def test_a_director_is_announced_only_while_its_ipvs_has_the_service(lab: Lab) -> None:
+    """lb2's real servers deleted from its IPVS by hand (keepalived's checks
+    still pass, so keepalived reports nothing): at the agent's next reconcile
+    (here the one `drain --undo` starts) lb2 stays out of the route, the agent
+    saying it waits for IPVS; the real servers back (in the file's order),
+    lb2 is announced again within a second or so, with no command."""
+    lb2 = lab.state.node("lb2")
+    everyone = sorted(hop(d) for d in lab.running())
+    reals = ("192.0.2.11", "192.0.2.12", "192.0.2.13")
+
+    def ipvsadm(*args: str) -> None:
+        ns_run(lb2.ns, ["ipvsadm", *args])
+
+    log = lab.state_dir / "agent-lb2.log"
+    held_before = log.read_text().count("waiting_for_ipvs")
+    for rs in reals:
+        ipvsadm("-d", "-t", f"{VIP}:80", "-r", rs)
+    try:
+        assert lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb2", "--timeout", "0").returncode == 0
+        poll(lambda: lab.next_hops() == [h for h in everyone if h != hop(lb2)], "lb2 drained", 30 * TIME_SCALE,
+             interval=0.1)
+        assert lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb2", "--undo").returncode == 0
+        poll(lambda: log.read_text().count("waiting_for_ipvs") > held_before, "the agent holding lb2 back",
+             30 * TIME_SCALE, interval=0.2, explain=lambda: explain(lab))
+        out = lab.next_hops()
+    finally:  # IPVS lists the newest first: web1, web2, web3 added in that order give the file's order back
+        restored = time.monotonic()
+        for rs in reals:
+            ipvsadm("-a", "-t", f"{VIP}:80", "-r", rs, "-g", "-w", "1")
+    back = poll(lambda: lab.next_hops() == everyone, "lb2 announced again", 30 * TIME_SCALE, interval=0.05,
+                explain=lambda: explain(lab))
+    MEASURED.append(f"IPVS ECMP: lb2's real servers deleted from its IPVS by hand: after `drain --undo` the agent "
+                    f"held lb2 back (next hops {out}); the real servers back, lb2 in the route {back:.1f} s later "
+                    f"({time.monotonic() - restored:.1f} s after the first was added)")
+    assert hop(lb2) not in out, out
+    assert len({tuple(o) for o in orders(lab).values()}) == 1, orders(lab)
 
 
 def test_streams_survive_a_director_killed_and_a_drain(lab: Lab, tmp_path: Path) -> None:
