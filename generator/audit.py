@@ -74,23 +74,20 @@ class Result:
 @dataclass(frozen=True)
 class Audited:
     """A VRRP instance as the audit checks it: its router id, the
-    directors' priorities, its VIPs, its interface when it runs on its own
-    (a two-armed director's inside arm) and the directors' addresses there."""
+    directors' priorities, its VIPs, the directors' addresses in it, the
+    interface it runs on, and whether that is its own (a two-armed
+    director's inside arm) rather than the directors'."""
 
     vrid: int
     priorities: dict[str, int]
     vips: tuple[IPAddress, ...]
-    interface: str | None = None
-    addresses: tuple[IPAddress, ...] = ()
-    device: str = ""  # where it runs, to say so: the cluster's interface for the cluster's own
+    addresses: tuple[IPAddress, ...]
+    interface: str
+    own_interface: bool = False
 
     @property
     def target(self) -> str:
-        return f"vrid {self.vrid}" + (f" on {self.interface}" if self.interface else "")
-
-    @property
-    def where(self) -> str:
-        return self.interface or self.device or "the directors' interface"
+        return f"vrid {self.vrid}" + (f" on {self.interface}" if self.own_interface else "")
 
     def here(self, networks: tuple[IPNetwork, ...]) -> bool:
         """Is the instance on the segment the probes ran on (``networks``:
@@ -102,12 +99,11 @@ class Audited:
 def instances(cluster: Cluster) -> list[Audited]:
     """Every VRRP instance, the cluster's own first."""
     out = [Audited(cluster.virtual_router_id, {d.name: d.priority for d in cluster.directors}, cluster.own_vips,
-                   None, tuple(d.address for d in cluster.directors), cluster.interface)]
+                   tuple(d.address for d in cluster.directors), cluster.interface)]
     for i in cluster.instances:
-        own = i.interface if i.interface is not None and any(i.device(d) != d.interface for d in cluster.directors) \
-            else None
-        out.append(Audited(i.virtual_router_id, dict(i.priorities), i.vips, own,
-                           tuple(i.address(d) for d in cluster.directors)))
+        own = i.interface is not None and any(i.device(d) != d.interface for d in cluster.directors)
+        out.append(Audited(i.virtual_router_id, dict(i.priorities), i.vips,
+                           tuple(i.address(d) for d in cluster.directors), i.interface or cluster.interface, own))
     return out
 
 
@@ -116,7 +112,7 @@ def elsewhere(cluster: Cluster, networks: tuple[IPNetwork, ...]) -> dict[IPAddre
     that instance runs: nothing seen from here says anything about them."""
     if cluster.ecmp:
         return {}
-    return {v: i.where for i in instances(cluster) if not i.here(networks) for v in i.vips}
+    return {v: i.interface for i in instances(cluster) if not i.here(networks) for v in i.vips}
 
 
 def targets(cluster: Cluster) -> list[Target]:
@@ -140,18 +136,19 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
     # VRRP: one MASTER per instance, with the expected priority and VIPs
     masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name
     by_address = {d.address: d.name for d in cluster.directors}
-    for audited in instances(cluster):  # an instance's own addresses (its adverts come from them)
-        by_address.update(zip(audited.addresses, (d.name for d in cluster.directors), strict=True))
+    vrrp = [] if cluster.ecmp else instances(cluster)  # ECMP: no VRRP
+    for inst in vrrp:  # an instance's own addresses (its adverts come from them)
+        by_address.update(zip(inst.addresses, (d.name for d in cluster.directors), strict=True))
     away = elsewhere(cluster, obs.networks)
-    for inst in ([] if cluster.ecmp else instances(cluster)):  # ECMP: no VRRP
+    for inst in vrrp:
         vrid, prios, vips, target = inst.vrid, inst.priorities, inst.vips, inst.target
-        family = inst.addresses[0].version if inst.addresses else 4
+        family = inst.addresses[0].version if inst.addresses else 4  # no director: nothing to judge by
         want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
         seen = [a for a in obs.adverts if a.vrid == vrid]
         sources = sorted({a.source for a in seen}, key=addr_key)
 
         if not inst.here(obs.networks):
-            results.append(Result("vrrp", target, True, f"not checked from here: it runs on {inst.where}, "
+            results.append(Result("vrrp", target, True, f"not checked from here: it runs on {inst.interface}, "
                                   "another segment (run the audit there, with --interface)"))
             continue
         if not obs.adverts_seen:

@@ -24,6 +24,8 @@ from lvsdr.generator.spec import Spec
 
 if TYPE_CHECKING:
     from lvsdr.generator.director import DirectorSpec
+    from lvsdr.generator.ipvs import Key
+    from lvsdr.generator.ipvs import Service as IpvsService
 
 TABLES_FACT = FactCommand(("nft", "-j", "list", "ruleset"))
 
@@ -183,23 +185,27 @@ def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
                    sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})
 
 
-IP_VS = "/proc/net/ip_vs"
+def read_ipvs(path: str | None = None) -> dict[Key, IpvsService] | None:
+    """The kernel's IPVS table (/proc/net/ip_vs, read by
+    ``generator.ipvs.parse_proc``); None when the kernel has none (ip_vs not
+    loaded: keepalived loads it). ``FactError`` when it cannot be read."""
+    from lvsdr.generator import ipvs
 
-
-def read_ipvs_services(path: str = IP_VS) -> frozenset[str] | None:
-    """The IPVS services that have a real server, as /proc/net/ip_vs names
-    them (``generator.ipvs.parse_proc``); None when the kernel has no IPVS
-    table (ip_vs not loaded)."""
-    from lvsdr.generator.ipvs import parse_proc
-
+    where = path or ipvs.PROC
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read()
+        text = Path(where).read_text(encoding="ascii", errors="replace")
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise FactError(f"{path}: {e.strerror}") from None
-    return frozenset(str(k) for k, svc in parse_proc(text).items() if svc.dests)
+        raise FactError(f"{where}: {e.strerror}") from None
+    return ipvs.parse_proc(text)
+
+
+def read_ipvs_services(path: str | None = None) -> frozenset[str] | None:
+    """The IPVS services that have a real server, named as /proc/net/ip_vs
+    names them ("TCP 192.0.2.150:80"); None when the kernel has no table."""
+    table = read_ipvs(path)
+    return None if table is None else frozenset(str(k) for k, svc in table.items() if svc.dests)
 
 
 def read_routes(spec: DirectorSpec) -> tuple[IPInterface, ...]:

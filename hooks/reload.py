@@ -87,11 +87,10 @@ def _tree(text: str, name: str) -> tuple[Directive, ...]:
 
 
 def read_ipvs() -> dict[Key, ipvs.Service]:
-    try:
-        text = Path(ipvs.PROC).read_text()
-    except FileNotFoundError:
-        return {}  # IPVS is not loaded: keepalived loads it
-    return ipvs.parse_proc(text)
+    """The live IPVS table; empty where IPVS is not loaded (keepalived loads it)."""
+    from .facts import read_ipvs as read_table
+
+    return read_table() or {}
 
 
 def prepare(t: WatchTarget, now: float | None = None) -> Next:
