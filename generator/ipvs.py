@@ -233,7 +233,10 @@ class SetScheduler:
     new: str
 
     def description(self) -> str:
-        return f"{self.key}: scheduler {self.old} -> {self.new}"
+        # the kernel (ip_vs_edit_service) unbinds the old scheduler and waits out an RCU grace period before
+        # binding the new one: a SYN arriving then finds no scheduler and IPVS answers ICMP port unreachable
+        return (f"{self.key}: scheduler {self.old} -> {self.new} (the kernel swaps it through none: a new "
+                "connection arriving in that moment is refused; established ones go on)")
 
 
 @dataclass(frozen=True)

@@ -48,16 +48,18 @@ def responders(lab: Lab, ip: str, count: int = 3) -> dict[str, int]:
     return ndp_responders(lab, ip, count) if ":" in ip else arp_responders(lab, ip, count)
 
 
-def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0, tls: bool = False) -> str | None:
-    """Body of GET http[s]://ip:port/ from the client (the answering server's
-    name), or None: no answer, a cut connection, or one socket operation
-    slower than ``timeout``. In this process, from a thread in the client's
-    namespace (a curl per request cost a second in the TCG guest); TLS
-    without verifying the lab's self-signed certificate, as `curl -k` did."""
+def http_request(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0, tls: bool = False) -> tuple[str | None, str]:
+    """GET http[s]://ip:port/ from the client: (the body, which is the
+    answering server's name, "") or (None, why): "refused" (a RST, or IPVS's ICMP
+    port unreachable where a service has no real server or scheduler),
+    "timeout" (one socket operation slower than ``timeout``), "cut", "empty",
+    or the error. In this process, from a thread in the client's namespace (a
+    curl per request cost a second in the TCG guest); TLS without verifying
+    the lab's self-signed certificate, as `curl -k` did."""
     import http.client
     import ssl
 
-    def get() -> str | None:
+    def get() -> tuple[str | None, str]:
         if tls:
             ctx = ssl.create_default_context()
             ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -66,14 +68,30 @@ def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0, tls: bool 
             conn = http.client.HTTPConnection(ip, port, timeout=timeout)
         try:
             conn.request("GET", "/")
-            return conn.getresponse().read().decode(errors="replace").strip() or None
+            body = conn.getresponse().read().decode(errors="replace").strip()
+        except ConnectionRefusedError:
+            return None, "refused"
+        except TimeoutError:
+            return None, "timeout"
+        except (ConnectionError, http.client.HTTPException):
+            return None, "cut"
+        except (OSError, ValueError) as e:
+            return None, str(e) or type(e).__name__
         finally:
             conn.close()
+        return (body, "") if body else (None, "empty")
 
     try:
         return in_ns(lab.state.client.ns, get, f"GET {ip}:{port}")
-    except (LabError, OSError, http.client.HTTPException, ValueError):
-        return None
+    except LabError as e:
+        return None, str(e)
+
+
+def http_get(lab: Lab, ip: str, port: int = 80, timeout: float = 2.0, tls: bool = False) -> str | None:
+    """Body of GET http[s]://ip:port/ from the client (the answering
+    server's name), or None: no answer, a cut connection, or one socket
+    operation slower than ``timeout`` (``http_request`` says which)."""
+    return http_request(lab, ip, port, timeout, tls)[0]
 
 
 def neighbour(lab: Lab, ip: str) -> tuple[str | None, str | None]:

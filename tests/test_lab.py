@@ -187,11 +187,12 @@ def test_read_net_reads_the_namespace_not_the_host(tmp_path: Path) -> None:
 def test_streams_and_requests_run_in_process_with_curls_outcomes(tmp_path: Path) -> None:
     """The in-process client (probes.http_get, probes.Stream) gets what curl
     got: the server's name; a stream's lines as they come and exit code 0;
-    7 where nothing listens; a stream whose server dies mid-way cut short."""
+    7 where nothing listens (a request says "refused"); a stream whose server
+    dies mid-way cut short."""
     with make_lab(write_cluster(tmp_path), tmp_path) as lab:
         lab.wait_for_master(15)
         assert probes.http_get(lab, "192.0.2.100") in {"web1", "web2"}
-        assert probes.http_get(lab, "192.0.2.100", port=9, timeout=1) is None
+        assert probes.http_request(lab, "192.0.2.100", port=9, timeout=1) == (None, "refused")
         runs = probes.start_streams(lab, "192.0.2.100", 3, 2, 41000, tmp_path)
         codes, lines = probes.end_streams(runs, 2)
         assert (codes, lines) == ([0, 0, 0], [8, 8, 8])
