@@ -35,7 +35,19 @@ from lvsdr.generator.model import Cluster
 from lvsdr.generator.node import host_interface
 from lvsdr.generator.schema import parse_text
 
-from .netns import LabError, delete_netns, in_ns, ip_json, list_netns, require_root, require_tools, run
+from .netns import (
+    LabError,
+    delete_netns,
+    in_ns,
+    ip_batch,
+    ip_json,
+    list_netns,
+    listens,
+    require_root,
+    require_tools,
+    run,
+    write_sysctls,
+)
 
 IFF_UP = 0x1  # <linux/if.h>
 
@@ -249,51 +261,44 @@ class Lab:
         self.state.cluster_path = str(copy)
         self._save()
 
-    def _add_ns(self, ns: str) -> None:
-        _kernel_feature(["ip", "netns", "add", ns], "network namespaces")
-        self.state.namespaces.append(ns)
-        self._save()
-        run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        # no duplicate address detection in the lab: link-local addresses (VRRPv3's
-        # source) are usable at once instead of after a second
-        for scope in ("all", "default"):
-            with contextlib.suppress(LabError):
-                run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0"])
-
     def _build(self, nodes: list[Node]) -> None:
+        """The namespaces, the switch's bridges and each node's links: one
+        `ip -batch` for the namespaces, one per node, one for the switch's
+        ports (a process per command cost the TCG guest twenty seconds a lab)."""
         sw = self.state.switch_ns
         self.log(f"creating switch namespace {sw} with bridge br0")
-        self._add_ns(sw)
-        _kernel_feature(["ip", "-n", sw, "link", "add", "br0", "type", "bridge"], "bridge")
-        run(["ip", "-n", sw, "link", "set", "br0", "up"])
-        for bridge in self.segments().values():
-            run(["ip", "-n", sw, "link", "add", bridge, "type", "bridge"])
-            run(["ip", "-n", sw, "link", "set", bridge, "up"])
+        namespaces = [sw, *(node.ns for node in nodes)]
+        self.state.namespaces.extend(namespaces)  # recorded first: a failed start removes what it made
+        self._save()
+        ip_batch(None, [f"netns add {ns}" for ns in namespaces], "network namespaces")
+        for ns in namespaces:
+            # no duplicate address detection in the lab: link-local addresses (VRRPv3's
+            # source) are usable at once instead of after a second
+            with contextlib.suppress(LabError):  # no IPv6 in this kernel
+                write_sysctls(ns, {f"net.ipv6.conf.{scope}.accept_dad": "0" for scope in ("all", "default")})
+        ip_batch(sw, ["link set lo up", "link add br0 type bridge", "link set br0 up",
+                      *(c for bridge in self.segments().values()
+                        for c in (f"link add {bridge} type bridge", f"link set {bridge} up"))], "bridge")
+        ports = []
         for i, node in enumerate(nodes):
             self.log(f"creating {node.role.replace('_', ' ')} {node.name}: {node.ns} "
                      f"{node.ifname} {node.mac} {' '.join(node.addresses)}")
-            self._add_ns(node.ns)
-            port = f"p{i}"
-            _kernel_feature(["ip", "-n", node.ns, "link", "add", node.ifname, "address", node.mac, "type",
-                             "veth", "peer", "name", port, "netns", sw], "veth")
-            run(["ip", "-n", sw, "link", "set", port, "master", node.bridge, "up"])
-            for a in node.addresses:
-                extra = ["nodad"] if ":" in a else []
-                run(["ip", "-n", node.ns, "addr", "add", a, "dev", node.ifname, *extra])
-            run(["ip", "-n", node.ns, "link", "set", node.ifname, "up"])
-            for k, (ifname, mac, bridge, *addresses) in enumerate(node.links, 1):
-                _kernel_feature(["ip", "-n", node.ns, "link", "add", ifname, "address", mac, "type", "veth", "peer",
-                                 "name", f"p{i}x{k}", "netns", sw], "veth")
-                run(["ip", "-n", sw, "link", "set", f"p{i}x{k}", "master", bridge, "up"])
-                for a in addresses:
-                    run(["ip", "-n", node.ns, "addr", "add", a, "dev", ifname, *(["nodad"] if ":" in a else [])])
-                run(["ip", "-n", node.ns, "link", "set", ifname, "up"])
+            links = [(node.ifname, node.mac, f"p{i}", node.bridge, *node.addresses)]
+            links += [(ifname, mac, f"p{i}x{k}", bridge, *addresses)
+                      for k, (ifname, mac, bridge, *addresses) in enumerate(node.links, 1)]
+            commands = ["link set lo up"]
+            for ifname, mac, port, bridge, *addresses in links:
+                commands.append(f"link add {ifname} address {mac} type veth peer name {port} netns {sw}")
+                commands += [f"addr add {a} dev {ifname}{' nodad' if ':' in a else ''}" for a in addresses]
+                commands.append(f"link set {ifname} up")
+                ports.append(f"link set {port} master {bridge} up")
             # every lab network is on-link everywhere (one flat L2 segment), so a
             # real server can answer a client directly whatever its subnet
-            for net in self.networks:
-                run(["ip", "-n", node.ns, "route", "replace", net, "dev", node.ifname])
+            commands += [f"route replace {net} dev {node.ifname}" for net in self.networks]
+            ip_batch(node.ns, commands, "veth")
             self.state.nodes.append(node)
-            self._save()
+        ip_batch(sw, ports)
+        self._save()
 
     def _spawn(self, ns: str | None, cmd: list[str], log_name: str) -> subprocess.Popen[bytes]:
         full = ["ip", "netns", "exec", ns, *cmd] if ns else cmd
@@ -400,8 +405,7 @@ class Lab:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            p = run(["ip", "netns", "exec", node.ns, "ss", "-Hltn", f"sport = :{port}"], check=False)
-            if p.stdout.strip():
+            if listens(node.ns, port):
                 return
             time.sleep(0.05)
         raise LabError(f"HTTP server on {node.name} did not listen on port {port} within {timeout:.0f} s")
@@ -417,10 +421,10 @@ class Lab:
             # no ICMP redirects: the client is on the directors' segment, and a redirect
             # would send its later flows straight to the one director that packet's hash
             # picked, past the router and its withdrawals (a real client is routed)
-            run(["ip", "netns", "exec", node.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
-                 "net.ipv4.fib_multipath_hash_policy=1", "net.ipv6.conf.all.forwarding=1",
-                 "net.ipv6.fib_multipath_hash_policy=1", "net.ipv4.conf.all.send_redirects=0",
-                 f"net.ipv4.conf.{node.ifname}.send_redirects=0"])
+            write_sysctls(node.ns, {"net.ipv4.ip_forward": "1", "net.ipv4.fib_multipath_hash_policy": "1",
+                                    "net.ipv6.conf.all.forwarding": "1", "net.ipv6.fib_multipath_hash_policy": "1",
+                                    "net.ipv4.conf.all.send_redirects": "0",
+                                    f"net.ipv4.conf.{node.ifname}.send_redirects": "0"})
             conf = self.state_dir / f"bird-{node.name}.conf"
             conf.write_text(router_conf(self.cluster, peer, str(self.state_dir / f"bird-{node.name}.log")))
             self.log(f"router {node.name}: BIRD, AS {peer.asn}, multipath{', BFD' if peer.bfd else ''}")
@@ -429,10 +433,9 @@ class Lab:
         if routers:
             via = routers[0].addresses[0].split("/")[0]
             client = self.state.client
-            run(["ip", "netns", "exec", client.ns, "sysctl", "-qw", *(
-                f"net.ipv{v}.conf.{scope}.accept_redirects=0" for v in (4, 6) for scope in ("all", client.ifname))])
-            for vip in self.cluster.vips:
-                run(["ip", "-n", self.state.client.ns, "route", "replace", str(host_interface(vip)), "via", via])
+            write_sysctls(client.ns, {f"net.ipv{v}.conf.{scope}.accept_redirects": "0"
+                                      for v in (4, 6) for scope in ("all", client.ifname)})
+            ip_batch(client.ns, [f"route replace {host_interface(vip)} via {via}" for vip in self.cluster.vips])
 
     def bird_socket(self, node: Node) -> str:
         return str(self.state_dir / f"bird-{node.name}.ctl")
@@ -621,17 +624,6 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
-
-
-def _kernel_feature(cmd: list[str], feature: str) -> None:
-    """Run ``cmd``; a kernel without ``feature`` gets a sentence, not ip's error."""
-    p = run(cmd, check=False)
-    if p.returncode == 0:
-        return
-    err = (p.stderr or p.stdout).strip()
-    if any(s in err for s in ("Unknown device type", "not supported", "Operation not permitted")):
-        raise LabError(f"this kernel or sandbox lacks {feature} ({' '.join(cmd[:6])}...: {err})")
-    raise LabError(f"{' '.join(cmd)}: exit {p.returncode}: {err}")
 
 
 def link_up(node: Node) -> bool:
