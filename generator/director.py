@@ -68,14 +68,20 @@ def parse_fwmark(text: str) -> NftTable | None:
     return parse_nft_table(text, FAMILY, TABLE, parse_mark)
 
 
-# an ECMP director's IPVS settings (docs/ecmp.md says why each): a flow that
-# another director started gets a connection entry here (sloppy_tcp); the
-# entries of a destination that is gone expire at once (expire_nodest_conn);
-# IPVS keeps no conntrack entries, which asymmetric paths would make invalid.
+# every director's IPVS settings (docs/operations.md says why): a new
+# connection that reuses the client port of one IPVS still keeps in FIN_WAIT
+# (the last state a DR director sees) is scheduled afresh (conn_reuse_mode
+# bit 2; by default it goes to that entry's real server, and where that one has
+# left IPVS its packets are dropped until the entry expires: two minutes of a
+# hung client, seen in the VM), and the entries of a destination that is gone
+# expire at their next packet (expire_nodest_conn).
+DIRECTOR_SYSCTLS = (("net.ipv4.vs.conn_reuse_mode", "3"), ("net.ipv4.vs.expire_nodest_conn", "1"))
+# an ECMP director's besides (docs/ecmp.md says why): a flow that another
+# director started gets a connection entry here (sloppy_tcp); IPVS keeps no
+# conntrack entries, which asymmetric paths would make invalid.
 # IPVS puts them under net.ipv4.vs for both families, and only once ip_vs is
 # loaded (keepalived loads it): a key that is absent is set at the next reconcile.
-ECMP_SYSCTLS = (("net.ipv4.vs.conntrack", "0"), ("net.ipv4.vs.expire_nodest_conn", "1"),
-                ("net.ipv4.vs.sloppy_tcp", "1"))
+ECMP_SYSCTLS = tuple(sorted((*DIRECTOR_SYSCTLS, ("net.ipv4.vs.conntrack", "0"), ("net.ipv4.vs.sloppy_tcp", "1"))))
 _GROUP_VS = re.compile(r"(\[[^\]\s]+\]):\d+")
 
 
@@ -95,7 +101,6 @@ class Ecmp:
 
     table: int
     virtual_servers: tuple[tuple[str, tuple[IPAddress, ...]], ...]
-    sysctls: tuple[tuple[str, str], ...] = ECMP_SYSCTLS
     # each virtual server's services as /proc/net/ip_vs names them ("TCP 192.0.2.150:80", "FWM 5")
     ipvs_services: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
@@ -147,6 +152,7 @@ class DirectorSpec:
     backend: Spec | None  # the real-server side, when this director is also a backend
     vip_devices: tuple[tuple[IPAddress, str], ...] = ()  # VIPs that keepalived puts on another device
     ecmp: Ecmp | None = None  # an ECMP cluster's director: ``plan_ecmp`` instead of the VRRP roles
+    sysctls: tuple[tuple[str, str], ...] = DIRECTOR_SYSCTLS  # IPVS's, in either role
 
     def fwmark_table(self) -> NftTable | None:
         if not self.marks:
@@ -185,7 +191,8 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         lo = Spec(cluster.name, node, d.arp_method, d.interface, d.address, cluster.vips, vips_on_lo=True)
         ecmp = Ecmp(cluster.bgp.table, tuple((virtual_server_name(s), s.all_vips) for s in cluster.services),
                     ipvs_services=tuple((virtual_server_name(s), ipvs_services(s)) for s in cluster.services))
-        return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, lo, ecmp=ecmp)
+        return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, lo, ecmp=ecmp,
+                            sysctls=ECMP_SYSCTLS)
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
     devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
     return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices)
@@ -207,9 +214,16 @@ def role_spec(spec: DirectorSpec, role: Role) -> Spec | None:
     return replace(spec.backend, suppress=role != "MASTER")
 
 
+def ipvs_sysctls(spec: DirectorSpec, facts: Facts) -> list[Change]:
+    """IPVS's settings of ``spec.sysctls`` that the node has otherwise (one
+    it lacks, IPVS not loaded yet, is set at a later reconcile)."""
+    return [SetSysctl(k, v, facts.sysctls[k]) for k, v in spec.sysctls if facts.sysctls.get(k, v) != v]
+
+
 def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
-    """Changes that make the node right for ``role``. BACKUP: suppression first,
-    then the marks go; MASTER: the marks come, then the arp rules go."""
+    """Changes that make the node right for ``role``: IPVS's settings (the
+    same in either role) first; BACKUP: suppression, then the marks go;
+    MASTER: the marks come, then the arp rules go."""
     backend = role_spec(spec, role)
     want = spec.fwmark_table() if role == "MASTER" else None
     marks: list[Change] = []
@@ -218,7 +232,7 @@ def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
     elif want is None and KEY in facts.nft:
         marks.append(DeleteNftTable(KEY, "not MASTER"))
     backend_changes = plan(backend, facts) if backend else []
-    return marks + backend_changes if role == "MASTER" else backend_changes + marks
+    return ipvs_sysctls(spec, facts) + (marks + backend_changes if role == "MASTER" else backend_changes + marks)
 
 
 def plan_stopped(spec: DirectorSpec, facts: Facts) -> list[Change]:
@@ -264,7 +278,7 @@ def plan_ecmp(spec: DirectorSpec, announce: frozenset[IPAddress], facts: Facts) 
         serve.append(LoadNftTable(table, "mark VIP traffic for the fwmark services"))
     elif table is None and KEY in facts.nft:
         serve.append(DeleteNftTable(KEY, "no fwmark service"))
-    serve += [SetSysctl(k, v, facts.sysctls[k]) for k, v in e.sysctls if facts.sysctls.get(k, v) != v]
+    serve += ipvs_sysctls(spec, facts)
     announcements: list[Change] = [AddRoute(e.table, a) for a in sorted(want - have, key=_iface_key)]
     return withdraw + serve + announcements
 

@@ -52,7 +52,7 @@ def local_results(cluster: Cluster, node: str) -> tuple[Result, ...]:
     from .facts import read_director_facts
 
     spec = director_spec(cluster, node)
-    facts = read_director_facts(spec.backend, Path(cluster.state_dir))
+    facts = read_director_facts(spec, Path(cluster.state_dir))
     role = observed_role(spec, facts.addresses)
     pending = [c.description for c in plan_role(spec, role, facts)]
     if not pending:

@@ -55,7 +55,7 @@ def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None,
     (``plan_stopped``: no VIP left on the VRRP interface)."""
     require_identity(spec.node, spec.address, read_addresses())  # before anything, even the lock
     with node_lock(state_dir, spec.node):
-        facts = read_director_facts(spec.backend, state_dir)
+        facts = read_director_facts(spec, state_dir)
         role: Role = "BACKUP" if stopped else observed_role(spec, facts.addresses)
         changes = plan_stopped(spec, facts) if stopped else plan_role(spec, role, facts)
         rs = role_spec(spec, role)

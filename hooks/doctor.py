@@ -120,7 +120,7 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
         return
     if wiring.hook in ("notify", "both"):
         _fast_path(spec, cluster, source, r)
-    facts = read_director_facts(spec.backend, Path(cluster.state_dir))
+    facts = read_director_facts(spec, Path(cluster.state_dir))
     role = observed_role(spec, facts.addresses)
     r.ok(f"VRRP role observed: {role} (VIPs {'on' if role == 'MASTER' else 'not on'} {spec.interface})")
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],

@@ -165,14 +165,15 @@ def read_facts(spec: Spec, state_dir: Path) -> Facts:
     )
 
 
-def read_director_facts(spec: Spec | None, state_dir: Path) -> Facts:
-    """A director: its fwmark table, and the real-server side when it is a backend."""
+def read_director_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
+    """A director: its fwmark table, IPVS's settings (absent until ip_vs is
+    loaded), and the real-server side when it is a backend."""
     from lvsdr.generator.director import FWMARK_FACT, parse_fwmark
 
-    base = read_facts(spec, state_dir) if spec is not None else Facts(addresses=read_addresses())
+    base = read_facts(spec.backend, state_dir) if spec.backend is not None else Facts(addresses=read_addresses())
     table = parse_fwmark(run_fact(FWMARK_FACT))
     nft: Mapping[str, NftTable] = {**base.nft, **({table.key: table} if table else {})}
-    return replace(base, nft=nft)
+    return replace(base, nft=nft, sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.sysctls])})
 
 
 def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
@@ -180,9 +181,8 @@ def read_ecmp_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
     suppression, the fwmark table), the routes of lvsdr's table (the
     announced VIPs), and IPVS's sysctls (absent until ip_vs is loaded)."""
     assert spec.ecmp is not None
-    base = read_director_facts(spec.backend, state_dir)
-    return replace(base, routes=read_routes(spec), ipvs=read_ipvs_services(),
-                   sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.ecmp.sysctls])})
+    base = read_director_facts(spec, state_dir)
+    return replace(base, routes=read_routes(spec), ipvs=read_ipvs_services())
 
 
 def read_ipvs(path: str | None = None) -> dict[Key, IpvsService] | None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from dataclasses import replace
 
-from lvsdr.generator.changes import DeleteNftTable, LoadNftTable, RemoveAddress, WriteRecord
+from lvsdr.generator.changes import DeleteNftTable, LoadNftTable, RemoveAddress, SetSysctl, WriteRecord
 from lvsdr.generator.director import (
+    DIRECTOR_SYSCTLS,
     KEY,
     DirectorSpec,
     Mark,
@@ -138,3 +140,17 @@ def test_a_director_needs_an_address_of_its_own_in_each_service_family() -> None
                                                           if s.all_vips[0].version == 4])]
     assert families_without_address(cluster, (*v6, *at(("eth0", "192.0.2.2/24")))) == []
     assert families_without_address(cluster, at(("eth0", "192.0.2.2/24")))[0][0] == 6
+
+
+def test_every_director_gets_ipvs_port_reuse_settings_first_in_either_role() -> None:
+    """Where ip_vs is loaded with the kernel's defaults, either role sets
+    conn_reuse_mode 3 and expire_nodest_conn 1 first; where it is not loaded
+    (the keys absent), nothing; where they are set, nothing."""
+    s = director_spec(parse_cluster(tomllib.loads((EXAMPLES / "full.toml").read_text())), "lb-a")
+    defaults = {"net.ipv4.vs.conn_reuse_mode": "1", "net.ipv4.vs.expire_nodest_conn": "0"}
+    wanted = [SetSysctl("net.ipv4.vs.conn_reuse_mode", "3", "1"), SetSysctl("net.ipv4.vs.expire_nodest_conn", "1", "0")]
+    for role in ("MASTER", "BACKUP"):
+        assert plan_role(s, role, replace(facts_from({}), sysctls=defaults))[:2] == wanted
+        assert not any(isinstance(c, SetSysctl) for c in plan_role(s, role, facts_from({})))
+        assert not any(isinstance(c, SetSysctl) for c in plan_role(s, role, replace(facts_from({}),
+                                                                                 sysctls=dict(DIRECTOR_SYSCTLS))))

@@ -96,7 +96,7 @@ def planned(ns: str, cluster: Path) -> int:
             "from lvsdr.generator.director import director_spec, observed_role, plan_role\n"
             "from lvsdr.hooks.facts import read_director_facts\n"
             f"c = load_cluster({str(cluster)!r}); s = director_spec(c, 'node1')\n"
-            "f = read_director_facts(s.backend, Path(c.state_dir))\n"
+            "f = read_director_facts(s, Path(c.state_dir))\n"
             "print(len(plan_role(s, observed_role(s, f.addresses), f)))\n")
     p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
                        check=True)
