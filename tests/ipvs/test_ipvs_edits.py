@@ -6,9 +6,11 @@ end (the backend leaves at weight 0, then goes)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -395,3 +397,58 @@ def test_edits_under_load_fail_no_request(lab: Lab, tmp_path: Path) -> None:
     assert len(load.results) > 50 and not failed
     # the swaps were seen (one per edit, or fewer where keepalived took two reloads as one)
     assert 0 < len(swaps.swaps) <= len(scheduled) or not scheduled, f"swaps {swaps.swaps} for {scheduled}"
+
+
+def test_a_client_reusing_the_port_of_a_removed_real_server_is_served(lab: Lab, tmp_path: Path) -> None:
+    """The agent sets IPVS's conn_reuse_mode 3 and expire_nodest_conn 1 on each director; then a new connection
+    that reuses the client port of one to a real server that has since left IPVS (its entry in FIN_WAIT, the last
+    state a DR director sees) is served by another real server at once (with the kernel's defaults its SYNs are
+    dropped until that entry expires: two minutes)."""
+    wanted = {"conn_reuse_mode": "3", "expire_nodest_conn": "1"}
+
+    def settings() -> dict[str, str]:
+        return {k: Path(f"/proc/sys/net/ipv4/vs/{k}").read_text().strip() for k in wanted}
+
+    for d in lab.state.directors:
+        poll(lambda: in_ns(d.ns, settings, "IPVS's sysctls") == wanted,  # noqa: B023 - called within the iteration
+             f"the agent's IPVS settings on {d.name}", 30 * TIME_SCALE, interval=0.5)
+    master, w = fresh(lab, tmp_path)  # both real servers in IPVS
+    w.stop()
+    port = 43000
+
+    def get() -> tuple[str | None, float]:
+        """GET / through the VIP from client port ``port``: the answering server and the time it took."""
+
+        def go() -> tuple[str | None, float]:
+            started = time.monotonic()
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", port))
+                s.settimeout(10 * TIME_SCALE)
+                try:
+                    s.connect(("192.0.2.130", 80))
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    data = b""
+                    while chunk := s.recv(4096):
+                        data += chunk
+                except OSError:
+                    return None, time.monotonic() - started
+            return data.split(b"\r\n\r\n", 1)[-1].decode(errors="replace").strip() or None, time.monotonic() - started
+
+        return in_ns(lab.state.client.ns, go, f"GET from port {port}")
+
+    first, _ = get()
+    assert first in ADDRESS, first
+    entry = f" {port:04X} C0000282 0050 {int(ipaddress.ip_address(ADDRESS[first])):08X} 0050 FIN_WAIT "
+    poll(lambda: entry in f" {' '.join(read_net(master.ns, 'ip_vs_conn').split())} ",
+         f"the first connection's entry in FIN_WAIT ({entry.strip()})", 10 * TIME_SCALE, interval=0.2,
+         explain=lambda: read_net(master.ns, "ip_vs_conn"))
+    real = f"{ADDRESS[first]}:80"
+    ns_run(master.ns, ["ipvsadm", "-d", "-t", "192.0.2.130:80", "-r", real])  # as keepalived removes a real server
+    try:
+        again, took = get()
+    finally:
+        ns_run(master.ns, ["ipvsadm", "-a", "-t", "192.0.2.130:80", "-r", real, "-g", "-w", "1"])  # as it was
+    MEASURED.append(f"IPVS port reuse: client port {port} served by {first}, {first} then deleted from IPVS; the "
+                    f"next connection from that port (its entry in FIN_WAIT) answered by {again} after {took:.2f} s")
+    assert again is not None and again != first, f"the reused port got {again!r} after {took:.1f} s"
