@@ -89,14 +89,20 @@ def write_sysctls(ns: str, values: dict[str, str]) -> None:
     in_ns(ns, write, f"sysctl {' '.join(values)}")
 
 
-def listens(ns: str, port: int) -> bool:
-    """Something in ``ns`` listens on TCP ``port``, any family (`ss -lnt`, read in process)."""
-    for table in ("tcp", "tcp6"):
+# /proc/net tables and the state of a listening socket in each (TCP LISTEN, UDP bound)
+LISTENING = {"tcp": "0A", "tcp6": "0A", "udp": "07", "udp6": "07"}
+
+
+def listening(ns: str, tables: tuple[str, ...] = tuple(LISTENING)) -> set[int]:
+    """The ports something in ``ns`` listens on (TCP) or has bound (UDP), any
+    family (`ss -lntu`, read in process; ``tables`` narrows it: ("tcp", "tcp6"))."""
+    ports = set()
+    for table in tables:
         for line in read_net(ns, table).splitlines()[1:]:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+            if len(fields) > 3 and fields[3] == LISTENING[table]:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def nsexec(ns: str, cmd: list[str]) -> list[str]:

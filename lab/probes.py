@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from . import netns
 from .netns import LabError, enter, in_ns, ip_json, kill_in_ns, ns_run, read_net
 from .topology import Lab, Node
 
@@ -303,13 +304,7 @@ def end_streams(runs: Streams, seconds: int) -> tuple[list[int], list[int]]:
 
 def listening(node: Node) -> set[int]:
     """The ports a node listens on (TCP) or has bound (UDP), any family (`ss -lntu`, read in process)."""
-    ports = set()
-    for table, state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-        for line in read_net(node.ns, table).splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 3 and fields[3] == state:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+    return netns.listening(node.ns)
 
 
 def carried(node: Node, first_port: int, count: int) -> int:

@@ -42,7 +42,7 @@ from .netns import (
     ip_batch,
     ip_json,
     list_netns,
-    listens,
+    listening,
     require_root,
     require_tools,
     run,
@@ -405,7 +405,7 @@ class Lab:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if listens(node.ns, port):
+            if port in listening(node.ns, ("tcp", "tcp6")):
                 return
             time.sleep(0.05)
         raise LabError(f"HTTP server on {node.name} did not listen on port {port} within {timeout:.0f} s")
