@@ -142,8 +142,8 @@ def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
         "arptables": out("arptables", "-S"),
         "iptables": out("iptables", "-t", "nat", "-S"),
         "ip6tables": out("ip6tables", "-t", "nat", "-S"),
-        "firewalld": "".join(out("firewall-cmd", *where, listing) for where in ((), ("--permanent",))
-                             for listing in ("--list-forward-ports", "--list-ports")) if prefix else "",
+        "firewalld": "".join(out("firewall-cmd", *where, "--list-all") for where in ((), ("--permanent",)))
+                     if prefix else "",
     }
 
 

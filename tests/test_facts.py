@@ -6,14 +6,18 @@ same typed value."""
 from __future__ import annotations
 
 import ipaddress
+import tomllib
+from dataclasses import replace
 
 import pytest
 
+from lvsdr.generator.load import parse_cluster
 from lvsdr.generator.methods import arptables, firewalld, iptables, nftables
 from lvsdr.generator.node import FactError, NftChain, NftTable, RawNftRule, parse_nft_table
+from lvsdr.generator.realserver import desired
 from lvsdr.hooks.facts import parse_table_counts
 
-from helpers import DATA
+from helpers import DATA, EXAMPLES
 
 CAPTURED = DATA / "facts"
 VIP = ipaddress.IPv4Address("192.0.2.100")
@@ -85,15 +89,32 @@ def test_nft_ruleset_counts() -> None:
 
 
 def test_firewalld_listing() -> None:
-    """firewall-cmd's forward-port listing parses into lvsdr's forward ports."""
-    text = captured("firewall-cmd-list-forward-ports.txt")
-    fps = firewalld.parse_listing(text, "runtime", "public")
+    """firewall-cmd --list-all's forward-ports field parses into lvsdr's forward ports (rich rules, services and
+    the other fields ignored)."""
+    fields = firewalld.zone_fields(captured("firewall-cmd-list-all.txt"))
+    assert fields["ports"] == "80/tcp 8000-8010/tcp 53/udp"
+    assert fields["rich rules"].startswith('rule family="ipv4"')
+    fps = firewalld.parse_listing(fields["forward-ports"], "runtime", "public")
     assert firewalld.ForwardPort("runtime", "public", 80, "tcp", 80) in fps
     assert firewalld.ForwardPort("runtime", "public", 8080, "tcp", 18080) in fps
     guide_form = [fp for fp in fps if fp.to_addr]
     assert guide_form == [firewalld.ForwardPort("runtime", "public", 443, "tcp", 443, "192.0.2.100")]
-    for fp in fps:
-        assert fp.listing() in text.replace(":toaddr=\n", "\n").splitlines()
+    assert len(fps) == 3
+
+
+def test_firewalld_facts_from_two_listings() -> None:
+    """The firewalld method reads runtime and permanent from one --list-all each: forward-ports and open ports,
+    each with its side; an empty zone has none."""
+    data = tomllib.loads((EXAMPLES / "full.toml").read_text())
+    spec = desired(parse_cluster(data), next(r["name"] for r in data["real_servers"]
+                                             if r.get("arp_method") == "firewalld"))
+    text, empty = captured("firewall-cmd-list-all.txt"), captured("firewall-cmd-list-all.empty.txt")
+    seen = firewalld.Firewalld().parse([text, empty], replace(spec, zone="public"))
+    assert {(type(r).__name__, getattr(r, "where", "")) for r in seen.rules} == {("ForwardPort", "runtime"),
+                                                                          ("OpenPort", "runtime")}
+    assert firewalld.OpenPort("runtime", "public", 53, "udp") in seen.rules
+    assert len(seen.rules) == 5  # three forward-ports, two single ports (the range is not lvsdr's)
+    assert firewalld.Firewalld().parse([empty, empty], spec).rules == ()
 
 
 def test_firewalld_ports_listing() -> None:
