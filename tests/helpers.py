@@ -126,6 +126,43 @@ def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | 
                           capture_output=True, text=True, check=False, cwd=cwd, timeout=120 * TIME_SCALE)
 
 
+def lvsdr_forked(ns: str, *args: str, preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """`lvsdr ARGS` in network namespace ``ns``, run by the CLI's own main()
+    in a fork of this process (``preload``: modules imported here first, so
+    the fork has them): the program's code path without its interpreter's
+    start and imports, seconds each in the TCG guest. Only for commands that
+    read the node (the fork shares this process's files and mounts)."""
+    import contextlib
+    import importlib
+    import tempfile
+
+    from lvsdr import cli
+    from lvsdr.lab.netns import enter
+
+    for name in preload:
+        importlib.import_module(name)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            rc = 70
+            try:
+                enter(ns)  # the only thread of the fork: the whole process is in the namespace
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    rc = cli.main(list(args))
+            except BaseException as e:  # noqa: BLE001 - reported as the CLI would, then the fork exits
+                err.write(f"lvsdr_forked: {e!r}\n")
+            finally:
+                out.flush()
+                err.flush()
+                os._exit(rc)
+        _, status = os.waitpid(pid, 0)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(["lvsdr", *args], os.waitstatus_to_exitcode(status), out.read(), err.read())
+
+
 def snapshot(ns: str, prefix: list[str] | None = None) -> dict[str, str]:
     """Everything ARP suppression may touch on a node, as text (``prefix``
     enters the node another way, e.g. where its firewalld is reachable)."""
