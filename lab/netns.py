@@ -79,11 +79,13 @@ def ip_batch(ns: str | None, commands: list[str], feature: str = "", force: bool
 def write_sysctls(ns: str, values: dict[str, str]) -> None:
     """Kernel settings of network namespace ``ns`` (``{"net.ipv4.ip_forward": "1"}``),
     written from a thread in it (/proc/sys/net is the writing thread's
-    namespace's): no `ip netns exec sysctl` per setting."""
+    namespace's): no `ip netns exec sysctl` per setting. The file of each key
+    is the product's reading of it (``hooks.facts.sysctl_path``)."""
+    from lvsdr.hooks.facts import sysctl_path
 
     def write() -> None:
         for key, value in values.items():
-            with open("/proc/sys/" + key.replace(".", "/"), "w", encoding="ascii") as f:
+            with open(sysctl_path(key), "w", encoding="ascii") as f:
                 f.write(value)
 
     in_ns(ns, write, f"sysctl {' '.join(values)}")
