@@ -12,15 +12,14 @@ import collections
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from lvsdr.lab import probes
-from lvsdr.lab.netns import kill_in_ns, ns_run, read_net
+from lvsdr.lab import flows, probes
+from lvsdr.lab.netns import in_ns, kill_in_ns, ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
@@ -301,10 +300,13 @@ def test_streams_survive_a_director_joining(lab: Lab, tmp_path: Path) -> None:
     assert len({tuple(o) for o in order.values()}) == 1, order
 
 
-def picks(lab: Lab, director: Node, first: int, count: int) -> dict[str, str]:
-    p = ns_run(lab.state.client.ns, [sys.executable, "-m", "lvsdr.lab.flows", lab.state.client.ifname, VIP, "80",
-                                     director.mac, str(first), str(count)], timeout=120 * TIME_SCALE)
-    return {port: probes.mac_owner(lab, mac) for port, mac in json.loads(p.stdout).items()}
+def picks(lab: Lab, director: Node, first: int, count: int) -> dict[int, str]:
+    """{source port: the real server} for ``count`` crafted flows sent to ``director`` (lvsdr.lab.flows, run in
+    this process from a thread in the client's namespace: no Python start per director)."""
+    client = lab.state.client
+    got = in_ns(client.ns, lambda: flows.picks(client.ifname, VIP, 80, director.mac, first, count),
+                f"crafted flows to {director.name}")
+    return {port: probes.mac_owner(lab, mac) for port, mac in got.items()}
 
 
 def test_every_director_picks_the_same_real_server_after_a_backend_flaps_on_one(lab: Lab) -> None:
