@@ -329,7 +329,7 @@ def test_each_plan_is_the_delta_the_reload_makes(lab: Lab, tmp_path: Path) -> No
     """After each edit of every kind (a weight, a scheduler, a real server removed and put back, a service removed
     and added), `lvsdr plan` (before the edit is saved) equals the change of the director's IPVS table that
     `lvsdr watch`'s reload makes (the program for the first edit, then its main() in a fork of the test: the same
-    code without a Python start, 6-17 s in the guest)."""
+    code without a Python start and its imports, seconds in the guest)."""
     master, w = fresh(lab, tmp_path)
     done: list[str] = []
 
