@@ -54,22 +54,20 @@ DRAIN_SECONDS = 32  # long enough for `watch --once` in a TCG guest (a Python st
 SERVICE, BACKENDS = "TCP 192.0.2.130:80", {"192.0.2.11", "192.0.2.12"}
 
 
-def stream(lab: Lab, director: Node, body: Path, seconds: int) -> subprocess.Popen[bytes]:
+def stream(lab: Lab, director: Node, body: Path, seconds: int, port: int) -> probes.Stream:
     """Once both backends are in ``director``'s IPVS table: a download through
-    the VIP, one line every 0.25 s for ``seconds``, into ``body`` as it comes."""
+    the VIP from client port ``port``, one line every 0.25 s for ``seconds``,
+    into ``body`` as it comes (in this process, as the edits test's)."""
     poll(lambda: set(probes.ipvs_table(lab, director).get(SERVICE, {})) == BACKENDS, "both backends checked in",
          30 * TIME_SCALE, interval=0.5)
-    # -N: curl writes each line as it comes (without it, the file stays empty to the end)
-    curl = subprocess.Popen(["ip", "netns", "exec", lab.state.client.ns, "curl", "-s", "-N", "--max-time",
-                             str(int(seconds * 3 + 30)), "-o", str(body),
-                             f"http://192.0.2.130/stream?seconds={seconds}"])
+    run = probes.Stream(lab.state.client.ns, "192.0.2.130", 80, f"/stream?seconds={seconds}", port, body,
+                        seconds * 3 + 30)
     try:
         poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
     except BaseException:
-        curl.kill()
-        curl.wait()
+        run.wait(0)  # cut
         raise
-    return curl
+    return run
 
 
 def live(node: Node) -> dict[Key, Any]:
@@ -283,7 +281,7 @@ def failover_during_a_stream(lab: Lab, tmp_path: Path, sync: bool) -> None:
     seconds = FAILBACK_SECONDS if sync else SECONDS
     old = lab.wait_for_master(30 * TIME_SCALE)
     body = tmp_path / "body"
-    curl = stream(lab, old, body, seconds)
+    download = stream(lab, old, body, seconds, 44000 + sync)
     back, at_back, synced = -1.0, -1, -1.0
     try:
         backup = next(d for d in lab.state.directors if d.name != old.name)
@@ -306,10 +304,9 @@ def failover_during_a_stream(lab: Lab, tmp_path: Path, sync: bool) -> None:
                         interval=0.2) + synced
             at_back = len(body.read_text().split())
             assert time.monotonic() - returned >= PREEMPT_DELAY - 1, "the returning MASTER did not wait"
-        rc = curl.wait(timeout=seconds * 3 + 60)
+        rc = download.wait(timeout=seconds * 3 + 60)
     finally:
-        if curl.poll() is None:
-            curl.kill()
+        download.wait(0)  # cut, if a failure left it running
     lines = body.read_text().split() if body.exists() else []
     MEASURED.append(f"IPVS {'with' if sync else 'without'} lvs_sync_daemon: a {seconds} s stream through the "
                     f"VIP, the MASTER killed at line {at_kill}"
@@ -561,7 +558,7 @@ def test_a_drained_backend_finishes_its_connections(lab: Lab, tmp_path: Path) ->
     every new connection goes to the other backend."""
     master = lab.wait_for_master(30 * TIME_SCALE)
     body = tmp_path / "body"
-    curl = stream(lab, master, body, DRAIN_SECONDS)
+    download = stream(lab, master, body, DRAIN_SECONDS, 44002)
     try:
         drained = body.read_text().split()[0]
         other = "web2" if drained == "web1" else "web1"
@@ -581,10 +578,9 @@ def test_a_drained_backend_finishes_its_connections(lab: Lab, tmp_path: Path) ->
                     "the drained backend at weight 0 in IPVS", 10 * TIME_SCALE, interval=0.2)
         at_drain = len(body.read_text().split())
         fresh = [probes.http_get(lab, "192.0.2.130", timeout=5) for _ in range(10)]
-        rc = curl.wait(timeout=DRAIN_SECONDS * 3 + 60)
+        rc = download.wait(timeout=DRAIN_SECONDS * 3 + 60)
     finally:
-        if curl.poll() is None:
-            curl.kill()
+        download.wait(0)  # cut, if a failure left it running
     lines = body.read_text().split()
     MEASURED.append(f"IPVS drain: `watch --once` took {watched:.1f} s; {drained} at weight 0 {took:.1f} s "
                     f"after it, at line {at_drain}; the stream ended with curl exit {rc}, {len(lines)} of "
