@@ -243,6 +243,8 @@ class Lab:
                 self.wait_for_next_hops(len(self.running()), wait_master + 15 * TIME_SCALE)
             elif wait_master:
                 self._wait_for_settled_master(wait_master)
+                if self.suppression != "skip":  # "skip": the real servers hold no VIP until a test applies
+                    self.wait_serving(wait_master + 10 * TIME_SCALE)
         except BaseException:
             self.down()
             raise
@@ -617,6 +619,45 @@ class Lab:
                 return m
             time.sleep(0.1)
         return self.wait_for_master(timeout)
+
+    def serving_endpoint(self) -> tuple[str, int] | None:
+        """(VIP, port) of the first TCP service with a real server of the lab
+        at a weight above 0: what ``wait_serving`` connects to."""
+        real = {n.name for n in self.state.real_servers} | {d.name for d in self.running()}
+        for svc in self.cluster.services:
+            if svc.protocol == "tcp" and any(b.server in real and b.weight > 0 for b in svc.backends):
+                vip, port = svc.endpoints[0]
+                return str(vip), port
+        return None
+
+    def wait_serving(self, timeout: float) -> None:
+        """Until a TCP connection from the client through the first service's
+        VIP is answered: the MASTER holds the VIP, its data plane (IPVS, or the
+        stand-in's rule, which follows the VIP a moment later) forwards, and a
+        real server answers. The tests read \"the lab is up\" as that."""
+        import socket
+
+        where = self.serving_endpoint()
+        if where is None:
+            return
+        vip, port = where
+
+        def connect() -> str:
+            try:
+                with socket.create_connection((vip, port), timeout=1.0):
+                    return ""
+            except OSError as e:
+                return str(e) or type(e).__name__
+
+        deadline = time.monotonic() + timeout
+        why = "not tried"
+        while time.monotonic() < deadline:
+            why = in_ns(self.state.client.ns, connect, f"connect {vip}:{port}")
+            if not why:
+                return
+            time.sleep(0.1)
+        raise LabError(f"nothing answered through {vip}:{port} within {timeout:.0f} s ({why}; "
+                       f"see {self.state_dir}/*.log)")
 
     def wait_for_master(self, timeout: float) -> Node:
         deadline = time.monotonic() + timeout
