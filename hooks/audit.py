@@ -96,7 +96,7 @@ def audit(cluster: Cluster, ifname: str | None, as_json: bool, textfile_path: st
         print(f"{cluster.name}: {'no fault' if not faults else f'{faults} faults'} "
               f"(from {src.v4 or src.v6} on {src.ifname}, {took:.1f} s)")
     if textfile_path:
-        from .fast.files import write_atomic
+        from .fast.files import write_output
 
-        write_atomic(Path(textfile_path), textfile(results), 0o644)
+        write_output(Path(textfile_path), textfile(results), 0o644)
     return 1 if faults else 0

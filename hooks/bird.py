@@ -18,6 +18,23 @@ def _binary(name: str) -> str:
     return exe
 
 
+BIRD_GROUP = "bird"  # Debian's bird2 runs BIRD as user bird, group bird (RHEL's too)
+
+
+def conf_owner(secret: bool) -> tuple[int, int | None]:
+    """(mode, group) of bird.conf: 0644 root's; with a BGP password 0640 and
+    BIRD's group (where that group exists), so that BIRD, which drops root,
+    reads it and nobody else does. None: root's group."""
+    if not secret:
+        return 0o644, None
+    import grp
+
+    try:
+        return 0o640, grp.getgrnam(BIRD_GROUP).gr_gid
+    except KeyError:
+        return 0o640, None
+
+
 def check_text(text: str, timeout: float = 30) -> None:
     """``bird -p -c FILE``: BIRD parses the config and exits; ``CheckError`` with its message when it refuses."""
     fd, tmp = tempfile.mkstemp(prefix="lvsdr-check-", suffix=".conf")

@@ -97,9 +97,9 @@ def text(t: MetricsTarget) -> str:
 
 def write_textfile(t: MetricsTarget, path: Path) -> None:
     """Atomically, 0644 (node_exporter reads it as another user)."""
-    from .fast.files import write_atomic
+    from .fast.files import write_output
 
-    write_atomic(path, text(t), 0o644)
+    write_output(path, text(t), 0o644)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

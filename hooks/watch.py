@@ -112,8 +112,8 @@ def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
     from lvsdr.generator.bird import render_bird
     from lvsdr.generator.load import load_cluster
 
-    from .bird import check_text, configure
-    from .fast.files import write_atomic
+    from .bird import check_text, conf_owner, configure
+    from .fast.files import read_regular_or_none, write_atomic
 
     try:
         cluster = load_cluster(t.cluster)
@@ -123,14 +123,17 @@ def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
     except LvsdrError:
         return None  # the keepalived side reports the file
     path = t.bird_conf or Path(cluster.bgp.bird_conf)
+    mode, group = conf_owner(any(p.password for p in cluster.bgp.peers))
     try:
-        if path.read_text() == text:
-            return "unchanged", "unchanged"
+        st = path.stat()
+        unchanged = (st.st_mode & 0o7777, st.st_gid) == (mode, 0 if group is None else group)
     except OSError:
-        pass
+        unchanged = False
+    if unchanged and read_regular_or_none(path, len(text.encode())) == text.encode():
+        return "unchanged", "unchanged"
     try:
         check_text(text)
-        write_atomic(path, text, 0o640 if any(p.password for p in cluster.bgp.peers) else 0o644)
+        write_atomic(path, text, mode, group)
     except LvsdrError as e:
         log.error("bird.conf not installed; keeping the last good one", error=str(e), output=str(path))
         return "rejected", f"not installed, last good one kept: {e}"
@@ -143,14 +146,11 @@ def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
 
 
 def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
-    from .fast.files import write_atomic
+    from .fast.files import read_regular_or_none, write_atomic
     from .keepalived import check_text
 
-    try:
-        if t.output.read_text() == text:
-            return Result("unchanged", "unchanged")
-    except OSError:
-        pass
+    if read_regular_or_none(t.output, len(text.encode())) == text.encode():
+        return Result("unchanged", "unchanged")
     try:
         result = check_text(text)
     except LvsdrError as e:  # keepalived -t did not answer: try again at the next change

@@ -13,20 +13,68 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool:
+def read_regular_or_none(path: str | Path, limit: int) -> bytes | None:
+    """The bytes of ``path`` when it is a regular file of at most ``limit``
+    bytes (a symlink to one is followed); None when it is absent, anything
+    else (a FIFO, a device, a directory: never opened for a blocking read), or
+    larger. For comparing what is there with what would be written: never a
+    hang, never more than ``limit`` bytes read."""
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks) if size <= limit else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    import stat
+
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644, group: int | None = None) -> bool:
     """Write ``data`` to ``path`` via a temp file + fsync + rename in the same
-    directory. Returns False (and writes nothing) when the file already holds
-    exactly ``data`` with ``mode``."""
+    directory (``group``: the file's group, else root's). Returns False (and
+    writes nothing) when the file already holds exactly ``data`` with
+    ``mode`` (and ``group``). Atomic replacement is for regular files: where
+    ``path`` is (or a symlink leads to) a FIFO, a device, a socket or a
+    directory, ``LvsdrError`` says so and nothing is replaced or read (see
+    ``write_output`` for the paths an operator names)."""
+    import stat
     from pathlib import Path
 
     p = Path(path)
     raw = data.encode() if isinstance(data, str) else data
     try:
-        st = p.stat()
-        if (st.st_mode & 0o7777) == mode and p.read_bytes() == raw:
-            return False
+        st = os.stat(p)
     except OSError:
-        pass
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise LvsdrError(f"{path}: is {_kind(st.st_mode)}, not a regular file; refusing to replace it")
+    if (st is not None and (st.st_mode & 0o7777) == mode and (group is None or st.st_gid == group)
+            and st.st_size == len(raw) and read_regular_or_none(p, len(raw)) == raw):
+        return False
     import contextlib  # not at the top: node_lock is on the notify path (contextlib ~2 ms, tempfile ~8 ms)
     import tempfile
 
@@ -37,6 +85,8 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
         raise LvsdrError(f"{path}: cannot write: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            if group is not None:
+                os.fchown(f.fileno(), -1, group)
             os.fchmod(f.fileno(), mode)
             f.write(raw)
             f.flush()
@@ -54,6 +104,49 @@ def write_atomic(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    return True
+
+
+def write_output(path: str | Path, data: str | bytes, mode: int = 0o644) -> bool:
+    """An output an operator names (``-o``, ``--textfile``): a regular file
+    (or none yet) is replaced atomically (``write_atomic``); a character or
+    block device, a FIFO or a pipe (``/dev/null``, ``/dev/stdout``) is
+    written straight through, never renamed over and never read back; a
+    FIFO nobody reads is refused at once rather than waited on. Anything
+    else (a directory, a socket) is ``InputError``, as is a failed write."""
+    import stat
+
+    from lvsdr.errors import InputError
+
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or stat.S_ISREG(st.st_mode):
+        try:
+            return write_atomic(path, raw, mode)
+        except LvsdrError as e:
+            raise InputError(str(e)) from None
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise InputError(f"{path}: is {_kind(st.st_mode)}; give a file, a device or a FIFO")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ENXIO:
+            raise InputError(f"{path}: a FIFO that nobody reads; not waiting for a reader") from None
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        os.set_blocking(fd, True)  # a reader that is slow is waited for, as a shell's redirection would
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise InputError(f"{path}: cannot write: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     return True
 
 

@@ -84,9 +84,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         require_valid(text)
     if args.output:
-        from lvsdr.hooks.fast.files import write_atomic
+        from lvsdr.hooks.fast.files import write_output
 
-        write_atomic(args.output, text, c.file_mode)
+        write_output(args.output, text, c.file_mode)
     else:
         sys.stdout.write(text)
     return 0
@@ -268,9 +268,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"lvsdr import: {u.line()}", file=sys.stderr)
     if not args.diff:
         if args.output:
-            from lvsdr.hooks.fast.files import write_atomic
+            from lvsdr.hooks.fast.files import write_output
 
-            write_atomic(Path(args.output), job.text, 0o600)
+            write_output(Path(args.output), job.text, 0o600)
         else:
             sys.stdout.write(job.text)
         return 0
