@@ -71,6 +71,62 @@ def _drained_by_operator(marker: Path) -> bool:
         return False
 
 
+def undo_unit(path: str, node: str, echo: Callable[[str], None] = print) -> int:
+    """keepalived.service's start step (``drain --undo --unit``), which must
+    not fail: systemd would stop keepalived. It undoes the unit's own drain
+    and nothing else, and an undo with nothing to undo is a no-op (exit 0):
+    no state directory yet (an empty /run after boot), no marker. A cluster
+    file that does not validate now (saved mid-edit) is read as the agent's
+    fast path reads it (the plain ``[cluster]`` name and state_dir) to find
+    the marker; when even that cannot be told, it says so and leaves the
+    marker (the agent keeps announcing nothing until ``--undo``)."""
+    import sys
+
+    from lvsdr.defaults import STATE_DIR
+    from lvsdr.errors import LvsdrError
+
+    from .fast.replay import locate
+    from .fast.source import Source
+
+    raw = b""
+    try:
+        source = Source.read(path, node)
+        raw = source.raw
+        cluster = source.cluster
+        director_spec(cluster, node)
+        name, state = cluster.name, Path(cluster.state_dir)
+    except LvsdrError as e:
+        where = locate(raw, path) if raw else None
+        if where is None:
+            print(f"lvsdr drain: {node}: no drain undone: {e}", file=sys.stderr)
+            return 0
+        name, state = where[0], Path(where[1] or STATE_DIR)
+    if not state.is_dir():
+        echo(f"{node}: nothing to undo (no state directory {state} yet)")
+        return 0
+    try:
+        return _undo(state, state / f"drain-{name}-{node}", node, unit=True, echo=echo)
+    except (LvsdrError, OSError) as e:  # an untrusted state directory or marker: left alone, said
+        print(f"lvsdr drain: {node}: no drain undone: {e}", file=sys.stderr)
+        return 0
+
+
+def _undo(state: Path, marker: Path, node: str, unit: bool, echo: Callable[[str], None]) -> int:
+    from .fast.files import check_dir
+
+    check_dir(state)
+    if unit and _drained_by_operator(marker):
+        echo(f"{node}: drained by an operator, not by keepalived's stop: left drained "
+             f"(`lvsdr drain CLUSTER --node {node} --undo` puts it in service)")
+        return 0
+    if not marker.exists():
+        echo(f"{node}: not drained; nothing to undo")
+        return 0
+    marker.unlink(missing_ok=True)
+    echo(f"{node}: drain undone; the agent announces the healthy VIPs again within a second")
+    return 0
+
+
 def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
           echo: Callable[[str], None] = print, unit: bool = False) -> int:
     """Withdraw (or ``undo``). ``unit``: as keepalived.service's drop-in runs
@@ -84,16 +140,10 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
     state = Path(cluster.state_dir)
     marker = drain_marker(state, spec)
     if undo:
-        from .fast.files import check_dir
-
-        check_dir(state)
-        if unit and _drained_by_operator(marker):
-            echo(f"{node}: drained by an operator, not by keepalived's stop: left drained "
-                 f"(`lvsdr drain CLUSTER --node {node} --undo` puts it in service)")
+        if not state.is_dir():
+            echo(f"{node}: not drained; nothing to undo (no state directory {state} yet)")
             return 0
-        marker.unlink(missing_ok=True)
-        echo(f"{node}: drain undone; the agent announces the healthy VIPs again within a second")
-        return 0
+        return _undo(state, marker, node, unit, echo)
     from .facts import read_routes
     from .fast.files import state_dir, write_atomic
 

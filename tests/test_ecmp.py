@@ -399,3 +399,53 @@ def test_ipvs_order_and_bird_sessions_are_read_from_their_listings() -> None:
              "peer1      BGP        ---        up     22:50:57.023  Established   \n"
              "peer2      BGP        ---        start  22:50:56.448  Active        Socket: Connection refused\n")
     assert bird_sessions(shown) == {"peer1": "Established", "peer2": "Active Socket: Connection refused"}
+
+
+# -- keepalived.service's start step (drain --undo --unit) -------------------------
+def _ecmp_file(tmp_path: Path, state: Path) -> Path:
+    text = (EXAMPLES / "ecmp.toml").read_text().replace("[cluster]\n", f'[cluster]\nstate_dir = "{state}"\n', 1)
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def test_undo_unit_without_a_state_directory_is_a_no_op(tmp_path: Path) -> None:
+    """After boot /run is empty: keepalived's start step exits 0 and makes nothing."""
+    from lvsdr.cli import main
+
+    state = tmp_path / "run" / "lvsdr"
+    assert main(["drain", str(_ecmp_file(tmp_path, state)), "--node", "lb1", "--undo", "--unit"]) == 0
+    assert not state.exists()
+
+
+def test_undo_unit_with_a_file_saved_mid_edit_still_undoes_the_units_drain(tmp_path: Path) -> None:
+    """A cluster file that does not validate now does not fail keepalived's start: the unit's own
+    drain is found by the file's plain [cluster] name and undone; an operator's is left."""
+    from lvsdr.cli import main
+    from lvsdr.hooks.drain import UNIT_MARK
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = _ecmp_file(tmp_path, state)
+    path.write_text(path.read_text() + "\n[[services]]\nname = \n")  # half-written
+    marker = state / "drain-anycast-lb1"
+    marker.write_text(UNIT_MARK)
+    marker.chmod(0o600)
+    assert main(["drain", str(path), "--node", "lb1", "--undo", "--unit"]) == 0
+    assert not marker.exists()
+    marker.write_text("drained by `lvsdr drain`\n")
+    marker.chmod(0o600)
+    assert main(["drain", str(path), "--node", "lb1", "--undo", "--unit"]) == 0
+    assert marker.exists()
+
+
+def test_undo_unit_with_an_unreadable_file_exits_0_with_one_line(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """No cluster name can be told at all: one line on stderr, exit 0, nothing touched."""
+    from lvsdr.cli import main
+
+    path = tmp_path / "cluster.toml"
+    path.write_bytes(b"\xff\xfe garbage")
+    assert main(["drain", str(path), "--node", "lb1", "--undo", "--unit"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no drain undone" in err[0]

@@ -173,6 +173,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     if args.timeout is not None and not (math.isfinite(args.timeout) and 0 <= args.timeout <= 86400):
         raise InputError(f"--timeout: {args.timeout} is not a number of seconds from 0 to 86400")
+    if args.undo and args.unit:  # keepalived.service's start step: must not fail (systemd would stop keepalived)
+        from lvsdr.hooks.drain import undo_unit
+
+        return undo_unit(args.cluster, args.node)
     return drain(_cluster(args), args.node, args.timeout, args.undo, unit=args.unit)
 
 
