@@ -110,7 +110,7 @@ def parse_proc(text: str) -> dict[Key, Service]:
 
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
-        if not parts or parts[0] in ("IP", "Prot") or (parts[0] == "->" and parts[1] == "RemoteAddress:Port"):
+        if not parts or parts[0] in ("IP", "Prot") or (parts[0] == "->" and parts[1:2] == ["RemoteAddress:Port"]):
             continue
         try:
             if parts[0] in ("TCP", "UDP", "SCTP") and len(parts) >= 3:

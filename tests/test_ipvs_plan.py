@@ -72,6 +72,22 @@ def test_a_line_the_parser_does_not_know_is_named() -> None:
         ipvs.parse_proc(text)
 
 
+@pytest.mark.parametrize("line", ["->", "  -> ", "-> RemoteAddress", "TCP", "FWM"])
+def test_a_short_line_is_the_readers_own_error(line: str) -> None:
+    """A line of one or two words (an arrow alone, a service without its scheduler) is a FactError, not IndexError."""
+    with pytest.raises(FactError, match="line 2 is not an IPVS service"):
+        ipvs.parse_proc("IP Virtual Server version 1.2.1 (size=4096)\n" + line + "\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["->", " ", "\n", "TCP", "FWM", "1", "C0000296:0050", "rr", "x"]), max_size=40)
+       .map("".join))
+def test_any_proc_words_are_a_table_or_a_fact_error(text: str) -> None:
+    """Lines made of /proc/net/ip_vs's own words in any order: a table or a FactError, never another exception."""
+    with contextlib.suppress(FactError):
+        ipvs.parse_proc(text)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_any_proc_text_is_a_table_or_a_fact_error(text: str) -> None:
