@@ -423,7 +423,7 @@ def leaving(previous: Table, next_: Table, live: Table, known: Iterable[Leaving]
             if conn is None:
                 continue
             busy = conn.active + (conn.inactive if key.protocol == "UDP" else 0)
-            start = since.get((key, d), now)
+            start = min(since.get((key, d), now), now)  # a record from the future (a clock set back) starts now
             if busy and now - start < timeout:
                 out.append(Leaving(key, d, start, p.scheduler))
     return tuple(sorted(out))

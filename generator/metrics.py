@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from .ipvs import Dest, Key, Leaving, Service
-from .node import FactError
+from .node import FactError, record_json
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -66,7 +66,7 @@ class Counters:
     def from_json(cls, text: str, where: str) -> Counters:
         """The record's JSON; ``FactError`` naming ``where`` for anything lvsdr did not write."""
         try:
-            raw = json.loads(text)
+            raw = record_json(text)
             ints = {k: int(raw[k]) for k in ("fast", "full", "failures", "drift_healed", "changes")}
             if any(v < 0 for v in ints.values()):
                 raise ValueError

@@ -169,7 +169,7 @@ class Record:
         """Parse a record file; anything else than what ``to_json`` writes is
         an error naming the file (an operator's to fix or remove)."""
         try:
-            data: Any = json.loads(text)
+            data: Any = record_json(text)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             originals = data.get("sysctl_originals", {})
@@ -220,6 +220,22 @@ class Facts:
     routes: tuple[IPInterface, ...] = ()  # an ECMP director: the routes of lvsdr's table (the announced VIPs)
     # an ECMP director: the IPVS services that have a real server ("TCP 192.0.2.150:80"), None without IPVS
     ipvs: frozenset[str] | None = None
+
+
+def record_json(text: str) -> Any:
+    """The one reader of lvsdr's JSON records (the real server's, the agent's
+    counts and quorum, the leaving real servers): ``ValueError`` for anything
+    lvsdr never writes that the JSON parser would take: NaN and Infinity (a
+    leaving real server ``since: Infinity`` would be kept for ever), and
+    nesting deep enough to exhaust the parser (RecursionError)."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a number lvsdr writes")
+
+    try:
+        return json.loads(text, parse_constant=constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 class FactError(LvsdrError):

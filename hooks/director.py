@@ -475,12 +475,12 @@ class _Quorum:
         self._load()
 
     def _load(self) -> None:
-        import json
+        from lvsdr.generator.node import record_json
 
         from .fast.files import read_trusted
 
         try:
-            data = json.loads(read_trusted(self.path, 1 << 20))
+            data = record_json(read_trusted(self.path, 1 << 20).decode("utf-8", errors="replace"))
             pids, down = data["keepalived"], data["down"]
             if all(isinstance(p, int) for p in pids) and all(isinstance(d, str) for d in down):
                 self.pids, self.down_set = sorted(pids), set(down)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from lvsdr.generator import ipvs
 from lvsdr.generator.ipvs import Dest, Key, Leaving
-from lvsdr.generator.node import FactError
+from lvsdr.generator.node import FactError, record_json
 
 if TYPE_CHECKING:
     from lvsdr.generator.kaconf import Directive
@@ -48,7 +48,7 @@ def leaving_path(state_dir: str, cluster: str, node: str) -> Path:
 def parse_leaving(text: str, where: str) -> tuple[Leaving, ...]:
     """The record's JSON -> leaving real servers; ``FactError`` naming the file for anything else."""
     try:
-        items = json.loads(text)
+        items = record_json(text)
         if not isinstance(items, list):
             raise TypeError
         out = []
@@ -58,7 +58,10 @@ def parse_leaving(text: str, where: str) -> tuple[Leaving, ...]:
             if key.protocol not in ("TCP", "UDP", "SCTP"):
                 raise ValueError(key.protocol)
             dest = Dest(ipvs.parse_address(d[0]), int(d[1]))
-            out.append(Leaving(key, dest, float(it["since"]), str(it["scheduler"])))
+            since = float(it["since"])
+            if not 0 <= since < 1e12:  # seconds since 1970: finite, and not 30,000 years from now
+                raise ValueError(since)
+            out.append(Leaving(key, dest, since, str(it["scheduler"])))
         return tuple(out)
     except (ValueError, TypeError, KeyError, IndexError):
         raise FactError(f"{where}: not a record of leaving real servers lvsdr wrote "

@@ -364,3 +364,63 @@ def test_doctor_warns_when_anyone_but_root_can_steer_the_hooks(tmp_path: Path,
     os.chmod(d, 0o777)
     _security(c, str(cluster), wiring, r)
     assert "the state directory" in capsys.readouterr().out
+
+
+# -- corrupt JSON records ------------------------------------------------------
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("text", [DEEP, '{"a": ' * 50_000 + "1" + "}" * 50_000, "NaN", "[Infinity]"])
+def test_every_json_record_reader_refuses_deep_nesting_and_non_numbers(text: str) -> None:
+    """A corrupt record nested deeply enough to exhaust the parser, or holding NaN/Infinity, is each reader's own
+    one-line error (the real server's record, the agent's counts, the leaving real servers), never RecursionError."""
+    from lvsdr.generator.metrics import Counters
+    from lvsdr.hooks.reload import parse_leaving
+
+    with pytest.raises(LvsdrError):
+        Record.from_json(text, "rec")
+    with pytest.raises(FactError):
+        Counters.from_json(text, "counts")
+    with pytest.raises(FactError):
+        parse_leaving(text, "leaving")
+
+
+def test_a_leaving_record_since_infinity_or_far_ahead_is_refused() -> None:
+    """`since: Infinity` (or 1e300) would keep a removed real server in keepalived.conf for ever: refused."""
+    from lvsdr.hooks.reload import parse_leaving
+
+    item = '[{"key": ["TCP", "192.0.2.100", 80], "dest": ["192.0.2.11", 80], "since": %s, "scheduler": "rr"}]'
+    assert parse_leaving(item % "1000.5", "x")[0].since == 1000.5
+    for since in ("Infinity", "-Infinity", "1e300", "-1"):
+        with pytest.raises(FactError, match="not a record of leaving real servers"):
+            parse_leaving(item % since, "x")
+
+
+def test_a_leaving_real_server_whose_since_is_ahead_of_the_clock_counts_from_now() -> None:
+    """A record written before the clock was set back does not stretch drain_timeout: its since counts as now."""
+    from lvsdr.generator import ipvs
+
+    key, dest = ipvs.Key("TCP", "192.0.2.100", 80), ipvs.Dest("192.0.2.11", 80)
+    previous = {key: ipvs.Service("rr", {dest: ipvs.Live(1, 0, 0)})}
+    live = {key: ipvs.Service("rr", {dest: ipvs.Live(1, 3, 0)})}
+    known = [ipvs.Leaving(key, dest, 10_000.0, "rr")]
+    (kept,) = ipvs.leaving(previous, {}, live, known, now=100.0, timeout=60)
+    assert kept.since == 100.0
+    assert ipvs.leaving(previous, {}, live, [kept], now=161.0, timeout=60) == ()
+
+
+def test_the_agents_quorum_record_nested_deeply_is_ignored_not_fatal(tmp_path: Path) -> None:
+    """The agent starts with a corrupt quorum record: every virtual server counts as up, no RecursionError."""
+    from lvsdr.generator.director import director_spec
+    from lvsdr.generator.load import load_cluster
+    from lvsdr.hooks.director import _Quorum
+
+    from helpers import EXAMPLES
+
+    spec = director_spec(load_cluster(EXAMPLES / "ecmp.toml"), "lb1")
+    state = Path(state_dir(tmp_path / "state"))
+    path = state / f"quorum-{spec.cluster}-{spec.node}.json"
+    path.write_text(DEEP)
+    path.chmod(0o600)
+    q = _Quorum(state, spec)
+    assert (q.pids, q.down_set) == ([], set())
