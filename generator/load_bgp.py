@@ -49,7 +49,8 @@ def refuse_vrrp(data: dict[str, Any], errors: Errors) -> None:
     for key in VRRP_TABLES:
         if key in data:
             errors.add(key, "VRRP; an ECMP cluster ([bgp]) has no VRRP instance (its VIPs are the services')")
-    for i, d in enumerate(data.get("directors") or ()):
+    directors = data.get("directors")
+    for i, d in enumerate(directors if isinstance(directors, list) else ()):  # not a list: the loader names it
         if isinstance(d, dict) and "priority" in d:
             errors.add(f"directors[{i}].priority", "a VRRP setting; in an ECMP cluster ([bgp]) every director "
                        "is active")
@@ -90,7 +91,8 @@ def read_bgp(top: Table) -> Bgp | None:
         if addrs.index(p.address) != i:
             t.errors.add(f"{t.path('peers')}[{i}].address", f"{p.address} is given twice")
     t.done()
-    if asn is None or len(peers) != len(t.data.get("peers") or ()) or None in kw.values():
+    given = t.data.get("peers")
+    if asn is None or not isinstance(given, list) or len(peers) != len(given) or None in kw.values():
         return None
     return Bgp(asn, tuple(peers), tuple(communities), **kw)
 

@@ -260,6 +260,9 @@ class _Follow:
         except LvsdrError as e:
             self.log.warning("cluster file rejected; keeping the last good one", error=str(e))
             return False
+        except Exception:  # a reading lvsdr got wrong must not stop the agent: the last good file stays
+            self.log.exception("cluster file not read (a fault of lvsdr's); keeping the last good one")
+            return False
         self.spec, self.key, self.state_dir = spec, fresh.key, Path(fresh.cluster.state_dir)
         return True
 

@@ -251,6 +251,10 @@ ODD_VALUES = [int("f" * 5000, 16), tomllib.loads("v = 1979-05-27T07:32:00Z")["v"
               [int("f" * 5000, 16)], [tomllib.loads("v = 07:32:00")["v"]], {"x": int("f" * 5000, 16)}]
 
 
+# every TOML type in its plain form too, for every place (a table or list where a value goes, and the reverse)
+PLAIN_VALUES = [1, -1, 2.5, True, "x", "", [], [1], ["x"], [[1]], {}, {"a": 1}, [{}], [{"a": 1}]]
+
+
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _leaves(v, (*path, k))]
@@ -259,25 +263,43 @@ def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return [path]
 
 
+def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a parsed file: its leaves, and its tables and lists themselves."""
+    if isinstance(value, dict):
+        return [*([path] if path else []), *(p for k, v in value.items() for p in _places(v, (*path, k)))]
+    if isinstance(value, list):
+        return [path, *(p for i, v in enumerate(value) for p in _places(v, (*path, i)))]
+    return [path]
+
+
 def test_every_toml_type_in_every_place_is_an_error_line_or_valid() -> None:
-    """Each leaf of examples/full.toml replaced by each unusual TOML value
-    (huge integers, dates, times, NaN, infinities, lists and tables of them):
+    """Each leaf, table and list of examples/full.toml replaced by each unusual TOML value
+    (huge integers, dates, times, NaN, infinities, lists and tables of them) and each plain one:
     a ValidationError of single lines, never another exception."""
     assert odd_values_everywhere(FULL) > 1000
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.toml")
+                                           if p.name not in ("full.toml", "two-armed.toml", "active-active.toml")))
+def test_every_example_gets_the_toml_type_sweep(example: str) -> None:
+    """Every other example (the ECMP cluster's [bgp] and its peers among them: `peers = 1` was a TypeError) gets
+    the same sweep: every TOML type in every place is an error line or valid."""
+    assert odd_values_everywhere(tomllib.loads((ROOT / "examples" / example).read_text())) > 100
+
+
 def odd_values_everywhere(raw: dict[str, Any]) -> int:
-    """Each leaf of ``raw`` replaced by each unusual TOML value in turn: a
+    """Each place of ``raw`` (each leaf, table and list) replaced by each
+    unusual TOML value and each plain one of every type in turn: a
     ValidationError of single lines or a valid cluster, never another
     exception. Returns how many files were tried."""
     data = copy.deepcopy(raw)
     count = 0
-    for path in _leaves(raw):
+    for path in _places(raw):
         node: Any = data
         for key in path[:-1]:
             node = node[key]
         keep = node[path[-1]]
-        for odd in ODD_VALUES:
+        for odd in ODD_VALUES + PLAIN_VALUES:
             node[path[-1]] = odd
             count += 1
             try:
