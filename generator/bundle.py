@@ -7,6 +7,8 @@ stated, the paths sorted.
 
 from __future__ import annotations
 
+from lvsdr import defaults
+
 from .artifacts import realserver_files, unit
 from .keepalived import Wiring, render_keepalived
 from .model import Cluster, Director
@@ -14,7 +16,7 @@ from .realserver import desired
 
 Tree = dict[str, tuple[bytes, int]]
 AGENT, WATCH = "lvsdr-agent@.service", "lvsdr-watch@.service"
-KEEPALIVED_CONF = "etc/keepalived/keepalived.conf"
+KEEPALIVED_CONF = defaults.KEEPALIVED_CONF.lstrip("/")
 DRAIN_DROPIN = "etc/systemd/system/keepalived.service.d/lvsdr-drain.conf"
 
 
@@ -30,8 +32,8 @@ def director_tree(cluster: Cluster, d: Director) -> Tree:
         from .bird import render_bird
 
         secret = any(p.password for p in cluster.bgp.peers)
-        tree[cluster.bgp.bird_conf.lstrip("/")] = (render_bird(cluster, d.name, cluster.config_path).encode(),
-                                                   0o640 if secret else 0o644)
+        _place(tree, cluster.bgp.bird_conf.lstrip("/"), (render_bird(cluster, d.name, cluster.config_path).encode(),
+                                                         0o640 if secret else 0o644), "bgp.bird_conf")
         dropin = (unit("keepalived-ecmp-drain.conf", cluster).replace("@NODE@", d.name)
                   .replace("@STOP_TIMEOUT@", str(cluster.bgp.drain_timeout + 30)))
         tree[DRAIN_DROPIN] = (dropin.encode(), 0o644)
@@ -57,12 +59,13 @@ def node_trees(cluster: Cluster, cluster_file: bytes) -> dict[str, Tree]:
     return {node: dict(sorted(tree.items())) for node, tree in sorted(out.items())}
 
 
-def _place(tree: Tree, path: str, entry: tuple[bytes, int]) -> None:
-    """Add the cluster file at ``path``: not over another file of the tree,
-    nor where one of them needs a directory, nor inside one of them."""
+def _place(tree: Tree, path: str, entry: tuple[bytes, int], key: str = "cluster.config_path") -> None:
+    """Add a file the cluster file places (``key`` names the setting) at
+    ``path``: not over another file of the tree, nor where one of them needs
+    a directory, nor inside one of them."""
     from lvsdr.errors import InputError
 
     for other in tree:
         if other == path or other.startswith(path + "/") or path.startswith(other + "/"):
-            raise InputError(f"cluster.config_path: /{path} collides with /{other}, a file lvsdr renders for a node")
+            raise InputError(f"{key}: /{path} collides with /{other}, a file lvsdr renders for a node")
     tree[path] = entry

@@ -124,9 +124,27 @@ def read_router_id(t: Table) -> ipaddress.IPv4Address | None:
         return None
 
 
+def check_paths(bgp: Bgp, kw: dict[str, Any], errors: Errors) -> None:
+    """bird.conf and BIRD's socket each a place of their own: not keepalived.conf,
+    the cluster file, the notify FIFO or each other, nor inside or around one
+    of them (render --all would drop one file of the two, watch would write
+    both into one)."""
+    from lvsdr.defaults import KEEPALIVED_CONF
+
+    taken = {KEEPALIVED_CONF: "keepalived.conf", kw.get("config_path"): "cluster.config_path",
+             kw.get("notify_fifo"): "cluster.notify_fifo"}
+    for key, path in (("bgp.bird_conf", bgp.bird_conf), ("bgp.bird_socket", bgp.bird_socket)):
+        for other, name in taken.items():
+            if other and (path == other or path.startswith(other + "/") or other.startswith(path + "/")):
+                errors.add(key, f"{path} collides with {name} ({other})")
+                break
+        taken[path] = key
+
+
 def check_ecmp(bgp: Bgp, directors: list[Director], real_servers: list[RealServer],
                services: list[Service | None], kw: dict[str, Any], errors: Errors) -> None:
     """What cannot work in an ECMP cluster, each with its field."""
+    check_paths(bgp, kw, errors)
     family = directors[0].address.version if directors else 4
     if kw.get("hook") not in ("fifo", "both"):
         errors.add("cluster.hook", f"{kw.get('hook')}: an ECMP cluster needs lvsdr's agent on the FIFO (fifo): "

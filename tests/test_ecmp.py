@@ -449,3 +449,29 @@ def test_undo_unit_with_an_unreadable_file_exits_0_with_one_line(tmp_path: Path,
     assert main(["drain", str(path), "--node", "lb1", "--undo", "--unit"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no drain undone" in err[0]
+
+
+@pytest.mark.parametrize(("changes", "line"), [
+    ({"bgp.bird_conf": "/etc/keepalived/keepalived.conf"}, "bgp.bird_conf: /etc/keepalived/keepalived.conf collides "
+     "with keepalived.conf (/etc/keepalived/keepalived.conf)"),
+    ({"bgp.bird_conf": "/run/bird/bird.ctl"}, "bgp.bird_socket: /run/bird/bird.ctl collides with bgp.bird_conf "
+     "(/run/bird/bird.ctl)"),
+    ({"bgp.bird_socket": "/etc/lvsdr/cluster.toml"}, "bgp.bird_socket: /etc/lvsdr/cluster.toml collides with "
+     "cluster.config_path (/etc/lvsdr/cluster.toml)"),
+    ({"bgp.bird_conf": "/etc/keepalived/keepalived.conf/bird.conf"}, "bgp.bird_conf: "
+     "/etc/keepalived/keepalived.conf/bird.conf collides with keepalived.conf (/etc/keepalived/keepalived.conf)"),
+])
+def test_bird_paths_colliding_with_another_file_are_refused(changes: dict[str, Any], line: str) -> None:
+    """bird.conf and BIRD's socket cannot be keepalived.conf, the cluster file or each other (render --all dropped
+    one file silently; watch would write both into one)."""
+    assert line in errors(patched(**changes))
+
+
+def test_watch_refuses_a_bird_conf_that_is_its_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch -o X --bird-conf X`: one line, exit 2, nothing written."""
+    from lvsdr.cli import main
+
+    out = tmp_path / "k.conf"
+    assert main(["watch", str(EXAMPLES / "ecmp.toml"), "--node", "lb1", "-o", str(out), "--bird-conf", str(out),
+                 "--once"]) == 2
+    assert "--bird-conf" in capsys.readouterr().err and not out.exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from lvsdr.defaults import AGENT_INTERVAL, KEEPALIVED_PIDFILE
+from lvsdr.defaults import AGENT_INTERVAL, KEEPALIVED_CONF, KEEPALIVED_PIDFILE
 from lvsdr.errors import InputError, LvsdrError, ValidationError
 
 TYPE_CHECKING = False  # typing costs ~6 ms to import; these modules are on notify's path (mypy reads it as True)
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
     from lvsdr.generator.model import Cluster
 
 Handler = Callable[["argparse.Namespace"], int]
-
-# defaults of the processes lvsdr runs (the cluster file's own defaults are on the model)
-KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -190,6 +187,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _watch_target(args: argparse.Namespace) -> Any:
+    import os
     from pathlib import Path
 
     from lvsdr.hooks.watch import WatchTarget
@@ -197,6 +195,10 @@ def _watch_target(args: argparse.Namespace) -> Any:
     c = _cluster(args)
     c.find_director(args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
     _wiring(args, c)
+    bird = getattr(args, "bird_conf", None) or (c.bgp.bird_conf if c.bgp else None)
+    if bird and os.path.realpath(bird) == os.path.realpath(args.output):
+        raise InputError(f"{'--bird-conf' if getattr(args, 'bird_conf', None) else 'bgp.bird_conf'}: {bird} is the "
+                         f"keepalived.conf of -o; they are two files")
     return WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
                        args.lvsdr_path, args.config_path, args.notify_fifo, args.hook,
                        Path(args.bird_conf) if getattr(args, "bird_conf", None) else None,

@@ -5,6 +5,7 @@ STATE_DIR = "/run/lvsdr"  # lvsdr's records on each node (and its lock)
 NOTIFY_FIFO = "/run/lvsdr/notify.fifo"
 LVSDR_PATH = "/usr/bin/lvsdr"  # where the lvsdr Debian package (scripts/lvsdr-deb) puts the command
 CONFIG_PATH = "/etc/lvsdr/cluster.toml"
+KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"  # where keepalived reads its config (watch's -o, render --all)
 KEEPALIVED_PIDFILE = "/run/keepalived.pid"  # keepalived's own default: where `lvsdr watch` finds it to reload
 FIREWALLD_ZONE = "public"  # the zone firewalld's forward-ports go into on a real server
 AGENT_INTERVAL = 30.0  # seconds of quiet after which the agent reconciles anyway (heals drift)
