@@ -49,6 +49,7 @@ from .rules import (
     ZONE_RE,
     command,
     extra_line,
+    link,
     parse_address,
     script_args,
 )
@@ -139,7 +140,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
         kw["sync_daemon"] = SyncDaemon()
     elif isinstance(sync, dict):
         st = Table(sync, c.path("sync_daemon"), errors)
-        kw["sync_daemon"] = SyncDaemon(st.text("interface", IFNAME_RE, "an interface name", None),
+        kw["sync_daemon"] = SyncDaemon(link(st, "interface", None),
                                        st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
         st.done()
     for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir"):
@@ -179,7 +180,7 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
     (in an ECMP cluster each is refused by ``refuse_vrrp`` and left at its default: no vrrp_instance is rendered)."""
     kw: dict[str, Any] = {
         "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
-        "interface": c.text("interface", IFNAME_RE, "an interface name", DEFAULT_INTERFACE),
+        "interface": link(c, "interface", DEFAULT_INTERFACE),
         "virtual_router_id": c.int_in("virtual_router_id", 1, 255, 0 if ecmp else MISSING),
     }
     v6 = bool(live) and live[0].address.version == 6
@@ -216,6 +217,9 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
     return kw
 
 
+VRRP3_MAX_ADVERT = 40.95  # s: VRRPv3's interval field is 12 bits of centiseconds (RFC 5798)
+
+
 def _advert_int(c: Table, version: int, errors: Errors) -> int | float:
     """advert_int: whole seconds for VRRPv2, hundredths for v3 (the default when it is not usable)."""
     adv = c.get("advert_int", (int, float), DEFAULT_ADVERT_INT)
@@ -225,8 +229,11 @@ def _advert_int(c: Table, version: int, errors: Errors) -> int | float:
         errors.add(c.path("advert_int"), f"{quote(adv)} is outside 0..255 seconds")
     elif version == 2 and adv != int(adv):
         errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
-    elif version == 3 and round(adv * 100) != adv * 100:
+    elif version == 3 and abs(round(adv * 100) - adv * 100) > 1e-6:  # 40.95 * 100 is 4095.0000000000005
         errors.add(c.path("advert_int"), f"{quote(adv)} is finer than VRRPv3's 0.01 s")
+    elif version == 3 and adv > VRRP3_MAX_ADVERT:
+        errors.add(c.path("advert_int"), f"{quote(adv)} s: VRRPv3 carries at most {VRRP3_MAX_ADVERT} s "
+                   "(4095 hundredths; keepalived refuses more)")
     else:
         return int(adv) if adv == int(adv) else float(adv)
     return DEFAULT_ADVERT_INT
@@ -263,7 +270,7 @@ def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) 
         if ecmp:
             t.seen.add("priority")  # refused by refuse_vrrp, with its reason
         prio = 0 if ecmp else t.int_in("priority", 1, 254)
-        iface = t.text("interface", IFNAME_RE, "an interface name", default_if)
+        iface = link(t, "interface", default_if)
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
         router_id = read_router_id(t) if ecmp else None
         t.done()
@@ -294,7 +301,7 @@ def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     for t in top.tables("real_servers", required=False):
         name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
         addr = t.address("address")
-        iface = t.text("interface", IFNAME_RE, "an interface name", REAL_SERVER["interface"])
+        iface = link(t, "interface", REAL_SERVER["interface"])
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
         zone = t.text("firewalld_zone", ZONE_RE, "a firewalld zone name", REAL_SERVER["firewalld_zone"])
         t.done()
@@ -351,7 +358,7 @@ def _instances(top: Table, directors: list[Director | None], services: list[Serv
     for i, t in enumerate(tables):
         name = t.text("name", CLUSTER_NAME_RE, "an instance name ([a-z0-9][a-z0-9_-]{0,30})")
         vrid = t.int_in("virtual_router_id", 1, 255)
-        iface = t.text("interface", IFNAME_RE, "an interface name", None)
+        iface = link(t, "interface", None)
         raw = t.get("vips", list)
         prio_t = t.table("priorities")
         addresses = _instance_addresses(t, t.table("addresses"), live, errors)

@@ -124,3 +124,14 @@ def extra_line(line: str) -> tuple[int, str | None]:
         return 0, "a $ (a keepalived definition or its use) is not available here"
     joined = "".join(text)
     return joined.count("{") - joined.count("}"), None
+
+
+def link(t: Table, key: str, default: Any) -> str | None:
+    """An interface on the cluster's segment (VRRP, the sync daemon, a real
+    server's): a name, and not the loopback, where keepalived runs no VRRP
+    and no frame of the segment arrives."""
+    v = t.text(key, IFNAME_RE, "an interface name", default)
+    if v == "lo" and key in t.data:
+        t.errors.add(t.path(key), "lo is the loopback: give the interface on the cluster's segment")
+        return None
+    return v

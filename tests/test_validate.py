@@ -22,6 +22,13 @@ def patched(**changes: Any) -> dict[str, Any]:
 
 # (changes, the exact error line)
 CASES: list[tuple[dict[str, Any], str]] = [
+    ({"cluster.interface": "lo"}, "cluster.interface: lo is the loopback: give the interface on the cluster's segment"),
+    ({"directors.0.interface": "lo"},
+     "directors[0].interface: lo is the loopback: give the interface on the cluster's segment"),
+    ({"real_servers.0.interface": "lo"},
+     "real_servers[0].interface: lo is the loopback: give the interface on the cluster's segment"),
+    ({"cluster.vrrp_version": 3, "cluster.advert_int": 41},
+     "cluster.advert_int: 41 s: VRRPv3 carries at most 40.95 s (4095 hundredths; keepalived refuses more)"),
     ({"services.1.vip": "192.0.2.300"}, 'services[1].vip: "192.0.2.300" is not an IP address'),
     ({"services.1.vip": "2001:db8::1"}, "services[1].backends[0]: web1 is IPv4 but the VIP is IPv6"),
     ({"cluster.virtual_router_id": 0}, "cluster.virtual_router_id: 0 is outside 1..255"),
@@ -310,6 +317,13 @@ def test_all_errors_in_one_run() -> None:
     with pytest.raises(ValidationError) as exc:
         parse_cluster(data)
     assert len(exc.value.errors) == 3
+
+
+def test_vrrp3_takes_every_hundredth_up_to_40_95() -> None:
+    """VRRPv3's advert_int: 40.95 (4095.0000000000005 hundredths in floating point) and 0.05 are taken."""
+    for adv in (40.95, 0.05, 0.07, 12.34):
+        c = parse_cluster(patched(**{"cluster.vrrp_version": 3, "cluster.advert_int": adv}))
+        assert c.advert_int == adv
 
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
