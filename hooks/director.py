@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lvsdr.defaults import AGENT_INTERVAL
+from lvsdr.defaults import AGENT_INTERVAL, KEEPALIVED_PIDFILE
 from lvsdr.errors import InputError, LvsdrError
 from lvsdr.generator.director import (
     DirectorSpec,
@@ -267,7 +267,8 @@ class _Follow:
         return True
 
 
-def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> int:
+def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL,
+          pidfile: str = KEEPALIVED_PIDFILE) -> int:
     """Resident: reconcile once at start, then
     - after every burst of FIFO events (replaying the recorded role state when
       it can, see replay.py);
@@ -275,12 +276,12 @@ def agent(source: Source, fifo_path: Path, interval: float = AGENT_INTERVAL) -> 
       else checked every second): the new spec is reconciled, so an added or
       removed service's marks and a director-backend's VIPs follow the edit
       without waiting for a VRRP transition;
-    - at once when keepalived is gone without a clean stop (pidfds on its
-      processes): the node steps back (``plan_stopped``);
+    - at once when keepalived is gone without a clean stop (a pidfd on the
+      process of its ``pidfile``): the node steps back (``plan_stopped``);
     - after ``interval`` quiet seconds (always the full reconcile: it heals
       what the replay does not look at).
     A failed reconcile is logged and retried."""
-    return _Agent(source, fifo_path, interval).run()
+    return _Agent(source, fifo_path, interval, pidfile).run()
 
 
 class _Agent:
@@ -288,14 +289,14 @@ class _Agent:
     processes, the FIFO and its unfinished line; in an ECMP cluster also the
     virtual servers keepalived reported without quorum, and the drain marker."""
 
-    def __init__(self, source: Source, fifo_path: Path, interval: float) -> None:
+    def __init__(self, source: Source, fifo_path: Path, interval: float, pidfile: str) -> None:
         from .fast.log import get_logger
         from .inotify import DirWatch
         from .processes import ProcessWatch
 
         self.log = get_logger(node=source.node, event_source="agent")
         self.follow = _Follow(source, self.log)
-        self.procs = ProcessWatch("keepalived")
+        self.procs = ProcessWatch(pidfile)
         self.files = DirWatch(os.path.dirname(os.path.abspath(source.path)))
         self.fd = _open_fifo(fifo_path)
         self.interval = interval

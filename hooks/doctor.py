@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lvsdr.defaults import KEEPALIVED_PIDFILE
+from lvsdr.errors import LvsdrError
 from lvsdr.generator.keepalived import Wiring
 from lvsdr.generator.model import Cluster
 
@@ -33,14 +35,9 @@ class Report:
         print(f"FAIL  {msg}")
 
 
-def _same_netns(pid: int) -> bool:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
-    except OSError:
-        return False
-
-
 def _processes(*match: str) -> list[int]:
+    from .processes import same_netns
+
     """Processes in this network namespace whose command line contains every ``match``."""
     out = []
     for entry in os.listdir("/proc"):
@@ -50,7 +47,7 @@ def _processes(*match: str) -> list[int]:
             cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if all(m in cmd for m in match) and _same_netns(int(entry)):
+        if all(m in cmd for m in match) and same_netns(entry):
             out.append(int(entry))
     return out
 
@@ -75,7 +72,7 @@ def _pending(r: Report, what: str, changes: list[str], fix: str) -> None:
 
 
 def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring: Wiring, r: Report,
-                    bird_socket: str | None = None) -> None:
+                    bird_socket: str | None = None, pidfile: str = KEEPALIVED_PIDFILE) -> None:
     from lvsdr.generator.director import director_spec, observed_role, plan_role
     from lvsdr.generator.keepalived import render_keepalived
 
@@ -101,13 +98,17 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
         r.ok("keepalived -t accepts the rendered config")
     else:
         r.fail(check.message())
-    from .processes import pids_of
+    from .processes import pid_from
 
-    pids = pids_of("keepalived")  # what the agent watches, read the same way
-    if pids:
-        r.ok(f"keepalived is running in this network namespace (pid {min(pids)})")
+    try:
+        pid = pid_from(pidfile)  # what the agent watches, read the same way
+    except LvsdrError as e:
+        r.fail(str(e))
+        pid = None
+    if pid is not None:
+        r.ok(f"keepalived is running (pid {pid}, from {pidfile})")
     else:
-        r.fail("keepalived is not running in this network namespace")
+        r.fail(f"keepalived is not running (no live keepalived of root's in {pidfile})")
     if wiring.hook in ("fifo", "both"):
         agents = _processes(" agent ", f"--node {node}")
         if agents:
@@ -115,7 +116,7 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
         else:
             r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{node}.service)")
     if spec.ecmp is not None:
-        _ecmp(spec, cluster, bool(pids), r, bird_socket)
+        _ecmp(spec, cluster, [] if pid is None else [pid], r, bird_socket)
         _network(cluster, r)
         return
     if wiring.hook in ("notify", "both"):
@@ -143,7 +144,7 @@ def _families(cluster: Cluster, r: Report) -> None:
         r.ok("an address of this director's own in each family its services use")
 
 
-def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, socket: str | None) -> None:
+def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, socket: str | None) -> None:
     """An ECMP director: BIRD and its sessions, what it announces against what
     keepalived's quorum allows, the node's state, and IPVS's real-server order."""
     import subprocess
@@ -176,7 +177,8 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, keepalived: bool, r: Report, soc
                    f"(birdc -s {socket} show protocols all peer{i})")
     state_dir = Path(cluster.state_dir)
     drained = drain_marker(state_dir, spec).exists()
-    down = _Quorum(state_dir, spec).down(sorted(pids_of("keepalived")))  # the pids the agent keys it by
+    keepalived = bool(pids)
+    down = _Quorum(state_dir, spec).down(pids)  # the pids the agent keys it by
     want = frozenset() if drained or not keepalived else spec.ecmp.healthy(down)
     facts = read_ecmp_facts(spec, state_dir)
     announced = sorted(str(a.ip) for a in facts.routes)
@@ -353,14 +355,14 @@ def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -
 
 
 def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring,
-           bird_socket: str | None = None) -> int:
+           bird_socket: str | None = None, pidfile: str = KEEPALIVED_PIDFILE) -> int:
     """Check this node against the cluster file: one line per check; exit 1 if any failed."""
     r = Report()
     if os.geteuid() != 0:
         r.warn("not root: firewall rules cannot be read, results may be incomplete")
     _security(cluster, source, wiring if cluster.director(node) is not None else None, r)
     if cluster.director(node) is not None:
-        doctor_director(cluster, node, source, keepalived_conf, wiring, r, bird_socket)
+        doctor_director(cluster, node, source, keepalived_conf, wiring, r, bird_socket, pidfile)
     else:
         doctor_realserver(cluster, node, r)
     print(f"{node}: {'all checks passed' if not r.failed else f'{r.failed} checks failed'}")

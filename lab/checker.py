@@ -2,11 +2,13 @@
 ECMP cluster on a kernel without IPVS.
 
 keepalived's checker process exits at once where the kernel has no IPVS
-("IPVS: Can't initialize ipvs"), so natively an ECMP director would run no
-keepalived at all. This stand-in does, for the lab's control plane, the
-part of keepalived that lvsdr's agent sees: a process named ``keepalived``
-(its pidfd tells the agent it is gone) that checks each backend by TCP
-connect every ``delay_loop`` (at least 1 s), counts the live weight of each
+("IPVS: Can't initialize ipvs"), so natively an ECMP director runs
+keepalived VRRP only (``-P``: with no vrrp_instance, its parent process
+alone, which the agent follows by its pidfile). This stand-in does, for the
+lab's control plane, the part of keepalived's checker that lvsdr's agent
+sees: a process named ``keepalived`` (so that the lab's "kill keepalived"
+ends it too; the agent counts only root's keepalived binary) that checks
+each backend by TCP connect every ``delay_loop`` (at least 1 s), counts the live weight of each
 virtual server against its ``quorum`` as keepalived does (no hysteresis),
 and writes keepalived's LVS notify FIFO line on every change of quorum,
 ``VS [192.0.2.150]:tcp:80 DOWN``, as keepalived 2.2.7's notify_fifo_vs

@@ -536,8 +536,9 @@ class Lab:
             while not Path(self.fifo(node)).exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
             self._spawn(node.ns, [sys.executable, "-m", "lvsdr.lab.checker", self.cluster_path, node.name,
-                                  self.fifo(node)], f"keepalived-{node.name}.log")
-            return
+                                  self.fifo(node)], f"checker-{node.name}.log")
+            # and keepalived itself, VRRP only (-P, below): with no vrrp_instance it runs its parent
+            # process alone, the process of its pidfile that the agent follows
         self._clear_stale_pidfiles(node)
         cmd = ["keepalived", "-n", "-l", "-f", str(self.state_dir / f"keepalived-{node.name}.conf"),
                "-p", str(self.pidfile(node)), "-r", str(self.pidfile(node, "vrrp")),
@@ -570,7 +571,8 @@ class Lab:
         """`lvsdr agent` on a director, on keepalived's FIFO."""
         self.reap()
         self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name,
-                              "--fifo", self.fifo(node), "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
+                              "--fifo", self.fifo(node), "--pidfile", str(self.pidfile(node)),
+                              "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
 
     @staticmethod
     def _console() -> str:

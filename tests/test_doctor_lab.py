@@ -17,8 +17,9 @@ pytestmark = [needs_root, pytest.mark.lab]
 
 def doctor(lab: Lab, node: str, *extra: str) -> subprocess.CompletedProcess[str]:
     n = lab.state.node(node)
+    pidfile = ["--pidfile", str(lab.pidfile(n))] if n in lab.state.directors else []
     return subprocess.run(["ip", "netns", "exec", n.ns, lab._console(), "doctor", lab.cluster_path, "--node", node,
-                           *extra], capture_output=True, text=True, timeout=60)
+                           *pidfile, *extra], capture_output=True, text=True, timeout=60)
 
 
 def test_doctor_passes_then_names_what_drifted(tmp_path: Path) -> None:

@@ -213,7 +213,7 @@ def test_doctor_checks_an_ecmp_director(lab: Lab) -> None:
     lb3 = lab.state.node("lb3")
     p = lvsdr_in(lb3.ns, "doctor", lab.cluster_path, "--node", "lb3", "--keepalived-conf",
                  str(lab.state_dir / "keepalived-lb3.conf"), "--notify-fifo", lab.fifo(lb3),
-                 "--bird-socket", lab.bird_socket(lb3))
+                 "--bird-socket", lab.bird_socket(lb3), "--pidfile", str(lab.pidfile(lb3)))
     out = p.stdout
     assert "ok    BGP session to r1 (192.0.2.1): Established" in out, out
     assert f"ok    announced: {VIP} (every virtual server has quorum)" in out, out

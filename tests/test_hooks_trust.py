@@ -424,3 +424,77 @@ def test_the_agents_quorum_record_nested_deeply_is_ignored_not_fatal(tmp_path: P
     path.chmod(0o600)
     q = _Quorum(state, spec)
     assert (q.pids, q.down_set) == ([], set())
+
+
+# -- what counts as keepalived ----------------------------------------------------
+def _named_keepalived(tmp_path: Path, uid: int | None = None) -> Any:
+    """A process named keepalived that is not keepalived: a copy of sleep, run as ``uid``."""
+    import shutil
+    import subprocess
+
+    fake = tmp_path / "keepalived"
+    shutil.copy("/bin/sleep", fake)
+    fake.chmod(0o755)
+    tmp_path.chmod(0o755)
+    pre = ["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups"] if uid is not None else []
+    proc = subprocess.Popen([*pre, str(fake), "60"])
+    poll_until = time.monotonic() + 10
+    while time.monotonic() < poll_until:  # until it runs the copy (after setpriv's exec)
+        try:
+            if Path(f"/proc/{proc.pid}/comm").read_text().strip() == "keepalived":
+                break
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return proc
+
+
+def _pidfile(tmp_path: Path, pid: int) -> Path:
+    d = Path(state_dir(tmp_path / "run"))
+    p = d / "keepalived.pid"
+    p.write_text(f"{pid}\n")
+    p.chmod(0o644)
+    return p
+
+
+@pytest.mark.parametrize("uid", [NOBODY, None])
+def test_a_process_named_keepalived_that_is_not_roots_keepalived_does_not_count(tmp_path: Path,
+                                                                                 uid: int | None) -> None:
+    """Another user's process named keepalived, or root's running another binary under that name, is not
+    keepalived, even with its pid in the pidfile: the agent would forget keepalived's quorum reports for it."""
+    from lvsdr.hooks.processes import ProcessWatch, pid_from
+
+    proc = _named_keepalived(tmp_path, uid)
+    try:
+        pidfile = _pidfile(tmp_path, proc.pid)
+        assert pid_from(pidfile) is None
+        assert ProcessWatch(pidfile).refresh() is False
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_pidfile_is_trusted_as_records_are(tmp_path: Path) -> None:
+    """A pidfile in a directory others can write is refused (one line naming it), a stale pid is no keepalived,
+    and a missing pidfile means keepalived does not run."""
+    from lvsdr.hooks.processes import pid_from
+
+    assert pid_from(tmp_path / "none.pid") is None
+    pidfile = _pidfile(tmp_path, 2**22 + 7)  # above pid_max's default: no such process
+    assert pid_from(pidfile) is None
+    os.chmod(pidfile.parent, 0o777)
+    with pytest.raises(UntrustedError, match="writable by group or others"):
+        pid_from(pidfile)
+
+
+def test_the_agent_refuses_an_untrusted_pidfile_before_it_starts(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`lvsdr agent --pidfile` in a world-writable directory: one line, and nothing started."""
+    from helpers import EXAMPLES
+
+    pidfile = _pidfile(tmp_path, 1)
+    os.chmod(pidfile.parent, 0o777)
+    rc = main(["agent", str(EXAMPLES / "pair.toml"), "--node", "node1", "--fifo", str(tmp_path / "fifo"),
+               "--pidfile", str(pidfile)])
+    assert rc == 1 and not (tmp_path / "fifo").exists()
+    assert capsys.readouterr().err.count("\n") == 1

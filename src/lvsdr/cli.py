@@ -158,9 +158,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
         raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to {MAX_INTERVAL:g}")
+    from lvsdr.hooks.processes import pid_from
+
     source = Source.read(args.cluster, args.node)
     source.cluster.find_director(args.node)  # a bad file or node: exit 2 before anything starts
-    return agent(source, Path(args.fifo), args.interval)
+    pid_from(args.pidfile)  # a pidfile root must not trust: refused before anything starts
+    return agent(source, Path(args.fifo), args.interval, args.pidfile)
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -317,7 +320,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     c = _cluster(args)
     c.find_node(args.node)
-    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c), args.bird_socket)
+    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c), args.bird_socket,
+                  args.pidfile)
 
 
 def _wiring_flags(p: argparse.ArgumentParser) -> None:
@@ -475,6 +479,9 @@ def _args_agent(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     ag.add_argument("cluster")
     ag.add_argument("--node", required=True, help="director name")
     ag.add_argument("--fifo", required=True, help="keepalived's vrrp_notify_fifo")
+    ag.add_argument("--pidfile", default=KEEPALIVED_PIDFILE,
+                    help=f"keepalived's pid file: only that process of root's counts as keepalived "
+                    f"(default {KEEPALIVED_PIDFILE})")
     ag.add_argument("--interval", type=float, default=AGENT_INTERVAL,
                     help=f"also reconcile after this many quiet seconds, to heal drift (default {AGENT_INTERVAL:g})")
     ag.set_defaults(func=cmd_agent)
@@ -498,6 +505,8 @@ def _args_doctor(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     dr.add_argument("--keepalived-conf", default=KEEPALIVED_CONF,
                     help=f"directors: the live keepalived.conf to compare (default {KEEPALIVED_CONF})")
     dr.add_argument("--bird-socket", help="ECMP directors: birdc's control socket (default: bgp.bird_socket)")
+    dr.add_argument("--pidfile", default=KEEPALIVED_PIDFILE,
+                    help=f"directors: keepalived's pid file, as the agent reads it (default {KEEPALIVED_PIDFILE})")
     _wiring_flags(dr)
     dr.set_defaults(func=cmd_doctor)
 
