@@ -24,10 +24,10 @@ from lvsdr.generator.director import (
     vs_name,
 )
 from lvsdr.generator.model import IPAddress, addr_key
+from lvsdr.source import Source
 
 from .facts import read_addresses, read_director_facts, record_path, require_identity
 from .fast.files import node_lock
-from .fast.source import Source
 
 if TYPE_CHECKING:
     from lvsdr.generator.metrics import Counters

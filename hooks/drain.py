@@ -84,9 +84,9 @@ def undo_unit(path: str, node: str, echo: Callable[[str], None] = print) -> int:
 
     from lvsdr.defaults import STATE_DIR
     from lvsdr.errors import LvsdrError
+    from lvsdr.source import Source
 
     from .fast.replay import locate
-    from .fast.source import Source
 
     raw = b""
     try:

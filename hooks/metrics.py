@@ -14,14 +14,9 @@ from typing import Any
 
 from lvsdr.generator.metrics import Counters, Family, director_metrics
 from lvsdr.generator.node import FactError
+from lvsdr.source import Source
 
 DEFAULT_INTERVAL = 15.0  # s between textfile writes when serving
-
-
-@dataclass(frozen=True)
-class MetricsTarget:
-    cluster: Path
-    node: str
 
 
 def counters_path(state_dir: str, cluster: str, node: str) -> Path:
@@ -38,24 +33,45 @@ def read_counters(path: Path) -> Counters | None:
         return None
 
 
-def families(t: MetricsTarget) -> list[Family]:
-    """Every family, read now (``LvsdrError`` for a bad cluster file or fact)."""
+@dataclass(frozen=True)
+class Config:
+    """What the cluster file asks of this director, as keepalived.conf says it
+    (each VRRP instance's VIPs, the IPVS table), with where its records are:
+    read from one ``Source``, and kept by a resident process until the file
+    changes (rendering is most of a scrape's cost: ~2 s of CPU for 1,000
+    services)."""
+
+    vips: Any
+    table: Any
+    leaving: Path
+    counters: Path
+
+
+def config(source: Source, node: str) -> Config:
+    """``LvsdrError`` for a bad cluster file or a node that is not a director of it."""
     from lvsdr.generator import ipvs
     from lvsdr.generator.kaconf import read_keepalived
     from lvsdr.generator.keepalived import render_keepalived
-    from lvsdr.generator.load import load_cluster
+
+    from .reload import leaving_path
+
+    cluster = source.cluster
+    cluster.find_director(node)
+    rendered = render_keepalived(cluster, node, source.path)
+    tree = read_keepalived("keepalived.conf", lambda _p: rendered)
+    return Config(ipvs.config_vips(tree), ipvs.config_table(tree), leaving_path(cluster.state_dir, cluster.name, node),
+                  counters_path(cluster.state_dir, cluster.name, node))
+
+
+def families_of(c: Config) -> list[Family]:
+    """Every family: the node read now against ``c`` (``LvsdrError`` for a fact that cannot be read)."""
+    from lvsdr.generator import ipvs
 
     from .facts import held_addresses
-    from .reload import leaving_path, read_ipvs, read_leaving
+    from .reload import read_ipvs, read_leaving
 
-    cluster = load_cluster(t.cluster)
-    rendered = render_keepalived(cluster, t.node, str(t.cluster))
-    tree = read_keepalived("keepalived.conf", lambda _p: rendered)
-    here = held_addresses()
-    live_readable = Path(ipvs.PROC).exists()
-    return director_metrics(ipvs.config_vips(tree), here, ipvs.config_table(tree), read_ipvs(),
-                            read_leaving(leaving_path(cluster.state_dir, cluster.name, t.node)),
-                            read_counters(counters_path(cluster.state_dir, cluster.name, t.node)), live_readable)
+    return director_metrics(c.vips, held_addresses(), c.table, read_ipvs(), read_leaving(c.leaving),
+                            read_counters(c.counters), Path(ipvs.PROC).exists())
 
 
 class Collector:
@@ -80,30 +96,30 @@ class Collector:
             yield m
 
 
-def registry(t: MetricsTarget) -> Any:
+def registry(read: Callable[[], list[Family]]) -> Any:
     from prometheus_client import CollectorRegistry
 
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(Collector(lambda: families(t)))
+    reg.register(Collector(read))
     return reg
 
 
-def text(t: MetricsTarget) -> str:
-    """The exposition text (what the textfile holds)."""
+def exposition(read: Callable[[], list[Family]]) -> str:
+    """The exposition text (what the textfile holds) of the families ``read`` gives."""
     from prometheus_client import generate_latest
 
-    return generate_latest(registry(t)).decode()
+    return generate_latest(registry(read)).decode()
 
 
-def write_textfile(t: MetricsTarget, path: Path) -> None:
-    """Atomically, 0644 (node_exporter reads it as another user)."""
-    from .fast.files import write_output
-
-    write_output(path, text(t), 0o644)
+LOOPBACK = "127.0.0.1"  # --listen PORT: loopback only (a director's every address includes its VIPs)
+MIN_AGE = 1.0  # s: scrapes within this of a reading share it (the work is bounded whatever the scrape rate)
+REQUEST_TIMEOUT = 5.0  # s a client may take to send its request (one is served at a time)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """``PORT``, ``ADDR:PORT`` or ``[V6]:PORT``; ``FactError`` otherwise (the CLI says which flag)."""
+    """``PORT`` (loopback), ``ADDR:PORT`` or ``[V6]:PORT``; ``FactError`` otherwise (the CLI says which flag)."""
+    import ipaddress
+
     host, _, port = value.rpartition(":")
     try:
         number = int(port)
@@ -111,17 +127,111 @@ def parse_listen(value: str) -> tuple[str, int]:
         number = -1
     if not 0 < number < 65536:
         raise FactError(f"--listen: {value!r} is not PORT or ADDRESS:PORT")
-    return host.strip("[]") or "0.0.0.0", number
+    if host.startswith("[") != host.endswith("]"):
+        raise FactError(f"--listen: {value!r} is not PORT or ADDRESS:PORT")
+    host = host.strip("[]") or LOOPBACK
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise FactError(f"--listen: {host!r} is not an IP address (give ADDRESS:PORT)") from None
+    return host, number
 
 
-def serve(t: MetricsTarget, listen: str | None, textfile: Path | None, interval: float) -> int:
-    """Resident: HTTP on ``listen`` (each scrape reads the node), the textfile
-    rewritten every ``interval`` s; a failed read is logged and retried."""
-    from prometheus_client import start_http_server
+class Exposition:
+    """What a resident `lvsdr metrics` serves: the cluster file followed
+    (its config rendered once per change, the last good one kept when a new
+    one is refused), the node read at most once per ``MIN_AGE`` seconds
+    whatever the scrape rate, and a node that cannot be read said in one log
+    line per distinct error, not a traceback per scrape."""
 
+    def __init__(self, source: Source, node: str, log: Any) -> None:
+        import threading
+
+        from lvsdr.source import Follower
+
+        self.node, self.log = node, log
+        self.follower = Follower(source, lambda s: self._take(s), log)
+        self.config = config(source, node)
+        self.lock = threading.Lock()
+        self.at = -MIN_AGE
+        self.body: bytes | None = None
+        self.error: str | None = None
+
+    def _take(self, source: Source) -> None:
+        self.config = config(source, self.node)
+
+    def read(self) -> tuple[bytes | None, str | None]:
+        """(the exposition, None) or (None, why not)."""
+        from lvsdr.errors import LvsdrError
+
+        with self.lock:
+            now = time.monotonic()
+            if now - self.at < MIN_AGE:
+                return self.body, self.error
+            self.follower.poll()
+            try:
+                fams = families_of(self.config)
+                self.body, error = exposition(lambda: fams).encode(), None
+            except LvsdrError as e:
+                self.body, error = None, str(e)
+            if error is not None and error != self.error:
+                self.log.error("metrics not read", error=error)
+            self.error, self.at = error, time.monotonic()
+            return self.body, self.error
+
+
+def _server(listen: str, expo: Exposition) -> Any:
+    """An HTTP server on ``listen``, serving one request at a time (GET
+    /metrics or /), each client bounded by REQUEST_TIMEOUT."""
+    import socket
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    addr, port = parse_listen(listen)
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?")[0] not in ("/", "/metrics"):
+                self._send(404, b"not found: lvsdr serves /metrics\n")
+                return
+            body, error = expo.read()
+            if body is None:
+                self._send(503, f"lvsdr metrics: {error}\n".encode())
+            else:
+                self._send(200, body, "text/plain; version=0.0.4; charset=utf-8")
+
+        def _send(self, code: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
+            pass  # no line per scrape
+
+    class Server(HTTPServer):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        allow_reuse_address = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            expo.log.warning("metrics request failed", client=str(client_address[0]))
+
+    return Server((addr, port), Handler)
+
+
+def serve(source: Source, listen: str | None, textfile: Path | None, interval: float) -> int:
+    """Resident: HTTP on ``listen`` (see ``Exposition``), the textfile
+    rewritten every ``interval`` s; a failed read or write is logged in one
+    line and retried."""
+    from lvsdr.errors import LvsdrError
+
+    from .fast.files import write_output
     from .fast.log import get_logger
 
-    log = get_logger(node=t.node, event_source="metrics")
+    log = get_logger(node=source.node, event_source="metrics")
+    expo = Exposition(source, source.node, log)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -129,18 +239,24 @@ def serve(t: MetricsTarget, listen: str | None, textfile: Path | None, interval:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    server = None
     if listen is not None:
-        addr, port = parse_listen(listen)
-        start_http_server(port, addr, registry(t))
-        log.info("serving metrics", address=addr, port=port)
-    while not stop.is_set():
-        if textfile is not None:
+        server = _server(listen, expo)
+        threading.Thread(target=server.serve_forever, name="metrics http", daemon=True).start()
+        log.info("serving metrics", address=server.server_address[0], port=server.server_address[1])
+    try:
+        while not stop.is_set():
             started = time.monotonic()
-            try:
-                write_textfile(t, textfile)
-            except Exception:  # keep serving: the next round retries
-                log.exception("metrics not written", textfile=str(textfile))
+            if textfile is not None:
+                body, error = expo.read()
+                try:
+                    if body is not None:
+                        write_output(textfile, body, 0o644)
+                except LvsdrError as e:
+                    log.error("metrics not written", textfile=str(textfile), error=str(e))
             stop.wait(max(0.0, interval - (time.monotonic() - started)))
-        else:
-            stop.wait(interval)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0

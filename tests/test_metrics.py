@@ -8,8 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,7 @@ from lvsdr.generator.metrics import Counters, Family, backend_labels, director_m
 from lvsdr.generator.node import FactError
 from lvsdr.hooks.metrics import Collector
 
-from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+from helpers import EXAMPLES, MEASURED, PREFIX, make_lab, needs_root, poll
 
 HTTP, MARK = Key("TCP", "192.0.2.150", 80), Key("FWM", "", 7)
 WEB1, WEB2, WEB3 = Dest("192.0.2.11", 80), Dest("192.0.2.12", 80), Dest("192.0.2.13", 80)
@@ -160,3 +163,89 @@ def test_the_gauges_follow_a_killed_master(tmp_path: Path) -> None:
                        in metrics(lab, backup), "the transition counted", 20)
         MEASURED.append(f"metrics: the BACKUP's lvsdr_vrrp_master flipped to 1 {took:.1f} s after the MASTER's kill "
                         f"(as read by `lvsdr metrics`), its transition counted {counted:.1f} s later")
+
+
+# -- metrics --listen: loopback by default, bounded work, the last good file kept ----------------------------
+def _listening(ns: str, port: int) -> list[str]:
+    """The local addresses of the TCP listeners on ``port`` in ``ns`` (from /proc/net/tcp and tcp6, in hex)."""
+    out = []
+    for table in ("tcp", "tcp6"):
+        r = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/net/{table}"], capture_output=True, text=True,
+                           check=True)
+        for line in r.stdout.splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                out.append(local.rsplit(":", 1)[0])
+    return out
+
+
+def _get(ns: str, url: str) -> tuple[int, str]:
+    code = ("import sys, urllib.request, urllib.error\n"
+            "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=10); print(r.status); print(r.read().decode())\n"
+            "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n")
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, url], capture_output=True, text=True,
+                       check=True, timeout=60)
+    status, _, body = r.stdout.partition("\n")
+    return int(status), body
+
+
+@needs_root
+def test_listen_serves_loopback_only_keeps_the_last_good_file_and_bounds_its_work(tmp_path: Path) -> None:
+    """`metrics --listen PORT` binds 127.0.0.1 only (a director's addresses include its VIPs); a cluster file saved
+    broken keeps the last good one (one log line, still 200, no traceback); fifty scrapes at once are served by
+    one thread, the node read at most once a second."""
+    ns = f"{PREFIX}-metrics"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    proc = None
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        path = tmp_path / "web.toml"
+        path.write_text((EXAMPLES / "web.toml").read_text())
+        log = tmp_path / "metrics.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, "env", "LVSDR_LOG=stderr", sys.executable, "-m",
+                                     "lvsdr.cli", "metrics", str(path), "--node", "lb1", "--listen", "9842"],
+                                    stdout=out, stderr=subprocess.STDOUT)
+        poll(lambda: bool(_listening(ns, 9842)), "metrics listening", 30)
+        assert _listening(ns, 9842) == ["0100007F"]  # 127.0.0.1, nothing else
+        status, body = _get(ns, "http://127.0.0.1:9842/metrics")
+        assert status == 200 and "lvsdr_backend_configured_weight" in body
+        path.write_text(path.read_text() + "\n[[services]]\nname = \n")  # saved mid-edit
+        time.sleep(1.1)  # past the shared reading's second
+        status, again = _get(ns, "http://127.0.0.1:9842/metrics")
+        assert status == 200 and "lvsdr_backend_configured_weight" in again
+        code = ("import threading, urllib.request\n"
+                "ok = []\n"
+                "def get():\n ok.append(urllib.request.urlopen('http://127.0.0.1:9842/metrics', timeout=30).status)\n"
+                "ts = [threading.Thread(target=get) for _ in range(50)]\n"
+                "[t.start() for t in ts]; [t.join() for t in ts]\n"
+                "print(ok.count(200))\n")
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, timeout=120)
+        assert r.stdout.strip() == "50"
+        assert _threads(proc.pid) == 2  # the main one (the textfile's) and the one serving HTTP, one scrape at a time
+        assert _get(ns, "http://127.0.0.1:9842/other")[0] == 404
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    lines = log.read_text().splitlines()
+    assert sum("cluster file rejected" in ln for ln in lines) == 1, lines
+    assert not any("Traceback" in ln for ln in lines), lines
+
+
+def _threads(pid: int) -> int:
+    """Threads of the lvsdr process under `ip netns exec` (pid is ip's, which execs it: the same process)."""
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def test_listen_takes_an_address_or_a_port_on_loopback() -> None:
+    """--listen PORT is loopback's; ADDRESS:PORT and [V6]:PORT name the address; a name is refused."""
+    from lvsdr.hooks.metrics import parse_listen
+
+    assert parse_listen("9842") == ("127.0.0.1", 9842)
+    assert parse_listen("0.0.0.0:9842") == ("0.0.0.0", 9842)
+    assert parse_listen("[::1]:9842") == ("::1", 9842)
+    with pytest.raises(FactError, match="not an IP address"):
+        parse_listen("localhost:9842")

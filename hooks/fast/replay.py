@@ -247,15 +247,6 @@ def _checked(name: str, state: str | None) -> tuple[str, str | None] | None:
     return name, state
 
 
-def source_key(cluster_bytes: bytes, node: str, code: str) -> str:
-    """The key of a record: these cluster file bytes, this node, this build of lvsdr (fingerprint.py)."""
-    try:
-        from _sha256 import sha256  # CPython's own, without hashlib's OpenSSL (~3 ms to import)
-    except ImportError:
-        from hashlib import sha256
-    return str(sha256(b"\0".join((cluster_bytes, node.encode(), code.encode()))).hexdigest())
-
-
 def _run(argv: list[str], stdin: str = "") -> tuple[int, str]:
     """(exit code, output) of a tool, stderr merged into stdout (one pipe: no
     deadlock): posix_spawnp and pipes, not the subprocess module, which costs
@@ -369,6 +360,8 @@ def record_path(raw: bytes, cluster_path: str, node: str) -> str | None:
 def current(record: dict[str, Any], raw: bytes, node: str, code: str) -> bool:
     """Whether a record was made from these cluster file bytes, for this node
     and this lvsdr."""
+    from lvsdr.source import source_key
+
     return record.get("format") == FORMAT and record.get("key") == source_key(raw, node, code)
 
 

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
 
     from lvsdr.generator.keepalived import Wiring
     from lvsdr.generator.model import Cluster
+    from lvsdr.source import Source
 
 Handler = Callable[["argparse.Namespace"], int]
+
+
+def _source(args: argparse.Namespace) -> Source:
+    """The cluster file, read once for the whole command (``args.node``, when the command has one, is its node)."""
+    from lvsdr.source import Source
+
+    return Source.read(args.cluster, getattr(args, "node", None) or "")
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -129,7 +137,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
     started = time.monotonic()
     from lvsdr.fingerprint import code_fingerprint
     from lvsdr.hooks.fast.replay import replay
-    from lvsdr.hooks.fast.source import Source
+    from lvsdr.source import Source
 
     source = Source.read(args.cluster, args.node)  # read once: the fast path and the full path see the same bytes
     event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
@@ -154,7 +162,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     from lvsdr.defaults import MAX_INTERVAL
     from lvsdr.hooks.director import agent
-    from lvsdr.hooks.fast.source import Source
+    from lvsdr.source import Source
 
     if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
         raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to {MAX_INTERVAL:g}")
@@ -230,11 +238,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_metrics(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lvsdr.hooks.metrics import DEFAULT_INTERVAL, MetricsTarget, parse_listen, serve, text, write_textfile
+    from lvsdr.hooks.metrics import DEFAULT_INTERVAL, config, exposition, families_of, parse_listen, serve
 
-    c = _cluster(args)
-    c.find_director(args.node)
-    t = MetricsTarget(Path(args.cluster), args.node)
     if args.listen is not None:
         try:
             parse_listen(args.listen)
@@ -242,13 +247,18 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             raise InputError(str(e)) from None
     if args.interval is not None and not 1 <= args.interval <= 3600:
         raise InputError(f"--interval: {args.interval} is outside 1..3600 seconds")
+    source = _source(args)
     if args.listen is None and not args.serve:
+        text = exposition(lambda: families_of(config(source, args.node)))
         if args.textfile:
-            write_textfile(t, Path(args.textfile))
+            from lvsdr.hooks.fast.files import write_output
+
+            write_output(args.textfile, text, 0o644)
         else:
-            sys.stdout.write(text(t))
+            sys.stdout.write(text)
         return 0
-    return serve(t, args.listen, Path(args.textfile) if args.textfile else None, args.interval or DEFAULT_INTERVAL)
+    return serve(source, args.listen, Path(args.textfile) if args.textfile else None,
+                 args.interval or DEFAULT_INTERVAL)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
