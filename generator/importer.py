@@ -121,6 +121,16 @@ def _command(d: Directive) -> list[str] | None:
     return parts or None
 
 
+def _take_command(side: Side, into: dict[str, Any], key: str, d: Directive) -> None:
+    """``into[key]``: the script ``d`` names; one that is empty (``notify_down ""``,
+    which keepalived accepts and runs nothing for) is named and left out."""
+    cmd = _command(d)
+    if cmd is None:
+        side.skip(d, "an empty script: keepalived runs nothing (not imported)")
+    else:
+        into[key] = cmd
+
+
 def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -> Side:
     router_id = None
     for d in tree:
@@ -327,7 +337,7 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
         elif k == "track_file":
             inst["track_files"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
         elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and c.args:
-            inst[k] = _command(c)
+            _take_command(side, inst, k, c)
         elif k == "lvs_sync_daemon_interface" and c.args:  # keepalived 2.2.7: deprecated, use global lvs_sync_daemon
             side.sync_daemon = side.sync_daemon or {"interface": c.args[0]}
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of global_defs "
@@ -475,7 +485,7 @@ def _virtual_server_body(side: Side, d: Directive, svc: dict[str, Any]
         elif k in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
             svc[k.replace("-", "_")] = True
         elif k in ("quorum_up", "quorum_down") and c.args:
-            svc[k] = _command(c)
+            _take_command(side, svc, k, c)
         elif k == "sorry_server" and c.args:
             svc["sorry_server"] = {"address": c.args[0]}
         elif k == "ip_family":
@@ -508,7 +518,7 @@ def _real_server(side: Side, d: Directive) -> dict[str, Any] | None:
         elif k == "inhibit_on_failure":
             b["inhibit_on_failure"] = not c.args or c.args[0] not in ("false", "no", "off", "0")
         elif k in ("notify_up", "notify_down") and c.args:
-            b[k] = _command(c)
+            _take_command(side, b, k, c)
         elif k in CHECKERS:
             chk = _checker(side, c)
             if chk is not None:

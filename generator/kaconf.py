@@ -54,6 +54,8 @@ class Notes:
 _VAR_DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 _VAR_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 MAX_INCLUDE_DEPTH = 8
+MAX_LOADS = 1000  # files read in all, an included file counted each time: eight files of eight includes are 8**7
+MAX_TEXT = 64 << 20  # characters of all lines read, after $NAME substitution (a 1 MB variable used 3,000 times)
 BLOCK_KEYWORDS = ("global_defs", "vrrp_instance", "virtual_server", "vrrp_script", "vrrp_sync_group",
                   "virtual_server_group", "static_ipaddress", "static_routes", "vrrp_track_file", "track_file",
                   "linkbeat_interfaces", "static_rules", "garp_group", "bfd_instance")
@@ -119,7 +121,7 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
     notes = notes if notes is not None else Notes()
     variables: dict[str, str] = {}
     lines: list[tuple[str, int, str]] = []
-    _load(path, read, config_id, notes, variables, lines, 0)
+    _load(path, read, config_id, notes, variables, lines, 0, [0, 0])
     pos = 0
 
     def block(depth: int) -> tuple[Directive, ...]:
@@ -168,9 +170,14 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
 
 
 def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: Notes,
-          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int) -> None:
+          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int]) -> None:
+    """Read ``path`` into ``lines``; ``spent`` is [files read, characters taken] of the whole reading, each capped."""
     if depth > MAX_INCLUDE_DEPTH:
         raise InputError(f"{path}: includes nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)")
+    spent[0] += 1
+    if spent[0] > MAX_LOADS:
+        raise InputError(f"{path}: the includes read more than {MAX_LOADS} files in all; keepalived.conf "
+                         "that large is not imported")
     try:
         text = read(path)
     except OSError as e:
@@ -198,7 +205,11 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
             variables[m.group(1)] = m.group(2).strip()
             continue
         if "$" in line:
-            line = _VAR_USE.sub(lambda v: variables.get(v.group(1) or v.group(2), v.group(0)), line)
+            line = _expand(line, variables, MAX_TEXT - spent[1], f"{path}:{start}")
+        spent[1] += len(line)
+        if spent[1] > MAX_TEXT:
+            raise InputError(f"{path}:{start}: more than {MAX_TEXT >> 20} MiB of configuration in all (with "
+                             "$NAME substituted); not imported")
         words = _tokens(line)
         if words and words[0][0] == "include" and len(words) >= 2:
             pattern = words[1][0]
@@ -209,10 +220,25 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
                 notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
             for inc in found:
                 try:
-                    _load(inc, read, config_id, notes, variables, lines, depth + 1)
+                    _load(inc, read, config_id, notes, variables, lines, depth + 1, spent)
                 except InputError as e:
                     if str(e).startswith(f"{inc}:"):  # the included file itself: say where it was included
                         raise InputError(f"{path}:{start}: include {words[1][0]}: {e}") from None
                     raise
             continue
         lines.append((path, start, line))
+
+
+def _expand(line: str, variables: dict[str, str], room: int, where: str) -> str:
+    """``line`` with its $NAME and ${NAME} replaced, refused (InputError
+    naming ``where``) as soon as it would be longer than ``room``: the size is
+    counted before anything is built."""
+    size, last = 0, 0
+    for m in _VAR_USE.finditer(line):
+        value = variables.get(m.group(1) or m.group(2), m.group(0))
+        size += m.start() - last + len(value)
+        last = m.end()
+        if size > room:
+            raise InputError(f"{where}: more than {MAX_TEXT >> 20} MiB of configuration in all (with $NAME "
+                             "substituted); not imported")
+    return _VAR_USE.sub(lambda v: variables.get(v.group(1) or v.group(2), v.group(0)), line)

@@ -162,3 +162,37 @@ def test_mutated_keepalived_files_never_print_a_traceback(tmp_path: Path, insert
     assert code in (0, 1, 2)
     if code == 2:
         assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("directive", [b"notify_down \"\"", b"notify_up \"\"", b"notify_down \" \""])
+def test_an_empty_notify_script_is_named_not_a_traceback(tmp_path: Path, directive: bytes) -> None:
+    """keepalived accepts `notify_down ""` (and runs nothing): import names it and leaves it out (a TypeError
+    before)."""
+    data = BASE.replace(b"real_server 192.0.2.11 80 {", b"real_server 192.0.2.11 80 {\n        " + directive, 1)
+    assert data != BASE
+    code, out, err = run_import(tmp_path, data)
+    assert code == 0 and "an empty script: keepalived runs nothing (not imported)" in err, err
+    assert "Traceback" not in err and "[cluster]" in out
+
+
+def test_a_variable_multiplied_past_the_cap_is_one_line(tmp_path: Path) -> None:
+    """A 1 MB $NAME used 3,000 times (3 GB once substituted) is refused in one line naming the file and line, before
+    anything that large is built (a MemoryError before)."""
+    big = b"$BIG=" + b"x" * (1 << 20) + b"\nglobal_defs {\n" + b"  router_id ${BIG}\n" * 3000 + b"}\n"
+    code, _out, err = run_import(tmp_path, big + BASE)
+    assert code == 2 and err.count("\n") == 1 and "MiB of configuration in all" in err, err[:300]
+    assert "lb1.conf:" in err
+
+
+def test_a_fan_out_of_includes_is_capped(tmp_path: Path) -> None:
+    """Eight files of eight `include` lines each (8**7 loads, 29 s before) are refused in one line, at once."""
+    import time
+
+    for i in range(8):
+        nxt = f"f{i + 1}.conf" if i < 7 else None
+        (tmp_path / f"f{i}.conf").write_text("".join(f"include {nxt}\n" for _ in range(8)) if nxt else "")
+    data = b"include f0.conf\n" + BASE
+    started = time.monotonic()
+    code, _out, err = run_import(tmp_path, data)
+    assert time.monotonic() - started < 10
+    assert code == 2 and err.count("\n") == 1 and "more than 1000 files" in err, err
