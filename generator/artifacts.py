@@ -21,9 +21,12 @@ UNIT = "lvsdr-realserver@.service"
 def unit(name: str, cluster: Cluster) -> str:
     """A unit of systemd/ with the cluster's paths in place of its placeholders
     (the one place they are filled in: the real servers' and the directors' units)."""
+    import posixpath
+
     text = package_files("lvsdr.systemd").joinpath(name).read_text()
     return (text.replace("@LVSDR@", cluster.lvsdr_path).replace("@CONFIG@", cluster.config_path)
-            .replace("@FIFO@", cluster.notify_fifo))
+            .replace("@FIFODIR@", posixpath.dirname(cluster.notify_fifo)).replace("@FIFO@", cluster.notify_fifo)
+            .replace("@STATE@", cluster.state_dir))
 
 
 def realserver_files(cluster: Cluster, spec: Spec, source: str) -> Files:

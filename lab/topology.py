@@ -381,8 +381,8 @@ class Lab:
             if self.suppression == "product":
                 self.log(f"real server {node.name}: lvsdr realserver apply")
                 applies.append(subprocess.Popen(  # every real server at once; checked below
-                    ["ip", "netns", "exec", node.ns, self._console(), "realserver", "apply", self.cluster_path,
-                     "--node", node.name, "--state-dir", str(self.state_dir)],
+                    ["ip", "netns", "exec", node.ns, *self.sandboxed("lvsdr-realserver@.service"), self._console(),
+                     "realserver", "apply", self.cluster_path, "--node", node.name, "--state-dir", str(self.state_dir)],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/"))
             elif self.suppression == "none":
                 self.log(f"real server {node.name}: VIPs on lo, NO ARP suppression (showing the problem)")
@@ -570,9 +570,25 @@ class Lab:
     def start_agent(self, node: Node) -> None:
         """`lvsdr agent` on a director, on keepalived's FIFO."""
         self.reap()
-        self._spawn(node.ns, [self._console(), "agent", self.cluster_path, "--node", node.name,
+        self._spawn(node.ns, [*self.sandboxed("lvsdr-agent@.service"), self._console(), "agent", self.cluster_path,
+                              "--node", node.name,
                               "--fifo", self.fifo(node), "--pidfile", str(self.pidfile(node)),
                               "--interval", str(AGENT_INTERVAL)], f"agent-{node.name}.log")
+
+    def sandboxed(self, unit: str) -> list[str]:
+        """The prefix that runs a command under ``unit``'s sandbox (lab/sandbox.py),
+        the unit filled in as `lvsdr render --all` fills it in for this lab's
+        cluster (its state directory, its copy of the cluster file)."""
+        import dataclasses
+
+        from lvsdr.generator.artifacts import unit as unit_text
+
+        path = self.state_dir / f"sandbox-{unit.replace('@', '')}"
+        if not path.exists():
+            lab = dataclasses.replace(self.cluster, state_dir=str(self.state_dir), config_path=self.cluster_path,
+                                      notify_fifo=str(self.state_dir / "notify.fifo"))
+            path.write_text(unit_text(unit, lab))
+        return [sys.executable, "-m", "lvsdr.lab.sandbox", str(path), "--"]
 
     @staticmethod
     def _console() -> str:

@@ -118,11 +118,13 @@ def make_lab(path: Path, tmp: Path, suppression: str = "product", hook: str = "b
                hook=hook, held_back=held_back)
 
 
-def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/"
-             ) -> subprocess.CompletedProcess[str]:
-    """Run lvsdr inside network namespace ``ns`` (never in the host's)."""
+def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/",
+             sandbox: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run lvsdr inside network namespace ``ns`` (never in the host's); ``sandbox``: under a unit's
+    sandbox (``Lab.sandboxed``)."""
     prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
-    return subprocess.run(["ip", "netns", "exec", ns, *prefix, sys.executable, "-m", "lvsdr.cli", *args],
+    return subprocess.run(["ip", "netns", "exec", ns, *prefix, *(sandbox or []), sys.executable, "-m", "lvsdr.cli",
+                           *args],
                           capture_output=True, text=True, check=False, cwd=cwd, timeout=120 * TIME_SCALE)
 
 

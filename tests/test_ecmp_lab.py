@@ -195,7 +195,7 @@ def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:
 
     try:
         path.write_text(json.dumps(data))
-        p = lvsdr_in(lb1.ns, *args)
+        p = lvsdr_in(lb1.ns, *args, sandbox=lab.sandboxed("lvsdr-watch@.service"))
         assert p.returncode == 0, p.stderr
         assert "bird.conf: written; BIRD reconfigured" in p.stderr, p.stderr
         poll(lambda: "(65001,200)" in communities(), "the router sees the new community", 10,
@@ -203,7 +203,7 @@ def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:
         assert lab.next_hops() == everyone(lab)
     finally:
         path.write_text(original)
-        lvsdr_in(lb1.ns, *args)
+        lvsdr_in(lb1.ns, *args, sandbox=lab.sandboxed("lvsdr-watch@.service"))
 
 
 def test_doctor_checks_an_ecmp_director(lab: Lab) -> None:

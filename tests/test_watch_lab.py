@@ -40,7 +40,8 @@ def test_watch_reloads_good_changes_and_keeps_the_last_good_config(tmp_path: Pat
         original = cluster.read_text()
         log = open(tmp_path / "watch.log", "w")  # noqa: SIM115
         watch = subprocess.Popen(
-            ["ip", "netns", "exec", master.ns, lab._console(), "watch", str(cluster), "--node", master.name,
+            ["ip", "netns", "exec", master.ns, *lab.sandboxed("lvsdr-watch@.service"), lab._console(), "watch",
+             str(cluster), "--node", master.name,
              "-o", str(conf), "--pidfile", str(pidfile), "--hook", "both", "--lvsdr-path", lab._console(),
              "--config-path", str(cluster), "--notify-fifo", str(lab.state_dir / f"{master.name}.fifo")],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LVSDR_LOG="stderr"))

@@ -176,7 +176,8 @@ class Watching:
         self.log_path = tmp / "watch.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         pidfile = str(lab.state_dir / f"keepalived-{node.name}.pid")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", node.ns, "env", "LVSDR_LOG=stderr", lab._console(),
+        self.proc = subprocess.Popen(["ip", "netns", "exec", node.ns, "env", "LVSDR_LOG=stderr",
+                                      *lab.sandboxed("lvsdr-watch@.service"), lab._console(),
                                       "watch", lab.cluster_path, "--pidfile", pidfile, *self.wiring],
                                      stdout=self.log, stderr=self.log)
 
