@@ -230,3 +230,62 @@ def test_the_drain_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None
     p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "keepalived.service"], capture_output=True,
                        text=True, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _node_packages(tmp_path: Path, text: str, out: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cluster = tmp_path / "c.toml"
+    cluster.write_text(text)
+    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    return subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(cluster), "1.0", out], env=env,
+                          cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("rpmbuild") is None, reason="no dpkg or rpm")
+def test_a_node_named_with_capitals_and_underscores_packages_into_a_relative_outdir(tmp_path: Path) -> None:
+    """Node LB_1 (a valid node name) is package lvsdr-lb-1 in both formats (dpkg-deb refused lvsdr-LB_1), and a
+    relative OUTDIR works for the RPMs too (rpmbuild runs elsewhere: every RPM failed)."""
+    text = (EXAMPLES / "web.toml").read_text().replace('"lb1"', '"LB_1"')
+    p = _node_packages(tmp_path, text, "out", tmp_path)
+    assert p.returncode == 0, p.stderr
+    names = sorted(f.name for f in (tmp_path / "out").iterdir() if f.is_file())
+    assert "lvsdr-lb-1_1.0_all.deb" in names and "lvsdr-lb-1-1.0-1.noarch.rpm" in names, names
+    postinst = subprocess.run(["dpkg-deb", "-I", str(tmp_path / "out" / "lvsdr-lb-1_1.0_all.deb"), "postinst"],
+                              capture_output=True, text=True, check=True).stdout
+    assert "lvsdr-agent@LB_1.service" in postinst  # the unit's instance is the node's own name
+
+
+def test_two_nodes_that_would_be_one_package_are_refused(tmp_path: Path) -> None:
+    """LB_1 and lb-1 would both be lvsdr-lb-1: one line naming both, exit 2."""
+    text = (EXAMPLES / "web.toml").read_text().replace('"lb1"', '"LB_1"').replace('"lb2"', '"lb-1"')
+    p = _node_packages(tmp_path, text, str(tmp_path / "out"), tmp_path)
+    assert p.returncode == 2 and "nodes LB_1 and lb-1 would both be package lvsdr-lb-1" in p.stderr, p.stderr
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("unshare") is None, reason="no dpkg or unshare")
+def test_removing_a_node_package_stops_and_disables_its_units_an_upgrade_does_not(tmp_path: Path) -> None:
+    """The Debian package's prerm, run as dpkg runs it where systemd runs (a private mount namespace with
+    /run/systemd/system, systemctl recorded): `remove` stops and disables the node's units (a real server's stop
+    removes its suppression), `upgrade` touches nothing; postrm reloads systemd after removal."""
+    p = _node_packages(tmp_path, (EXAMPLES / "web.toml").read_text(), str(tmp_path / "out"), tmp_path)
+    assert p.returncode == 0, p.stderr
+    stub = tmp_path / "bin" / "systemctl"
+    stub.parent.mkdir()
+    calls = tmp_path / "calls"
+    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    stub.chmod(0o755)
+    for pkg, units in (("web1", ["lvsdr-realserver@web1.service"]),
+                       ("lb1", ["lvsdr-agent@lb1.service", "lvsdr-watch@lb1.service"])):
+        control = tmp_path / f"control-{pkg}"
+        subprocess.run(["dpkg-deb", "-e", str(tmp_path / "out" / f"lvsdr-{pkg}_1.0_all.deb"), str(control)],
+                       check=True)
+        for script, arg, want in (("prerm", "upgrade", []), ("prerm", "remove", [f"disable --now {u}" for u in units]),
+                                  ("postrm", "remove", ["daemon-reload"])):
+            calls.unlink(missing_ok=True)
+            run = (f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && PATH={stub.parent}:$PATH "
+                   f"sh {control / script} {arg}")
+            r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", run],
+                               capture_output=True, text=True, check=False, env={k: v for k, v in os.environ.items()
+                                                                                if k != "DPKG_ROOT"})
+            assert r.returncode == 0, r.stderr
+            got = calls.read_text().splitlines() if calls.exists() else []
+            assert got == want, (pkg, script, arg, got)

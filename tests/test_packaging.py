@@ -140,3 +140,21 @@ def test_the_lvsdr_debian_package_runs_on_debians_modules(tmp_path: Path) -> Non
             watch.terminate()
             watch.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+@pytest.mark.long
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
+def test_the_lvsdr_debian_package_holds_only_what_git_tracks(tmp_path: Path) -> None:
+    """scripts/lvsdr-deb builds from what git tracks: a stray module beside the tracked ones (an untracked file in a
+    checkout) is not shipped."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, capture_output=True)
+    shutil.copy(REPO / "scripts" / "lvsdr-deb", clone / "scripts" / "lvsdr-deb")  # this checkout's recipe
+    (clone / "hooks" / "stray.py").write_text("raise SystemExit('an untracked file was shipped')\n")
+    p = subprocess.run(["bash", str(clone / "scripts" / "lvsdr-deb"), "1.0", str(tmp_path / "out")],
+                       capture_output=True, text=True, check=False, env={**os.environ, "PYTHON": sys.executable,
+                                                                        "SOURCE_DATE_EPOCH": "1700000000"})
+    assert p.returncode == 0, p.stderr
+    listing = subprocess.run(["dpkg-deb", "-c", str(tmp_path / "out" / "lvsdr_1.0_all.deb")], capture_output=True,
+                             text=True, check=True).stdout
+    assert "lvsdr/hooks/gateway.py" in listing and "stray" not in listing
