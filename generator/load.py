@@ -50,10 +50,9 @@ from .rules import (
     command,
     extra_line,
     link,
-    parse_address,
     script_args,
 )
-from .schema import MISSING, Errors, Table, decode, defaults_of, parse_text, quote, read_input, typename
+from .schema import MISSING, Errors, Table, decode, defaults_of, parse_address, parse_text, quote, read_input, typename
 
 CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)

@@ -25,8 +25,8 @@ from .model import (
     SorryServer,
     Url,
 )
-from .rules import HOST_RE, NAME_RE, PATH_RE, URL_PATH_RE, command, parse_address, script_args, sorry_address
-from .schema import MAX_INT, Errors, Memo, Table, defaults_of, quote, typename
+from .rules import HOST_RE, NAME_RE, PATH_RE, URL_PATH_RE, command, script_args, sorry_address
+from .schema import MAX_INT, Errors, Memo, Table, defaults_of, parse_address, quote, typename
 
 CHECK = defaults_of(Check)
 URL = defaults_of(Url)

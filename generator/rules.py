@@ -14,7 +14,7 @@ from .model import (
     Command,
     IPAddress,
 )
-from .schema import Errors, Table, quote
+from .schema import Table, quote
 
 CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -31,25 +31,6 @@ AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
 ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
 
 LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}:[A-Za-z0-9_-]+")
-
-
-def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
-    if "%" in v:  # ipaddress takes almost anything after % (newlines, braces, quotes) as a scope id
-        errors.add(where, f"{quote(v)} has a scope id (%...); give the plain address")
-        return None
-    try:
-        addr = ipaddress.ip_address(v)
-    except ValueError:
-        errors.add(where, f"{quote(v)} is not an IP address")
-        return None
-    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or (
-            addr.version == 4 and (addr.is_reserved or int(addr) >> 24 == 0)):
-        errors.add(where, f"{addr} is not a unicast host address")
-        return None
-    if addr.version == 6 and addr.is_link_local:
-        errors.add(where, f"{addr} is link-local; use a global address")
-        return None
-    return addr
 
 
 def sorry_address(st: Table) -> IPAddress | None:

@@ -6,6 +6,7 @@ error line. The cluster's own rules are in load.py and load_services.py."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -118,6 +119,26 @@ def typename(v: object) -> str:
     return type(v).__name__
 
 
+def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
+    """A host address of the cluster (a director's, a real server's, a VIP): one error line naming ``where`` else."""
+    if "%" in v:  # ipaddress takes almost anything after % (newlines, braces, quotes) as a scope id
+        errors.add(where, f"{quote(v)} has a scope id (%...); give the plain address")
+        return None
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        errors.add(where, f"{quote(v)} is not an IP address")
+        return None
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback or (
+            addr.version == 4 and (addr.is_reserved or int(addr) >> 24 == 0)):
+        errors.add(where, f"{addr} is not a unicast host address")
+        return None
+    if addr.version == 6 and addr.is_link_local:
+        errors.add(where, f"{addr} is link-local; use a global address")
+        return None
+    return addr
+
+
 class Table:
     """A TOML table being read: typed getters that record errors, unknown-key check."""
 
@@ -196,8 +217,6 @@ class Table:
         v = self.get(key, str, default)
         if not isinstance(v, str) or key not in self.data:
             return None
-        from .rules import parse_address  # the address rule lives with the other rules (it quotes with this module)
-
         return parse_address(v, self.path(key), self.errors)
 
     def table(self, key: str) -> Table | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 
 from lvsdr.errors import CheckError, MissingToolError
+
+from .run import TimedOut, run
 
 
 def _binary(name: str) -> str:
@@ -42,24 +43,22 @@ def check_text(text: str, timeout: float = 30) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         try:
-            p = subprocess.run([_binary("bird"), "-p", "-c", tmp], capture_output=True, text=True,
-                               timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise CheckError(f"bird -p: no answer within {timeout:.0f} s") from None
+            p = run([_binary("bird"), "-p", "-c", tmp], timeout=timeout, what="bird -p")
+        except TimedOut as e:
+            raise CheckError(str(e)) from None
     finally:
         os.unlink(tmp)
-    if p.returncode != 0:
-        out = (p.stderr or p.stdout).strip().replace(tmp, "bird.conf")
-        raise CheckError(f"bird -p: exit {p.returncode}: {out.splitlines()[0] if out else 'no output'}")
+    if not p.ok:
+        out = p.said.replace(tmp, "bird.conf")
+        raise CheckError(f"bird -p: exit {p.code}: {out.splitlines()[0] if out else 'no output'}")
 
 
 def configure(socket: str, timeout: float = 30) -> tuple[bool, str]:
     """``birdc -s SOCKET configure``: BIRD reads its config again (sessions
     whose settings did not change stay up). (ok, BIRD's answer)."""
     try:
-        p = subprocess.run([_binary("birdc"), "-s", socket, "configure"], capture_output=True, text=True,
-                           timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return False, f"birdc: no answer within {timeout:.0f} s"
-    out = (p.stdout + p.stderr).strip()
-    return p.returncode == 0 and ("Reconfigured" in out or "Reconfiguration in progress" in out), out
+        p = run([_binary("birdc"), "-s", socket, "configure"], timeout=timeout, what="birdc")
+    except TimedOut as e:
+        return False, str(e)
+    out = (p.out + p.err).strip()
+    return p.ok and ("Reconfigured" in out or "Reconfiguration in progress" in out), out

@@ -147,13 +147,14 @@ def _families(cluster: Cluster, r: Report) -> None:
 def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, socket: str | None) -> None:
     """An ECMP director: BIRD and its sessions, what it announces against what
     keepalived's quorum allows, the node's state, and IPVS's real-server order."""
-    import subprocess
+
 
     from lvsdr.generator.director import plan_ecmp
 
     from .director import _Quorum, drain_marker
     from .facts import read_ecmp_facts
     from .processes import pids_of
+    from .run import run
 
     bgp = cluster.bgp
     assert bgp is not None and spec.ecmp is not None
@@ -163,10 +164,8 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, sock
     else:
         r.fail("BIRD is not running in this network namespace (systemctl start bird)")
     try:
-        p = subprocess.run(["birdc", "-s", socket, "show", "protocols"], capture_output=True, text=True,
-                           timeout=10, check=False)
-        states = bird_sessions(p.stdout)
-    except (OSError, subprocess.TimeoutExpired):
+        states = bird_sessions(run(["birdc", "-s", socket, "show", "protocols"], timeout=10).out)
+    except (OSError, LvsdrError):
         states = {}
     for i, peer in enumerate(bgp.peers, 1):
         state = states.get(f"peer{i}")

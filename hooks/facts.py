@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -37,21 +36,25 @@ def record_path(state_dir: Path, spec: Spec) -> Path:
 def run_fact(cmd: FactCommand) -> str:
     """The command's output; "" when its program is missing or the error says
     the thing is absent; ``FactError`` for any other failure."""
+    from .run import TimedOut, run
+
     if shutil.which(cmd.argv[0]) is None:
         return ""
     try:
-        p = subprocess.run(list(cmd.argv), capture_output=True, text=True, check=False, timeout=30)
-    except subprocess.TimeoutExpired:
-        raise FactError(f"{' '.join(cmd.argv)}: no answer within 30 s") from None
-    if p.returncode == 0:
-        return p.stdout
-    err = (p.stderr or p.stdout).strip()
+        p = run(cmd.argv, timeout=30)
+    except TimedOut as e:
+        raise FactError(str(e)) from None
+    except FileNotFoundError:
+        return ""
+    if p.ok:
+        return p.out
+    err = p.said
     if any(s in err for s in cmd.absent):
         return ""
     for pattern, advice in cmd.hints:
         if pattern in err.lower():
             raise FactError(advice)
-    raise FactError(f"{' '.join(cmd.argv)}: exit {p.returncode}: {err.splitlines()[0] if err else 'no output'}")
+    raise FactError(f"{' '.join(cmd.argv)}: exit {p.code}: {err.splitlines()[0] if err else 'no output'}")
 
 
 def read_addresses() -> tuple[NodeAddress, ...]:

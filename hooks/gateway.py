@@ -22,9 +22,9 @@ def nft_transaction(script: str, resident: bool = False) -> bool:
     """The fast path's one change to a node: an nft script, applied in one
     transaction (all of it or nothing). ``resident``: in this process through
     libnftables (the agent), else by spawning nft. True when applied."""
-    from .fast.replay import _nft
+    from .fast.spawn import nft
 
-    return _nft(["nft", "-f", "-"], script, resident)[0] == 0
+    return nft(script, resident)[0] == 0
 
 
 IFA_F_NODAD = 0x02
@@ -146,11 +146,11 @@ class Gateway:
 
     @staticmethod
     def _run(argv: tuple[str, ...], stdin: str | None = None) -> None:
-        import subprocess
+        from .run import run
 
         try:
-            p = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60)
+            p = run(argv, stdin)
         except FileNotFoundError:
             raise ApplyError(f"{argv[0]}: not found") from None
-        if p.returncode != 0:
-            raise ApplyError(f"{' '.join(argv)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+        if not p.ok:
+            raise ApplyError(f"{' '.join(argv)}: exit {p.code}: {p.said}")

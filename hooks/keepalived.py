@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 
 from lvsdr.errors import CheckError, MissingToolError
+
+from .run import TimedOut, run
 
 # keepalived -t exit codes (keepalived 2.2.7, Debian 12)
 EXIT_MEANING = {
@@ -53,10 +54,10 @@ def check_file(path: str, netns: str | None = None, timeout: float = 60) -> Chec
     if netns:
         cmd = ["ip", "netns", "exec", netns, *cmd]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise CheckError(f"keepalived -t: no answer within {timeout:.0f} s") from None
-    return CheckResult(p.returncode, p.stdout + p.stderr)
+        p = run(cmd, timeout=timeout, what="keepalived -t")
+    except TimedOut as e:
+        raise CheckError(str(e)) from None
+    return CheckResult(p.code, p.out + p.err)
 
 
 def check_text(text: str, netns: str | None = None) -> CheckResult:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.generator import ipvs
 from lvsdr.generator.ipvs import Dest, Key, Leaving
 from lvsdr.generator.node import FactError, record_json
@@ -24,7 +25,21 @@ from lvsdr.generator.node import FactError, record_json
 if TYPE_CHECKING:
     from lvsdr.generator.kaconf import Directive
 
-    from .watch import WatchTarget
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """What to keep true: director ``node``'s ``output`` from ``cluster``."""
+
+    cluster: Path
+    node: str
+    output: Path
+    pidfile: Path = Path(KEEPALIVED_PIDFILE)
+    lvsdr_path: str | None = None
+    config_path: str | None = None
+    notify_fifo: str | None = None
+    hook: str | None = None
+    bird_conf: Path | None = None  # ECMP: where bird.conf goes (default: the cluster's bgp.bird_conf)
+    bird_socket: str | None = None  # ECMP: birdc's socket (default: the cluster's bgp.bird_socket)
 
 
 @dataclass(frozen=True)

@@ -26,29 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.errors import InputError, LvsdrError
+
+from .reload import WatchTarget
 
 DEBOUNCE = 0.3  # seconds: editors write a file in several steps
 LEAVING_POLL = 5.0  # seconds between passes while removed real servers are leaving (their connections end)
 
 Outcome = Literal["unchanged", "reloaded", "written", "rejected", "failed"]
-
-
-@dataclass(frozen=True)
-class WatchTarget:
-    """What to keep true: director ``node``'s ``output`` from ``cluster``."""
-
-    cluster: Path
-    node: str
-    output: Path
-    pidfile: Path = Path(KEEPALIVED_PIDFILE)
-    lvsdr_path: str | None = None
-    config_path: str | None = None
-    notify_fifo: str | None = None
-    hook: str | None = None
-    bird_conf: Path | None = None  # ECMP: where bird.conf goes (default: the cluster's bgp.bird_conf)
-    bird_socket: str | None = None  # ECMP: birdc's socket (default: the cluster's bgp.bird_socket)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from lvsdr.generator.keepalived import render_keepalived, service_key
 from lvsdr.generator.load import parse_cluster
 from lvsdr.generator.node import FactError
 from lvsdr.hooks import facts, reload
-from lvsdr.hooks.watch import WatchTarget
+from lvsdr.hooks.reload import WatchTarget
 
 from helpers import DATA, EXAMPLES, patched
 

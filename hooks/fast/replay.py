@@ -247,44 +247,12 @@ def _checked(name: str, state: str | None) -> tuple[str, str | None] | None:
     return name, state
 
 
-def _run(argv: list[str], stdin: str = "") -> tuple[int, str]:
-    """(exit code, output) of a tool, stderr merged into stdout (one pipe: no
-    deadlock): posix_spawnp and pipes, not the subprocess module, which costs
-    ~4 ms to import on this path. ``stdin`` is small (an nft script)."""
-    r_out, w_out = os.pipe()
-    r_in, w_in = os.pipe()
-    actions = [(os.POSIX_SPAWN_DUP2, r_in, 0), (os.POSIX_SPAWN_DUP2, w_out, 1), (os.POSIX_SPAWN_DUP2, w_out, 2)]
-    try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
-    finally:
-        os.close(r_in)
-        os.close(w_out)
-    with os.fdopen(w_in, "w") as f:
-        f.write(stdin)
-    with os.fdopen(r_out) as out:
-        output = out.read()
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output
-
-
-def _nft(argv: list[str], script: str, resident: bool) -> tuple[int, str]:
-    """(exit code, output) of an nft script: in a resident process through
-    libnftables (libnft.py: ~0.4 ms for a role change), else by spawning
-    ``argv`` (~16 ms; cheaper than loading the library in a process that
-    ends)."""
-    if resident:
-        from .libnft import run
-
-        done = run(script)
-        if done is not None:
-            return done
-    return _run(argv, script if argv[-1] == "-" else "")
-
-
 def nft_tables(keys: list[str], resident: bool = False) -> dict[str, str]:
     """The listing of each of these tables (``FAMILY NAME``) that exists, as
     `nft -s list ruleset` prints it."""
-    code, stdout = _nft(["nft", "-s", "list", "ruleset"], "list ruleset\n", resident)
+    from .spawn import nft
+
+    code, stdout = nft("list ruleset\n", resident, ("nft", "-s", "list", "ruleset"))
     if code:
         raise OSError(f"nft list ruleset: {stdout.strip()}")
     return split_ruleset(stdout, keys)

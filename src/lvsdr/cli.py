@@ -201,7 +201,7 @@ def _watch_target(args: argparse.Namespace) -> Any:
     import os
     from pathlib import Path
 
-    from lvsdr.hooks.watch import WatchTarget
+    from lvsdr.hooks.reload import WatchTarget
 
     c = _cluster(args)
     c.find_director(args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
