@@ -52,25 +52,24 @@ from .rules import (
     link,
     script_args,
 )
-from .schema import MISSING, Errors, Table, decode, defaults_of, parse_address, parse_text, quote, read_input, typename
+from .schema import MISSING, Errors, Table, decode, defaults_of, parse_address, parse_text, quote, typename
 
 CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)
 
 
 def load_cluster(path: str | Path) -> Cluster:
-    """Read and validate a cluster file (``.json`` is JSON, anything else TOML)."""
-    return parse_cluster(parse_text(read_text(path), str(path)))
+    """Read and validate a cluster file (``.json`` is JSON, anything else TOML): a
+    regular file, size-capped (``lvsdr.inputs.read_regular``, the one reader of
+    what an operator names). A command reads it once, as a ``lvsdr.source.Source``."""
+    from lvsdr.inputs import read_regular
+
+    return load_cluster_bytes(read_regular(path), path)
 
 
 def load_cluster_bytes(raw: bytes, path: str | Path) -> Cluster:
     """Validate a cluster file's bytes already read (``path`` names it in errors and picks the format)."""
     return parse_cluster(parse_text(decode(raw, str(path)), str(path)))
-
-
-def read_text(path: str | Path) -> str:
-    """A cluster file's text (see ``read_input``)."""
-    return decode(read_input(path), str(path))
 
 
 def parse_cluster(data: Any) -> Cluster:

@@ -10,13 +10,11 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import tomli as _toml  # the same parser as the stdlib's tomllib, compiled: 3x faster on big files
 
 from lvsdr.errors import InputError
-from lvsdr.inputs import MAX_INPUT, read_regular
 
 from .model import (
     IPAddress,
@@ -76,13 +74,6 @@ class Memo:
 
 QUOTE_MAX = 80  # characters of a value echoed in an error line
 MAX_INT = 2**63  # a larger integer is quoted by its size: Python cannot print one of more than 4,300 digits
-
-
-def read_input(path: str | Path, limit: int = MAX_INPUT) -> bytes:
-    """A regular file's bytes, at most ``limit`` of them: a FIFO, a device
-    (/dev/zero) or a directory is refused at once instead of hanging or
-    filling memory. Raises ``InputError`` naming the file."""
-    return read_regular(path, limit)
 
 
 def quote(v: object, limit: int = QUOTE_MAX) -> str:
@@ -245,11 +236,6 @@ def decode(raw: bytes, path: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text (byte {e.start})") from None
-
-
-def read_text(path: str | Path) -> str:
-    """A cluster file's text (see ``read_input``)."""
-    return decode(read_input(path), str(path))
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.errors import LvsdrError
 from lvsdr.generator.keepalived import Wiring
 from lvsdr.generator.model import Cluster
+from lvsdr.source import Source
 
 if TYPE_CHECKING:
     from lvsdr.generator.director import DirectorSpec
@@ -71,19 +72,20 @@ def _pending(r: Report, what: str, changes: list[str], fix: str) -> None:
         print(f"        {c}")
 
 
-def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring: Wiring, r: Report,
-                    bird_socket: str | None = None, pidfile: str = KEEPALIVED_PIDFILE) -> None:
+def doctor_director(file: Source, conf: Path, wiring: Wiring, r: Report, bird_socket: str | None = None,
+                    pidfile: str = KEEPALIVED_PIDFILE) -> None:
     from lvsdr.generator.director import director_spec, observed_role, plan_role
     from lvsdr.generator.keepalived import render_keepalived
 
     from .facts import read_director_facts
     from .keepalived import check_text
 
+    cluster, node = file.cluster, file.node
     spec = director_spec(cluster, node)
     if not _identity(r, node, spec.address):
         return
     _families(cluster, r)
-    text = render_keepalived(cluster, node, source=source, wiring=wiring)
+    text = render_keepalived(cluster, node, source=file.path, wiring=wiring)
     try:
         live = conf.read_text()
     except OSError as e:
@@ -120,7 +122,7 @@ def doctor_director(cluster: Cluster, node: str, source: str, conf: Path, wiring
         _network(cluster, r)
         return
     if wiring.hook in ("notify", "both"):
-        _fast_path(spec, cluster, source, r)
+        _fast_path(spec, file, r)
     facts = read_director_facts(spec, Path(cluster.state_dir))
     role = observed_role(spec, facts.addresses)
     r.ok(f"VRRP role observed: {role} (VIPs {'on' if role == 'MASTER' else 'not on'} {spec.interface})")
@@ -224,7 +226,7 @@ def ipvs_order(text: str) -> dict[str, list[str]]:
     return {str(k): [d.address for d in s.dests] for k, s in parse_proc(text).items() if k.protocol != "FWM"}
 
 
-def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> None:
+def _fast_path(spec: DirectorSpec, file: Source, r: Report) -> None:
     """Whether `lvsdr notify` can replay (hooks/fast/replay.py): lvsdr's rules in
     both roles are nft tables, it finds its record from the cluster file read
     by line, and it has recorded each role's state."""
@@ -239,11 +241,7 @@ def _fast_path(spec: DirectorSpec, cluster: Cluster, source: str, r: Report) -> 
         r.ok(f"notify has no fast path with arp_method {method} (its rules are not nft tables): every transition "
              "takes the full path (~100 ms in a notify process; the agent reconciles in its own)")
         return
-    try:
-        raw = Path(source).read_bytes()
-    except OSError:
-        return  # the file was read a moment ago; nothing to say that the other checks do not
-    verdict = replay.why_not(raw, source, node, code_fingerprint())
+    verdict = replay.why_not(file.raw, file.path, node, code_fingerprint())
     if verdict.record is None:
         r.warn(f"notify's fast path: {verdict.reason}")
         return
@@ -353,15 +351,17 @@ def _security(cluster: Cluster, source: str, wiring: Wiring | None, r: Report) -
              + " and the records are writable by root alone")
 
 
-def doctor(cluster: Cluster, node: str, source: str, keepalived_conf: Path, wiring: Wiring,
-           bird_socket: str | None = None, pidfile: str = KEEPALIVED_PIDFILE) -> int:
-    """Check this node against the cluster file: one line per check; exit 1 if any failed."""
+def doctor(file: Source, keepalived_conf: Path, wiring: Wiring, bird_socket: str | None = None,
+           pidfile: str = KEEPALIVED_PIDFILE) -> int:
+    """Check this node (``file.node``) against the cluster file (read once:
+    ``file``): one line per check; exit 1 if any failed."""
+    cluster, node, source = file.cluster, file.node, file.path
     r = Report()
     if os.geteuid() != 0:
         r.warn("not root: firewall rules cannot be read, results may be incomplete")
     _security(cluster, source, wiring if cluster.director(node) is not None else None, r)
     if cluster.director(node) is not None:
-        doctor_director(cluster, node, source, keepalived_conf, wiring, r, bird_socket, pidfile)
+        doctor_director(file, keepalived_conf, wiring, r, bird_socket, pidfile)
     else:
         doctor_realserver(cluster, node, r)
     print(f"{node}: {'all checks passed' if not r.failed else f'{r.failed} checks failed'}")

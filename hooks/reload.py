@@ -21,6 +21,7 @@ from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.generator import ipvs
 from lvsdr.generator.ipvs import Dest, Key, Leaving
 from lvsdr.generator.node import FactError, record_json
+from lvsdr.source import Source
 
 if TYPE_CHECKING:
     from lvsdr.generator.kaconf import Directive
@@ -111,16 +112,17 @@ def read_ipvs() -> dict[Key, ipvs.Service]:
     return read_table() or {}
 
 
-def prepare(t: WatchTarget, now: float | None = None) -> Next:
-    """The next config and its plan. ``LvsdrError`` for a bad cluster file
-    (or an unreadable fact): nothing is decided then."""
+def prepare(t: WatchTarget, source: Source | None = None, now: float | None = None) -> Next:
+    """The next config and its plan, from ``source`` (the cluster file read
+    once; read now when None). ``LvsdrError`` for a bad cluster file (or an
+    unreadable fact): nothing is decided then."""
     from lvsdr.generator.keepalived import Wiring, render_keepalived
-    from lvsdr.generator.load import load_cluster
 
     from .fast.files import UntrustedError, read_trusted
 
     now = time.time() if now is None else now
-    cluster = load_cluster(t.cluster)
+    source = source or Source.read(str(t.cluster), t.node)
+    cluster = source.cluster
     wiring = Wiring.from_cluster(cluster, lvsdr_path=t.lvsdr_path, config_path=t.config_path,
                                  notify_fifo=t.notify_fifo, hook=t.hook)
     base = render_keepalived(cluster, t.node, source=str(t.cluster), wiring=wiring)
@@ -175,11 +177,11 @@ def describe(n: Next) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(t: WatchTarget, as_json: bool = False) -> int:
+def plan(t: WatchTarget, source: Source | None = None, as_json: bool = False) -> int:
     """`lvsdr plan`: print what the next reload changes; change nothing."""
     import sys
 
-    n = prepare(t)
+    n = prepare(t, source)
     if as_json:
         doc = {"node": t.node, "config": str(t.output), "changes": [ipvs.as_dict(c) for c in n.changes],
                "leaving": [{"service": str(lv.key), "real_server": str(lv.dest), "since": lv.since,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lvsdr.errors import InputError, LvsdrError
+from lvsdr.source import Source
 
 from .reload import WatchTarget
 
@@ -59,19 +60,22 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
-def sync_once(t: WatchTarget, log: Any) -> Result:
-    """One pass. Never raises for what a running watcher must survive."""
+def sync_once(t: WatchTarget, log: Any, source: Source | None = None) -> Result:
+    """One pass, from ``source`` (the cluster file read once: keepalived.conf
+    and bird.conf come from that one reading; read now when None). Never
+    raises for what a running watcher must survive."""
     from .reload import prepare, save_leaving
 
     try:
-        n = prepare(t)
+        source = source or Source.read(str(t.cluster), t.node)
+        n = prepare(t, source)
     except InputError as e:
         log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
         return Result("rejected", f"cluster file rejected, last good config kept: {e}")
     except LvsdrError as e:  # a fact (the live table, a record) could not be read: try again soon
         log.error("cannot read the node; keeping the last good config", error=str(e), output=str(t.output))
         return Result("failed", f"the node could not be read, last good config kept: {e}")
-    bird = _sync_bird(t, log)
+    bird = _sync_bird(t, source, log)
     r = _sync_keepalived(t, n.text, n.mode, log)
     if r.outcome not in ("rejected", "failed"):
         try:
@@ -89,19 +93,18 @@ def sync_once(t: WatchTarget, log: Any) -> Result:
     return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving)
 
 
-def _sync_bird(t: WatchTarget, log: Any) -> tuple[Outcome, str] | None:
+def _sync_bird(t: WatchTarget, source: Source, log: Any) -> tuple[Outcome, str] | None:
     """An ECMP cluster's bird.conf, as keepalived.conf: rendered, checked by
     `bird -p`, written when it changed, and BIRD reconfigured (`birdc
     configure`: sessions whose settings did not change stay up). None for a
     VRRP cluster."""
     from lvsdr.generator.bird import render_bird
-    from lvsdr.generator.load import load_cluster
 
     from .bird import check_text, conf_owner, configure
     from .fast.files import read_regular_or_none, write_atomic
 
     try:
-        cluster = load_cluster(t.cluster)
+        cluster = source.cluster
         if cluster.bgp is None:
             return None
         text = render_bird(cluster, t.node, source=str(t.cluster))
@@ -164,22 +167,29 @@ def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
     return Result("reloaded", f"written; keepalived (pid {pid}) reloaded")
 
 
-def once(t: WatchTarget) -> int:
+def once(t: WatchTarget, source: Source | None = None) -> int:
     """One pass for configuration management: what it did on stderr; exit 1
     when the new config was not installed."""
     import sys
 
     from .fast.log import get_logger
 
-    r = sync_once(t, get_logger(node=t.node, event_source="watch"))
+    r = sync_once(t, get_logger(node=t.node, event_source="watch"), source)
     print(f"lvsdr watch: {t.output}: {r.detail}", file=sys.stderr)
     return 1 if r.outcome in ("rejected", "failed") else 0
 
 
-def watch(t: WatchTarget) -> int:
-    """Resident: one pass now, then one after every change (debounced)."""
+def watch(t: WatchTarget, first: Source | None = None) -> int:
+    """Resident: one pass now, then one after every change (debounced). The
+    cluster file is followed (``lvsdr.source.Follower``): a pass reads it
+    only when it changed, and a save that does not validate (or no longer
+    names this director) is logged once and the last good one kept; a pass
+    without a change (real servers leaving, a transient failure) plans from
+    the last good reading."""
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
+
+    from lvsdr.source import Follower
 
     from .fast.log import get_logger
 
@@ -187,7 +197,8 @@ def watch(t: WatchTarget) -> int:
     target = t.cluster.resolve()
     if not target.parent.is_dir():
         raise LvsdrError(f"{t.cluster}: directory does not exist")
-    again = sync_once(t, log).again
+    follower = Follower(first or Source.read(str(t.cluster), t.node), lambda s: s.cluster.find_director(t.node), log)
+    again = sync_once(t, log, follower.source).again
     changed = threading.Event()
     stop = threading.Event()
 
@@ -216,7 +227,8 @@ def watch(t: WatchTarget) -> int:
             stop.wait(DEBOUNCE)
             changed.clear()
             try:
-                again = sync_once(t, log).again
+                follower.poll()
+                again = sync_once(t, log, follower.source).again
             except Exception:  # anything unforeseen: logged with its traceback, and the watcher goes on
                 log.exception("sync failed; keeping the last good config", output=str(t.output))
     finally:

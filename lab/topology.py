@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from lvsdr.generator.keepalived import Wiring, render_keepalived
-from lvsdr.generator.load import read_text
 from lvsdr.generator.model import Cluster
 from lvsdr.generator.node import host_interface
-from lvsdr.generator.schema import parse_text
+from lvsdr.generator.schema import decode, parse_text
+from lvsdr.inputs import read_regular
 
 from .netns import (
     LabError,
@@ -255,7 +255,7 @@ class Lab:
         ``state_dir`` pointing into the lab, so the hooks and `realserver`
         keep their records there and not in the host's /run/lvsdr."""
         src = Path(self.cluster_path)
-        data = parse_text(read_text(src), str(src))  # the one reader of cluster files
+        data = parse_text(decode(read_regular(src), str(src)), str(src))  # the product's reader of cluster files
         data.setdefault("cluster", {})["state_dir"] = str(self.state_dir)
         copy = self.state_dir / "cluster.json"
         copy.write_text(json.dumps(data, indent=1))

@@ -369,3 +369,65 @@ def test_watch_keeps_the_config_when_a_fact_cannot_be_read(tmp_path: Path, monke
     assert (r.outcome, r.again) == ("failed", True) and "line 3" in r.detail
     assert log.lines == ["cannot read the node; keeping the last good config"]
     assert output.read_text() == "installed\n"
+
+
+# -- one reading of the cluster file ---------------------------------------------------------------------------
+def _count_reads(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[str]:
+    """Every read of ``path`` through the one reader of what an operator names (lvsdr.inputs.read_regular)."""
+    import lvsdr.inputs
+
+    reads: list[str] = []
+    real = lvsdr.inputs.read_regular
+
+    def counting(p: object, limit: int = lvsdr.inputs.MAX_INPUT) -> bytes:
+        if str(p) == str(path):
+            reads.append(str(p))
+        return real(p, limit)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lvsdr.inputs, "read_regular", counting)
+    return reads
+
+
+def test_plan_reads_the_cluster_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`lvsdr plan` validates, renders and plans from one reading of the cluster file (it loaded it twice, and
+    rendered and parsed keepalived.conf twice)."""
+    from lvsdr.cli import main
+
+    cluster = tmp_path / "web.toml"
+    cluster.write_text((EXAMPLES / "web.toml").read_text())
+    reads = _count_reads(monkeypatch, cluster)
+    assert main(["plan", str(cluster), "--node", "lb1", "-o", str(tmp_path / "keepalived.conf")]) == 0
+    assert len(reads) == 1 and "add virtual service" in capsys.readouterr().out
+
+
+def test_a_watch_pass_reads_the_cluster_file_once_for_both_configs(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ECMP director's watch pass renders keepalived.conf and bird.conf from one reading (it parsed the file
+    twice per pass); a resident watcher's pass without a change to the file does not read it at all."""
+    from lvsdr.hooks import bird, keepalived, watch
+    from lvsdr.source import Follower, Source
+
+    data = patched(tomllib.loads((EXAMPLES / "ecmp.toml").read_text()), {"cluster.state_dir": str(tmp_path / "st")})
+    cluster = tmp_path / "c.json"
+    cluster.write_text(json.dumps(data))
+    monkeypatch.setattr(keepalived, "check_text", lambda text, netns=None: keepalived.CheckResult(0, ""))
+    monkeypatch.setattr(bird, "check_text", lambda text, timeout=30: None)
+    monkeypatch.setattr(bird, "configure", lambda socket, timeout=30: (True, "Reconfigured"))
+    t = WatchTarget(cluster, "lb1", tmp_path / "keepalived.conf", tmp_path / "none.pid",
+                    bird_conf=tmp_path / "bird.conf")
+    reads = _count_reads(monkeypatch, cluster)
+
+    class Log:
+        def __getattr__(self, name: str) -> object:
+            return lambda *a, **kw: None
+
+    r = watch.sync_once(t, Log())
+    assert len(reads) == 1 and r.outcome == "written", r
+    assert (tmp_path / "keepalived.conf").exists() and (tmp_path / "bird.conf").exists()
+    follower = Follower(Source.read(str(cluster), "lb1"), lambda s: s.cluster.find_director("lb1"))
+    del reads[:]
+    assert follower.poll() is False and watch.sync_once(t, Log(), follower.source).outcome == "unchanged"
+    assert reads == []
+    cluster.write_text(json.dumps(patched(data, {"bgp.communities": ["65001:100", "65001:300"]})))
+    assert follower.poll() is True and len(reads) == 1

@@ -182,13 +182,13 @@ def test_doctor_says_whether_notify_can_replay(tmp_path: Path, capsys: pytest.Ca
                                                edit: Callable[[str], str], said: str) -> None:
     """doctor on a director names why notify would take its full path."""
     from lvsdr.generator.director import director_spec
-    from lvsdr.generator.load import load_cluster
     from lvsdr.hooks.doctor import Report, _fast_path
+    from lvsdr.source import Source
 
     path = pair_file(tmp_path)
     path.write_text(edit(path.read_text()))
-    cluster = load_cluster(path)
-    _fast_path(director_spec(cluster, "node1"), cluster, str(path), Report())
+    file = Source.read(str(path), "node1")
+    _fast_path(director_spec(file.cluster, "node1"), file, Report())
     assert said in capsys.readouterr().out
 
 

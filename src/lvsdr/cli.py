@@ -34,9 +34,8 @@ def _source(args: argparse.Namespace) -> Source:
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
-    from lvsdr.generator.load import load_cluster
-
-    return load_cluster(args.cluster)
+    """The validated cluster of the command's one reading of the file."""
+    return _source(args).cluster
 
 
 def _wiring(args: argparse.Namespace, cluster: Cluster) -> Wiring:
@@ -108,11 +107,8 @@ def _render_all(args: argparse.Namespace) -> int:
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
     if not args.output_dir:
         raise InputError("render: --all needs --output-dir DIR")
-    from lvsdr.generator.load import load_cluster_bytes
-    from lvsdr.generator.schema import read_input
-
-    raw = read_input(args.cluster)  # read once: the tree holds the very bytes that were validated
-    trees = node_trees(load_cluster_bytes(raw, args.cluster), raw)
+    source = _source(args)  # read once: the tree holds the very bytes that were validated
+    trees = node_trees(source.cluster, source.raw)
     count = write_tree(Path(args.output_dir), trees)
     print(f"{args.output_dir}: {count} files for {len(trees)} nodes ({', '.join(trees)})")
     return 0
@@ -197,13 +193,15 @@ def cmd_lab(args: argparse.Namespace) -> int:
                       no_suppression=getattr(args, "no_suppression", False))
 
 
-def _watch_target(args: argparse.Namespace) -> Any:
+def _watch_target(args: argparse.Namespace) -> tuple[Any, Source]:
+    """What watch and plan keep true, and the command's one reading of the cluster file."""
     import os
     from pathlib import Path
 
     from lvsdr.hooks.reload import WatchTarget
 
-    c = _cluster(args)
+    source = _source(args)
+    c = source.cluster
     c.find_director(args.node)  # bad input at start: exit 2; later bad saves are logged, skipped
     _wiring(args, c)
     bird = getattr(args, "bird_conf", None) or (c.bgp.bird_conf if c.bgp else None)
@@ -213,26 +211,26 @@ def _watch_target(args: argparse.Namespace) -> Any:
     return WatchTarget(Path(args.cluster), args.node, Path(args.output), Path(args.pidfile),
                        args.lvsdr_path, args.config_path, args.notify_fifo, args.hook,
                        Path(args.bird_conf) if getattr(args, "bird_conf", None) else None,
-                       getattr(args, "bird_socket", None))
+                       getattr(args, "bird_socket", None)), source
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from lvsdr.hooks.keepalived import keepalived_binary
     from lvsdr.hooks.watch import once, watch
 
-    target = _watch_target(args)
+    target, source = _watch_target(args)
     if args.dry_run:
         from lvsdr.hooks.reload import plan
 
-        return plan(target)
+        return plan(target, source)
     keepalived_binary()
-    return once(target) if args.once else watch(target)
+    return once(target, source) if args.once else watch(target, source)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from lvsdr.hooks.reload import plan
 
-    return plan(_watch_target(args), as_json=getattr(args, "json", False))
+    return plan(*_watch_target(args), as_json=getattr(args, "json", False))
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -328,10 +326,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from lvsdr.hooks.doctor import doctor
 
-    c = _cluster(args)
+    source = _source(args)
+    c = source.cluster
     c.find_node(args.node)
-    return doctor(c, args.node, args.cluster, Path(args.keepalived_conf), _wiring(args, c), args.bird_socket,
-                  args.pidfile)
+    return doctor(source, Path(args.keepalived_conf), _wiring(args, c), args.bird_socket, args.pidfile)
 
 
 def _wiring_flags(p: argparse.ArgumentParser) -> None:
