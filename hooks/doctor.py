@@ -153,7 +153,8 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, sock
 
     from lvsdr.generator.director import plan_ecmp
 
-    from .director import _Quorum, drain_marker
+    from .agent import Quorum
+    from .director import drain_marker
     from .facts import read_ecmp_facts
     from .processes import pids_of
     from .run import run
@@ -179,7 +180,7 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, sock
     state_dir = Path(cluster.state_dir)
     drained = drain_marker(state_dir, spec).exists()
     keepalived = bool(pids)
-    down = _Quorum(state_dir, spec).down(pids)  # the pids the agent keys it by
+    down = Quorum(state_dir, spec).down(pids)  # the pids the agent keys it by
     want = frozenset() if drained or not keepalived else spec.ecmp.healthy(down)
     facts = read_ecmp_facts(spec, state_dir)
     announced = sorted(str(a.ip) for a in facts.routes)

@@ -36,8 +36,8 @@ from lvsdr.generator.director import (
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
 from lvsdr.generator.node import Facts
-from lvsdr.hooks.director import parse_event, parse_quorum_event
 from lvsdr.hooks.drain import parse_ip_vs_conn
+from lvsdr.hooks.notify_fifo import parse_event, parse_quorum_event
 
 from helpers import DATA, DELETE, EXAMPLES, GOLDEN, REPO
 from helpers import patched as patched_base

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from lvsdr.cli import main
 from lvsdr.errors import LvsdrError
 from lvsdr.generator.node import FactError, Record, valid_sysctl_key
-from lvsdr.hooks.director import MAX_LINE, _open_fifo, parse_event, split_lines
 from lvsdr.hooks.facts import read_record, sysctl_path
 from lvsdr.hooks.fast.files import UntrustedError, node_lock, state_dir
 from lvsdr.hooks.fast.replay import FORMAT, BadRecord, check_record, load_record, locate, replay
+from lvsdr.hooks.notify_fifo import MAX_LINE, open_fifo, parse_event, split_lines
 
 NOBODY = 65534
 
@@ -174,11 +174,11 @@ def test_replay_declines_with_a_reason_for_a_record_it_does_not_trust(tmp_path: 
     cluster = tmp_path / "c.toml"
     cluster.write_text(f'[cluster]\nname = "pair"\nstate_dir = "{d}"\n')
     write_record(d / "director-pair-node1.roles", {"format": FORMAT, "key": 5})
-    why = replay(str(cluster), "node1", "0")
+    why = replay(str(cluster), "node1", "0", cluster.read_bytes())
     assert isinstance(why, str) and "wrong type" in why
     os.chmod(d / "director-pair-node1.roles", 0o644)
     os.chown(d / "director-pair-node1.roles", NOBODY, 0)
-    why = replay(str(cluster), "node1", "0")
+    why = replay(str(cluster), "node1", "0", cluster.read_bytes())
     assert isinstance(why, str) and "owned by uid 65534" in why
 
 
@@ -311,7 +311,7 @@ def test_an_existing_fifo_others_could_write_is_refused(tmp_path: Path, mode: in
     os.chmod(d / "notify.fifo", mode)
     os.chown(d / "notify.fifo", owner, 0)
     with pytest.raises(UntrustedError, match=error):
-        _open_fifo(d / "notify.fifo")
+        open_fifo(d / "notify.fifo")
 
 
 def test_a_symlinked_fifo_is_refused(tmp_path: Path) -> None:
@@ -320,12 +320,12 @@ def test_a_symlinked_fifo_is_refused(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "other", 0o600)
     (d / "notify.fifo").symlink_to(tmp_path / "other")
     with pytest.raises(LvsdrError, match="not a FIFO"):
-        _open_fifo(d / "notify.fifo")
+        open_fifo(d / "notify.fifo")
 
 
 def test_a_new_fifo_is_made_0600_in_a_0700_directory(tmp_path: Path) -> None:
     """A missing FIFO (and its directory) is made root-only."""
-    fd = _open_fifo(tmp_path / "run" / "notify.fifo")
+    fd = open_fifo(tmp_path / "run" / "notify.fifo")
     os.close(fd)
     assert ((tmp_path / "run").stat().st_mode & 0o777, (tmp_path / "run/notify.fifo").stat().st_mode & 0o777) == (
         0o700, 0o600)
@@ -413,7 +413,7 @@ def test_the_agents_quorum_record_nested_deeply_is_ignored_not_fatal(tmp_path: P
     """The agent starts with a corrupt quorum record: every virtual server counts as up, no RecursionError."""
     from lvsdr.generator.director import director_spec
     from lvsdr.generator.load import load_cluster
-    from lvsdr.hooks.director import _Quorum
+    from lvsdr.hooks.agent import Quorum
 
     from helpers import EXAMPLES
 
@@ -422,7 +422,7 @@ def test_the_agents_quorum_record_nested_deeply_is_ignored_not_fatal(tmp_path: P
     path = state / f"quorum-{spec.cluster}-{spec.node}.json"
     path.write_text(DEEP)
     path.chmod(0o600)
-    q = _Quorum(state, spec)
+    q = Quorum(state, spec)
     assert (q.pids, q.down_set) == ([], set())
 
 

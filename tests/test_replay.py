@@ -146,10 +146,11 @@ def test_the_agent_replays_in_process_through_libnftables(node1_ns: str, tmp_pat
     notify(ns, cluster, "MASTER")
     code = ("import json, subprocess\n"
             "from lvsdr.hooks.fast import libnft\n"
-            "from lvsdr.hooks.director import _replay\n"
+            "from lvsdr.hooks.agent import resident_replay\n"
+            "from lvsdr.source import Source\n"
             "tool = subprocess.run(['nft', '-s', 'list', 'ruleset'], capture_output=True, text=True, check=True)\n"
             "print(json.dumps({'same': libnft.run('list ruleset\\n') == (0, tool.stdout),\n"
-            f"                  'replayed': _replay({str(cluster)!r}, 'node1')}}))\n")
+            f"                  'replayed': resident_replay(Source.read({str(cluster)!r}, 'node1'))}}))\n")
     for on, role in ((False, "BACKUP"), (True, "MASTER")):
         vip(ns, on)
         p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True, text=True,

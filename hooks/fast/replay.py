@@ -397,24 +397,19 @@ def why_not(raw: bytes, cluster_path: str, node: str, code: str) -> Verdict:
     return Verdict(record)
 
 
-def replay(cluster_path: str, node: str, code: str, resident: bool = False,
-           raw: bytes | None = None) -> tuple[str, list[str]] | str | None:
+def replay(cluster_path: str, node: str, code: str, raw: bytes,
+           resident: bool = False) -> tuple[str, list[str]] | str | None:
     """(role, changes made) when the node could be put into a recorded role
     state; None when the full path must run as usual (no record yet, an edited
     file, a node not in a recorded state); a string saying why, when the full
     path must run and the reason deserves a log line (a record root must not
     trust, or not in the shape lvsdr writes). ``resident``: the caller is the
     agent, a process that stays (nft runs in process, see libnft.py).
-    ``raw``: the cluster file's bytes, when the caller has read them."""
+    ``raw``: the cluster file's bytes, as the caller read them (once: the
+    full path, should it run, acts on the same reading)."""
     from . import netlink
     from .files import node_lock
 
-    if raw is None:
-        try:
-            with open(cluster_path, "rb") as f:
-                raw = f.read()
-        except OSError:
-            return None
     verdict = why_not(raw, cluster_path, node, code)
     if verdict.record is None:
         return verdict.reason if verdict.alarming else None

@@ -137,7 +137,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
 
     source = Source.read(args.cluster, args.node)  # read once: the fast path and the full path see the same bytes
     event = {"type": args.type, "name": args.name, "state": args.state, "priority": args.priority}
-    fast = replay(args.cluster, args.node, code_fingerprint(), raw=source.raw)
+    fast = replay(args.cluster, args.node, code_fingerprint(), source.raw)
     if isinstance(fast, tuple):
         from lvsdr.hooks.fast.log import transition
 
@@ -147,7 +147,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
         from lvsdr.hooks.fast.log import get_logger
 
         get_logger(node=args.node, event_source="notify").warning("fast path declined", reason=fast, **event)
-    from lvsdr.hooks.director import Event, notify
+    from lvsdr.hooks.director import notify
+    from lvsdr.hooks.notify_fifo import Event
 
     return notify(source, Event(args.type, args.name, args.state, args.priority))
 
@@ -157,7 +158,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lvsdr.defaults import MAX_INTERVAL
-    from lvsdr.hooks.director import agent
+    from lvsdr.hooks.agent import agent
     from lvsdr.source import Source
 
     if not (math.isfinite(args.interval) and 0.1 <= args.interval <= MAX_INTERVAL):
