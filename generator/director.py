@@ -198,14 +198,18 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices)
 
 
-def observed_role(spec: DirectorSpec, addresses: tuple[NodeAddress, ...]) -> Role:
-    """MASTER when keepalived has put a VIP on its device (the VRRP interface
-    unless [[vips]] says otherwise), else BACKUP."""
+def vip_devices(spec: DirectorSpec) -> list[tuple[str, str]]:
+    """Each VIP's (device, address): where keepalived puts it on the MASTER."""
     devices = dict(spec.vip_devices)
-    held = {(a.ifname, a.address.ip) for a in addresses}
-    if any((devices.get(v, spec.interface), v) in held for v in spec.vips):
-        return "MASTER"
-    return "BACKUP"
+    return [(devices.get(v, spec.interface), str(v)) for v in spec.vips]
+
+
+def observed_role(spec: DirectorSpec, addresses: tuple[NodeAddress, ...]) -> Role:
+    """The role the node is in (``lvsdr.roles.role_of``: the rule notify's fast path reads it by too)."""
+    from lvsdr.roles import role_of
+
+    return "MASTER" if role_of({(a.ifname, str(a.address.ip)) for a in addresses}, vip_devices(spec)) == "MASTER" \
+        else "BACKUP"
 
 
 def role_spec(spec: DirectorSpec, role: Role) -> Spec | None:

@@ -23,7 +23,6 @@ DEFAULT_ARP_METHOD = "sysctl"
 DEFAULT_PROTOCOL = "tcp"
 DEFAULT_SCHEDULER = "wlc"
 PROTOCOLS = ("tcp", "udp", "sctp")
-CHECK_TYPES = ("tcp", "http", "https", "misc", "dns", "udp", "ping", "smtp", "file", "none")
 HOOK_MODES = ("both", "fifo", "notify", "none")
 AUTH_TYPES = ("PASS", "AH")  # VRRPv2 authentication (keepalived built with VRRP_AUTH, as Debian's is)
 # IPVS schedulers keepalived 2.2 knows (ipvs(8), keepalived.conf(5) lb_algo)

@@ -98,21 +98,21 @@ def replay_keys(spec: DirectorSpec) -> list[str] | None:
 def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Path, sysctls: list[str]) -> None:
     """Record the state ``role`` is in for replay.py, when everything the role
     changes is an nft table (else forget any record: the full path runs)."""
+    from lvsdr.generator.director import vip_devices
     from lvsdr.generator.realserver import addresses
 
     from .facts import sysctl_path
-    from .fast import replay
+    from .fast.replay import RoleRecord, cache_path
 
-    path = replay.cache_path(str(state_dir), spec.cluster, spec.node)
+    path = cache_path(str(state_dir), spec.cluster, spec.node)
     keys = replay_keys(spec)
     if keys is None:
-        replay.forget(path)
+        RoleRecord.forget(path)
         return
     rs = role_spec(spec, role)
-    devices = dict(spec.vip_devices)
-    replay.remember(path, key, role, str(spec.address), [[devices.get(v, spec.interface), str(v)] for v in spec.vips],
-                    keys, [str(sysctl_path(k)) for k in sysctls], str(rec),
-                    [[ifname, str(a)] for ifname, a in (addresses(rs) if rs else ())])
+    RoleRecord.remember(path, key, role, str(spec.address), [list(d) for d in vip_devices(spec)], keys,
+                        [str(sysctl_path(k)) for k in sysctls], str(rec),
+                        [[ifname, str(a)] for ifname, a in (addresses(rs) if rs else ())])
 
 
 def notify(source: Source, event: Event) -> int:

@@ -67,10 +67,10 @@ def families_of(c: Config) -> list[Family]:
     """Every family: the node read now against ``c`` (``LvsdrError`` for a fact that cannot be read)."""
     from lvsdr.generator import ipvs
 
-    from .facts import held_addresses
-    from .reload import read_ipvs, read_leaving
+    from .facts import held_addresses, read_ipvs
+    from .reload import read_leaving
 
-    return director_metrics(c.vips, held_addresses(), c.table, read_ipvs(), read_leaving(c.leaving),
+    return director_metrics(c.vips, held_addresses(), c.table, read_ipvs() or {}, read_leaving(c.leaving),
                             read_counters(c.counters), Path(ipvs.PROC).exists())
 
 

@@ -105,13 +105,6 @@ def _tree(text: str, name: str) -> tuple[Directive, ...]:
     return read_keepalived(name, lambda _p: text)
 
 
-def read_ipvs() -> dict[Key, ipvs.Service]:
-    """The live IPVS table; empty where IPVS is not loaded (keepalived loads it)."""
-    from .facts import read_ipvs as read_table
-
-    return read_table() or {}
-
-
 def prepare(t: WatchTarget, source: Source | None = None, now: float | None = None) -> Next:
     """The next config and its plan, from ``source`` (the cluster file read
     once; read now when None). ``LvsdrError`` for a bad cluster file (or an
@@ -137,7 +130,9 @@ def prepare(t: WatchTarget, source: Source | None = None, now: float | None = No
         notes.append(f"the installed config is not read ({e}): removed real servers are cut at once, not drained")
     prev_tree = _tree(installed, str(t.output)) if installed else ()
     previous = ipvs.config_table(prev_tree)
-    live = read_ipvs()
+    from . import facts
+
+    live = facts.read_ipvs() or {}  # empty where IPVS is not loaded (keepalived loads it)
     record = leaving_path(cluster.state_dir, cluster.name, t.node)
     known = read_leaving(record)
     base_tree = _tree(base, "next")

@@ -301,7 +301,7 @@ def test_plan_and_watch_agree_on_a_removed_backend(tmp_path: Path, monkeypatch: 
     dropped = sorted(service.dests)[-1]
     live = {k: Service(s.scheduler, {d: Live(v.weight, 2 if d == dropped else 0) for d, v in s.dests.items()})
             for k, s in installed.items()}
-    monkeypatch.setattr(reload, "read_ipvs", lambda: live)
+    monkeypatch.setattr(facts, "read_ipvs", lambda: live)
     monkeypatch.setattr(facts, "held_addresses", lambda: frozenset())
     svc_data = next(s for s in data["services"] if len(s["backends"]) > 1 and "fwmark" not in s)
     address_of = {r["name"]: r["address"] for r in data["real_servers"]}
@@ -363,7 +363,7 @@ def test_watch_keeps_the_config_when_a_fact_cannot_be_read(tmp_path: Path, monke
     def unreadable() -> dict[Key, Service]:
         raise FactError("/proc/net/ip_vs: line 3 is not an IPVS service or real server: 'x'")
 
-    monkeypatch.setattr(reload, "read_ipvs", unreadable)
+    monkeypatch.setattr(facts, "read_ipvs", unreadable)
     log = Log()
     r = watch.sync_once(t, log)
     assert (r.outcome, r.again) == ("failed", True) and "line 3" in r.detail

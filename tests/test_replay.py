@@ -200,7 +200,7 @@ def test_the_notify_path_imports_nothing_heavy() -> None:
     fast = sorted(p.stem for p in (REPO / "hooks" / "fast").glob("*.py") if p.stem != "__init__")
     assert {"replay", "files", "log", "netlink", "libnft"} <= set(fast)
     code = ("import sys, importlib\n"
-            "import lvsdr.cli, lvsdr.hooks.gateway, lvsdr.fingerprint, lvsdr.inputs, lvsdr.source\n"
+            "import lvsdr.cli, lvsdr.hooks.gateway, lvsdr.fingerprint, lvsdr.inputs, lvsdr.source, lvsdr.roles\n"
             f"for m in {fast!r}: importlib.import_module('lvsdr.hooks.fast.' + m)\n"
             "from lvsdr.hooks.fast import log, replay\n"
             f"replay.locate(open({str(EXAMPLES / 'pair.toml')!r}, 'rb').read(), 'pair.toml')\n"
@@ -229,3 +229,22 @@ def test_the_listing_splitter_reads_a_captured_ruleset() -> None:
     assert got["inet lvsdr_fwmark"].startswith("table inet lvsdr_fwmark {\n\tchain prerouting {\n")
     assert got["inet lvsdr_fwmark"].endswith("meta mark set 0x4c560001\n\t}\n}\n")
     assert split_ruleset("", ["arp lvsdr"]) == {}
+
+
+def test_the_full_path_and_the_fast_path_read_the_role_by_one_rule() -> None:
+    """generator.director.observed_role and notify's replay ask lvsdr.roles.role_of: a VIP on its own device is
+    MASTER, on another device (lo, where a director that is also a backend keeps it) BACKUP, for every VIP."""
+    import ipaddress
+
+    from lvsdr.generator.director import director_spec, observed_role, vip_devices
+    from lvsdr.generator.load import load_cluster
+    from lvsdr.generator.node import NodeAddress
+    from lvsdr.roles import role_of
+
+    spec = director_spec(load_cluster(EXAMPLES / "full.toml"), "lb-a")
+    for device, vip in vip_devices(spec):
+        for ifname in (device, "lo"):
+            held = (NodeAddress(ifname, ipaddress.ip_interface(f"{vip}/32" if ":" not in vip else f"{vip}/128")),)
+            want = "MASTER" if ifname == device else "BACKUP"
+            assert observed_role(spec, held) == want
+            assert role_of({(ifname, vip)}, vip_devices(spec)) == want

@@ -116,7 +116,7 @@ LAB_FROM_THE_EDGES = {"lvsdr.hooks.processes": {"parse_stat"}, "lvsdr.hooks.fact
                       "lvsdr.hooks.wire": {"flow_picks"}}
 # notify's fast path, standard library only: the leaves it reads with, its own modules, and (on its way out) the
 # gateway's one door and the node's address type
-FAST_MAY_IMPORT = ("lvsdr.errors", "lvsdr.defaults", "lvsdr.inputs", "lvsdr.fingerprint", "lvsdr.source",
+FAST_MAY_IMPORT = ("lvsdr.errors", "lvsdr.defaults", "lvsdr.inputs", "lvsdr.fingerprint", "lvsdr.source", "lvsdr.roles",
                    "lvsdr.hooks.fast", "lvsdr.hooks.gateway", "lvsdr.generator.node")
 
 

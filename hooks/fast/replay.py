@@ -288,32 +288,6 @@ def observe(keys: list[str], sysctls: list[str], record: str, resident: bool = F
     return {"tables": nft_tables(keys, resident), "sysctls": _sysctls(sysctls), "record": rec}
 
 
-def remember(path: str, key: str, role: str, address: str, devices: list[list[str]], keys: list[str],
-             sysctls: list[str], record: str, addresses: list[list[str]]) -> None:
-    """After a full reconcile: the state of ``role`` as it is now."""
-    import marshal
-
-    from .files import write_atomic
-
-    try:
-        cache = load_record(path)
-        if cache.get("key") != key:
-            cache = {}
-    except (OSError, ValueError, LvsdrError):
-        cache = {}
-    cache.update({"format": FORMAT, "key": key, "address": address, "devices": devices, "keys": keys,
-                  "sysctls": sysctls, "record": record})
-    cache.setdefault("roles", {})[role] = {**observe(keys, sysctls, record), "addresses": addresses}
-    write_atomic(path, marshal.dumps(cache), 0o600)
-
-
-def forget(path: str) -> None:
-    import contextlib
-
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
 def record_path(raw: bytes, cluster_path: str, node: str) -> str | None:
     """Where notify looks for its record, from the cluster file's bytes (see
     ``locate``); None when it cannot tell."""
@@ -335,9 +309,10 @@ def current(record: dict[str, Any], raw: bytes, node: str, code: str) -> bool:
 
 class RoleRecord:
     """notify's record of both roles' states for one cluster file, node and
-    build of lvsdr (typed: a plain class, since dataclasses costs ~8 ms to
-    import on this path). ``load`` trusts only root's own, validated file;
-    ``save`` is ``remember``; ``matches`` says whether it was made from these bytes."""
+    build of lvsdr: written (``remember``, after each full reconcile) and read
+    (``load``: only root's own, validated file) by this one type (a plain
+    class, since dataclasses costs ~8 ms to import on this path); ``matches``
+    says whether it was made from these bytes."""
 
     __slots__ = ("path", "data")
 
@@ -357,8 +332,33 @@ class RoleRecord:
     def roles(self) -> list[str]:
         return sorted(self.data.get("roles", {}))
 
-    def save(self, key: str, role: str, **state: Any) -> None:
-        remember(self.path, key, role, **state)
+    @staticmethod
+    def remember(path: str, key: str, role: str, address: str, devices: list[list[str]], keys: list[str],
+                 sysctls: list[str], record: str, addresses: list[list[str]]) -> None:
+        """After a full reconcile: the state of ``role`` as it is now, beside the other role's (kept while the key
+        is the same)."""
+        import marshal
+
+        from .files import write_atomic
+
+        try:
+            cache = load_record(path)
+            if cache.get("key") != key:
+                cache = {}
+        except (OSError, ValueError, LvsdrError):
+            cache = {}
+        cache.update({"format": FORMAT, "key": key, "address": address, "devices": devices, "keys": keys,
+                      "sysctls": sysctls, "record": record})
+        cache.setdefault("roles", {})[role] = {**observe(keys, sysctls, record), "addresses": addresses}
+        write_atomic(path, marshal.dumps(cache), 0o600)
+
+    @staticmethod
+    def forget(path: str) -> None:
+        """No record (the role's rules are not all nft tables: notify takes the full path)."""
+        import contextlib
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 class Verdict:
@@ -424,7 +424,9 @@ def _replay_locked(cache: dict[str, Any], role_of: Any, resident: bool) -> tuple
     held = {(ifname, cidr.split("/")[0]) for ifname, cidr, _label in role_of()}
     if not any(ip == cache["address"] for _i, ip in held):
         return None  # not this node: the full path says so properly
-    role = "MASTER" if any((dev, vip) in held for dev, vip in cache["devices"]) else "BACKUP"
+    from lvsdr.roles import role_of
+
+    role = role_of(held, [(dev, vip) for dev, vip in cache["devices"]])
     want = cache["roles"].get(role)
     if want is None or not all((ifname, cidr.split("/")[0]) in held for ifname, cidr in want["addresses"]):
         return None
