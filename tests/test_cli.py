@@ -343,3 +343,17 @@ def test_notifys_log_line_is_the_line_structlog_writes(instant: float, monkeypat
     for proc in (structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)):
         ed = proc(None, "info", ed)
     assert line == structlog.processors.JSONRenderer(sort_keys=True)(None, "info", ed)
+
+
+def test_the_command_table_lists_every_command() -> None:
+    """Each command the parser knows has its own entry in the command table, so that `lvsdr COMMAND` builds only its
+    own part of the parser (metrics and plan hid under watch's, and built every command's)."""
+    import argparse
+
+    from lvsdr.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMANDS)
+    for name in COMMANDS:
+        part = next(a for a in build_parser(name)._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(part.choices) == [name]

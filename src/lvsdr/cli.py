@@ -433,6 +433,9 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w.add_argument("--bird-socket", help="ECMP clusters: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(w)
     w.set_defaults(func=cmd_watch)
+
+
+def _args_metrics(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("metrics", help="a director's Prometheus metrics: to stdout, a textfile, or served (read-only)")
     m.add_argument("cluster")
     m.add_argument("--node", required=True, help="director name")
@@ -441,6 +444,9 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     m.add_argument("--serve", action="store_true", help="resident without HTTP: rewrite --textfile every --interval")
     m.add_argument("--interval", type=float, help="seconds between textfile writes when resident (default 15)")
     m.set_defaults(func=cmd_metrics)
+
+
+def _args_plan(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="what reloading keepalived with the cluster file would change in the live IPVS "
                        "table and VIPs (read-only)")
     p.add_argument("cluster")
@@ -542,6 +548,8 @@ COMMANDS: dict[str, Callable[[Any, type[argparse.ArgumentParser]], None]] = {
     "import": _args_import,
     "audit": _args_audit,
     "watch": _args_watch,
+    "metrics": _args_metrics,
+    "plan": _args_plan,
     "realserver": _args_realserver,
     "notify": _args_notify,
     "agent": _args_agent,
