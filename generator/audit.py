@@ -121,89 +121,106 @@ def targets(cluster: Cluster) -> list[Target]:
 
 
 def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
+    """The audit's verdicts on what was observed, check by check: the
+    directors answer for their own addresses, one MASTER per VRRP instance,
+    one owner per VIP (the MASTER's MAC), an ECMP cluster's flows, every DR
+    path, and what the auditing host found of its own."""
     names = {mac: name for name, mac in obs.macs.items()}
+    away = elsewhere(cluster, obs.networks)
+    results = _directors(cluster, obs)
+    masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name, as the VRRP check saw it
+    results += _vrrp(cluster, obs, names, masters)
+    results += _ownership(cluster, obs, names, masters, away)
+    if cluster.ecmp:
+        results += _flows(cluster, obs, names)
+    results += _paths(cluster, obs, away)
+    return results + list(obs.local)
 
-    def who(mac: str) -> str:
-        return f"{names.get(mac, 'a host not in the cluster')} ({mac})"
 
-    results: list[Result] = []
-    # the directors answer for their own addresses
+def _directors(cluster: Cluster, obs: Observation) -> list[Result]:
+    """Each director answers ARP for its own address."""
+    results = []
     for d in cluster.directors:
         mac = obs.macs.get(d.name)
         results.append(Result("director", d.name, mac is not None,
                               f"answers ARP for {d.address} ({mac})" if mac else
                               f"no answer for {d.address}: down, or not on this segment", () if mac else (d.name,)))
-    # VRRP: one MASTER per instance, with the expected priority and VIPs
-    masters: dict[IPAddress, str] = {}  # VIP -> the MASTER's name
+    return results
+
+
+def _vrrp(cluster: Cluster, obs: Observation, names: dict[str, str], masters: dict[IPAddress, str]) -> list[Result]:
+    """VRRP: one MASTER per instance, with the expected priority and VIPs (an
+    ECMP cluster has none); ``masters`` learns each VIP's MASTER."""
     by_address = {d.address: d.name for d in cluster.directors}
-    vrrp = [] if cluster.ecmp else instances(cluster)  # ECMP: no VRRP
+    vrrp = [] if cluster.ecmp else instances(cluster)
     for inst in vrrp:  # an instance's own addresses (its adverts come from them)
         by_address.update(zip(inst.addresses, (d.name for d in cluster.directors), strict=True))
-    away = elsewhere(cluster, obs.networks)
-    for inst in vrrp:
-        vrid, prios, vips, target = inst.vrid, inst.priorities, inst.vips, inst.target
-        family = inst.addresses[0].version if inst.addresses else 4  # no director: nothing to judge by
-        want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
-        seen = [a for a in obs.adverts if a.vrid == vrid]
-        sources = sorted({a.source for a in seen}, key=addr_key)
+    return [_instance(inst, obs, names, by_address, masters) for inst in vrrp]
 
-        if not inst.here(obs.networks):
-            results.append(Result("vrrp", target, True, f"not checked from here: it runs on {inst.interface}, "
-                                  "another segment (run the audit there, with --interface)"))
-            continue
-        if not obs.adverts_seen:
-            results.append(Result("vrrp", target, True, "not observed: unicast adverts reach only the directors "
-                                  "(run the audit on a director)"))
-            continue
-        if not sources:
-            results.append(Result("vrrp", target, False, "no advertisement: no director is MASTER (silent cluster)",
-                                  tuple(sorted(prios))))
-            continue
-        if len(sources) > 1:
-            named = [_director_of(s, seen, by_address, names, prios) or str(s) for s in sources]
-            results.append(Result("vrrp", target, False, f"split brain: {' and '.join(named)} both advertise as "
-                                  "MASTER", tuple(named)))
-            continue
-        source = sources[0]
-        name = _director_of(source, seen, by_address, names, prios)
-        last = seen[-1]
-        problems = []
-        if name is None:
-            problems.append(f"{source} is not a director of this cluster")
-        elif last.priority != prios.get(name):
-            problems.append(f"priority {last.priority}, the file says {prios.get(name)} (tracking lowered it?)")
-        if set(last.addresses) != want:
-            missing = sorted(want - set(last.addresses), key=addr_key)
-            unknown = sorted(set(last.addresses) - want, key=addr_key)
-            problems.append("VIPs differ from the file" + (f": missing {', '.join(map(str, missing))}" if missing
-                                                          else "") + (f"; extra {', '.join(map(str, unknown))}"
-                                                                      if unknown else ""))
-        for v in vips:
-            if name:
-                masters[v] = name
-        results.append(Result("vrrp", target, not problems,
-                              f"MASTER {name or source}, priority {last.priority}, {len(last.addresses)} VIPs"
-                              + (f": {'; '.join(problems)}" if problems else ""),
-                              (name or str(source),) if problems else ()))
-    # ARP/NDP: each VIP answered by exactly one MAC, the MASTER's
+
+def _instance(inst: Audited, obs: Observation, names: dict[str, str], by_address: dict[IPAddress, str],
+              masters: dict[IPAddress, str]) -> Result:
+    vrid, prios, vips, target = inst.vrid, inst.priorities, inst.vips, inst.target
+    if not inst.here(obs.networks):
+        return Result("vrrp", target, True, f"not checked from here: it runs on {inst.interface}, another segment "
+                      "(run the audit there, with --interface)")
+    if not obs.adverts_seen:
+        return Result("vrrp", target, True, "not observed: unicast adverts reach only the directors (run the audit "
+                      "on a director)")
+    seen = [a for a in obs.adverts if a.vrid == vrid]
+    sources = sorted({a.source for a in seen}, key=addr_key)
+    if not sources:
+        return Result("vrrp", target, False, "no advertisement: no director is MASTER (silent cluster)",
+                      tuple(sorted(prios)))
+    if len(sources) > 1:
+        named = [_director_of(s, seen, by_address, names, prios) or str(s) for s in sources]
+        return Result("vrrp", target, False, f"split brain: {' and '.join(named)} both advertise as MASTER",
+                      tuple(named))
+    source = sources[0]
+    name = _director_of(source, seen, by_address, names, prios)
+    last = seen[-1]
+    family = inst.addresses[0].version if inst.addresses else 4  # no director: nothing to judge by
+    want = set(sorted((v for v in vips if v.version == family), key=addr_key)[:MAX_ADVERTISED[family]])
+    problems = []
+    if name is None:
+        problems.append(f"{source} is not a director of this cluster")
+    elif last.priority != prios.get(name):
+        problems.append(f"priority {last.priority}, the file says {prios.get(name)} (tracking lowered it?)")
+    if set(last.addresses) != want:
+        missing = sorted(want - set(last.addresses), key=addr_key)
+        unknown = sorted(set(last.addresses) - want, key=addr_key)
+        problems.append("VIPs differ from the file" + (f": missing {', '.join(map(str, missing))}" if missing
+                                                      else "") + (f"; extra {', '.join(map(str, unknown))}"
+                                                                  if unknown else ""))
+    if name:
+        masters.update(dict.fromkeys(vips, name))
+    return Result("vrrp", target, not problems, f"MASTER {name or source}, priority {last.priority}, "
+                  f"{len(last.addresses)} VIPs" + (f": {'; '.join(problems)}" if problems else ""),
+                  (name or str(source),) if problems else ())
+
+
+def _ownership(cluster: Cluster, obs: Observation, names: dict[str, str], masters: dict[IPAddress, str],
+               away: dict[IPAddress, str]) -> list[Result]:
+    """ARP/NDP: each VIP answered by exactly one MAC, the MASTER's (an ECMP cluster's by none)."""
+    def who(mac: str) -> str:
+        return f"{names.get(mac, 'a host not in the cluster')} ({mac})"
+
+    results = []
     for vip in cluster.vips:
         target = str(vip)
+        owners = obs.owners.get(vip, ())
+        master = masters.get(vip)
+        master_mac = obs.macs.get(master) if master else None
         if vip in away:
             results.append(Result("arp", target, True, f"not checked from here: on {away[vip]}, another segment"))
-            continue
-        if vip in obs.skipped_vips:
+        elif vip in obs.skipped_vips:
             results.append(Result("arp", target, True, f"not checked: {obs.skipped_vips[vip]}"))
-            continue
-        owners = obs.owners.get(vip, ())
-        if cluster.ecmp:  # every director holds every VIP on lo; the routers reach them by BGP, not ARP
+        elif cluster.ecmp:  # every director holds every VIP on lo; the routers reach them by BGP, not ARP
             results.append(Result("arp", target, not owners, "nobody answers (ECMP: the routers route the VIP)"
                                   if not owners else f"{', '.join(who(m) for m in owners)} answer"
                                   f"{'s' if len(owners) == 1 else ''}: ARP suppression is not in force there",
                                   tuple(names.get(m, m) for m in owners)))
-            continue
-        master = masters.get(vip)
-        master_mac = obs.macs.get(master) if master else None
-        if not owners:
+        elif not owners:
             results.append(Result("arp", target, False, "nobody answers: the VIP is not up on any director",
                                   (master,) if master else ()))
         elif len(owners) > 1:
@@ -216,9 +233,12 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
                                   (names.get(owners[0], owners[0]),)))
         else:
             results.append(Result("arp", target, True, f"one owner: {who(owners[0])}"))
-    if cluster.ecmp:
-        results += _flows(cluster, obs, names)
-    # DR paths: every backend accepts the VIP
+    return results
+
+
+def _paths(cluster: Cluster, obs: Observation, away: dict[IPAddress, str]) -> list[Result]:
+    """DR paths: every backend accepts the VIP on its port."""
+    results = []
     for t in targets(cluster):
         state = obs.paths.get((t.service, t.server), "skipped: not probed")
         if t.vip in away:
@@ -235,7 +255,6 @@ def evaluate(cluster: Cluster, obs: Observation) -> list[Result]:
                                   "does not accept the VIP (not on lo?) or drops it", (t.server,)))
         else:
             results.append(Result("path", where, True, f"{t.protocol} {host}:{t.port}: {state}"))
-    results += obs.local
     return results
 
 
