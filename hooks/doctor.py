@@ -149,34 +149,14 @@ def _families(cluster: Cluster, r: Report) -> None:
 def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, socket: str | None) -> None:
     """An ECMP director: BIRD and its sessions, what it announces against what
     keepalived's quorum allows, the node's state, and IPVS's real-server order."""
-
-
     from lvsdr.generator.director import plan_ecmp
 
     from .agent import Quorum
     from .director import drain_marker
     from .facts import read_ecmp_facts
-    from .processes import pids_of
-    from .run import run
 
-    bgp = cluster.bgp
-    assert bgp is not None and spec.ecmp is not None
-    socket = socket or bgp.bird_socket
-    if pids_of("bird"):
-        r.ok("BIRD is running in this network namespace")
-    else:
-        r.fail("BIRD is not running in this network namespace (systemctl start bird)")
-    try:
-        states = bird_sessions(run(["birdc", "-s", socket, "show", "protocols"], timeout=10).out)
-    except (OSError, LvsdrError):
-        states = {}
-    for i, peer in enumerate(bgp.peers, 1):
-        state = states.get(f"peer{i}")
-        if state == "Established":
-            r.ok(f"BGP session to {peer.name} ({peer.address}): Established")
-        else:
-            r.fail(f"BGP session to {peer.name} ({peer.address}): {state or 'not known to BIRD'} "
-                   f"(birdc -s {socket} show protocols all peer{i})")
+    assert cluster.bgp is not None and spec.ecmp is not None
+    _bird(cluster, r, socket or cluster.bgp.bird_socket)
     state_dir = Path(cluster.state_dir)
     drained = drain_marker(state_dir, spec).exists()
     keepalived = bool(pids)
@@ -190,6 +170,34 @@ def _ecmp(spec: DirectorSpec, cluster: Cluster, pids: list[int], r: Report, sock
     r.ok(f"announced: {', '.join(announced) or 'nothing'} ({why})")
     _pending(r, "ECMP director (VIPs on lo, ARP suppression, IPVS sysctls, announcements)",
              [c.description for c in plan_ecmp(spec, want, facts)], "`lvsdr agent` makes them")
+    _ipvs_order(cluster, r)
+
+
+def _bird(cluster: Cluster, r: Report, socket: str) -> None:
+    """BIRD runs here, and its session to each peer is Established."""
+    from .processes import pids_of
+    from .run import run
+
+    assert cluster.bgp is not None
+    if pids_of("bird"):
+        r.ok("BIRD is running in this network namespace")
+    else:
+        r.fail("BIRD is not running in this network namespace (systemctl start bird)")
+    try:
+        states = bird_sessions(run(["birdc", "-s", socket, "show", "protocols"], timeout=10).out)
+    except (OSError, LvsdrError):
+        states = {}
+    for i, peer in enumerate(cluster.bgp.peers, 1):
+        state = states.get(f"peer{i}")
+        if state == "Established":
+            r.ok(f"BGP session to {peer.name} ({peer.address}): Established")
+        else:
+            r.fail(f"BGP session to {peer.name} ({peer.address}): {state or 'not known to BIRD'} "
+                   f"(birdc -s {socket} show protocols all peer{i})")
+
+
+def _ipvs_order(cluster: Cluster, r: Report) -> None:
+    """IPVS holds each service's real servers in the file's order (every ECMP director's mh table the same)."""
     try:
         order = ipvs_order(Path("/proc/net/ip_vs").read_text())
     except OSError:

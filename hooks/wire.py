@@ -237,6 +237,27 @@ def _ask(s: socket.socket, mac: bytes, src: Source, a: IPAddress) -> None:
         s.send(neighbour_solicitation(mac, src.v6, a))
 
 
+def _take(frame: bytes, mac: bytes, owners: dict[IPAddress, set[str]], adverts: list[Advert],
+          pending: dict[tuple[str, int, int], tuple[str, str]], obs: Observation) -> None:
+    """One frame heard: an ARP or NDP answer to us (who owns an address), a
+    VRRP advert, or a probe's answer (a DR path answered or refused)."""
+    arp: tuple[IPAddress, str] | None = parse_arp_reply(frame) or parse_neighbour_advert(frame)
+    if arp is not None and frame[0:6] == mac and arp[0] in owners:
+        owners[arp[0]].add(arp[1])
+        return
+    adv = parse_vrrp(frame)
+    if adv is not None:
+        adverts.append(adv)
+        return
+    rep = parse_reply(frame)
+    hit = pending.get((str(rep.src), rep.sport, rep.dport)) if rep is not None and frame[0:6] == mac else None
+    if rep is not None and hit is not None:
+        if rep.udp or rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+            obs.paths[hit] = "answered"
+        elif rep.flags & TCP_RST:
+            obs.paths[hit] = "refused"
+
+
 def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, local: set[IPAddress],
           on_director: bool, listen: float) -> Observation:
     obs = Observation(adverts_seen=not cluster.unicast or on_director)
@@ -278,23 +299,7 @@ def _loop(cluster: Cluster, s: socket.socket, mac: bytes, me: Source, local: set
             break
         wait = min([r for r in arp_rounds[arp_done:] + syn_rounds[syn_done:]] + [end]) - now
         if select.select([s], [], [], max(0.0, wait))[0]:
-            frame = s.recv(4096)
-            arp: tuple[IPAddress, str] | None = parse_arp_reply(frame) or parse_neighbour_advert(frame)
-            if arp is not None and frame[0:6] == mac and arp[0] in owners:
-                owners[arp[0]].add(arp[1])
-                continue
-            adv = parse_vrrp(frame)
-            if adv is not None:
-                adverts.append(adv)
-                continue
-            rep = parse_reply(frame)
-            if rep is not None and frame[0:6] == mac:
-                hit = pending.get((str(rep.src), rep.sport, rep.dport))
-                if hit is not None:
-                    if rep.udp or rep.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
-                        obs.paths[hit] = "answered"
-                    elif rep.flags & TCP_RST:
-                        obs.paths[hit] = "refused"
+            _take(s.recv(4096), mac, owners, adverts, pending, obs)
     macs = _node_macs(nodes, owners)
     obs.macs = macs
     obs.owners = {v: tuple(sorted(owners.get(v, ()))) for v in cluster.vips if v not in obs.skipped_vips}
