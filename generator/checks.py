@@ -5,6 +5,7 @@ default. The loader's rules (which key a type takes, how it is read), the
 renderer's (block names, connect_port) and the template's (one line per key,
 by the key's form), the importer's inverse (directive -> key) and the docs'
 table all derive from it: a check type made of such keys is one entry here.
+Its keys are ``keys.Key``, as every key of the cluster file is.
 
 Forms (``Key.form``): ``int`` (lo..hi), ``text`` (a pattern, token-guarded
 when rendered), ``hex`` (a pattern of hex bytes and blanks), ``choice``,
@@ -20,32 +21,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+from .keys import HOST_RE, Key
+
+HOST = HOST_RE
 HEX = re.compile(r"[0-9A-Fa-f]{1,2}(?: ?[0-9A-Fa-f]{1,2})*")
 USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 DNS_TYPES = ("A", "AAAA", "NS", "CNAME", "MX", "TXT", "SOA")
-
-
-@dataclass(frozen=True)
-class Key:
-    """One key of a check: ``name`` in the cluster file, ``field`` on the
-    model's Check, ``directive`` in keepalived's checker block."""
-
-    name: str
-    directive: str
-    form: str
-    default: str  # keepalived's own (what a key left out means), for the docs
-    meaning: str
-    field: str = ""
-    lo: int = 0
-    hi: int = 0
-    pattern: re.Pattern[str] | None = None
-    what: str = ""  # what the pattern accepts, for its error line
-    choices: tuple[str, ...] = ()
-
-    @property
-    def attr(self) -> str:
-        return self.field or self.name
 
 
 @dataclass(frozen=True)

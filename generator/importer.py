@@ -14,6 +14,7 @@ from lvsdr.errors import InputError
 
 from . import checks
 from .kaconf import Directive
+from .keys import Key
 from .model import SCHEDULERS
 
 # -- what one director's file says -------------------------------------------
@@ -550,7 +551,7 @@ def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
             continue
         if c.key == "nb_get_retry" and "retry" in by_directive:
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of retry: imported as retry"))
-            key: checks.Key | None = by_directive["retry"]
+            key: Key | None = by_directive["retry"]
         else:
             key = by_directive.get(c.key)
         value = _checker_value(side, c, key) if key is not None else None
@@ -571,7 +572,7 @@ def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
     return chk
 
 
-def _checker_value(side: Side, c: Directive, key: checks.Key) -> Any:
+def _checker_value(side: Side, c: Directive, key: Key) -> Any:
     """One directive's value as the cluster file gives it (None: not readable as that key)."""
     if key.form in ("int", "weight"):
         return _int(c)

@@ -16,9 +16,9 @@ from lvsdr.errors import InputError
 from . import checks
 from .guards import address, token
 from .ipvs import Key, Leaving
+from .keys import PATH_RE
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
 from .node import host_interface
-from .rules import PATH_RE
 from .templating import render_template
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)

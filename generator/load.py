@@ -17,13 +17,12 @@ from lvsdr.defaults import SYNC_MIN_PREEMPT_DELAY, SYNC_PREEMPT_DELAY
 from lvsdr.errors import ValidationError
 
 from . import methods
+from .keys import AUTH_RE, CLUSTER_NAME_RE, IFNAME_RE, LABEL_RE, NAME_RE, PATH_RE, keys_of
 from .load_bgp import check_ecmp, ecmp_services, is_ecmp, read_bgp, read_router_id, refuse_vrrp
 from .load_services import assign_fwmarks, read_services
 from .model import (
-    AUTH_TYPES,
     DEFAULT_ADVERT_INT,
     DEFAULT_INTERFACE,
-    HOOK_MODES,
     Cluster,
     Director,
     Extra,
@@ -39,23 +38,14 @@ from .model import (
     Vip,
     addr_key,
 )
-from .rules import (
-    AUTH_RE,
-    CLUSTER_NAME_RE,
-    IFNAME_RE,
-    LABEL_RE,
-    NAME_RE,
-    PATH_RE,
-    ZONE_RE,
-    command,
-    extra_line,
-    link,
-    script_args,
-)
+from .rules import command, extra_line, link, script_args
 from .schema import MISSING, Errors, Table, decode, defaults_of, parse_address, parse_text, quote, typename
 
 CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)
+KEYS = keys_of(Cluster)  # the keys of [cluster], each declared once on the model (keys.py)
+DIRECTOR_KEYS = keys_of(Director)
+REAL_SERVER_KEYS = keys_of(RealServer)
 
 
 def load_cluster(path: str | Path) -> Cluster:
@@ -130,7 +120,7 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
     """[cluster]: the VRRP settings (``_vrrp_keys``), then the hooks, paths and the rest."""
     live = [d for d in directors if d is not None]
     kw = _vrrp_keys(c, live, errors, ecmp)
-    kw["hook"] = c.choice("hook", HOOK_MODES, CLUSTER["hook"])
+    kw["hook"] = c.key(KEYS["hook"])
     for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
         kw[key] = command(c, key)
     sync = c.get("sync_daemon", (bool, dict), None)
@@ -141,12 +131,10 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
         kw["sync_daemon"] = SyncDaemon(link(st, "interface", None),
                                        st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
         st.done()
-    for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir"):
-        kw[key] = c.text(key, PATH_RE, "an absolute path", CLUSTER[key])
-    kw["initial_state"] = c.choice("initial_state", ("BACKUP", "MASTER"), CLUSTER["initial_state"])
-    kw["drain_timeout"] = c.int_in("drain_timeout", 0, 86400, CLUSTER["drain_timeout"])
+    for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir", "initial_state", "drain_timeout",
+                "sync_group"):
+        kw[key] = c.key(KEYS[key])
     kw["subnet"] = _subnet(c, live)
-    kw["sync_group"] = c.get("sync_group", bool, CLUSTER["sync_group"])
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
     _sync_failback(c, kw, errors)
@@ -177,9 +165,9 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
     """[cluster]'s VRRP settings: router id, version, advert interval, authentication, unicast, preemption, GARP
     (in an ECMP cluster each is refused by ``refuse_vrrp`` and left at its default: no vrrp_instance is rendered)."""
     kw: dict[str, Any] = {
-        "name": c.text("name", CLUSTER_NAME_RE, "a cluster name ([a-z0-9][a-z0-9_-]{0,30})"),
+        "name": c.key(KEYS["name"]),
         "interface": link(c, "interface", DEFAULT_INTERFACE),
-        "virtual_router_id": c.int_in("virtual_router_id", 1, 255, 0 if ecmp else MISSING),
+        "virtual_router_id": c.key(KEYS["virtual_router_id"], 0 if ecmp else MISSING),
     }
     v6 = bool(live) and live[0].address.version == 6
     version = c.get("vrrp_version", int, None)
@@ -199,19 +187,17 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
     if auth is not None and kw["vrrp_version"] == 3:
         errors.add(c.path("auth_pass"), "VRRP version 3 has no authentication; remove auth_pass")
     kw["auth_pass"] = auth
-    kw["auth_type"] = c.choice("auth_type", AUTH_TYPES, CLUSTER["auth_type"])
+    kw["auth_type"] = c.key(KEYS["auth_type"])
     if "auth_type" in c.data and auth is None and "auth_pass" not in c.data:
         errors.add(c.path("auth_type"), "needs auth_pass (the shared secret)")
-    kw["unicast"] = c.get("unicast", bool, CLUSTER["unicast"])
+    kw["unicast"] = c.key(KEYS["unicast"])
     if kw["unicast"] and len(live) == 1:
         errors.add(c.path("unicast"), "needs at least two directors (a unicast peer)")
-    kw["mcast_src_ip"] = c.get("mcast_src_ip", bool, CLUSTER["mcast_src_ip"])
+    kw["mcast_src_ip"] = c.key(KEYS["mcast_src_ip"])
     if kw["mcast_src_ip"] and kw["unicast"]:
         errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
-    kw["nopreempt"] = c.get("nopreempt", bool, CLUSTER["nopreempt"])
-    kw["preempt_delay"] = c.int_in("preempt_delay", 0, 1000, None)
-    kw["garp_master_delay"] = c.int_in("garp_master_delay", 0, 255, CLUSTER["garp_master_delay"])
-    kw["garp_master_refresh"] = c.int_in("garp_master_refresh", 1, 86400, None)
+    for key in ("nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
+        kw[key] = c.key(KEYS[key])
     return kw
 
 
@@ -263,11 +249,11 @@ def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) 
     if not tables and "directors" in top.data and isinstance(top.data["directors"], list):
         errors.add("directors", "at least one director is required")
     for t in tables:
-        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        name = t.key(DIRECTOR_KEYS["name"])
         addr = t.address("address")
         if ecmp:
             t.seen.add("priority")  # refused by refuse_vrrp, with its reason
-        prio = 0 if ecmp else t.int_in("priority", 1, 254)
+        prio = 0 if ecmp else t.key(DIRECTOR_KEYS["priority"])
         iface = link(t, "interface", default_if)
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
         router_id = read_router_id(t) if ecmp else None
@@ -297,11 +283,11 @@ def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) 
 def _real_servers(top: Table, errors: Errors) -> list[RealServer | None]:
     out: list[RealServer | None] = []
     for t in top.tables("real_servers", required=False):
-        name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+        name = t.key(REAL_SERVER_KEYS["name"])
         addr = t.address("address")
         iface = link(t, "interface", REAL_SERVER["interface"])
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
-        zone = t.text("firewalld_zone", ZONE_RE, "a firewalld zone name", REAL_SERVER["firewalld_zone"])
+        zone = t.key(REAL_SERVER_KEYS["firewalld_zone"])
         t.done()
         if name is None or addr is None or iface is None or method is None or zone is None:
             out.append(None)

@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from . import methods
+from .keys import NAME_RE, PATH_RE
 from .model import Bgp, BgpPeer, Director, RealServer, Service
-from .rules import NAME_RE, PATH_RE
 from .schema import Errors, Table, defaults_of, quote
 
 BGP = defaults_of(Bgp)

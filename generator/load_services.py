@@ -9,13 +9,10 @@ import re
 from typing import Any
 
 from . import checks, methods
+from .keys import HOST_RE, PATH_RE, URL_PATH_RE, Key, keys_of
 from .model import (
     AUTO_FWMARK_BASE,
     CHECK_FIELDS,
-    DEFAULT_PROTOCOL,
-    DEFAULT_SCHEDULER,
-    PROTOCOLS,
-    SCHEDULERS,
     Backend,
     Check,
     Director,
@@ -25,7 +22,7 @@ from .model import (
     SorryServer,
     Url,
 )
-from .rules import HOST_RE, NAME_RE, PATH_RE, URL_PATH_RE, command, script_args, sorry_address
+from .rules import command, script_args, sorry_address
 from .schema import MAX_INT, Errors, Memo, Table, defaults_of, parse_address, quote, typename
 
 CHECK = defaults_of(Check)
@@ -33,6 +30,8 @@ URL = defaults_of(Url)
 URL_DEFAULT: tuple[Url, ...] = CHECK["urls"]
 BACKEND = defaults_of(Backend)
 SERVICE = defaults_of(Service)
+KEYS = keys_of(Service)  # a service's keys, each declared once on the model (keys.py)
+BACKEND_KEYS = keys_of(Backend)
 
 
 SCHEDULER_FLAGS = {"sh_port": "sh", "sh_fallback": "sh", "mh_port": "mh", "mh_fallback": "mh"}
@@ -50,10 +49,10 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
         return IPVS_DEFAULTS
     kw: dict[str, Any] = {"quorum_up": command(t, "quorum_up"), "quorum_down": command(t, "quorum_down")}
     for key in ("ops", "alpha", "omega", "ha_suspend"):
-        kw[key] = bool(t.get(key, bool, SERVICE[key]))
+        kw[key] = bool(t.key(KEYS[key]))
     if kw["ops"] and proto not in (None, "udp"):
         t.errors.add(t.path("ops"), f"one-packet scheduling is for udp services (this one is {proto})")
-    kw["hysteresis"] = t.int_in("hysteresis", 0, 65535, None)
+    kw["hysteresis"] = t.key(KEYS["hysteresis"])
     quorum = t.data.get("quorum", 1)
     if kw["hysteresis"] is not None and isinstance(quorum, int) and kw["hysteresis"] >= quorum:
         t.errors.add(t.path("hysteresis"), f"{kw['hysteresis']} is not below the quorum {quote(quorum)} "
@@ -175,7 +174,7 @@ def _check(t: Table, errors: Errors) -> Check | None:
 _PATH_WHAT = "an absolute path without blanks or quotes"
 
 
-def _check_key(t: Table, key: checks.Key, kw: dict[str, Any], errors: Errors) -> None:
+def _check_key(t: Table, key: Key, kw: dict[str, Any], errors: Errors) -> None:
     """Read one key of a checker by its form into ``kw`` (the model's fields)."""
     if key.form in ("int", "weight"):
         kw[key.attr] = t.int_in(key.name, key.lo, key.hi, None)
@@ -205,11 +204,11 @@ def _backend_keys(b: Table, errors: Errors) -> tuple[Any, ...]:
     """What a backend's table says, checked: (server, weight, port,
     listen_port, notify_up, notify_down, inhibit_on_failure, checks)."""
     name = b.get("server", str)
-    weight = b.int_in("weight", 0, 65535, BACKEND["weight"])
-    port = b.int_in("port", 1, 65535, None)
-    listen = b.int_in("listen_port", 1, 65535, None)
+    weight = b.key(BACKEND_KEYS["weight"])
+    port = b.int_in("port", 1, 65535, None)  # not the model's: it must equal the service's (DR cannot map ports)
+    listen = b.key(BACKEND_KEYS["listen_port"])
     notify_up, notify_down = command(b, "notify_up"), command(b, "notify_down")
-    inhibit = b.get("inhibit_on_failure", bool, BACKEND["inhibit_on_failure"])
+    inhibit = b.key(BACKEND_KEYS["inhibit_on_failure"])
     own_checks = _checks(b, errors)
     b.done()
     return name, weight, port, listen, notify_up, notify_down, inhibit, own_checks
@@ -295,7 +294,7 @@ def read_services(
 
 def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str, Backend], v4_servers: set[str],
              memo: Memo, errors: Errors) -> Service | None:
-    name = t.text("name", NAME_RE, "a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})")
+    name = t.key(KEYS["name"])
     group_vips, group_ports = _group_vips(t), _group_ports(t)
     vip = group_vips[0] if group_vips else t.address("vip")
     port = group_ports[0] if group_ports else t.int_in("port", 1, 65535)
@@ -303,12 +302,8 @@ def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str,
         group_vips = ()
     if len(group_ports) == 1:
         group_ports = ()
-    proto = t.choice("protocol", PROTOCOLS, DEFAULT_PROTOCOL)
-    sched = t.choice("scheduler", SCHEDULERS, DEFAULT_SCHEDULER)
-    delay = t.int_in("delay_loop", 1, 3600, None)
-    persist = t.int_in("persistence_timeout", 1, 2_000_000, None)
-    quorum = t.int_in("quorum", 1, 65535 * 256, None)
-    fwmark = t.int_in("fwmark", 1, 0xFFFFFFFF, None)
+    proto, sched, delay, persist, quorum, fwmark = (t.key(KEYS[k]) for k in (
+        "protocol", "scheduler", "delay_loop", "persistence_timeout", "quorum", "fwmark"))
     ipvs = _ipvs_options(t, proto, sched, vip)
     sorry = _sorry_server(t, vip, port, bool(group_ports), errors)
     checks = _checks(t, errors, memo)

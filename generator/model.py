@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lvsdr import defaults
 from lvsdr.errors import InputError
+
+from .keys import CLUSTER_NAME_RE, NAME_RE, PATH_RE, ZONE_RE, declare, leaf
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -182,12 +184,25 @@ class Extra:
 
 @dataclass(frozen=True)
 class Director:
-    name: str
-    address: IPAddress
-    priority: int  # VRRP; 0 in an ECMP cluster (no VRRP instance)
-    interface: str
-    arp_method: str = DEFAULT_ARP_METHOD  # used when the director is also a backend (ECMP: for its VIPs on lo)
-    router_id: ipaddress.IPv4Address | None = None  # ECMP: BIRD's router id (default: the IPv4 address)
+    name: str = field(metadata=declare(form="text", pattern=NAME_RE, what="a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})",
+                     directive="router_id", meaning="`[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`; unique among directors and "
+                     "real servers; keepalived's `router_id`"))
+    address: IPAddress = field(metadata=declare(
+        form="custom", type="IP address",
+        meaning="the director's own address: `unicast_src_ip`, peers of the others; all directors share one family"))
+    priority: int = field(metadata=declare(
+        form="int", lo=1, hi=254, directive="priority",
+        meaning="1..254 (255 is reserved for an address owner); distinct per director, since a tie is broken by "
+        "address, which nobody reads in a config (VRRP; 0 in an ECMP cluster: no VRRP instance)"))
+    interface: str = field(metadata=declare(form="custom", type="string", shown="`cluster.interface`",
+                                            directive="interface", meaning="this director's VRRP / VIP interface"))
+    arp_method: str = leaf(DEFAULT_ARP_METHOD, form="custom", type="string", meaning="ARP suppression used when "
+                           "this director is also a backend: `sysctl`, `arptables` or `nftables` (the redirect "
+                           "methods cannot share the VIP with keepalived); switched by the failover hooks, see "
+                           "[hooks.md](hooks.md)")
+    router_id: ipaddress.IPv4Address | None = leaf(None, form="custom", type="IPv4 address", shown="its IPv4 "
+                                                   "address", meaning="an ECMP cluster's director: BIRD's router "
+                                                   "id ([bgp], [ecmp.md](ecmp.md))")
 
 
 @dataclass(frozen=True)
@@ -225,26 +240,40 @@ class Bgp:
 
 @dataclass(frozen=True)
 class RealServer:
-    name: str
-    address: IPAddress
-    interface: str = DEFAULT_INTERFACE
-    arp_method: str = DEFAULT_ARP_METHOD
-    firewalld_zone: str = defaults.FIREWALLD_ZONE
+    name: str = field(metadata=declare(form="text", pattern=NAME_RE, what="a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})",
+                     meaning="as for directors"))
+    address: IPAddress = field(metadata=declare(form="custom", type="IP address", meaning="the address the "
+                                                "directors reach it at (`real_ip` in the Red Hat guide)"))
+    interface: str = leaf(DEFAULT_INTERFACE, form="custom", type="string",
+                          meaning="the interface that faces the directors and clients")
+    arp_method: str = leaf(DEFAULT_ARP_METHOD, form="custom", type="string",
+                           meaning="`sysctl`, `arptables`, `nftables`, `iptables` or `firewalld`")
+    firewalld_zone: str = leaf(defaults.FIREWALLD_ZONE, form="text", pattern=ZONE_RE, what="a firewalld zone name",
+                               meaning="the zone for `arp_method = \"firewalld\"`")
 
 
 @dataclass(frozen=True)
 class Backend:
     """One backend of a service, resolved: a real server or a director."""
 
-    server: str
-    address: IPAddress
-    weight: int = 1
-    listen_port: int | None = None  # iptables/firewalld: local port to redirect to
+    server: str = field(metadata=declare(form="custom", type="string", meaning="a real server's or a director's name"))
+    address: IPAddress = field(metadata=declare(form="custom", type="IP address", shown="the server's",
+                              meaning="the server's address (not a key: it comes from the server)"))
+    weight: int = leaf(1, form="int", lo=0, hi=65535, directive="weight", meaning="0..65535; 0 drains it, but not "
+                       "every backend may be 0")
+    listen_port: int | None = leaf(None, form="int", lo=1, hi=65535, meaning="only with `arp_method` `iptables` or "
+                                   "`firewalld`, which redirect locally: the port the application really listens on")
     is_director: bool = False
-    notify_up: Command | None = None  # the operator's own scripts, run by keepalived's checker
-    notify_down: Command | None = None
-    inhibit_on_failure: bool = False  # a failed backend gets weight 0 instead of leaving the table
-    checks: tuple[Check, ...] | None = None  # this backend's own checkers instead of the service's
+    notify_up: Command | None = leaf(None, form="custom", type="command", directive="notify_up",
+                                     meaning="the operator's script when its check passes")
+    notify_down: Command | None = leaf(None, form="custom", type="command", directive="notify_down",
+                                       meaning="the operator's script when its check fails")
+    inhibit_on_failure: bool = leaf(False, form="bool", directive="inhibit_on_failure", meaning="a failed backend "
+                                    "gets weight 0 and keeps its established connections instead of leaving the "
+                                    "IPVS table")
+    checks: tuple[Check, ...] | None = leaf(None, form="custom", type="table / list of tables", shown="the "
+                                            "service's", meaning="`check` / `checks`: its own checkers instead of "
+                                            "the service's")
 
 
 @dataclass(frozen=True)
@@ -255,27 +284,71 @@ class SorryServer:
 
 @dataclass(frozen=True)
 class Service:
-    name: str
-    vip: IPAddress
-    port: int
-    protocol: str
-    scheduler: str
-    backends: tuple[Backend, ...]
-    checks: tuple[Check, ...] = (Check(),)  # () : no checker (type "none")
-    delay_loop: int | None = None  # None: keepalived's 60 s
-    persistence_timeout: int | None = None
-    quorum: int | None = None
-    sorry_server: SorryServer | None = None
-    fwmark: int | None = None  # effective: explicit, or chosen when a director is a backend
-    quorum_up: Command | None = None
-    quorum_down: Command | None = None
-    persistence_granularity: str | None = None  # a netmask
-    ops: bool = False  # one-packet scheduling (udp)
-    hysteresis: int | None = None
-    alpha: bool = False
-    omega: bool = False
-    ha_suspend: bool = False
-    scheduler_flags: tuple[str, ...] = ()  # sh-port, sh-fallback, mh-port, mh-fallback
+    name: str = field(metadata=declare(form="text", pattern=NAME_RE, what="a name ([A-Za-z0-9][A-Za-z0-9_.-]{0,62})",
+                     meaning="unique; a comment in keepalived.conf"))
+    vip: IPAddress = field(metadata=declare(
+        form="custom", type="IP address, or a list",
+        meaning="the virtual IP; a /32 (/128) on the MASTER's interface. A list of addresses and ranges "
+        "(`[\"192.0.2.10-19\", \"192.0.2.30\"]`, or `\"FIRST-LAST\"` with a full last address) makes a "
+        "virtual_server_group, below"))
+    port: int = field(metadata=declare(form="custom", type="integer, or a list",
+                                       meaning="1..65535; a list (`[80, 443]`) makes a virtual_server_group"))
+    protocol: str = field(metadata=declare(DEFAULT_PROTOCOL, form="choice", choices=PROTOCOLS, directive="protocol",
+                         meaning="a udp "
+                         "or sctp service needs an explicit `check`, on the service or on every backend (the "
+                         "default tcp check cannot probe it)"))
+    scheduler: str = field(metadata=declare(DEFAULT_SCHEDULER, form="choice", choices=SCHEDULERS, type="string",
+                          directive="lb_algo",
+                          meaning="an IPVS scheduler: rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos. Each is "
+                          "a kernel module (`ip_vs_NAME`); all load on Debian 12's kernel 6.1 (proven in the IPVS "
+                          "tier) except `twos`, which needs Linux 6.2 or newer"))
+    backends: tuple[Backend, ...] = field(metadata=declare(
+        form="custom", type="list",
+        meaning="server names (real servers or directors), or tables `{ server = \"web1\", weight = 2 }` (below)"))
+    checks: tuple[Check, ...] = leaf((Check(),), form="custom", type="table / list of tables", label="`check` / "
+                                     "`checks`", shown="`{ type = "
+                                     "\"tcp\" }`", meaning="the health checker(s), below; a "
+                                     "`udp` or `sctp` service must name them")  # () : no checker (type "none")
+    delay_loop: int | None = leaf(None, form="int", lo=1, hi=3600, directive="delay_loop", shown="keepalived's 60",
+                                  meaning="seconds between health checks")
+    persistence_timeout: int | None = leaf(None, form="int", lo=1, hi=2_000_000, directive="persistence_timeout",
+                                           meaning="seconds of client affinity")
+    quorum: int | None = leaf(None, form="int", lo=1, hi=65535 * 256, directive="quorum", meaning="minimum total "
+                              "weight of healthy backends for the service to be up; at most the backends' total "
+                              "weight")
+    sorry_server: SorryServer | None = leaf(None, form="custom", type="table", directive="sorry_server", meaning="`{ "
+                                            "address = \"...\", port = 80 }`: the port must be the service's (its "
+                                            "default; DR cannot map ports), the address not the VIP. IPVS forwards to "
+                                            "it by DR like to a backend, so a sorry server that is a "
+                                            "`[[real_servers]]` entry gets the VIP and ARP suppression like one "
+                                            "(proven in the IPVS tier). `127.0.0.1` (`::1`) is the director itself: "
+                                            "IPVS hands the connection to whatever listens on the MASTER on that "
+                                            "port (proven in the IPVS tier; run the sorry application on every "
+                                            "director)")
+    fwmark: int | None = leaf(None, form="int", lo=1, hi=0xFFFFFFFF, meaning="build a `virtual_server fwmark N` "
+                              "instead of IP+port")  # effective: explicit, or chosen when a director is a backend
+    quorum_up: Command | None = leaf(None, form="custom", type="command", directive="quorum_up",
+                                     meaning="the operator's script when the service gains quorum")
+    quorum_down: Command | None = leaf(None, form="custom", type="command", directive="quorum_down",
+                                       meaning="the operator's script when the service loses quorum")
+    persistence_granularity: str | None = leaf(None, form="custom", type="string", directive="persistence_granularity",
+                                               meaning="netmask grouping clients for persistence "
+                                               "(`\"255.255.255.0\"`; a prefix length such as `\"64\"` for IPv6 "
+                                               "VIPs)")
+    ops: bool = leaf(False, form="bool", directive="ops", meaning="one-packet scheduling: each UDP datagram scheduled "
+                     "on its own (udp services only)")
+    hysteresis: int | None = leaf(None, form="int", lo=0, hi=65535, directive="hysteresis",
+                                  meaning="quorum hysteresis (0..65535), below the quorum")
+    alpha: bool = leaf(False, form="bool", directive="alpha",
+                       meaning="start with every backend down until its first check passes")
+    omega: bool = leaf(False, form="bool", directive="omega", meaning="run quorum_down when the service is removed")
+    ha_suspend: bool = leaf(False, form="bool", directive="ha_suspend",
+                            meaning="do not run the service's checkers while this director is not MASTER")
+    scheduler_flags: tuple[str, ...] = leaf((), form="custom", type="boolean", label="`sh_port`, `sh_fallback`, "
+                                            "`mh_port`, `mh_fallback`", shown="`false`", meaning="`sh_port`, "
+                                            "`sh_fallback` (scheduler `sh` only: hash the port too; fall back to "
+                                            "another backend when the chosen one is down), `mh_port`, `mh_fallback` "
+                                            "(the same for scheduler `mh`)")
     # a virtual_server_group: every VIP and port (vip and port are the first of each);
     # empty for a plain VIP:port service
     group_vips: tuple[IPAddress, ...] = ()
@@ -303,45 +376,115 @@ class Service:
         return bool(self.group_vips or self.group_ports)
 
 
+ADVERT_INT_MEANING = (
+    "seconds between adverts; 0..255; fractions (0.01 s steps) only with `vrrp_version = 3`, which carries at most "
+    "40.95 s (keepalived refuses more). Fast detection: at `0.1` (VRRPv3) the MASTER sends 10 adverts a second per "
+    "instance; in the lab (tests/test_fast_vrrp_lab.py, the agent on the FIFO) keepalived used 0.07 s of CPU in 60 s "
+    "on the MASTER (0.1% of a core), no transition in those 60 s, and a hard failure of the MASTER had the client's "
+    "ARP entry on the new MASTER after 0.31 s and its marks after 0.36 s. Below 0.1 s a busy host's scheduling jitter "
+    "becomes a false failover")
+PREEMPT_DELAY_MEANING = (
+    "seconds (0..1000) a recovered director waits as BACKUP before it pre-empts. With `sync_daemon` and without "
+    "`nopreempt`, lvsdr renders 60 when the file sets none and refuses less than 10: the returning MASTER's IPVS table "
+    "is empty, and the connections the other director carried meanwhile reach it only as IPVS syncs them (on each "
+    "state change and again every 50 packets a connection receives, `net.ipv4.vs.sync_threshold` 3 50); it must not "
+    "take the VIPs before. keepalived waits only from state BACKUP, so `initial_state = \"MASTER\"` with "
+    "`sync_daemon` is refused (use `nopreempt` to never fail back). A connection that receives fewer than 50 packets "
+    "during the delay is not on the returning MASTER, and breaks when it takes over: raise the delay for slow "
+    "long-lived flows")
+DRAIN_TIMEOUT_MEANING = (
+    "seconds (0..86400) a real server removed from the file (or every real server of a removed service) stays in "
+    "IPVS at weight 0, without a checker, while the kernel counts active connections through it (UDP: any flow); "
+    "`lvsdr watch` removes it when they have ended or this long after it left, whichever comes first. 0 cuts at once "
+    "(keepalived's own behaviour). Fwmark services and `virtual_server_group` services are not kept. `lvsdr plan` "
+    "shows each leaving real server and when it goes ([docs/watch.md](watch.md))")
+NOTIFY_MEANING = (
+    "the operator's own script, `[\"/absolute/path\", \"arg\", ...]`, run by keepalived on becoming MASTER "
+    "**alongside** lvsdr's hook (never instead of it; proven in the lab). Each argument: letters, digits and "
+    "`._/:=@%+,-` (they are quoted into keepalived.conf, which runs them as root)")
+SYNC_DAEMON_MEANING = (
+    "IPVS connection sync between the directors (keepalived's `lvs_sync_daemon`, following the VRRP instance): the "
+    "MASTER sends its connection table, the BACKUP keeps it, so established connections survive a failover (proven "
+    "in the IPVS tier: a long download through the VIP completes across a failover with it, and breaks without). "
+    "Table keys: `interface` (default the director's), `id` (0..255, default the `virtual_router_id`), `port` "
+    "(default 8848). Fail-back: see `preempt_delay`")
+
+
 @dataclass(frozen=True)
 class Cluster:
-    name: str
-    interface: str
-    virtual_router_id: int
-    advert_int: float
+    name: str = field(metadata=declare(form="text", pattern=CLUSTER_NAME_RE,
+                                       what="a cluster name ([a-z0-9][a-z0-9_-]{0,30})",
+                                       meaning="`[a-z0-9][a-z0-9_-]{0,30}`; the vrrp_instance is `VI_<name>`"))
+    interface: str = field(metadata=declare(DEFAULT_INTERFACE, form="custom", type="string", directive="interface",
+                          meaning="directors' VRRP and VIP interface (a director may override); not `lo` "
+                          "(keepalived runs no VRRP there), as for every segment interface below"))
+    virtual_router_id: int = field(metadata=declare(form="int", lo=1, hi=255, directive="virtual_router_id",
+                                  meaning="1..255; unique per VRRP segment"))
+    advert_int: float = field(metadata=declare(DEFAULT_ADVERT_INT, form="custom", type="number", directive="advert_int",
+                             meaning=ADVERT_INT_MEANING))
     directors: tuple[Director, ...]
     real_servers: tuple[RealServer, ...]
     services: tuple[Service, ...]
-    auth_pass: str | None = None
-    auth_type: str = "PASS"
-    subnet: IPNetwork | None = None  # the directors' segment, when the file names it
-    vrrp_version: int = 2
-    unicast: bool = False
-    nopreempt: bool = False
-    preempt_delay: int | None = None
-    garp_master_delay: int = 5
-    garp_master_refresh: int | None = None
-    hook: str = "both"
-    notify_fifo: str = defaults.NOTIFY_FIFO
-    lvsdr_path: str = defaults.LVSDR_PATH
-    config_path: str = defaults.CONFIG_PATH
-    initial_state: str = "BACKUP"
-    state_dir: str = defaults.STATE_DIR  # lvsdr's records on each node (and its lock)
-    # s a backend or service removed from the file stays in IPVS at weight 0 while its connections end
-    drain_timeout: int = defaults.DRAIN_TIMEOUT
-    notify_master: Command | None = None  # the operator's own scripts, run alongside lvsdr's hook
-    notify_backup: Command | None = None
-    notify_fault: Command | None = None
-    notify_stop: Command | None = None
-    mcast_src_ip: bool = False  # multicast adverts from the director's own address
-    sync_daemon: SyncDaemon | None = None
+    auth_pass: str | None = leaf(None, form="custom", type="string", meaning="VRRPv2 PASS authentication, 1..8 "
+                                 "characters of `[A-Za-z0-9._~@%+=:,-]`; not with version 3. A config holding it is "
+                                 "written mode 0600")
+    auth_type: str = leaf("PASS", form="choice", choices=AUTH_TYPES, type="string", meaning="`PASS` (the password in "
+                          "clear in each advert) or `AH` (an IPsec AH header keyed by `auth_pass`; both directors "
+                          "must agree, proven in the lab); needs `auth_pass`")
+    subnet: IPNetwork | None = leaf(None, form="custom", type="network", meaning="the directors' segment "
+                                    "(`\"192.0.2.0/24\"`): the directors must be in it, and no VIP, sorry server or "
+                                    "node may be its network or broadcast address. Without it lvsdr cannot know "
+                                    "them; it always refuses 0.0.0.0/8, 240.0.0.0/4 and 255.255.255.255")
+    vrrp_version: int = leaf(2, form="custom", type="2 or 3", shown="2 (3 for IPv6 directors)", directive="version",
+                             meaning="VRRP version")
+    unicast: bool = leaf(False, form="bool", meaning="unicast VRRP between the directors' `address`es instead of "
+                         "multicast (needs two or more directors)")
+    nopreempt: bool = leaf(False, form="bool", directive="nopreempt", meaning="a recovered higher-priority director "
+                           "does not take the VIPs back (needs `initial_state = \"BACKUP\"`)")
+    preempt_delay: int | None = leaf(None, form="int", lo=0, hi=1000, directive="preempt_delay", shown="none; 60 "
+                                     "with `sync_daemon`", meaning=PREEMPT_DELAY_MEANING)
+    garp_master_delay: int = leaf(5, form="int", lo=0, hi=255, directive="garp_master_delay", meaning="seconds after "
+                                  "becoming MASTER to send the second round of gratuitous ARPs")
+    garp_master_refresh: int | None = leaf(None, form="int", lo=1, hi=86400, directive="garp_master_refresh",
+                                           meaning="repeat gratuitous ARPs every N seconds while MASTER")
+    hook: str = leaf("both", form="choice", choices=HOOK_MODES, meaning="how keepalived tells lvsdr of VRRP "
+                     "transitions: `vrrp_notify_fifo` (read by `lvsdr agent`), a `notify` command (`lvsdr notify`), "
+                     "both, or neither. `none` is refused when a service uses a fwmark (a director among its "
+                     "backends, or an explicit `fwmark`): only the hook installs the mark rule")
+    notify_fifo: str = leaf(defaults.NOTIFY_FIFO, form="text", pattern=PATH_RE, what="an absolute path", type="path",
+                            meaning="the FIFO keepalived writes events to")
+    lvsdr_path: str = leaf(defaults.LVSDR_PATH, form="text", pattern=PATH_RE, what="an absolute path", type="path",
+                           meaning="absolute path of `lvsdr` on the nodes (keepalived's `notify`, the units): where "
+                           "the lvsdr Debian package (`scripts/lvsdr-deb`) installs it; set it when lvsdr is "
+                           "installed elsewhere (pip into a virtualenv)")
+    config_path: str = leaf(defaults.CONFIG_PATH, form="text", pattern=PATH_RE, what="an absolute path", type="path",
+                            meaning="absolute path of this file on the directors (for `notify`); no empty, `.` or "
+                            "`..` segment, and not a path of another file `render --all` writes")
+    initial_state: str = leaf("BACKUP", form="choice", choices=("BACKUP", "MASTER"), meaning="`BACKUP` everywhere "
+                              "lets priorities decide; `MASTER` puts `state MASTER` on the highest-priority director")
+    state_dir: str = leaf(defaults.STATE_DIR, form="text", pattern=PATH_RE, what="an absolute path", type="path",
+                          meaning="where lvsdr keeps its records on each node (what it changed, to undo it) and "
+                          "takes its lock")
+    drain_timeout: int = leaf(defaults.DRAIN_TIMEOUT, form="int", lo=0, hi=86400, meaning=DRAIN_TIMEOUT_MEANING)
+    notify_master: Command | None = leaf(None, form="custom", type="command", directive="notify_master",
+                                         meaning=NOTIFY_MEANING)
+    notify_backup: Command | None = leaf(None, form="custom", type="command", directive="notify_backup",
+                                         meaning="the same, on becoming BACKUP")
+    notify_fault: Command | None = leaf(None, form="custom", type="command", directive="notify_fault",
+                                        meaning="the same, on FAULT")
+    notify_stop: Command | None = leaf(None, form="custom", type="command", directive="notify_stop",
+                                       meaning="the same, when keepalived stops the instance")
+    mcast_src_ip: bool = leaf(False, form="bool", meaning="multicast adverts leave from the director's own "
+                              "`address` (not with `unicast`)")
+    sync_daemon: SyncDaemon | None = leaf(None, form="custom", type="`true` or table", meaning=SYNC_DAEMON_MEANING)
     vip_options: tuple[Vip, ...] = ()
     extra: tuple[Extra, ...] = ()
     track_scripts: tuple[TrackScript, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_files: tuple[TrackFile, ...] = ()
     instances: tuple[Instance, ...] = ()
-    sync_group: bool = False  # one vrrp_sync_group over every instance: they change state together
+    sync_group: bool = leaf(False, form="bool", meaning="one `vrrp_sync_group` over every instance: they change "
+                            "state together (see `[[instances]]` below)")
     bgp: Bgp | None = None  # an ECMP cluster: no VRRP; BIRD announces the VIPs
 
     @property

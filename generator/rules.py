@@ -6,31 +6,14 @@ hold (nothing keepalived's parser treats specially), plain unicast addresses
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
-from . import checks
+from .keys import ARG_RE, IFNAME_RE, PATH_RE
 from .model import (
     Command,
     IPAddress,
 )
 from .schema import Table, quote
-
-CLUSTER_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-IFNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
-ZONE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,16}")
-# nothing that keepalived's parser treats specially: no blanks, quotes,
-# braces, comment starters (# !) or control characters
-# and no empty, "." or ".." segment: a path names one file, wherever it is used
-PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._+-]+)+")
-URL_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;-]*")
-HOST_RE = checks.HOST
-AUTH_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,8}")
-
-ARG_RE = re.compile(r"[A-Za-z0-9._/:=@%+,-]+")
-
-LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}:[A-Za-z0-9_-]+")
 
 
 def sorry_address(st: Table) -> IPAddress | None:

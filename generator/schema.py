@@ -16,6 +16,7 @@ import tomli as _toml  # the same parser as the stdlib's tomllib, compiled: 3x f
 
 from lvsdr.errors import InputError
 
+from .keys import REQUIRED, Key
 from .model import (
     IPAddress,
 )
@@ -203,6 +204,22 @@ class Table:
             )
             return None
         return v
+
+    def key(self, k: Key, default: Any = REQUIRED) -> Any:
+        """A simple key read by its declaration (keys.py): an integer in its range, a boolean, one of its
+        choices, a text of its pattern; ``default``, when given, instead of the declared one (``MISSING``:
+        required here)."""
+        d = k.value if default is REQUIRED else default
+        d = MISSING if d is REQUIRED else d
+        if k.form == "int":
+            return self.int_in(k.name, k.lo, k.hi, d)
+        if k.form == "bool":
+            return self.get(k.name, bool, d)
+        if k.form == "choice":
+            return self.choice(k.name, k.choices, d)
+        if k.form == "text" and k.pattern is not None:
+            return self.text(k.name, k.pattern, k.what, d)
+        raise ValueError(f"{k.name}: a {k.form} key is read by its own code")
 
     def address(self, key: str, default: None | _Missing = MISSING) -> IPAddress | None:
         v = self.get(key, str, default)

@@ -223,3 +223,39 @@ def test_an_instance_on_its_own_interface_renders_there(tmp_path: Path, scratch_
     assert "198.51.100.254/32 dev eth1\n" in inside
     result = check_text(text, netns=scratch_netns)
     assert result.ok, result.message()
+
+
+def test_the_docs_tables_of_the_files_keys_are_their_declarations() -> None:
+    """docs/cluster-file.md's tables of [cluster], [[directors]], [[real_servers]] and [[services]] are made from the
+    keys declared on the model (each key declared once: type, range, default and meaning)."""
+    from lvsdr.generator.keys import docs_table
+    from lvsdr.generator.model import Cluster, Director, RealServer, Service
+
+    page = (REPO / "docs" / "cluster-file.md").read_text()
+    for cls in (Cluster, Director, RealServer, Service):
+        assert docs_table(cls) in page, cls.__name__
+
+
+def test_every_simple_key_is_read_by_its_declaration() -> None:
+    """Each declared key of an integer, boolean, choice or text form is read by its declaration: a value of the
+    wrong type there is one error line naming that key (none is read by other code, or ignored)."""
+    import tomllib
+
+    from lvsdr.errors import ValidationError
+    from lvsdr.generator.keys import keys_of
+    from lvsdr.generator.load import parse_cluster
+    from lvsdr.generator.model import Cluster, Director, RealServer, Service
+
+    from helpers import patched
+
+    base = tomllib.loads((EXAMPLES / "full.toml").read_text())
+    where = {Cluster: "cluster", Director: "directors.0", RealServer: "real_servers.0", Service: "services.0"}
+    for cls, path in where.items():
+        for k in keys_of(cls).values():
+            if k.form not in ("int", "bool", "choice", "text"):
+                continue
+            wrong = "x" if k.form in ("int", "bool") else 7
+            with pytest.raises(ValidationError) as e:
+                parse_cluster(patched(base, {f"{path}.{k.name}": wrong}))
+            field = f"{path.replace('.0', '[0]')}.{k.name}"
+            assert any(line.startswith(f"{field}: ") for line in e.value.errors), (field, e.value.errors)
