@@ -77,15 +77,18 @@ def _mount(libc: ctypes.CDLL, source: str | None, target: str, flags: int) -> No
 
 
 def _mounts() -> list[tuple[str, int]]:
-    """(mount point, its per-mount flags) of every mount, from /proc/self/mountinfo."""
-    out = []
+    """(mount point, its per-mount flags) of every mount that can be reached at
+    its path, from /proc/self/mountinfo (in mount order): one mounted later at
+    the same place or above it covers it (the IPVS guest mounts /usr over an
+    earlier /usr/lib, whose remount would fail)."""
+    mounts = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
             point = parts[4].encode().decode("unicode_escape")
-            flags = sum(_FLAGS.get(o, 0) for o in parts[5].split(","))
-            out.append((point, flags))
-    return out
+            mounts.append((point, sum(_FLAGS.get(o, 0) for o in parts[5].split(","))))
+    return [(point, flags) for i, (point, flags) in enumerate(mounts)
+            if not any(_under(point, later) for later, _f in mounts[i + 1:])]
 
 
 def _under(path: str, top: str) -> bool:
