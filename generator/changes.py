@@ -3,12 +3,14 @@
 A plan is a list of ``Change`` values; ``description`` is what an operator
 reads (`--dry-run`, doctor), the fields are what the gateway
 (hooks/gateway.py) acts on, with a ``match`` that mypy proves exhaustive.
-Tests compare changes, never descriptions.
+Tests compare changes, never descriptions. The changes a reload makes to
+IPVS and the VIPs (generator/ipvs.py, `lvsdr plan`) speak the same
+vocabulary: frozen types, a ``description`` property, ``as_dict`` for JSON.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .node import IPInterface, NftTable, Record, Rule
 
@@ -149,3 +151,13 @@ class ForgetRecord:
 
 Change = (SetSysctl | RestoreSysctl | AddAddress | RemoveAddress | AddRoute | RemoveRoute | AddRule | DeleteRule
           | LoadNftTable | DeleteNftTable | WriteRecord | ForgetRecord)
+
+
+def as_dict(change: object) -> dict[str, object]:
+    """Any change (of either family) as JSON reads it: its kind, then its
+    fields (what JSON has no type for, as text)."""
+    out: dict[str, object] = {"change": type(change).__name__}
+    for f in fields(change):  # type: ignore[arg-type]
+        v = getattr(change, f.name)
+        out[f.name] = v if v is None or isinstance(v, bool | int | float | str) else str(v)
+    return out

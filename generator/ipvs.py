@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from .kaconf import Directive
 from .node import FactError
@@ -212,6 +212,7 @@ class AddService:
     key: Key
     scheduler: str
 
+    @property
     def description(self) -> str:
         return f"add virtual service {self.key} (scheduler {self.scheduler})"
 
@@ -222,6 +223,7 @@ class RemoveService:
     active: int = field(default=0, compare=False)
     inactive: int = field(default=0, compare=False)
 
+    @property
     def description(self) -> str:
         return f"remove virtual service {self.key}: cuts {_conns(self.active, self.inactive)}"
 
@@ -232,6 +234,7 @@ class SetScheduler:
     old: str
     new: str
 
+    @property
     def description(self) -> str:
         # the kernel (ip_vs_edit_service) unbinds the old scheduler and waits out an RCU grace period before
         # binding the new one: a SYN arriving then finds no scheduler and IPVS answers ICMP port unreachable
@@ -245,6 +248,7 @@ class AddDest:
     dest: Dest
     weight: int
 
+    @property
     def description(self) -> str:
         return f"{self.key}: add real server {self.dest} (weight {self.weight})"
 
@@ -256,6 +260,7 @@ class RemoveDest:
     active: int = field(default=0, compare=False)
     inactive: int = field(default=0, compare=False)
 
+    @property
     def description(self) -> str:
         return f"{self.key}: remove real server {self.dest}: cuts {_conns(self.active, self.inactive)}"
 
@@ -269,6 +274,7 @@ class SetWeight:
     active: int = field(default=0, compare=False)
     inactive: int = field(default=0, compare=False)
 
+    @property
     def description(self) -> str:
         what = ("no new connections; its " + _conns(self.active, self.inactive) + " go on") if self.new == 0 else (
             f"{_conns(self.active, self.inactive)} stay")
@@ -280,6 +286,7 @@ class AddVip:
     instance: str
     vip: str
 
+    @property
     def description(self) -> str:
         return f"{self.instance}: add VIP {self.vip} on this director (it is MASTER)"
 
@@ -289,21 +296,13 @@ class RemoveVip:
     instance: str
     vip: str
 
+    @property
     def description(self) -> str:
         return f"{self.instance}: remove VIP {self.vip} from this director (it is MASTER)"
 
 
 TableChange = AddService | RemoveService | SetScheduler | AddDest | RemoveDest | SetWeight
 Change = TableChange | AddVip | RemoveVip
-
-
-def as_dict(c: Change) -> dict[str, object]:
-    """A change as JSON reads it: its kind, then its fields (keys and real servers as text)."""
-    out: dict[str, object] = {"change": type(c).__name__}
-    for f in fields(c):
-        v = getattr(c, f.name)
-        out[f.name] = str(v) if isinstance(v, Key | Dest) else v
-    return out
 
 
 def _conns(active: int, inactive: int) -> str:

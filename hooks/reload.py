@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lvsdr.defaults import KEEPALIVED_PIDFILE
 from lvsdr.generator import ipvs
+from lvsdr.generator.changes import as_dict
 from lvsdr.generator.ipvs import Dest, Key, Leaving
 from lvsdr.generator.node import FactError, record_json
 from lvsdr.source import Source
@@ -167,7 +168,7 @@ def save_leaving(n: Next) -> None:
 
 def describe(n: Next) -> str:
     """The plan as an operator reads it: one line per change, then the notes."""
-    lines = [f"  {c.description()}" for c in n.changes] or ["  no change to IPVS or the VIPs"]
+    lines = [f"  {c.description}" for c in n.changes] or ["  no change to IPVS or the VIPs"]
     lines += [f"  note: {s}" for s in n.notes]
     return "\n".join(lines) + "\n"
 
@@ -178,7 +179,7 @@ def plan(t: WatchTarget, source: Source | None = None, as_json: bool = False) ->
 
     n = prepare(t, source)
     if as_json:
-        doc = {"node": t.node, "config": str(t.output), "changes": [ipvs.as_dict(c) for c in n.changes],
+        doc = {"node": t.node, "config": str(t.output), "changes": [as_dict(c) for c in n.changes],
                "leaving": [{"service": str(lv.key), "real_server": str(lv.dest), "since": lv.since,
                             "until": lv.until(n.drain_timeout)} for lv in n.leaving], "notes": list(n.notes)}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")

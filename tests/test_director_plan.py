@@ -154,3 +154,27 @@ def test_every_director_gets_ipvs_port_reuse_settings_first_in_either_role() -> 
         assert not any(isinstance(c, SetSysctl) for c in plan_role(s, role, facts_from({})))
         assert not any(isinstance(c, SetSysctl) for c in plan_role(s, role, replace(facts_from({}),
                                                                                  sysctls=dict(DIRECTOR_SYSCTLS))))
+
+
+def test_both_change_families_speak_one_vocabulary() -> None:
+    """A node's changes (changes.py) and a reload's (ipvs.py) are frozen types with a description property and one
+    as_dict for JSON: the operator's line and the machine's record of every change are made the same way."""
+    import dataclasses
+    import ipaddress
+    import typing
+
+    from lvsdr.generator import changes, ipvs
+    from lvsdr.generator.changes import as_dict
+
+    samples = [changes.AddAddress("lo", ipaddress.ip_interface("192.0.2.100/32")),
+               changes.SetSysctl("net.ipv4.conf.all.arp_ignore", "1", "0"),
+               ipvs.AddService(ipvs.Key("TCP", "192.0.2.100", 80), "wlc"),
+               ipvs.SetWeight(ipvs.Key("TCP", "192.0.2.100", 80), ipvs.Dest("192.0.2.11", 80), 1, 0),
+               ipvs.AddVip("VI_web", "192.0.2.100")]
+    for c in samples:
+        assert dataclasses.is_dataclass(c) and isinstance(type(c).__dict__["description"], property)
+        assert isinstance(c.description, str) and c.description
+        doc = as_dict(c)
+        assert doc["change"] == type(c).__name__ and all(isinstance(v, str | int | bool | None) for v in doc.values())
+    for family in (typing.get_args(changes.Change), typing.get_args(ipvs.Change)):
+        assert all(isinstance(t.__dict__["description"], property) for t in family)

@@ -130,8 +130,8 @@ def test_each_edit_is_one_typed_change_with_the_connections_it_touches() -> None
                        AddDest(new, WEB1, 1)]
     removed = changes[3]
     assert isinstance(removed, RemoveDest) and (removed.active, removed.inactive) == (7, 1)
-    assert "cuts 7 active and 1 inactive connections" in removed.description()
-    assert changes[0].description() == "remove virtual service UDP 192.0.2.150:53: cuts 0 active and 9 inactive " \
+    assert "cuts 7 active and 1 inactive connections" in removed.description
+    assert changes[0].description == "remove virtual service UDP 192.0.2.150:53: cuts 0 active and 9 inactive " \
                                        "connections"
 
 

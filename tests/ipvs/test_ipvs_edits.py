@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from lvsdr.generator.ipvs import Dest, Key, as_dict, delta, parse_proc
+from lvsdr.generator.changes import as_dict
+from lvsdr.generator.ipvs import Dest, Key, delta, parse_proc
 from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, enter, in_ns, ns_run, read_net
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
