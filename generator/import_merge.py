@@ -12,9 +12,9 @@ from typing import Any
 
 from lvsdr.errors import InputError
 
-from .importer import Side, Unmapped, read_side
+from .importer import CheckTable, Instance, Side, Tables, Unmapped, read_side
 from .kaconf import Directive
-from .model import DEFAULT_INTERFACE
+from .model import DEFAULT_INTERFACE, Cluster
 
 KEEPALIVED_PRIORITY = 100  # keepalived.conf(5): a vrrp_instance's priority when the file gives none
 
@@ -25,7 +25,7 @@ _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 @dataclass
 class Imported:
-    data: dict[str, Any]  # the cluster file's tables
+    data: Tables  # the cluster file's tables
     comments: list[str]  # choices made, for the file's header
     unmapped: list[Unmapped]
 
@@ -58,7 +58,7 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
     main = first.instances[0]
     directors = _directors(sides, main, addresses, comments)
     cluster = _cluster(first, main, name, comments)
-    data: dict[str, Any] = {"cluster": cluster, "directors": directors}
+    data: Tables = {"cluster": cluster, "directors": directors}
     data["real_servers"], data["services"] = _services(first, arp_method)
     vips = _vips(first, data["services"], cluster["interface"])
     if vips:
@@ -75,19 +75,24 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
     return Imported(data, comments, unmapped)
 
 
-def _same_instance(side: Side, inst: dict[str, Any]) -> dict[str, Any]:
-    """This side's instance of the same virtual_router_id ({} when it has none)."""
-    return next((i for i in side.instances if i.get("virtual_router_id") == inst.get("virtual_router_id")), {})
+def _same_instance(side: Side, inst: Instance) -> Instance | None:
+    """This side's instance of the same virtual_router_id (None when it has none)."""
+    return next((i for i in side.instances if i.virtual_router_id == inst.virtual_router_id), None)
 
 
-def _directors(sides: list[Side], main: dict[str, Any], addresses: dict[str, str],
-               comments: list[str]) -> list[dict[str, Any]]:
+def _priority(side: Side, inst: Instance) -> int:
+    """A director's priority in ``inst``: its file's, keepalived's default where it gives none."""
+    same = _same_instance(side, inst)
+    return same.priority if same is not None and same.priority is not None else KEEPALIVED_PRIORITY
+
+
+def _directors(sides: list[Side], main: Instance, addresses: dict[str, str], comments: list[str]) -> list[Tables]:
     """[[directors]]: one per file, their priority in the main instance (keepalived's
     default where the file has none); with one file, its peer inferred."""
-    directors = [{"name": s.name, "address": addresses.get(s.name) or s.address,
-                  "priority": _same_instance(s, main).get("priority", KEEPALIVED_PRIORITY)} for s in sides]
+    directors: list[Tables] = [{"name": s.name, "address": addresses.get(s.name) or s.address,
+                                "priority": _priority(s, main)} for s in sides]
     if len(sides) == 1:
-        peers = main.get("peers") or []
+        peers = main.peers or []
         prio = directors[0]["priority"]
         other = max(1, prio - 50) if prio > 1 else 2
         peer_name = f"{sides[0].name}-peer"
@@ -104,96 +109,93 @@ def _directors(sides: list[Side], main: dict[str, Any], addresses: dict[str, str
     return directors
 
 
-def _cluster(first: Side, main: dict[str, Any], name: str | None, comments: list[str]) -> dict[str, Any]:
+def _cluster(first: Side, main: Instance, name: str | None, comments: list[str]) -> Tables:
     """[cluster]: the main instance's VRRP settings, the operator's notify scripts, sync."""
-    cluster: dict[str, Any] = {"name": name or _cluster_name(main["name"]),
-                               "interface": main.get("interface", DEFAULT_INTERFACE),
-                               "virtual_router_id": main.get("virtual_router_id")}
-    for key in ("advert_int", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
-        if key in main:
-            cluster[key] = main[key]
-    if main.get("version") == 3:
+    cluster: Tables = {"name": name or _cluster_name(main.name), "interface": main.interface or DEFAULT_INTERFACE,
+                       "virtual_router_id": main.virtual_router_id}
+    for key in ("advert_int", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
+        if getattr(main, key) is not None:
+            cluster[key] = getattr(main, key)
+    if main.nopreempt:
+        cluster["nopreempt"] = True
+    if main.version == 3:
         cluster["vrrp_version"] = 3
-    if main.get("auth_pass"):
-        cluster["auth_pass"] = main["auth_pass"]
-        if main.get("auth_type") == "AH":
+    if main.auth_pass:
+        cluster["auth_pass"] = main.auth_pass
+        if main.auth_type == "AH":
             cluster["auth_type"] = "AH"
-    if main.get("unicast"):
+    if main.unicast:
         cluster["unicast"] = True
-    if "mcast_src_ip" in main:
+    if main.mcast_src_ip is not None:
         cluster["mcast_src_ip"] = True
-    if any(i.get("state") == "MASTER" for i in first.instances) and not main.get("nopreempt"):
+    if any(i.state == "MASTER" for i in first.instances) and not main.nopreempt:
         comments.append("state MASTER in the file: lvsdr starts every director as BACKUP and lets priority "
                         "decide (initial_state = \"MASTER\" keeps it)")
-    for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
-        if main.get(key):
-            cluster[key] = main[key]
+    cluster.update(main.notify)
     if first.sync_daemon is not None:
-        sync = {k: v for k, v in first.sync_daemon.items() if not (k == "interface" and v == cluster["interface"])}
+        sync = {k: v for k, v in (("interface", first.sync_daemon.interface), ("id", first.sync_daemon.id),
+                                  ("port", first.sync_daemon.port))
+                if v is not None and not (k == "interface" and v == cluster["interface"])}
         cluster["sync_daemon"] = sync or True
     if first.sync_group and len(first.instances) > 1:
         cluster["sync_group"] = True
     return cluster
 
 
-def _services(first: Side, arp_method: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _services(first: Side, arp_method: str) -> tuple[list[Tables], list[Tables]]:
     """([[real_servers]], [[services]]): each backend address a real server; the
     checks every backend shares on the service, else on each backend."""
-    servers: dict[str, dict[str, Any]] = {}
+    servers: dict[str, Tables] = {}
     services = []
     names: set[str] = set()
     for svc in first.services:
-        out = {"name": svc["name"], **{k: v for k, v in svc.items() if k not in ("where", "backends", "name")}}
-        base = out["name"] if _NAME_OK.fullmatch(out["name"]) else "service"
+        base = svc.name if _NAME_OK.fullmatch(svc.name) else "service"
         n, i = base, 1
         while n in names:
             i += 1
             n = f"{base}-{i}"
         names.add(n)
-        out["name"] = n
-        backends = []
-        for b in svc["backends"]:
-            server = _server_name(b["address"])
-            servers.setdefault(server, {"name": server, "address": b["address"], "arp_method": arp_method})
-            entry: dict[str, Any] = {"server": server, "_checks": b["checks"]}
-            entry.update({k: b[k] for k in ("weight", "inhibit_on_failure", "notify_up", "notify_down") if k in b})
-            backends.append(entry)
-        shared = _shared_checks(backends)
+        out: Tables = {"name": n, **svc.settings()}
+        for b in svc.backends:
+            server = _server_name(b.address)
+            servers.setdefault(server, {"name": server, "address": b.address, "arp_method": arp_method})
+        shared = _shared_checks([b.checks for b in svc.backends])
         if shared is not None:
             out.update(_check_keys(shared))
-        for entry in backends:
-            checks = entry.pop("_checks")
+        backends = []
+        for b in svc.backends:
+            entry: Tables = {"server": _server_name(b.address), **b.settings()}
             if shared is None:
-                entry.update(_check_keys(checks))
-        out["backends"] = [e if len(e) > 1 else e["server"] for e in backends]
+                entry.update(_check_keys(b.checks))
+            backends.append(entry if len(entry) > 1 else entry["server"])
+        out["backends"] = backends
         services.append(out)
     return sorted(servers.values(), key=lambda r: r["name"]), services
 
 
-def _vips(first: Side, services: list[dict[str, Any]], interface: str) -> list[dict[str, Any]]:
+def _vips(first: Side, services: list[Tables], interface: str) -> list[Tables]:
     """[[vips]]: VRRP-only VIPs, and any VIP with its own device or label."""
     svc_vips: set[str] = set()
     for svc in services:
         vip = svc.get("vip")
         svc_vips.update(vip if isinstance(vip, list) else [vip] if isinstance(vip, str) else [])
-    return [{k: val for k, val in v.items() if not (k == "device" and val == interface)}
-            for inst in first.instances for v in inst["vips"] + inst["excluded"]
-            if v["address"] not in svc_vips or len(v) > 1]
+    return [{k: val for k, val in v.table().items() if not (k == "device" and val == interface)}
+            for inst in first.instances for v in inst.addresses
+            if v.address not in svc_vips or v.device or v.label]
 
 
-def _instances(sides: list[Side], directors: list[dict[str, Any]], interface: str,
-               unmapped: list[Unmapped]) -> list[dict[str, Any]]:
+def _instances(sides: list[Side], directors: list[Tables], interface: str, unmapped: list[Unmapped]) -> list[Tables]:
     """[[instances]]: every instance of the first file but its first, with each director's priority."""
     first = sides[0]
     out = []
     for inst in first.instances[1:]:
-        prios = {s.name: _same_instance(s, inst).get("priority", KEEPALIVED_PRIORITY) for s in sides}
+        prios = {s.name: _priority(s, inst) for s in sides}
         if len(sides) == 1:
             prios[directors[1]["name"]] = max(1, prios[first.name] - 50)
-        entry = {"name": _cluster_name(inst["name"]), "virtual_router_id": inst.get("virtual_router_id"),
-                 "vips": [v["address"] for v in inst["vips"] + inst["excluded"]], "priorities": prios}
-        if inst.get("interface", interface) != interface:  # a two-armed director: this instance on its own segment
-            entry["interface"] = inst["interface"]
+        entry: Tables = {"name": _cluster_name(inst.name), "virtual_router_id": inst.virtual_router_id,
+                         "vips": [v.address for v in inst.addresses], "priorities": prios}
+        if (inst.interface or interface) != interface:  # a two-armed director: this instance on its own segment
+            entry["interface"] = inst.interface
         addresses = _instance_addresses(sides, directors, inst, unmapped)
         if addresses:
             entry["addresses"] = addresses
@@ -201,53 +203,55 @@ def _instances(sides: list[Side], directors: list[dict[str, Any]], interface: st
     return out
 
 
-def _instance_addresses(sides: list[Side], directors: list[dict[str, Any]], inst: dict[str, Any],
+def _instance_addresses(sides: list[Side], directors: list[Tables], inst: Instance,
                         unmapped: list[Unmapped]) -> dict[str, str] | None:
     """Each director's advert source in a further instance, when one differs from the director's address (its
     own segment, or the other family): the file's unicast_src_ip/mcast_src_ip, a single file's peer from its one
     unicast_peer. None when every source is the director's address, or one is not known (named)."""
-    srcs = {s.name: _same_instance(s, inst).get("src") for s in sides}
+    srcs: dict[str, str | None] = {}
+    for s in sides:
+        same = _same_instance(s, inst)
+        srcs[s.name] = same.src if same is not None else None
     if len(sides) == 1:
-        peers = inst.get("peers") or []
+        peers = inst.peers or []
         srcs[directors[1]["name"]] = peers[0] if len(peers) == 1 else None
     known = {d["name"]: d["address"] for d in directors}
     if all(a in (None, known[n]) for n, a in srcs.items()):
         return None
     if any(a is None for a in srcs.values()):
-        unmapped.append(Unmapped(inst["where"], f"vrrp_instance {inst['name']} unicast_src_ip/mcast_src_ip",
+        unmapped.append(Unmapped(inst.where, f"vrrp_instance {inst.name} unicast_src_ip/mcast_src_ip",
                                  "not every director's address on this instance's segment is in the files: not "
                                  "imported (give [[instances]].addresses)"))
         return None
     return {n: str(a) for n, a in srcs.items()}
 
 
-def _health(first: Side, main: dict[str, Any]) -> dict[str, Any]:
+def _health(first: Side, main: Instance) -> Tables:
     """The directors' own health: [[track_scripts]], [[track_interfaces]], [[track_files]]."""
-    out: dict[str, Any] = {}
+    out: Tables = {}
     if first.track_scripts:
-        tracked = set(main.get("track_scripts", []))
-        out["track_scripts"] = [t for t in first.track_scripts if t["name"] in tracked or not tracked]
-    if main.get("track_interfaces"):
-        out["track_interfaces"] = main["track_interfaces"]
-    if main.get("track_files"):
-        out["track_files"] = [{"name": f["name"], "file": first.files.get(f["name"], ""), "weight": f["weight"]}
-                              for f in main["track_files"]]
+        tracked = set(main.track_scripts or [])
+        out["track_scripts"] = [t.table() for t in first.track_scripts if t.name in tracked or not tracked]
+    if main.track_interfaces:
+        out["track_interfaces"] = [{"name": t.name, "weight": t.weight} for t in main.track_interfaces]
+    if main.track_files:
+        out["track_files"] = [{"name": f.name, "file": first.files.get(f.name, ""), "weight": f.weight}
+                              for f in main.track_files]
     return out
 
 
-def _check_keys(checks: list[dict[str, Any]]) -> dict[str, Any]:
+def _check_keys(checks: list[CheckTable]) -> Tables:
     """A service's or backend's checkers as the cluster file writes them."""
     if len(checks) == 1:
         return {"check": checks[0]}
     return {"checks": checks} if checks else {"check": {"type": "none"}}
 
 
-def _shared_checks(backends: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def _shared_checks(checks: list[list[CheckTable]]) -> list[CheckTable] | None:
     """The checks every backend has alike (the service's), or None."""
-    if not backends:
+    if not checks:
         return []
-    first = backends[0]["_checks"]
-    return first if all(b["_checks"] == first for b in backends) else None
+    return checks[0] if all(c == checks[0] for c in checks) else None
 
 
 def _differences(a: Side, b: Side) -> list[str]:
@@ -258,8 +262,8 @@ def _differences(a: Side, b: Side) -> list[str]:
     if differ:
         out.append(f"{b.file} differs from {a.file} in the virtual servers {', '.join(differ)} ({a.file}'s "
                    "were taken)")
-    va = {v["address"] for i in a.instances for v in i["vips"] + i["excluded"]}
-    vb = {v["address"] for i in b.instances for v in i["vips"] + i["excluded"]}
+    va = {v.address for i in a.instances for v in i.addresses}
+    vb = {v.address for i in b.instances for v in i.addresses}
     if va != vb:
         out.append(f"{b.file} carries other VIPs than {a.file} ({a.file} was taken): {sorted(va ^ vb)}")
     return out
@@ -267,13 +271,9 @@ def _differences(a: Side, b: Side) -> list[str]:
 
 def _service_keys(s: Side) -> dict[str, str]:
     """Each service's name -> what it says (without where it was said)."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items() if k != "where"}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v
-    return {svc["name"]: json.dumps(plain(svc), sort_keys=True) for svc in s.services}
+    return {svc.name: json.dumps({**svc.settings(), "backends": [
+        {"address": b.address, **b.settings(), "checks": b.checks} for b in svc.backends]}, sort_keys=True)
+        for svc in s.services}
 
 
 # -- writing the cluster file ------------------------------------------------
@@ -315,27 +315,37 @@ def to_toml(imp: Imported, sources: list[str]) -> str:
 class Job:
     imported: Imported
     text: str  # the cluster file
+    cluster: Cluster  # that file, validated (what `--diff` renders: it is not read back again)
     trees: dict[str, tuple[Directive, ...]]  # director name -> its keepalived.conf as read
     notes: list[str]  # what the reader skipped
 
 
 def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[str, str],
                  name: str | None = None, config_id: str | None = None) -> Job:
-    """``read(path) -> text``. Raises InputError for what is not a keepalived.conf."""
+    """``read(path) -> text``, called once per file (an included file too,
+    however often it is included). Raises InputError for what is not a
+    keepalived.conf, or holds what lvsdr refuses."""
     from .kaconf import Notes, looks_like_keepalived, read_keepalived
 
     sides: list[Side] = []
     trees: dict[str, tuple[Directive, ...]] = {}
     notes = Notes()
+    texts: dict[str, str] = {}
+
+    def once(path: str) -> str:
+        if path not in texts:
+            texts[path] = read(path)
+        return texts[path]
+
     for path in paths:
         try:
-            text = read(path)
+            text = once(path)
         except OSError as e:
             raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
         if not looks_like_keepalived(text):
             raise InputError(f"{path}: does not look like a keepalived.conf (no global_defs, vrrp_instance or "
                              "virtual_server block first)")
-        tree = read_keepalived(path, read, config_id, notes)
+        tree = read_keepalived(path, once, config_id, notes)
         side = read_side(tree, path)
         if side.name in trees:
             side.name = f"{side.name}-{len(trees) + 1}"
@@ -352,8 +362,8 @@ def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[s
     from .schema import parse_text
 
     try:
-        parse_cluster(parse_text(text, "(imported).toml"))
+        cluster = parse_cluster(parse_text(text, "(imported).toml"))
     except ValidationError as e:
         raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
                          "what lvsdr refuses") from None
-    return Job(imp, text, trees, [f"{w}: {t}" for w, t in notes.skipped])
+    return Job(imp, text, cluster, trees, [f"{w}: {t}" for w, t in notes.skipped])

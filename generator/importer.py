@@ -14,8 +14,8 @@ from lvsdr.errors import InputError
 
 from . import checks
 from .kaconf import Directive
-from .keys import Key
-from .model import SCHEDULERS
+from .keys import Key, by_directive
+from .model import SCHEDULERS, Backend, Cluster, Director, Service
 
 # -- what one director's file says -------------------------------------------
 
@@ -42,6 +42,171 @@ class Unmapped:
         return f"{self.where}: {self.what}: {self.reason}" + (" (kept in [[keepalived_extra]])" if self.kept else "")
 
 
+Tables = dict[str, Any]  # what the import writes: the cluster file's tables, as to_toml writes and tomllib reads them
+CheckTable = Tables  # a checker as the cluster file writes it: its keys are the catalog's (checks.py)
+Command = list[str]  # a script: its path, then its arguments
+
+
+@dataclass
+class Address:
+    """A VIP of virtual_ipaddress (or _excluded)."""
+
+    address: str
+    where: str
+    device: str | None = None
+    label: str | None = None
+
+    def table(self) -> dict[str, str]:
+        return {"address": self.address, **({"device": self.device} if self.device else {}),
+                **({"label": self.label} if self.label else {})}
+
+
+@dataclass
+class Tracked:
+    """A track_interface or track_file entry of an instance: its name and weight."""
+
+    name: str
+    weight: int
+    where: str
+
+
+@dataclass
+class Script:
+    """A vrrp_script: its program and the settings lvsdr models."""
+
+    name: str
+    script: str | None = None
+    args: Command = field(default_factory=list)
+    interval: int | None = None
+    timeout: int | None = None
+    weight: int | None = None
+    rise: int | None = None
+    fall: int | None = None
+
+    def table(self) -> Tables:
+        out: Tables = {"name": self.name, "script": self.script}
+        if self.args:
+            out["args"] = self.args
+        return out | {k: getattr(self, k) for k in ("interval", "timeout", "weight", "rise", "fall")
+                      if getattr(self, k) is not None}
+
+
+@dataclass
+class TrackFileBlock:
+    name: str
+    file: str
+
+
+@dataclass
+class SyncDaemon:
+    """global_defs lvs_sync_daemon: its interface, and id and port when given."""
+
+    interface: str
+    id: int | None = None
+    port: int | None = None
+
+
+@dataclass
+class Instance:
+    """One vrrp_instance as read. Its settings that are keys of the cluster
+    file carry those keys' names (the catalog's directive map reads them)."""
+
+    name: str
+    where: str
+    state: str | None = None
+    interface: str | None = None
+    virtual_router_id: int | None = None
+    priority: int | None = None
+    preempt_delay: int | None = None
+    garp_master_delay: int | None = None
+    garp_master_refresh: int | None = None
+    version: int | None = None
+    advert_int: int | float | None = None
+    nopreempt: bool = False
+    mcast_src_ip: str | None = None
+    src: str | None = None  # its adverts' source: unicast_src_ip or mcast_src_ip
+    unicast: bool = False
+    peers: list[str] | None = None
+    auth_type: str | None = None
+    auth_pass: str | None = None
+    vips: list[Address] = field(default_factory=list)
+    excluded: list[Address] = field(default_factory=list)
+    track_scripts: list[str] | None = None
+    track_interfaces: list[Tracked] | None = None
+    track_files: list[Tracked] | None = None
+    notify: dict[str, Command] = field(default_factory=dict)  # notify_master ... notify_stop
+
+    @property
+    def addresses(self) -> list[Address]:
+        return self.vips + self.excluded
+
+
+@dataclass
+class RealServer:
+    """One real_server of a virtual_server as read."""
+
+    address: str
+    where: str
+    weight: int | None = None
+    inhibit_on_failure: bool | None = None
+    notify_up: Command | None = None
+    notify_down: Command | None = None
+    checks: list[CheckTable] = field(default_factory=list)
+
+    def settings(self) -> Tables:
+        """What the cluster file's backend table takes of it (but its checks)."""
+        return {k: getattr(self, k) for k in ("weight", "inhibit_on_failure", "notify_up", "notify_down")
+                if getattr(self, k) is not None}
+
+
+@dataclass
+class VirtualServer:
+    """One DR virtual_server as read. Its settings carry the cluster file's
+    key names (the catalog's directive map reads the simple ones)."""
+
+    name: str
+    where: str
+    vip: str | list[str]
+    port: int | list[int]
+    protocol: str | None = None
+    scheduler: str | None = None
+    delay_loop: int | None = None
+    persistence_timeout: int | None = None
+    persistence_granularity: str | None = None
+    quorum: int | None = None
+    hysteresis: int | None = None
+    quorum_up: Command | None = None
+    quorum_down: Command | None = None
+    alpha: bool = False
+    omega: bool = False
+    ha_suspend: bool = False
+    ops: bool = False
+    sh_port: bool = False
+    sh_fallback: bool = False
+    mh_port: bool = False
+    mh_fallback: bool = False
+    sorry_server: str | None = None  # its address (the port is the service's)
+    backends: list[RealServer] = field(default_factory=list)
+
+    SETTINGS = ("vip", "port", "protocol", "scheduler", "delay_loop", "persistence_timeout", "persistence_granularity",
+                "quorum", "hysteresis", "quorum_up", "quorum_down", "alpha", "omega", "ha_suspend", "ops", "sh_port",
+                "sh_fallback", "mh_port", "mh_fallback")
+
+    def settings(self) -> Tables:
+        """The service's keys as the cluster file writes them (but its name, backends and checks)."""
+        out = {k: getattr(self, k) for k in self.SETTINGS if getattr(self, k) not in (None, False)}
+        if self.sorry_server is not None:
+            out["sorry_server"] = {"address": self.sorry_server}
+        return out
+
+
+# the directives of keepalived's blocks that are simple keys of the cluster file: the catalog's inverse (keys.py)
+SIMPLE = ("int", "bool")
+INSTANCE_KEYS = {d: k for d, k in (by_directive(Cluster) | by_directive(Director)).items() if k.form in SIMPLE}
+SERVICE_KEYS = {d: k for d, k in by_directive(Service).items() if k.form in SIMPLE}
+BACKEND_KEYS = {d: k for d, k in by_directive(Backend).items() if k.form in SIMPLE}
+
+
 @dataclass
 class Side:
     """One director's keepalived.conf, in the cluster file's terms."""
@@ -49,11 +214,11 @@ class Side:
     file: str
     name: str
     address: str | None = None
-    instances: list[dict[str, Any]] = field(default_factory=list)
-    services: list[dict[str, Any]] = field(default_factory=list)
-    track_scripts: list[dict[str, Any]] = field(default_factory=list)
-    track_files: list[dict[str, Any]] = field(default_factory=list)
-    sync_daemon: dict[str, Any] | None = None
+    instances: list[Instance] = field(default_factory=list)
+    services: list[VirtualServer] = field(default_factory=list)
+    track_scripts: list[Script] = field(default_factory=list)
+    track_files: list[TrackFileBlock] = field(default_factory=list)
+    sync_daemon: SyncDaemon | None = None
     sync_group: bool = False
     extra: dict[str, list[str]] = field(default_factory=dict)
     unmapped: list[Unmapped] = field(default_factory=list)
@@ -122,14 +287,13 @@ def _command(d: Directive) -> list[str] | None:
     return parts or None
 
 
-def _take_command(side: Side, into: dict[str, Any], key: str, d: Directive) -> None:
-    """``into[key]``: the script ``d`` names; one that is empty (``notify_down ""``,
-    which keepalived accepts and runs nothing for) is named and left out."""
+def _script_of(side: Side, d: Directive) -> Command | None:
+    """The script ``d`` names; one that is empty (``notify_down ""``, which
+    keepalived accepts and runs nothing for) is named, and None."""
     cmd = _command(d)
     if cmd is None:
         side.skip(d, "an empty script: keepalived runs nothing (not imported)")
-    else:
-        into[key] = cmd
+    return cmd
 
 
 def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -> Side:
@@ -149,7 +313,7 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                 _globals(side, d)
             case "vrrp_instance":
                 inst = _instance(side, d)
-                if "virtual_router_id" in inst:
+                if inst.virtual_router_id is not None:
                     side.instances.append(inst)
                 else:
                     side.skip(d, "no virtual_router_id (keepalived drops such an instance): not imported")
@@ -159,7 +323,7 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                 path = next((c.args[0] for c in d.block() if c.key == "file" and c.args), None)
                 if d.args and path:
                     side.files[d.args[0]] = path
-                    side.track_files.append({"name": d.args[0], "file": path})
+                    side.track_files.append(TrackFileBlock(d.args[0], path))
                 for c in d.block():
                     if c.key != "file":
                         side.skip(c, "track_file option lvsdr does not model")
@@ -189,14 +353,14 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
 def _globals(side: Side, d: Directive) -> None:
     for c in d.block():
         if c.key == "lvs_sync_daemon" and c.args:
-            sync: dict[str, Any] = {"interface": c.args[0]}
+            sync = SyncDaemon(c.args[0])
             words = list(c.args[1:])
             if words and words[0] not in SYNC_OPTIONS:
                 words.pop(0)  # the instance's name (lvsdr names its own)
             while words:
                 k = words.pop(0)
                 if k in ("id", "port") and words and number(words[0]) is not None:
-                    sync[k] = number(words.pop(0))
+                    setattr(sync, k, number(words.pop(0)))
                 elif k == "inst" and words:
                     words.pop(0)
                 else:
@@ -214,28 +378,26 @@ def _script(side: Side, d: Directive) -> None:
     if not d.args:
         side.skip(d, "vrrp_script without a name")
         return
-    t: dict[str, Any] = {"name": d.args[0]}
+    t = Script(d.args[0])
     for c in d.block():
         if c.key == "script" and c.args:
             cmd = _command(c) or []
-            t["script"] = cmd[0]
-            if cmd[1:]:
-                t["args"] = cmd[1:]
+            t.script, t.args = (cmd[0], cmd[1:]) if cmd else (None, [])
         elif c.key in ("interval", "timeout", "weight", "rise", "fall") and _int(c) is not None:
-            t[c.key] = _int(c)
+            setattr(t, c.key, _int(c))
         else:
             side.skip(c, "vrrp_script option lvsdr does not model")
-    if "script" in t:
+    if t.script is not None:
         side.track_scripts.append(t)
     else:
         side.skip(d, "vrrp_script without a script")
 
 
-def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
+def _addresses(side: Side, d: Directive) -> list[Address]:
     out = []
     for c in d.block():
         addr, _, prefix = c.words[0].partition("/")
-        v: dict[str, str] = {"address": addr, "where": c.where}  # "where": taken out by _own_interface
+        v = Address(addr, c.where)
         if prefix and prefix not in ("32", "128"):
             side.unmapped.append(Unmapped(c.where, c.words[0], f"lvsdr adds a VIP as a host address (/32, /128): "
                                           f"the /{prefix} (and the route to its network that keepalived adds with "
@@ -244,7 +406,10 @@ def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
         while words:
             k = words.pop(0)
             if k in ("dev", "label") and words:
-                v["device" if k == "dev" else "label"] = words.pop(0)
+                if k == "dev":
+                    v.device = words.pop(0)
+                else:
+                    v.label = words.pop(0)
             elif k in ("brd", "scope") and words:
                 words.pop(0)
                 side.skip(c, f"VIP option {k} lvsdr does not model")
@@ -254,93 +419,68 @@ def _addresses(side: Side, d: Directive) -> list[dict[str, str]]:
     return out
 
 
-def _own_interface(side: Side, inst: dict[str, Any]) -> None:
+def _own_interface(side: Side, inst: Instance) -> None:
     """What names the instance's own interface again, as keepalived takes it: a VIP label equal to its device
     (the address's label is the device's name anyway) and a track_interface on the VRRP interface (keepalived
     tracks it in any case: the instance goes to FAULT when it goes down). Each dropped and named."""
-    own = inst.get("interface")
-    for v in inst["vips"] + inst["excluded"]:
-        where = v.pop("where")
-        if v["address"] in side.claimed and side.claimed[v["address"]][1] != inst["name"]:
-            first, name = side.claimed[v["address"]]
-            raise InputError(f"{where}: {v['address']} is also a VIP of vrrp_instance {name} ({first}): each "
+    own = inst.interface
+    for v in inst.addresses:
+        if v.address in side.claimed and side.claimed[v.address][1] != inst.name:
+            first, name = side.claimed[v.address]
+            raise InputError(f"{v.where}: {v.address} is also a VIP of vrrp_instance {name} ({first}): each "
                              "instance adds and deletes it with its own state; lvsdr gives a VIP to one instance "
                              "(keep it in one, or put the instances in a vrrp_sync_group with the VIP in one)")
-        side.claimed.setdefault(v["address"], (where, inst["name"]))
-        if "label" in v and v["label"] == v.get("device", own):
-            side.unmapped.append(Unmapped(where, f"{v['address']} label {v.pop('label')}", "a label equal to its "
+        side.claimed.setdefault(v.address, (v.where, inst.name))
+        if v.label is not None and v.label == (v.device or own):
+            side.unmapped.append(Unmapped(v.where, f"{v.address} label {v.label}", "a label equal to its "
                                           "device's name is the device's own: not imported"))
+            v.label = None
+    if inst.track_interfaces is None:
+        return
     kept = []
-    for t in inst.get("track_interfaces", []):
-        where = t.pop("where")
-        if t["name"] == own:
-            side.unmapped.append(Unmapped(where, f"track_interface {own}", "the VRRP interface itself (keepalived "
+    for t in inst.track_interfaces:
+        if t.name == own:
+            side.unmapped.append(Unmapped(t.where, f"track_interface {own}", "the VRRP interface itself (keepalived "
                                           "tracks it anyway: FAULT when it goes down)"
-                                          + (f"; its weight {t['weight']} is not imported" if t["weight"] else "")
+                                          + (f"; its weight {t.weight} is not imported" if t.weight else "")
                                           + ": not imported"))
         else:
             kept.append(t)
-    if "track_interfaces" in inst:
-        inst["track_interfaces"] = kept
+    inst.track_interfaces = kept
 
 
-def _instance(side: Side, d: Directive) -> dict[str, Any]:
-    inst: dict[str, Any] = {"name": d.args[0] if d.args else "VI", "where": d.where, "vips": [], "excluded": []}
+def _instance(side: Side, d: Directive) -> Instance:
+    inst = Instance(d.args[0] if d.args else "VI", d.where)
     for c in d.block():
         k = c.key
-        if k == "state" and c.args:
-            inst[k] = c.args[0]
+        if k in INSTANCE_KEYS:  # the simple keys, by the catalog's directive map
+            key = INSTANCE_KEYS[k]
+            value = True if key.form == "bool" else _int(c)
+            if value is not None:
+                setattr(inst, key.name, value)
+        elif k == "state" and c.args:
+            inst.state = c.args[0]
             if c.args[0] not in ("MASTER", "BACKUP"):  # keepalived 2.2.7: "unknown state 'SLAVE', defaulting to BACKUP"
-                inst[k] = "BACKUP"
+                inst.state = "BACKUP"
                 side.unmapped.append(Unmapped(c.where, " ".join(c.words), "keepalived knows MASTER and BACKUP (in "
                                               "capitals): it starts this instance as BACKUP, and so does the import"))
         elif k == "interface" and c.args:
-            inst[k] = c.args[0]
-        elif k in ("virtual_router_id", "priority", "preempt_delay", "garp_master_delay", "garp_master_refresh",
-                   "version") and _int(c) is not None:
-            inst[k] = _int(c)
+            inst.interface = c.args[0]
+        elif k == "version" and _int(c) is not None:
+            inst.version = _int(c)
         elif k == "advert_int" and _num(c) is not None:
-            inst[k] = _num(c)
-        elif k == "nopreempt":
-            inst[k] = True
-        elif k == "mcast_src_ip" and c.args and _multicast(c.args[0]):
-            side.unmapped.append(Unmapped(c.where, " ".join(c.words), "a multicast group, not an address of this "
-                                          "director (no host sends from one): not imported; give the director's "
-                                          "address with --address if the file holds no other"))
-        elif k == "mcast_src_ip" and c.args:
-            inst[k] = inst["src"] = c.args[0]
-            side.address = side.address or c.args[0]  # the first instance's: the cluster's own
-        elif k == "unicast_src_ip" and c.args:
-            inst["src"] = c.args[0]
-            side.address = side.address or c.args[0]
-            inst["unicast"] = True
-        elif k == "unicast_peer":
-            inst["peers"] = [p.words[0] for p in c.block()]
-            inst["unicast"] = True
-        elif k == "authentication":
-            for a in c.block():
-                if a.key == "auth_type" and a.args:
-                    inst["auth_type"] = a.args[0].upper()
-                elif a.key == "auth_pass" and a.args:
-                    inst["auth_pass"] = a.args[0][:8]  # VRRP PASS carries 8 bytes: keepalived truncates (and warns)
-                    if len(a.args[0]) > 8:
-                        side.unmapped.append(Unmapped(a.where, "auth_pass", f"{len(a.args[0])} characters; "
-                                                      "keepalived uses the first 8: imported as those"))
-        elif k == "virtual_ipaddress":
-            inst["vips"] = _addresses(side, c)
-        elif k == "virtual_ipaddress_excluded":
-            inst["excluded"] = _addresses(side, c)
-        elif k == "track_script":
-            inst["track_scripts"] = [t.words[0] for t in c.block()]
-        elif k == "track_interface":
-            inst["track_interfaces"] = [{"name": t.words[0], "weight": _int(t, 2) or 0, "where": t.where}
-                                        for t in c.block()]
-        elif k == "track_file":
-            inst["track_files"] = [{"name": t.words[0], "weight": _int(t, 2) or 0} for t in c.block()]
+            inst.advert_int = _num(c)
+        elif k in ("mcast_src_ip", "unicast_src_ip", "unicast_peer", "authentication"):
+            _adverts(side, inst, c)
+        elif k in ("virtual_ipaddress", "virtual_ipaddress_excluded", "track_script", "track_interface",
+                   "track_file"):
+            _instance_list(side, inst, c)
         elif k in ("notify_master", "notify_backup", "notify_fault", "notify_stop") and c.args:
-            _take_command(side, inst, k, c)
+            cmd = _script_of(side, c)
+            if cmd is not None:
+                inst.notify[k] = cmd
         elif k == "lvs_sync_daemon_interface" and c.args:  # keepalived 2.2.7: deprecated, use global lvs_sync_daemon
-            side.sync_daemon = side.sync_daemon or {"interface": c.args[0]}
+            side.sync_daemon = side.sync_daemon or SyncDaemon(c.args[0])
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of global_defs "
                                           "lvs_sync_daemon: imported as [cluster.sync_daemon]"))
         elif k == "notify":
@@ -350,6 +490,50 @@ def _instance(side: Side, d: Directive) -> dict[str, Any]:
             side.keep(c, "vrrp_instance", "vrrp_instance option lvsdr does not model")
     _own_interface(side, inst)
     return inst
+
+
+def _adverts(side: Side, inst: Instance, c: Directive) -> None:
+    """Where an instance's adverts go from and to (multicast from an address, unicast peers), and their
+    authentication."""
+    if c.key == "mcast_src_ip" and c.args and _multicast(c.args[0]):
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), "a multicast group, not an address of this "
+                                      "director (no host sends from one): not imported; give the director's "
+                                      "address with --address if the file holds no other"))
+    elif c.key == "mcast_src_ip" and c.args:
+        inst.mcast_src_ip = inst.src = c.args[0]
+        side.address = side.address or c.args[0]  # the first instance's: the cluster's own
+    elif c.key == "unicast_src_ip" and c.args:
+        inst.src = c.args[0]
+        side.address = side.address or c.args[0]
+        inst.unicast = True
+    elif c.key == "unicast_peer":
+        inst.peers = [p.words[0] for p in c.block()]
+        inst.unicast = True
+    elif c.key == "authentication":
+        for a in c.block():
+            if a.key == "auth_type" and a.args:
+                inst.auth_type = a.args[0].upper()
+            elif a.key == "auth_pass" and a.args:
+                inst.auth_pass = a.args[0][:8]  # VRRP PASS carries 8 bytes: keepalived truncates (and warns)
+                if len(a.args[0]) > 8:
+                    side.unmapped.append(Unmapped(a.where, "auth_pass", f"{len(a.args[0])} characters; "
+                                                  "keepalived uses the first 8: imported as those"))
+    else:
+        side.keep(c, "vrrp_instance", "vrrp_instance option lvsdr does not model")
+
+
+def _instance_list(side: Side, inst: Instance, c: Directive) -> None:
+    """An instance's blocks of entries: its VIPs, and what it tracks."""
+    if c.key == "virtual_ipaddress":
+        inst.vips = _addresses(side, c)
+    elif c.key == "virtual_ipaddress_excluded":
+        inst.excluded = _addresses(side, c)
+    elif c.key == "track_script":
+        inst.track_scripts = [t.words[0] for t in c.block()]
+    elif c.key == "track_interface":
+        inst.track_interfaces = [Tracked(t.words[0], _int(t, 2) or 0, t.where) for t in c.block()]
+    else:
+        inst.track_files = [Tracked(t.words[0], _int(t, 2) or 0, t.where) for t in c.block()]
 
 
 def _multicast(word: str) -> bool:
@@ -402,148 +586,155 @@ def _ports_and_vips(entries: list[tuple[str, int | None]]) -> tuple[list[str], l
 
 
 def _virtual_server(side: Side, d: Directive, groups: dict[str, list[tuple[str, int | None]]]
-                    ) -> dict[str, Any] | None:
-    svc: dict[str, Any] = {"where": d.where}
+                    ) -> VirtualServer | None:
     if d.args[:1] == ("fwmark",):
         side.skip(d, "a fwmark virtual_server marks traffic by rules lvsdr does not see; lvsdr makes its own marks "
                      "from a service's vip and port (add the service by hand): not imported")
         return None
-    elif d.args[:1] == ("group",) and len(d.args) > 1:
+    if d.args[:1] == ("group",) and len(d.args) > 1:
         entries = groups.get(d.args[1])
         vp = _ports_and_vips(entries or [])
         if not entries or vp is None:
             side.skip(d, f"virtual_server_group {d.args[1]} is missing or not every VIP on every port")
             return None
-        svc["vip"], svc["port"] = vp
-        svc["name"] = d.args[1]
+        svc = VirtualServer(d.args[1], d.where, *vp)
     elif len(d.args) >= 2:
         port = _port(side, d, d.args[1])
         if port is None:
             return None
-        svc["vip"], svc["port"] = d.args[0], port
-        svc["name"] = f"{d.args[0]}-{d.args[1]}".replace(":", "-")
+        svc = VirtualServer(f"{d.args[0]}-{d.args[1]}".replace(":", "-"), d.where, d.args[0], port)
     else:
         side.skip(d, "virtual_server without a port (lvsdr needs VIP and port, a group or a fwmark)")
         return None
-    if "fwmark" not in svc and not any(c.key == "protocol" for c in d.block()):
-        svc["protocol"] = "udp"
+    if not any(c.key == "protocol" for c in d.block()):
+        svc.protocol = "udp"
         side.comments.append(f"{d.where}: virtual_server {' '.join(d.args)} names no protocol: keepalived 2.2 "
                              "then uses UDP (and warns); imported as protocol = \"udp\"")
-    kind, backends, checks_default = _virtual_server_body(side, d, svc)
+    kind, checks_default = _virtual_server_body(side, d, svc)
     if kind != "DR":
         side.skip(d, f"lb_kind {kind}: lvsdr builds direct-routing (DR) clusters only; this virtual_server is "
                      "not imported")
         return None
-    for b in backends:
-        for chk in b.get("checks", []):
+    for b in svc.backends:
+        for chk in b.checks:
             for k, v in checks_default.items():
                 if chk["type"] != "file":
                     chk.setdefault(k, v)
-    svc["backends"] = backends
     return svc
 
 
-def _virtual_server_body(side: Side, d: Directive, svc: dict[str, Any]
-                         ) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
-    """A virtual_server's directives into ``svc``: (its lb_kind, its real servers,
-    the checker settings it gives every real server's checks)."""
+def _virtual_server_body(side: Side, d: Directive, svc: VirtualServer) -> tuple[str, dict[str, int]]:
+    """A virtual_server's directives into ``svc``: (its lb_kind, the checker
+    settings it gives every real server's checks)."""
     kind = "NAT"
-    backends: list[dict[str, Any]] = []
-    checks_default: dict[str, Any] = {}
+    checks_default: dict[str, int] = {}
     for c in d.block():
         k = c.key
         if k in ("lb_kind", "lvs_method") and c.args:
-            kind = c.args[0]
-            if k == "lvs_method":
-                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_kind: imported as "
-                                              "lb_kind"))
-            if kind not in ("NAT", "DR", "TUN"):  # keepalived compares case and all: "unknown [dr] routing method"
-                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "keepalived knows NAT, DR and TUN (in "
-                                              "capitals): it runs this virtual server as NAT, its default"))
-                kind = "NAT"
+            kind = _lb_kind(side, c)
         elif k in ("lb_algo", "lvs_sched") and c.args:
-            svc["scheduler"] = c.args[0]
-            if k == "lvs_sched":
-                side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_algo: imported as "
-                                              "scheduler"))
-            if c.args[0] not in SCHEDULERS:  # keepalived: "Invalid lvs_scheduler - ignoring", then its default wlc
-                svc["scheduler"] = KEEPALIVED_SCHEDULER
-                side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"no IPVS scheduler: keepalived ignores it "
-                                              f"and uses {KEEPALIVED_SCHEDULER}: imported as that"))
+            svc.scheduler = _scheduler(side, c)
         elif k == "persistence_timeout" and _int(c) is not None and not 1 <= (_int(c) or 0) <= PERSISTENCE_MAX:
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"outside keepalived's 1..{PERSISTENCE_MAX}: "
                                           "keepalived ignores it (no persistence), and so does the import"))
+        elif k == "persistence_timeout" and _int(c) is None:
+            svc.persistence_timeout = 360  # keepalived's default when given without a number
+        elif k in SERVICE_KEYS:  # the simple keys, by the catalog's directive map
+            key = SERVICE_KEYS[k]
+            value = True if key.form == "bool" else _int(c)
+            if value is not None:
+                setattr(svc, key.name, value)
         elif k == "protocol" and c.args:
-            svc["protocol"] = c.args[0].lower()
-        elif k in ("delay_loop", "persistence_timeout", "quorum", "hysteresis") and _int(c) is not None:
-            svc[k] = _int(c)
-        elif k == "persistence_timeout":
-            svc[k] = 360  # keepalived's default when given without a number
+            svc.protocol = c.args[0].lower()
         elif k == "persistence_granularity" and c.args:
-            svc[k] = c.args[0]
-        elif k in ("alpha", "omega", "ha_suspend", "ops"):
-            svc[k] = True
+            svc.persistence_granularity = c.args[0]
         elif k in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
-            svc[k.replace("-", "_")] = True
+            setattr(svc, k.replace("-", "_"), True)
         elif k in ("quorum_up", "quorum_down") and c.args:
-            _take_command(side, svc, k, c)
+            setattr(svc, k, _script_of(side, c))
         elif k == "sorry_server" and c.args:
-            svc["sorry_server"] = {"address": c.args[0]}
+            svc.sorry_server = c.args[0]
         elif k == "ip_family":
             continue
         elif k in ("connect_timeout", "retry", "delay_before_retry") and _int(c) is not None:
-            checks_default[k] = _int(c)
+            checks_default[k] = _int(c) or 0
         elif k == "real_server":
-            b = _real_server(side, c)
-            vs_port = svc.get("port") if isinstance(svc.get("port"), int) else None
-            if b is not None and vs_port is not None and len(c.args) > 1 and c.args[1] != str(vs_port):
-                side.skip(c, f"port {c.args[1]} differs from the virtual server's {vs_port}: DR forwards to the "
-                             f"same port (imported on {vs_port}; use listen_port with iptables or firewalld)")
-            if b is not None:
-                backends.append(b)
+            _add_real_server(side, c, svc)
         else:
-            side.keep(c, f"service:{svc['name']}", "virtual_server option lvsdr does not model")
-    return kind, backends, checks_default
+            side.keep(c, f"service:{svc.name}", "virtual_server option lvsdr does not model")
+    return kind, checks_default
 
 
-def _real_server(side: Side, d: Directive) -> dict[str, Any] | None:
+def _lb_kind(side: Side, c: Directive) -> str:
+    kind = c.args[0]
+    if c.key == "lvs_method":
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_kind: imported as lb_kind"))
+    if kind not in ("NAT", "DR", "TUN"):  # keepalived compares case and all: "unknown [dr] routing method"
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), "keepalived knows NAT, DR and TUN (in capitals): "
+                                      "it runs this virtual server as NAT, its default"))
+        kind = "NAT"
+    return kind
+
+
+def _scheduler(side: Side, c: Directive) -> str:
+    if c.key == "lvs_sched":
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), "the old spelling of lb_algo: imported as "
+                                      "scheduler"))
+    if c.args[0] not in SCHEDULERS:  # keepalived: "Invalid lvs_scheduler - ignoring", then its default wlc
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"no IPVS scheduler: keepalived ignores it and "
+                                      f"uses {KEEPALIVED_SCHEDULER}: imported as that"))
+        return KEEPALIVED_SCHEDULER
+    return c.args[0]
+
+
+def _add_real_server(side: Side, c: Directive, svc: VirtualServer) -> None:
+    b = _real_server(side, c)
+    vs_port = svc.port if isinstance(svc.port, int) else None
+    if b is not None and vs_port is not None and len(c.args) > 1 and c.args[1] != str(vs_port):
+        side.skip(c, f"port {c.args[1]} differs from the virtual server's {vs_port}: DR forwards to the same port "
+                     f"(imported on {vs_port}; use listen_port with iptables or firewalld)")
+    if b is not None:
+        svc.backends.append(b)
+
+
+def _real_server(side: Side, d: Directive) -> RealServer | None:
     if not d.args:
         side.skip(d, "real_server without an address")
         return None
-    b: dict[str, Any] = {"address": d.args[0], "where": d.where, "checks": []}
+    b = RealServer(d.args[0], d.where)
     defaults: dict[str, Any] = {}
     for c in d.block():
         k = c.key
-        if k == "weight" and _int(c) is not None:
-            b["weight"] = _int(c)
-        elif k == "inhibit_on_failure":
-            b["inhibit_on_failure"] = not c.args or c.args[0] not in ("false", "no", "off", "0")
+        if k == "inhibit_on_failure":
+            b.inhibit_on_failure = not c.args or c.args[0] not in ("false", "no", "off", "0")
+        elif k in BACKEND_KEYS and _int(c) is not None:  # weight, by the catalog's directive map
+            setattr(b, BACKEND_KEYS[k].name, _int(c))
         elif k in ("notify_up", "notify_down") and c.args:
-            _take_command(side, b, k, c)
+            setattr(b, k, _script_of(side, c))
         elif k in CHECKERS:
             chk = _checker(side, c)
             if chk is not None:
-                b["checks"].append(chk)
+                b.checks.append(chk)
         elif k in ("connect_timeout", "retry", "delay_before_retry") and _int(c) is not None:
             defaults[k] = _int(c)
         elif k == "virtualhost" and c.args:
             defaults["virtualhost"] = c.args[0]
         else:
             side.skip(c, "real_server option lvsdr does not model (not imported)")
-    for chk in b["checks"]:
+    for chk in b.checks:
         for k, v in defaults.items():
             if k != "virtualhost" or chk["type"] in ("http", "https"):
                 chk.setdefault(k, v)
     return b
 
 
-def _checker(side: Side, d: Directive) -> dict[str, Any] | None:
+def _checker(side: Side, d: Directive) -> CheckTable | None:
     """A checker block as a check table: each directive read back by its key's
     form in the catalog (checks.py), the inverse of what the template writes."""
     kind = CHECKERS[d.key]
-    chk: dict[str, Any] = {"type": kind}
+    chk: CheckTable = {"type": kind}
     by_directive = {k.directive: k for k in checks.keys_of(checks.TYPES[kind]) if k.directive and k.form != "part"}
-    urls: list[dict[str, Any]] = []
+    urls: list[Tables] = []
     for c in d.block():
         if c.key == "nb_get_retry" and d.key not in ("HTTP_GET", "SSL_GET"):
             side.skip(c, f"keepalived 2.2 knows nb_get_retry in HTTP_GET and SSL_GET only: it ignores it in {d.key}, "
@@ -581,7 +772,7 @@ def _checker_value(side: Side, c: Directive, key: Key) -> Any:
     if key.form == "reply":
         return " ".join(c.args) if c.args else True
     if key.form == "urls":
-        url: dict[str, Any] = {}
+        url: Tables = {}
         for u in c.block():
             if u.key == "path" and u.args:
                 url["path"] = u.args[0]

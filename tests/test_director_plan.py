@@ -166,14 +166,14 @@ def test_both_change_families_speak_one_vocabulary() -> None:
     from lvsdr.generator import changes, ipvs
     from lvsdr.generator.changes import as_dict
 
-    samples = [changes.AddAddress("lo", ipaddress.ip_interface("192.0.2.100/32")),
+    samples: list[typing.Any] = [changes.AddAddress("lo", ipaddress.ip_interface("192.0.2.100/32")),
                changes.SetSysctl("net.ipv4.conf.all.arp_ignore", "1", "0"),
                ipvs.AddService(ipvs.Key("TCP", "192.0.2.100", 80), "wlc"),
                ipvs.SetWeight(ipvs.Key("TCP", "192.0.2.100", 80), ipvs.Dest("192.0.2.11", 80), 1, 0),
                ipvs.AddVip("VI_web", "192.0.2.100")]
     for c in samples:
-        assert dataclasses.is_dataclass(c) and isinstance(type(c).__dict__["description"], property)
         assert isinstance(c.description, str) and c.description
+        assert dataclasses.is_dataclass(c) and isinstance(type(c).__dict__["description"], property)
         doc = as_dict(c)
         assert doc["change"] == type(c).__name__ and all(isinstance(v, str | int | bool | None) for v in doc.values())
     for family in (typing.get_args(changes.Change), typing.get_args(ipvs.Change)):

@@ -276,3 +276,26 @@ def test_old_spellings_and_a_one_instance_sync_group_are_named() -> None:
     assert any(line.startswith("lb1.conf:4: vrrp_sync_group VG_1: a sync group of 1 instance") for line in lines)
     data = tomllib.loads(job.text)
     assert data["services"][0]["scheduler"] == "rr" and "sync_group" not in data.get("cluster", {})
+
+
+def test_each_file_is_read_once_and_the_import_validated_once(tmp_path: Path) -> None:
+    """import reads each keepalived.conf once (an included file too, however often it is included) and carries the
+    cluster it validated (`--diff` renders it; it parsed its own output and threw it away, then --diff again)."""
+    from lvsdr.generator.model import Cluster
+
+    files, method = SETS["classic"]
+    texts = {str(p): p.read_text() for p in files}
+    inc = tmp_path / "inc.conf"
+    inc.write_text("! an included comment\n")
+    first = str(files[0])
+    texts[first] = f"include {inc}\ninclude {inc}\n" + texts[first]
+    texts[str(inc)] = inc.read_text()
+    reads: list[str] = []
+
+    def read(p: str) -> str:
+        reads.append(p)
+        return texts[p]
+
+    job = import_files(list(texts)[:2], read, method, {})
+    assert sorted(reads) == sorted([first, str(files[1]), str(inc)])
+    assert isinstance(job.cluster, Cluster) and job.cluster.name == tomllib.loads(job.text)["cluster"]["name"]

@@ -204,7 +204,7 @@ def test_a_new_check_type_is_one_catalog_entry(monkeypatch: pytest.MonkeyPatch) 
         bad["services"][0]["check"] = {"type": "tcp", "bind_dn": "x"}
         parse_cluster(bad)
     side = importer.read_side(read_keepalived("k", {"k": text}.__getitem__), "k")
-    assert side.services[0]["backends"][0]["checks"] == [{"type": "ldap", "bind_dn": "admin.example", "port": 389,
+    assert side.services[0].backends[0].checks == [{"type": "ldap", "bind_dn": "admin.example", "port": 389,
                                                           "retry": 2}]
 
 

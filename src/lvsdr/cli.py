@@ -293,16 +293,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             sys.stdout.write(job.text)
         return 0
     from lvsdr.generator.keepalived import render_keepalived
-    from lvsdr.generator.load import parse_cluster
-    from lvsdr.generator.schema import parse_text
 
-    try:
-        cluster = parse_cluster(parse_text(job.text, "(imported).toml"))
-    except ValidationError as e:
-        raise InputError("the imported cluster does not validate: " + "; ".join(e.errors)) from None
     differ = 0
     for node, tree in job.trees.items():
-        rendered = render_keepalived(cluster, node, "import")
+        rendered = render_keepalived(job.cluster, node, "import")
         lines = compare(semantics(tree), semantics(read_keepalived("(rendered)", {"(rendered)": rendered}.__getitem__)))
         print(f"{node}: {'the same' if not lines else f'{len(lines)} differences'}")
         for line in lines:
