@@ -56,7 +56,8 @@ def watching(lab: Lab) -> Iterator[None]:
         for node in lab.state.directors:
             log = open(lab.state_dir / f"watch-{node.name}.log", "w")  # noqa: SIM115 - handed to the child
             procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", node.ns, lab._console(), "watch", lab.cluster_path, "--node", node.name,
+                ["ip", "netns", "exec", node.ns, *lab.sandboxed("lvsdr-watch@.service"), lab._console(), "watch",
+                 lab.cluster_path, "--node", node.name,
                  "-o", str(lab.state_dir / f"keepalived-{node.name}.conf"), "--pidfile", str(lab.pidfile(node)),
                  "--hook", "both", "--lvsdr-path", lab._console(), "--config-path", lab.cluster_path,
                  "--notify-fifo", lab.fifo(node)],
@@ -74,7 +75,7 @@ def watching(lab: Lab) -> Iterator[None]:
 
 def test_the_agent_follows_edits_of_the_cluster_file(tmp_path: Path) -> None:
     """Under `lvsdr watch`: a fwmark service added to the file is marked on the
-    MASTER within 1 s of keepalived's reload and stays past two agent
+    MASTER by the agent's reconcile of the edit (not its interval) and stays past two agent
     intervals; removed, its marks go; a VIP added to a director that is also a
     backend goes on its lo with ARP suppressed, and goes again when removed."""
     with pair_lab(tmp_path) as lab:
@@ -89,13 +90,17 @@ def test_the_agent_follows_edits_of_the_cluster_file(tmp_path: Path) -> None:
             data = json.loads(original)
             data["services"].append({"name": "alt", "vip": VIP, "port": 8080, "backends": ["node1", "node2", "web1"]})
             before = conf.read_text()
+            edited = time.time()
             replace_file(cluster, json.dumps(data))
             reload_at = time.monotonic() + poll(lambda: conf.read_text() != before, "watch rewrote keepalived.conf",
                                                 10)
             poll(lambda: "dport 8080" in nft(node1), "the new service's marks on the MASTER", 10,
                  explain=lambda: explain(lab))
             took = time.monotonic() - reload_at
-            assert took < 1.0, f"marks {took:.2f} s after keepalived's reload"
+            # the edit itself made them (inotify), not the agent's quiet interval healing drift
+            poll(lambda: reconciled_on(lab, node1, "cluster file changed; reconciled", "mark VIP traffic", edited),
+                 "node1's agent reconciled the edit", 10, explain=lambda: explain(lab))
+            MEASURED.append(f"agent: a new fwmark service's marks on the MASTER {took:.2f} s after keepalived's reload")
             time.sleep(2 * AGENT_INTERVAL + 0.5)
             assert "dport 8080" in nft(node1), explain(lab)
             assert "dport 8080" not in nft(node2)  # the BACKUP marks nothing
@@ -155,6 +160,18 @@ def keepalived_runs(node: Node) -> bool:
                 return True
         except OSError:
             continue
+    return False
+
+
+def reconciled_on(lab: Lab, node: Node, event: str, change: str, since: float) -> bool:
+    """The node's agent logged ``event`` with a change holding ``change`` at or after ``since`` (time.time())."""
+    import datetime
+
+    for line in (lab.state_dir / f"agent-{node.name}.log").read_text().splitlines():
+        if line.startswith("{") and f'"event": "{event}"' in line and change in line:
+            record = json.loads(line)
+            if datetime.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp() >= since:
+                return True
     return False
 
 

@@ -83,6 +83,7 @@ def test_every_healthy_director_is_a_next_hop_and_nobody_answers_arp(lab: Lab) -
     assert probes.arp_responders(lab, VIP) == {}
 
 
+@pytest.mark.solo  # a bound of a second: measured alone, after the parallel tier (scripts/test)
 def test_a_service_losing_quorum_on_one_director_withdraws_it(lab: Lab) -> None:
     """When lb1's checks fail (its own path to the real servers cut), the
     router drops lb1 within a second of keepalived's quorum event, and takes
@@ -105,6 +106,7 @@ def test_a_service_losing_quorum_on_one_director_withdraws_it(lab: Lab) -> None:
                     f"quorum event ({gone - cut:.1f} s after its checks began to fail)")
 
 
+@pytest.mark.solo  # a bound of a second: measured alone, after the parallel tier (scripts/test)
 def test_keepalived_killed_withdraws_the_director(lab: Lab) -> None:
     """keepalived SIGKILLed on lb2: the agent withdraws its VIPs and the router
     drops it within a second; once keepalived runs again it comes back."""
@@ -121,6 +123,7 @@ def test_keepalived_killed_withdraws_the_director(lab: Lab) -> None:
                     f"dropped lb2 {took * 1000:.0f} ms after the kill")
 
 
+@pytest.mark.solo  # a bound of a second: measured alone, after the parallel tier (scripts/test)
 def test_bfd_drops_a_director_whose_link_goes_down(lab: Lab) -> None:
     """lb3's link goes down (the router's own link stays up): BFD takes lb3
     out of the router's route within a second; it comes back with the link."""
