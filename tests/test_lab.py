@@ -105,11 +105,16 @@ def test_demo_interrupted_leaves_nothing(tmp_path: Path) -> None:
     p = subprocess.Popen([sys.executable, "-m", "lvsdr.cli", "lab", "demo", str(path)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
     assert p.stdout is not None
-    for line in p.stdout:
-        if "VRRP election" in line:
-            break
-    p.send_signal(signal.SIGINT)
-    out = p.communicate(timeout=60)[0]
+    try:
+        for line in p.stdout:
+            if "VRRP election" in line:
+                break
+        p.send_signal(signal.SIGINT)
+        out = p.communicate(timeout=60)[0]
+    finally:
+        if p.poll() is None:  # the test failed with the demo still running: it must not outlive the test
+            p.kill()
+            p.wait()
     assert p.returncode == 130, out
     assert "tearing down" in out
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
