@@ -14,8 +14,10 @@ from lvsdr.errors import InputError
 
 from .importer import CheckTable, Instance, Side, Tables, Unmapped, read_side
 from .kaconf import Directive
+from .keys import keys_of
 from .model import DEFAULT_INTERFACE, Cluster
 
+CLUSTER_KEYS = keys_of(Cluster)  # what of an instance's simple settings [cluster] takes (the rest: the directors')
 KEEPALIVED_PRIORITY = 100  # keepalived.conf(5): a vrrp_instance's priority when the file gives none
 
 _NAME_OK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -113,11 +115,9 @@ def _cluster(first: Side, main: Instance, name: str | None, comments: list[str])
     """[cluster]: the main instance's VRRP settings, the operator's notify scripts, sync."""
     cluster: Tables = {"name": name or _cluster_name(main.name), "interface": main.interface or DEFAULT_INTERFACE,
                        "virtual_router_id": main.virtual_router_id}
-    for key in ("advert_int", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
-        if getattr(main, key) is not None:
-            cluster[key] = getattr(main, key)
-    if main.nopreempt:
-        cluster["nopreempt"] = True
+    if main.advert_int is not None:
+        cluster["advert_int"] = main.advert_int
+    cluster.update({k: v for k, v in main.simple.items() if k in CLUSTER_KEYS})  # by the catalog
     if main.version == 3:
         cluster["vrrp_version"] = 3
     if main.auth_pass:

@@ -106,23 +106,22 @@ class SyncDaemon:
     port: int | None = None
 
 
+Simple = dict[str, int | bool]  # simple keys read by the catalog's directive map: key name -> value
+
+
 @dataclass
 class Instance:
-    """One vrrp_instance as read. Its settings that are keys of the cluster
-    file carry those keys' names (the catalog's directive map reads them)."""
+    """One vrrp_instance as read. Its settings that are simple keys of the
+    cluster file (``simple``) carry those keys' names: the catalog's directive
+    map reads them, and the merge takes them without naming them."""
 
     name: str
     where: str
     state: str | None = None
     interface: str | None = None
-    virtual_router_id: int | None = None
-    priority: int | None = None
-    preempt_delay: int | None = None
-    garp_master_delay: int | None = None
-    garp_master_refresh: int | None = None
+    simple: Simple = field(default_factory=dict)
     version: int | None = None
     advert_int: int | float | None = None
-    nopreempt: bool = False
     mcast_src_ip: str | None = None
     src: str | None = None  # its adverts' source: unicast_src_ip or mcast_src_ip
     unicast: bool = False
@@ -139,6 +138,22 @@ class Instance:
     @property
     def addresses(self) -> list[Address]:
         return self.vips + self.excluded
+
+    @property
+    def virtual_router_id(self) -> int | None:
+        return _int_of(self.simple.get("virtual_router_id"))
+
+    @property
+    def priority(self) -> int | None:
+        return _int_of(self.simple.get("priority"))
+
+    @property
+    def nopreempt(self) -> bool:
+        return bool(self.simple.get("nopreempt"))
+
+
+def _int_of(v: int | bool | None) -> int | None:
+    return None if v is None or isinstance(v, bool) else v
 
 
 @dataclass
@@ -170,17 +185,10 @@ class VirtualServer:
     port: int | list[int]
     protocol: str | None = None
     scheduler: str | None = None
-    delay_loop: int | None = None
-    persistence_timeout: int | None = None
+    simple: Simple = field(default_factory=dict)  # delay_loop, quorum, alpha, ...: by the catalog's directive map
     persistence_granularity: str | None = None
-    quorum: int | None = None
-    hysteresis: int | None = None
     quorum_up: Command | None = None
     quorum_down: Command | None = None
-    alpha: bool = False
-    omega: bool = False
-    ha_suspend: bool = False
-    ops: bool = False
     sh_port: bool = False
     sh_fallback: bool = False
     mh_port: bool = False
@@ -188,13 +196,12 @@ class VirtualServer:
     sorry_server: str | None = None  # its address (the port is the service's)
     backends: list[RealServer] = field(default_factory=list)
 
-    SETTINGS = ("vip", "port", "protocol", "scheduler", "delay_loop", "persistence_timeout", "persistence_granularity",
-                "quorum", "hysteresis", "quorum_up", "quorum_down", "alpha", "omega", "ha_suspend", "ops", "sh_port",
-                "sh_fallback", "mh_port", "mh_fallback")
-
     def settings(self) -> Tables:
         """The service's keys as the cluster file writes them (but its name, backends and checks)."""
-        out = {k: getattr(self, k) for k in self.SETTINGS if getattr(self, k) not in (None, False)}
+        out: Tables = {k: getattr(self, k) for k in ("vip", "port", "protocol", "scheduler") if getattr(self, k)}
+        out.update(self.simple)
+        out.update({k: getattr(self, k) for k in ("persistence_granularity", "quorum_up", "quorum_down", "sh_port",
+                                                  "sh_fallback", "mh_port", "mh_fallback") if getattr(self, k)})
         if self.sorry_server is not None:
             out["sorry_server"] = {"address": self.sorry_server}
         return out
@@ -457,7 +464,7 @@ def _instance(side: Side, d: Directive) -> Instance:
             key = INSTANCE_KEYS[k]
             value = True if key.form == "bool" else _int(c)
             if value is not None:
-                setattr(inst, key.name, value)
+                inst.simple[key.name] = value
         elif k == "state" and c.args:
             inst.state = c.args[0]
             if c.args[0] not in ("MASTER", "BACKUP"):  # keepalived 2.2.7: "unknown state 'SLAVE', defaulting to BACKUP"
@@ -638,12 +645,12 @@ def _virtual_server_body(side: Side, d: Directive, svc: VirtualServer) -> tuple[
             side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"outside keepalived's 1..{PERSISTENCE_MAX}: "
                                           "keepalived ignores it (no persistence), and so does the import"))
         elif k == "persistence_timeout" and _int(c) is None:
-            svc.persistence_timeout = 360  # keepalived's default when given without a number
+            svc.simple["persistence_timeout"] = 360  # keepalived's default when given without a number
         elif k in SERVICE_KEYS:  # the simple keys, by the catalog's directive map
             key = SERVICE_KEYS[k]
             value = True if key.form == "bool" else _int(c)
             if value is not None:
-                setattr(svc, key.name, value)
+                svc.simple[key.name] = value
         elif k == "protocol" and c.args:
             svc.protocol = c.args[0].lower()
         elif k == "persistence_granularity" and c.args:

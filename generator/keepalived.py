@@ -16,9 +16,10 @@ from lvsdr.errors import InputError
 from . import checks
 from .guards import address, token
 from .ipvs import Key, Leaving
-from .keys import PATH_RE
+from .keys import PATH_RE, keys_of
 from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
 from .node import host_interface
+from .schema import SIMPLE_FORMS
 from .templating import render_template
 
 MAX_ADVERTISED = {4: 255, 6: 83}  # addresses one VRRP advert carries (IPv6: at MTU 1500, as keepalived counts)
@@ -119,6 +120,9 @@ class Checks:
         return text
 
 
+SERVICE_SIMPLE = tuple(k.name for k in keys_of(Service).values() if k.form in SIMPLE_FORMS)
+
+
 def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks) -> SimpleNamespace:
     """What the template reads of a service (an object: jinja2 reads attributes
     of objects directly, of dicts only after a failed attribute lookup)."""
@@ -127,19 +131,15 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
     portless = bool(svc.fwmark or svc.is_group)
     check = checks.text(svc.checks, svc.port, portless)
     return SimpleNamespace(**{
-        "name": svc.name,
+        # every simple key declared on Service (keys.py), as the file gives it: a new one needs a template line only
+        **{name: getattr(svc, name) for name in SERVICE_SIMPLE},
         "vip": svc.vip,
         "port": svc.port,
-        "fwmark": svc.fwmark,
         # a virtual_server_group (unless a fwmark stands for the whole service)
         "group": [f"{address(v)} {p}" for v, p in svc.endpoints] if svc.is_group and not svc.fwmark else None,
         "multi_port": bool(svc.group_ports),
         "family": "inet6" if svc.vip.version == 6 else "inet",
         "protocol": svc.protocol.upper(),
-        "scheduler": svc.scheduler,
-        "delay_loop": svc.delay_loop,
-        "persistence_timeout": svc.persistence_timeout,
-        "quorum": svc.quorum,
         "sorry_server": svc.sorry_server,
         "rs_port": "" if portless else f" {svc.port}",
         # tuples, not objects: the template's hottest loop (20,000 backends in
@@ -150,8 +150,6 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),
         "persistence_granularity": svc.persistence_granularity,
-        "ops": svc.ops,
-        "hysteresis": svc.hysteresis,
         "flags": [flag for flag, on in (("alpha", svc.alpha), ("omega", svc.omega), ("ha_suspend", svc.ha_suspend))
                   if on] + list(svc.scheduler_flags),
     })

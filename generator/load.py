@@ -39,11 +39,23 @@ from .model import (
     addr_key,
 )
 from .rules import command, extra_line, link, script_args
-from .schema import MISSING, Errors, Table, decode, defaults_of, parse_address, parse_text, quote, typename
+from .schema import (
+    MISSING,
+    Errors,
+    Table,
+    decode,
+    defaults_of,
+    parse_address,
+    parse_text,
+    quote,
+    read_simple,
+    typename,
+)
 
 CLUSTER = defaults_of(Cluster)  # each default stated once, on the model; the services' are in load_services.py
 REAL_SERVER = defaults_of(RealServer)
 KEYS = keys_of(Cluster)  # the keys of [cluster], each declared once on the model (keys.py)
+
 DIRECTOR_KEYS = keys_of(Director)
 REAL_SERVER_KEYS = keys_of(RealServer)
 
@@ -120,7 +132,6 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
     """[cluster]: the VRRP settings (``_vrrp_keys``), then the hooks, paths and the rest."""
     live = [d for d in directors if d is not None]
     kw = _vrrp_keys(c, live, errors, ecmp)
-    kw["hook"] = c.key(KEYS["hook"])
     for key in ("notify_master", "notify_backup", "notify_fault", "notify_stop"):
         kw[key] = command(c, key)
     sync = c.get("sync_daemon", (bool, dict), None)
@@ -131,9 +142,6 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
         kw["sync_daemon"] = SyncDaemon(link(st, "interface", None),
                                        st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
         st.done()
-    for key in ("notify_fifo", "lvsdr_path", "config_path", "state_dir", "initial_state", "drain_timeout",
-                "sync_group"):
-        kw[key] = c.key(KEYS[key])
     kw["subnet"] = _subnet(c, live)
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
@@ -164,11 +172,9 @@ def _sync_failback(c: Table, kw: dict[str, Any], errors: Errors) -> None:
 def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = False) -> dict[str, Any]:
     """[cluster]'s VRRP settings: router id, version, advert interval, authentication, unicast, preemption, GARP
     (in an ECMP cluster each is refused by ``refuse_vrrp`` and left at its default: no vrrp_instance is rendered)."""
-    kw: dict[str, Any] = {
-        "name": c.key(KEYS["name"]),
-        "interface": link(c, "interface", DEFAULT_INTERFACE),
-        "virtual_router_id": c.key(KEYS["virtual_router_id"], 0 if ecmp else MISSING),
-    }
+    kw: dict[str, Any] = read_simple(c, KEYS, but=("virtual_router_id",))  # every simple key, by its declaration
+    kw["interface"] = link(c, "interface", DEFAULT_INTERFACE)
+    kw["virtual_router_id"] = c.key(KEYS["virtual_router_id"], 0 if ecmp else MISSING)
     v6 = bool(live) and live[0].address.version == 6
     version = c.get("vrrp_version", int, None)
     if version is not None and version not in (2, 3):
@@ -187,17 +193,12 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
     if auth is not None and kw["vrrp_version"] == 3:
         errors.add(c.path("auth_pass"), "VRRP version 3 has no authentication; remove auth_pass")
     kw["auth_pass"] = auth
-    kw["auth_type"] = c.key(KEYS["auth_type"])
     if "auth_type" in c.data and auth is None and "auth_pass" not in c.data:
         errors.add(c.path("auth_type"), "needs auth_pass (the shared secret)")
-    kw["unicast"] = c.key(KEYS["unicast"])
     if kw["unicast"] and len(live) == 1:
         errors.add(c.path("unicast"), "needs at least two directors (a unicast peer)")
-    kw["mcast_src_ip"] = c.key(KEYS["mcast_src_ip"])
     if kw["mcast_src_ip"] and kw["unicast"]:
         errors.add(c.path("mcast_src_ip"), "applies to multicast adverts; this cluster is unicast")
-    for key in ("nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh"):
-        kw[key] = c.key(KEYS[key])
     return kw
 
 

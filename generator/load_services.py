@@ -23,7 +23,7 @@ from .model import (
     Url,
 )
 from .rules import command, script_args, sorry_address
-from .schema import MAX_INT, Errors, Memo, Table, defaults_of, parse_address, quote, typename
+from .schema import MAX_INT, Errors, Memo, Table, defaults_of, parse_address, quote, read_simple, typename
 
 CHECK = defaults_of(Check)
 URL = defaults_of(Url)
@@ -37,22 +37,20 @@ BACKEND_KEYS = keys_of(Backend)
 SCHEDULER_FLAGS = {"sh_port": "sh", "sh_fallback": "sh", "mh_port": "mh", "mh_fallback": "mh"}
 
 
-IPVS_KEYS = frozenset(("quorum_up", "quorum_down", "ops", "alpha", "omega", "ha_suspend", "hysteresis",
-                       "persistence_granularity", *SCHEDULER_FLAGS))
-IPVS_DEFAULTS: dict[str, Any] = {k: SERVICE.get(k) for k in ("quorum_up", "quorum_down", "ops", "alpha", "omega",
-                                                                "ha_suspend", "hysteresis", "scheduler_flags")}
+IPVS_KEYS = frozenset(("quorum_up", "quorum_down", "ops", "hysteresis", "persistence_granularity",
+                       *SCHEDULER_FLAGS))
+IPVS_DEFAULTS: dict[str, Any] = {k: SERVICE.get(k) for k in ("quorum_up", "quorum_down", "scheduler_flags")}
 
 
-def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress | None) -> dict[str, Any]:
-    """A service's IPVS options beyond the scheduler (keepalived.conf(5) names)."""
+def _ipvs_options(t: Table, kw: dict[str, Any], vip: IPAddress | None) -> dict[str, Any]:
+    """A service's IPVS options beyond its simple keys (``kw``, read by their declarations): the operator's quorum
+    scripts, persistence granularity, the scheduler's flags, and what the simple ones must agree on."""
     if t.data.keys().isdisjoint(IPVS_KEYS):  # the common case: none given, all defaults
         return IPVS_DEFAULTS
-    kw: dict[str, Any] = {"quorum_up": command(t, "quorum_up"), "quorum_down": command(t, "quorum_down")}
-    for key in ("ops", "alpha", "omega", "ha_suspend"):
-        kw[key] = bool(t.key(KEYS[key]))
+    proto, sched = kw["protocol"], kw["scheduler"]
+    out: dict[str, Any] = {"quorum_up": command(t, "quorum_up"), "quorum_down": command(t, "quorum_down")}
     if kw["ops"] and proto not in (None, "udp"):
         t.errors.add(t.path("ops"), f"one-packet scheduling is for udp services (this one is {proto})")
-    kw["hysteresis"] = t.key(KEYS["hysteresis"])
     quorum = t.data.get("quorum", 1)
     if kw["hysteresis"] is not None and isinstance(quorum, int) and kw["hysteresis"] >= quorum:
         t.errors.add(t.path("hysteresis"), f"{kw['hysteresis']} is not below the quorum {quote(quorum)} "
@@ -64,7 +62,7 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
                 net = ipaddress.ip_network(f"::/{int(gran)}")
             else:
                 net = ipaddress.ip_network(f"0.0.0.0/{gran}")
-            kw["persistence_granularity"] = str(net.netmask) if net.version == 4 else str(net.prefixlen)
+            out["persistence_granularity"] = str(net.netmask) if net.version == 4 else str(net.prefixlen)
         except ValueError:
             t.errors.add(t.path("persistence_granularity"), f"{quote(gran)} is not a netmask "
                          "(IPv4: 255.255.255.0; IPv6 VIPs: a prefix length such as \"64\")")
@@ -74,8 +72,8 @@ def _ipvs_options(t: Table, proto: str | None, sched: str | None, vip: IPAddress
             if sched is not None and sched != needs:
                 t.errors.add(t.path(key), f"is for scheduler {needs} (this service uses {sched})")
             flags.append(key.replace("_", "-"))
-    kw["scheduler_flags"] = tuple(flags)
-    return kw
+    out["scheduler_flags"] = tuple(flags)
+    return out
 
 
 def _checks(t: Table, errors: Errors, memo: Memo | None = None) -> tuple[Check, ...] | None:
@@ -294,7 +292,8 @@ def read_services(
 
 def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str, Backend], v4_servers: set[str],
              memo: Memo, errors: Errors) -> Service | None:
-    name = t.key(KEYS["name"])
+    simple = read_simple(t, KEYS)  # every simple key, by its declaration
+    name, proto, sched, quorum = simple["name"], simple["protocol"], simple["scheduler"], simple["quorum"]
     group_vips, group_ports = _group_vips(t), _group_ports(t)
     vip = group_vips[0] if group_vips else t.address("vip")
     port = group_ports[0] if group_ports else t.int_in("port", 1, 65535)
@@ -302,9 +301,7 @@ def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str,
         group_vips = ()
     if len(group_ports) == 1:
         group_ports = ()
-    proto, sched, delay, persist, quorum, fwmark = (t.key(KEYS[k]) for k in (
-        "protocol", "scheduler", "delay_loop", "persistence_timeout", "quorum", "fwmark"))
-    ipvs = _ipvs_options(t, proto, sched, vip)
+    ipvs = _ipvs_options(t, simple, vip)
     sorry = _sorry_server(t, vip, port, bool(group_ports), errors)
     checks = _checks(t, errors, memo)
     backends = _backends(t, known, plain, errors, memo)
@@ -313,10 +310,8 @@ def _service(t: Table, known: dict[str, Director | RealServer], plain: dict[str,
         return None
     _service_fits(t, vip, proto, backends, checks, quorum, sorry, known, v4_servers, errors)
     return Service(
-        name=name, vip=vip, port=port, protocol=proto, scheduler=sched,
-        backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks, delay_loop=delay,
-        persistence_timeout=persist, quorum=quorum, sorry_server=sorry, fwmark=fwmark, **ipvs,
-        group_vips=group_vips, group_ports=group_ports,
+        vip=vip, port=port, backends=tuple(backends), checks=SERVICE["checks"] if checks is None else checks,
+        sorry_server=sorry, **simple, **ipvs, group_vips=group_vips, group_ports=group_ports,
     )
 
 

@@ -131,6 +131,15 @@ def parse_address(v: str, where: str, errors: Errors) -> IPAddress | None:
     return addr
 
 
+SIMPLE_FORMS = ("int", "bool", "choice", "text")  # the forms a key is read in by its declaration alone (Table.key)
+
+
+def read_simple(t: Table, keys: dict[str, Key], but: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every simple key of ``keys`` (but those of ``but``, read with more to say), by its declaration: a key
+    declared on the model is read without a line of its own in the loader."""
+    return {k.name: t.key(k) for k in keys.values() if k.form in SIMPLE_FORMS and k.name not in but}
+
+
 class Table:
     """A TOML table being read: typed getters that record errors, unknown-key check."""
 
