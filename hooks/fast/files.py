@@ -18,29 +18,15 @@ def read_regular_or_none(path: str | Path, limit: int) -> bytes | None:
     bytes (a symlink to one is followed); None when it is absent, anything
     else (a FIFO, a device, a directory: never opened for a blocking read), or
     larger. For comparing what is there with what would be written: never a
-    hang, never more than ``limit`` bytes read."""
-    import stat
+    hang, never more than ``limit`` bytes read (``lvsdr.inputs.read_regular``
+    reads it)."""
+    from lvsdr.errors import InputError
+    from lvsdr.inputs import read_regular
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
+        return read_regular(path, limit)
+    except InputError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks) if size <= limit else None
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _kind(mode: int) -> str:

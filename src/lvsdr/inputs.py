@@ -17,7 +17,7 @@ def read_regular(path: str | os.PathLike[str], limit: int = MAX_INPUT) -> bytes:
     import stat
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
         raise InputError(f"{os.fspath(path)}: cannot read: {e.strerror or e}") from None
     try:
