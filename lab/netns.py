@@ -250,6 +250,28 @@ def kill_ns_processes(namespaces: list[str], grace: float = 2.0, at_once: tuple[
             return
 
 
+def kill_named(state_dir: str, namespaces: list[str]) -> list[int]:
+    """SIGKILL every process whose command line names the lab: an argument
+    that is one of its namespaces (`ip netns exec NS ...` still starting, not
+    in the namespace yet) or a path in its state directory (the stand-in, a
+    sandboxed command). What a start interrupted between spawning a process
+    and recording it would leave, and what the namespaces alone do not show."""
+    names = set(namespaces)
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a in names or a == state_dir or a.startswith(state_dir + "/") for a in args):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry), signal.SIGKILL)
+                killed.append(int(entry))
+    return killed
+
+
 def delete_netns(namespaces: list[str]) -> None:
     kill_ns_processes(namespaces)
     ip_batch(None, [f"netns del {ns}" for ns in namespaces], force=True)

@@ -27,6 +27,7 @@ which systemd-analyze rates but the lab cannot apply without seccomp.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -85,6 +86,8 @@ def _mounts() -> list[tuple[str, int]]:
     with open("/proc/self/mountinfo") as f:
         for line in f:
             parts = line.split()
+            if parts[parts.index("-") + 1] == "nsfs":  # a namespace's handle (/run/netns/NS), not a file system
+                continue
             point = parts[4].encode().decode("unicode_escape")
             mounts.append((point, sum(_FLAGS.get(o, 0) for o in parts[5].split(","))))
     return [(point, flags) for i, (point, flags) in enumerate(mounts)
@@ -96,7 +99,8 @@ def _under(path: str, top: str) -> bool:
 
 
 def _read_only(libc: ctypes.CDLL, point: str, flags: int) -> None:
-    _mount(libc, None, point, MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)))
+    with contextlib.suppress(FileNotFoundError):  # unmounted meanwhile (another lab's teardown): nothing to protect
+        _mount(libc, None, point, MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)))
 
 
 def confine(unit: dict[str, list[str]], private: str) -> None:

@@ -41,6 +41,7 @@ from .netns import (
     in_ns,
     ip_batch,
     ip_json,
+    kill_named,
     list_netns,
     listening,
     require_root,
@@ -694,6 +695,10 @@ class Lab:
         if not self._owner:
             return
         self._owner = False
+        for proc in self._procs:  # a session each: gone first, so that none goes on starting into a namespace
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         down_state(self.state_dir, self.state)
         for proc in self._procs:  # reap what this process started
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -751,6 +756,8 @@ def down_state(state_dir: Path, state: LabState | None = None) -> list[str]:
                 os.killpg(pid, signal.SIGTERM)
         for pid in state.pids.values():
             _reap(pid)
+        # a process spawned as the start was interrupted may not be in a namespace yet, nor recorded
+        kill_named(str(state_dir), state.namespaces)
         existing = list_netns()
         # nodes first, the switch last
         removed = [ns for ns in reversed(state.namespaces) if ns in existing]

@@ -107,6 +107,21 @@ def _cmdline_has(pid: str, text: str) -> bool:
         return False
 
 
+def _signal_state(pid: int) -> str:
+    """The signal lines of /proc/PID/status for the process and each of its threads (pending, blocked, ignored,
+    caught; SIGINT is bit 1)."""
+    lines = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")) if os.path.isdir(f"/proc/{pid}/task") else []:
+        try:
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+        except OSError:
+            continue
+        fields = [ln for ln in status.splitlines() if ln.startswith(("Name", "SigQ", "SigPnd", "ShdPnd", "SigBlk",
+                                                                      "SigIgn", "SigCgt"))]
+        lines.append(f"task {task}: " + "; ".join(f.replace("\t", " ") for f in fields))
+    return "\n".join(lines)
+
+
 def test_demo_interrupted_leaves_nothing(tmp_path: Path) -> None:
     """Ctrl-C during `lvsdr lab demo`, with its real servers and a director running, tears down everything it
     started and exits 130.
@@ -126,13 +141,14 @@ def test_demo_interrupted_leaves_nothing(tmp_path: Path) -> None:
                 break
         running = p.poll() is None
         p.send_signal(signal.SIGINT)
+        signals = _signal_state(p.pid)  # what the demo does with it, should it go on regardless
         out = "".join(seen) + p.communicate(timeout=60)[0]
     finally:
         if p.poll() is None:  # the test failed with the demo still running: it must not outlive the test
             p.kill()
             p.wait()
     assert running, f"the demo had ended before it could be interrupted:\n{out}"
-    assert p.returncode == 130, out
+    assert p.returncode == 130, f"{out}\nthe demo's signal state right after SIGINT was sent:\n{signals}"
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "lvsdr-ctrlc" not in left
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cmdline_has(pid, "lvsdr-ctrlc")]
