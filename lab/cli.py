@@ -234,6 +234,10 @@ def run(action: str, cluster_path: Path | None, no_suppression: bool = False) ->
     import signal
 
     signal.signal(signal.SIGTERM, _interrupt)
+    # and SIGINT, whatever it was started with: a shell starts a background job (`&`, a CI runner's
+    # script) with SIGINT ignored, and Python keeps an ignored SIGINT ignored, so Ctrl-C (or kill -INT)
+    # would leave the lab half built or running
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return {"demo": cmd_demo, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "failover": cmd_failover}[action](cluster_path, no_suppression)
