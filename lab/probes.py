@@ -219,6 +219,7 @@ class Stream:
         self.ns, self.ip, self.port, self.path, self.local_port = ns, ip, port, path, local_port
         self.body, self.max_time = body, max_time
         self.code: int | None = None
+        self.error = ""  # the exception that ended it, if one did (what a failed start is explained by)
         self.sock: socket.socket | None = None
         self.thread = threading.Thread(target=self._run, name=f"stream {local_port}", daemon=True)
         self.thread.start()
@@ -235,19 +236,19 @@ class Stream:
                 sock.settimeout(self.max_time)
                 try:
                     sock.connect((self.ip, self.port))
-                except TimeoutError:
-                    self.code = 28
+                except TimeoutError as e:
+                    self.code, self.error = 28, repr(e)
                     return
-                except OSError:
-                    self.code = 7
+                except OSError as e:
+                    self.code, self.error = 7, repr(e)
                     return
                 host = f"[{self.ip}]" if family == socket.AF_INET6 else self.ip
                 sock.sendall(f"GET {self.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
                 self.code = self._receive(sock, out, deadline)
-        except TimeoutError:
-            self.code = 28
-        except OSError:
-            self.code = 56
+        except TimeoutError as e:
+            self.code, self.error = 28, repr(e)
+        except OSError as e:
+            self.code, self.error = 56, repr(e)
 
     @staticmethod
     def _receive(sock: socket.socket, out: BinaryIO, deadline: float) -> int:

@@ -64,11 +64,31 @@ def stream(lab: Lab, director: Node, body: Path, seconds: int, port: int) -> pro
     run = probes.Stream(lab.state.client.ns, "192.0.2.130", 80, f"/stream?seconds={seconds}", port, body,
                         seconds * 3 + 30)
     try:
-        poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE)
+        poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 10 * TIME_SCALE,
+             explain=lambda: stream_state(lab, run, port))
     except BaseException:
         run.wait(0)  # cut
         raise
     return run
+
+
+def stream_state(lab: Lab, run: probes.Stream, port: int) -> str:
+    """What a stream that did not start had: its outcome so far, the client's
+    neighbour entry for the VIP, who holds the VIP, and each director's IPVS
+    table and entries for the stream's port (a stream that never started
+    once failed the suite, with none of this to tell why)."""
+    mac, state = probes.neighbour(lab, "192.0.2.130")
+    master = lab.master()
+    socks = ns_run(lab.state.client.ns, ["ss", "-tan", f"sport = :{port}"], check=False).stdout
+    out = [f"stream from port {port}: {'running' if run.thread.is_alive() else f'ended, code {run.code}'}"
+           f" {run.error}; body {run.body.stat().st_size if run.body.exists() else 'absent'}",
+           f"the client's sockets of the port: {socks.strip()}",
+           f"client's neighbour entry for the VIP: {mac} ({state}), {probes.mac_owner(lab, mac)}'s",
+           f"VIP held by {master.name if master else 'nobody (or more than one)'}"]
+    for d in lab.state.directors:
+        conns = [line for line in read_net(d.ns, "ip_vs_conn").splitlines() if f" {port:04X} " in f" {line} "]
+        out.append(f"{d.name}: IPVS {probes.ipvs_table(lab, d)}; entries for the port: {conns}")
+    return "\n".join(out)
 
 
 def live(node: Node) -> dict[Key, Any]:

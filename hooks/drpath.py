@@ -1,0 +1,373 @@
+"""The agent's DR-path checks and ARP ownership watch, on the wire
+(generator/drpath.py holds the pure part and says why).
+
+One packet socket on the director's interface, with a kernel filter that
+hands it only ARP replies and TCP segments to the probes' own port (a TCP
+port bound, never listening, so nothing else on the node takes it). Every
+``interval`` seconds a round: the last round's outcomes concluded (a probe
+not answered by now failed), the verdicts updated and their files written,
+then a SYN to every VIP:port at every backend's MAC and, for every IPv4 VIP
+this director holds (every VIP in an ECMP cluster), an ARP request. A
+SYN-ACK is reset at once (the backend keeps no half-open connection).
+
+Cost per round: one netlink dump (the neighbour table), one SYN and one RST
+per path, one ARP request per VIP held; bench/drpath.py measures it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvsdr.errors import LvsdrError
+from lvsdr.generator.drpath import (
+    ACK,
+    RST,
+    SYN,
+    ArpReply,
+    Target,
+    TcpReply,
+    Verdicts,
+    arp_frame,
+    bpf_program,
+    dr_files,
+    parse_frame,
+    targets,
+    tcp_frame,
+)
+from lvsdr.generator.model import Cluster, IPAddress
+
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+MAX_FRAMES = 4096  # read per wake-up at most: a flood cannot hold the agent's loop
+
+
+@dataclass
+class Round:
+    """One round in flight: the probe of each sequence number, and what the pairs got."""
+
+    started: float
+    probes: dict[int, Target] = field(default_factory=dict)
+    outcomes: dict[tuple[str, str], str] = field(default_factory=dict)  # "" passed, else why not
+    offenders: dict[tuple[str, bytes], str] = field(default_factory=dict)  # (VIP, MAC) -> who
+
+    def fail(self, t: Target, why: str) -> None:
+        pair = (t.service, t.backend)
+        if not self.outcomes.get(pair):
+            self.outcomes[pair] = why
+
+
+class DrProbe:
+    """The probes of one director (``configure`` takes a new cluster file); its socket sits in the agent's select."""
+
+    def __init__(self, cluster: Cluster, node: str, log: Any) -> None:
+        self.log = log
+        self.sock: socket.socket | None = None
+        self.port_sock: socket.socket | None = None
+        self.ifname = ""
+        self.rnd: Round | None = None
+        self.due = 0.0
+        self.counts = {"rounds": 0, "probes": 0, "failed_paths": 0, "offenders": 0, "downs": 0, "ups": 0}
+        self.offenders: dict[tuple[str, bytes], float] = {}  # named when last seen (logged once per appearance)
+        self.by_mac: dict[bytes, str] = {}
+        self.watching: frozenset[IPAddress] = frozenset()
+        self.cluster, self.node = cluster, node
+        self.configure(cluster, node)
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+    def configure(self, cluster: Cluster, node: str) -> None:
+        self.cluster, self.node = cluster, node
+        check = cluster.dr_check
+        me = cluster.find_director(node)
+        self.targets = targets(cluster, node) if check is not None else ()
+        self.files = dr_files(cluster)
+        self.verdicts = Verdicts(check) if check is not None else None
+        self.interval = check.interval if check is not None else 0.0
+        self.vips = tuple(v for v in cluster.vips if v.version == 4)
+        self.ecmp = cluster.ecmp
+        self.me = me
+        if check is None:
+            self.close()
+            self.clear_files()
+            return
+        if self.sock is None or self.ifname != me.interface:
+            self.close()
+            self.open(me.interface)
+        self.write_all()
+
+    def open(self, ifname: str) -> None:
+        """The packet socket on ``ifname`` and the probes' port; a failure is logged and the checks stay off."""
+        try:
+            port_sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            with contextlib.suppress(OSError):
+                port_sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            port_sock.bind(("::", 0))
+        except OSError:  # no IPv6 here: an IPv4 port (IPv6 paths cannot exist then)
+            port_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            port_sock.bind(("0.0.0.0", 0))
+        self.port = port_sock.getsockname()[1]
+        try:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            prog = bpf_program(self.port)
+            code = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+            import ctypes
+
+            buf = ctypes.create_string_buffer(code)
+            fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            sock.bind((ifname, 0))
+            sock.setblocking(False)
+            with open(f"/sys/class/net/{ifname}/address") as f:
+                self.mac = bytes.fromhex(f.read().strip().replace(":", ""))
+            self.ifindex = socket.if_nametoindex(ifname)
+        except OSError as e:
+            port_sock.close()
+            self.log.error("DR-path checks off: cannot open a packet socket", interface=ifname, error=str(e))
+            return
+        # drain what arrived before the filter took effect
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(MAX_FRAMES):
+                sock.recv(65535)
+        self.sock, self.port_sock, self.ifname = sock, port_sock, ifname
+        self.due = time.monotonic()
+        self.log.info("DR-path checks on", interface=ifname, paths=len(self.targets), interval=self.interval,
+                      port=self.port)
+
+    def close(self) -> None:
+        for s in (self.sock, self.port_sock):
+            if s is not None:
+                s.close()
+        self.sock = self.port_sock = None
+        self.rnd = None
+
+    def fileno(self) -> int | None:
+        return self.sock.fileno() if self.sock is not None else None
+
+    def wait(self) -> float:
+        """Seconds until the next round is due (the agent's select waits no longer)."""
+        return max(0.0, self.due - time.monotonic()) if self.sock is not None else 3600.0
+
+    # -- the files keepalived reads -------------------------------------------------------------------------------
+    def write_all(self) -> None:
+        """Every covered pair's file as its verdict stands (0 for a new pair); files of pairs gone removed."""
+        if self.verdicts is None:
+            return
+        for pair, (path, _) in self.files.items():
+            v = self.verdicts.pairs.get(pair)
+            self.write(path, v is None or v.up)
+        self.clear_files(keep={path for path, _ in self.files.values()})
+
+    def write(self, path: str, up: bool) -> None:
+        from .fast.files import write_atomic
+
+        try:
+            write_atomic(path, "0\n" if up else "1\n", 0o644)
+        except (OSError, LvsdrError) as e:
+            self.log.error("cannot write a DR-path verdict", file=path, error=str(e))
+
+    def clear_files(self, keep: set[str] | None = None) -> None:
+        """Remove this cluster's verdict files but ``keep`` (a file left behind would hold a backend out)."""
+        prefix = f"dr-{self.cluster.name}-"
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.cluster.state_dir):
+                path = f"{self.cluster.state_dir}/{name}"
+                if name.startswith(prefix) and path not in (keep or set()):
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+
+    # -- rounds ---------------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Conclude the round in flight and start the next one, when due."""
+        now = time.monotonic()
+        if self.sock is None or now < self.due:
+            return
+        if self.rnd is not None:
+            self.conclude(self.rnd)
+        self.due = max(self.due + self.interval, now + self.interval * 0.5)
+        self.rnd = self.start(now)
+
+    def start(self, now: float) -> Round:
+        rnd = Round(now)
+        neigh = self.neighbours()
+        src = self.sources()
+        for t in self.targets:
+            pair = (t.service, t.backend)
+            rnd.outcomes.setdefault(pair, "")
+            mac = neigh.get(t.address)
+            if mac is None:
+                rnd.fail(t, f"no MAC known for {t.address} (no neighbour entry: the backend does not answer ARP/ND "
+                            "for its own address)")
+                self.resolve(t.address)
+                continue
+            s = src.get(t.vip.version)
+            if s is None:
+                rnd.fail(t, f"this director has no IPv{t.vip.version} address to probe from")
+                continue
+            seq = random.getrandbits(32)
+            while seq in rnd.probes:
+                seq = random.getrandbits(32)
+            rnd.probes[seq] = t
+            self.send(tcp_frame(self.mac, mac, s, t.vip, self.port, t.port, seq, 0, SYN))
+        self.counts["probes"] += len(rnd.probes)
+        self.by_mac = {mac: name for name, mac in self.node_macs(neigh).items()}
+        me4 = src.get(4)
+        self.watching = frozenset(self.watched_vips())
+        if me4 is not None:
+            for vip in sorted(self.watching, key=int):
+                self.send(arp_frame(self.mac, me4, vip))  # type: ignore[arg-type]
+        return rnd
+
+    def conclude(self, rnd: Round) -> None:
+        for t in rnd.probes.values():
+            rnd.fail(t, f"no answer from {t.vip}:{t.port} at its MAC (the VIP is not on the backend, or the path "
+                        "to it is cut)")
+        self.counts["rounds"] += 1
+        self.counts["failed_paths"] += len(rnd.probes)
+        for (vip, _mac), who in rnd.offenders.items():
+            for t in self.targets:
+                if t.backend == who and str(t.vip) == vip:
+                    rnd.fail(t, f"answers ARP for {vip}")
+        assert self.verdicts is not None
+        for pair, v in self.verdicts.round(rnd.outcomes):
+            path = self.files[pair][0]
+            self.write(path, v.up)
+            self.counts["ups" if v.up else "downs"] += 1
+            if v.up:
+                self.log.info("DR path back: backend returns to IPVS", service=pair[0], backend=pair[1])
+            else:
+                self.log.warning("DR path failed: backend out of IPVS", service=pair[0], backend=pair[1],
+                                 why=v.why)
+        now = time.monotonic()
+        for (vip, mac), seen in list(self.offenders.items()):
+            if now - seen >= 4 * self.interval:  # no answer to the last rounds' requests: it stopped
+                del self.offenders[vip, mac]
+                self.log.info("ARP for the VIP answered by its holder alone again", vip=vip,
+                              node=self.by_mac.get(mac, mac.hex(":")))
+
+    def on_readable(self) -> None:
+        """Take the frames queued on the socket (at most MAX_FRAMES)."""
+        if self.sock is None:
+            return
+        for _ in range(MAX_FRAMES):
+            try:
+                frame, addr = self.sock.recvfrom(65535)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                self.log.error("DR-path socket failed; reopened", error=str(e))
+                self.close()
+                self.open(self.me.interface)
+                return
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            got = parse_frame(frame)
+            if isinstance(got, TcpReply):
+                self.on_tcp(got)
+            elif isinstance(got, ArpReply):
+                self.on_arp(got)
+
+    def on_tcp(self, r: TcpReply) -> None:
+        if self.rnd is None or r.dport != self.port:
+            return
+        t = self.rnd.probes.get((r.ack - 1) & 0xFFFFFFFF)
+        if t is None or r.src != t.vip or r.sport != t.port:
+            return
+        del self.rnd.probes[(r.ack - 1) & 0xFFFFFFFF]
+        if r.flags & SYN and r.flags & ACK:
+            self.send(tcp_frame(self.mac, r.mac, r.dst, r.src, self.port, t.port, r.ack, 0, RST))
+        elif r.flags & RST:
+            self.rnd.fail(t, f"{t.vip}:{t.port} reset: the backend holds the VIP, nothing listens on the port")
+        else:
+            self.rnd.fail(t, f"{t.vip}:{t.port} answered with flags {r.flags:#x}")
+
+    def on_arp(self, r: ArpReply) -> None:
+        if r.mac == self.mac or r.sender not in self.watching:
+            return
+        key = (str(r.sender), r.mac)
+        who = self.by_mac.get(r.mac, ":".join(f"{b:02x}" for b in r.mac))
+        if self.rnd is not None:
+            self.rnd.offenders[key] = who
+        if key not in self.offenders:
+            self.counts["offenders"] += 1
+            self.log.warning("a node other than the VIP's holder answers ARP for it: its traffic is stolen",
+                             vip=str(r.sender), mac=":".join(f"{b:02x}" for b in r.mac), node=who,
+                             holder=self.me.name if not self.ecmp else None)
+            if not self.ecmp:  # take the clients back: a gratuitous ARP of the holder
+                self.send(arp_frame(self.mac, r.sender, r.sender, reply=True))  # type: ignore[arg-type]
+        self.offenders[key] = time.monotonic()
+
+    # -- facts ----------------------------------------------------------------------------------------------------
+    def send(self, frame: bytes) -> None:
+        assert self.sock is not None
+        try:
+            self.sock.send(frame)
+        except OSError as e:  # a full queue or a downed link: the round's probe is lost, it fails
+            self.log.debug("DR-path frame not sent", error=str(e))
+
+    def neighbours(self) -> dict[IPAddress, bytes]:
+        """The interface's neighbour entries that carry a MAC (one netlink dump)."""
+        from pyroute2 import IPRoute
+
+        out: dict[IPAddress, bytes] = {}
+        nud_failed, nud_incomplete = 0x20, 0x01
+        try:
+            with IPRoute() as ipr:
+                for msg in ipr.get_neighbours(ifindex=self.ifindex):
+                    dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+                    if dst and mac and not msg["state"] & (nud_failed | nud_incomplete):
+                        out[ipaddress.ip_address(dst)] = bytes.fromhex(mac.replace(":", ""))
+        except Exception as e:  # pyroute2 raises its own errors: a round without MACs, said
+            self.log.error("cannot read the neighbour table", error=str(e))
+        return out
+
+    def resolve(self, address: IPAddress) -> None:
+        """Have the kernel resolve ``address`` (a datagram to its discard port; the next round finds the MAC)."""
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.sendto(b"", (str(address), 9))
+
+    def sources(self) -> dict[int, IPAddress]:
+        """The director's own address of each family to probe from: its `address`, else a global one on its
+        interface that is not a VIP."""
+        from .fast.netlink import addresses
+
+        out: dict[int, IPAddress] = {self.me.address.version: self.me.address}
+        vips = set(self.cluster.vips)
+        for a in addresses():
+            ip = a.address.ip
+            if a.ifname == self.ifname and ip not in vips and not ip.is_link_local and ip.version not in out:
+                out[ip.version] = ip
+        return out
+
+    def watched_vips(self) -> tuple[IPAddress, ...]:
+        """The IPv4 VIPs whose ARP answers this director watches: those it holds on its interface (VRRP), every
+        one (ECMP: nobody should answer)."""
+        if self.ecmp:
+            return self.vips
+        from .fast.netlink import raw_addresses
+
+        held = {cidr.split("/")[0] for ifname, cidr, _ in raw_addresses() if ifname != "lo"}
+        return tuple(v for v in self.vips if str(v) in held)
+
+    def node_macs(self, neigh: dict[IPAddress, bytes]) -> dict[str, bytes]:
+        """The cluster's nodes by MAC, as the neighbour table knows them (to name an offender)."""
+        nodes = [(n.name, n.address) for n in self.cluster.directors]
+        nodes += [(n.name, n.address) for n in self.cluster.real_servers]
+        return {name: neigh[a] for name, a in nodes if a in neigh}
+
+    def record(self) -> str:
+        """What `lvsdr metrics` reads: the verdicts and the counts."""
+        pairs = self.verdicts.pairs if self.verdicts is not None else {}
+        return json.dumps({"pairs": [{"service": s, "backend": b, "up": v.up, "why": v.why}
+                                     for (s, b), v in sorted(pairs.items())],
+                           "offenders": sorted(f"{vip} {mac.hex(':')}" for vip, mac in self.offenders),
+                           **self.counts}) + "\n"
