@@ -7,9 +7,7 @@ import ipaddress
 import struct
 
 from lvsdr.generator.audit import Advert, Observation, evaluate, textfile
-from lvsdr.generator.load import load_cluster
-from lvsdr.generator.model import Cluster
-from lvsdr.hooks.wire import (
+from lvsdr.generator.frames import (
     _checksum,
     _pseudo,
     arp_request,
@@ -17,10 +15,12 @@ from lvsdr.hooks.wire import (
     parse_arp_reply,
     parse_neighbour_advert,
     parse_reply,
-    parse_vrrp,
     tcp_rst,
     tcp_syn,
 )
+from lvsdr.generator.load import load_cluster
+from lvsdr.generator.model import Cluster
+from lvsdr.hooks.wire import parse_vrrp
 
 from helpers import EXAMPLES
 
