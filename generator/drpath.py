@@ -27,15 +27,12 @@ cluster) asks who has it; any answer is from a node that should not give one
 
 from __future__ import annotations
 
-import ipaddress
-import struct
 from dataclasses import dataclass, field
 
+from .frames import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
+from .metrics import Family
 from .model import Cluster, DrCheck, IPAddress
 
-ETH_IP, ETH_IP6, ETH_ARP = 0x0800, 0x86DD, 0x0806
-SYN, RST, ACK = 0x02, 0x04, 0x10
-BROADCAST = b"\xff" * 6
 DR_PREFIX = "lvsdr_dr_"  # the track_file names (the importer knows lvsdr's own check by it)
 
 
@@ -75,90 +72,6 @@ def targets(cluster: Cluster, node: str) -> tuple[Target, ...]:
                  for vip, port in s.endpoints)
 
 
-# -- packets ------------------------------------------------------------------------------------------------------
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def tcp_frame(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int, seq: int,
-              ack: int, flags: int) -> bytes:
-    """An Ethernet frame carrying one TCP segment without payload (a SYN or a RST)."""
-    window = 64240 if flags & SYN else 0
-    head = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
-    if src.version == 4:
-        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, 6, len(head))
-        tcp = head[:16] + struct.pack("!H", _checksum(pseudo + head)) + head[18:]
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, src.packed, dst.packed)
-        ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-        return dst_mac + src_mac + struct.pack("!H", ETH_IP) + ip + tcp
-    pseudo = src.packed + dst.packed + struct.pack("!IxxxB", len(head), 6)
-    tcp = head[:16] + struct.pack("!H", _checksum(pseudo + head)) + head[18:]
-    ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, src.packed, dst.packed)
-    return dst_mac + src_mac + struct.pack("!H", ETH_IP6) + ip6 + tcp
-
-
-def arp_frame(src_mac: bytes, src: ipaddress.IPv4Address, target: ipaddress.IPv4Address, reply: bool = False,
-              dst_mac: bytes = BROADCAST) -> bytes:
-    """An ARP request (who has ``target``, tell ``src``) or, ``reply``, a gratuitous reply for ``src``."""
-    op = 2 if reply else 1
-    target_mac = dst_mac if reply else b"\0" * 6
-    return dst_mac + src_mac + struct.pack("!HHHBBH6s4s6s4s", ETH_ARP, 1, ETH_IP, 6, 4, op, src_mac, src.packed,
-                                          target_mac, target.packed)
-
-
-@dataclass(frozen=True)
-class TcpReply:
-    mac: bytes  # who sent it
-    src: IPAddress
-    dst: IPAddress
-    sport: int
-    dport: int
-    seq: int
-    ack: int
-    flags: int
-
-
-@dataclass(frozen=True)
-class ArpReply:
-    mac: bytes
-    sender: IPAddress
-
-
-def parse_frame(frame: bytes) -> TcpReply | ArpReply | None:
-    """A captured frame as what the checks read: a TCP segment, an ARP reply; None for anything else or short."""
-    if len(frame) < 14:
-        return None
-    (kind,) = struct.unpack_from("!H", frame, 12)
-    mac = frame[6:12]
-    try:
-        if kind == ETH_ARP and len(frame) >= 42:
-            op, sha, spa = struct.unpack_from("!H6s4s", frame, 20)
-            return ArpReply(sha, ipaddress.IPv4Address(spa)) if op == 2 else None
-        if kind == ETH_IP and len(frame) >= 34 and frame[14] >> 4 == 4 and frame[23] == 6:
-            ihl = (frame[14] & 0x0F) * 4
-            src, dst = ipaddress.IPv4Address(frame[26:30]), ipaddress.IPv4Address(frame[30:34])
-            return _tcp(frame, 14 + ihl, mac, src, dst)
-        if kind == ETH_IP6 and len(frame) >= 54 and frame[20] == 6:
-            src6, dst6 = ipaddress.IPv6Address(frame[22:38]), ipaddress.IPv6Address(frame[38:54])
-            return _tcp(frame, 54, mac, src6, dst6)
-    except (struct.error, ValueError):
-        return None
-    return None
-
-
-def _tcp(frame: bytes, at: int, mac: bytes, src: IPAddress, dst: IPAddress) -> TcpReply | None:
-    if len(frame) < at + 14:
-        return None
-    sport, dport, seq, ack, _, flags = struct.unpack_from("!HHIIBB", frame, at)
-    return TcpReply(mac, src, dst, sport, dport, seq, ack, flags)
-
-
 # -- the capture filter (classic BPF: the kernel hands the agent only what it reads) ---------------------------
 
 def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
@@ -167,15 +80,15 @@ def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
     ld_h, ld_b, jeq, jset, ret, ldx_msh, ld_ind_h = 0x28, 0x30, 0x15, 0x45, 0x06, 0xB1, 0x48
     prog: list[tuple[int, str, str, int] | str] = [
         (ld_h, "", "", 12),
-        (jeq, "", "ip4", ETH_ARP),
+        (jeq, "", "ip4", ETH_P_ARP),
         (ld_h, "", "", 20), (jeq, "yes", "no", 2),
         "ip4",
-        (jeq, "", "ip6", ETH_IP),
+        (jeq, "", "ip6", ETH_P_IP),
         (ld_b, "", "", 23), (jeq, "", "no", 6),
         (ld_h, "", "", 20), (jset, "no", "", 0x1FFF),
         (ldx_msh, "", "", 14), (ld_ind_h, "", "", 16), (jeq, "yes", "no", port),
         "ip6",
-        (jeq, "", "no", ETH_IP6),
+        (jeq, "", "no", ETH_P_IPV6),
         (ld_b, "", "", 20), (jeq, "", "no", 6),
         (ld_h, "", "", 56), (jeq, "yes", "no", port),
         "yes", (ret, "", "", 0xFFFF),
@@ -225,12 +138,73 @@ class Verdicts:
     check: DrCheck
     pairs: dict[tuple[str, str], Verdict] = field(default_factory=dict)
 
-    def round(self, outcomes: dict[tuple[str, str], str]) -> list[tuple[tuple[str, str], Verdict]]:
-        """``outcomes``: per pair, "" (every path answered) or why one did not."""
+    def round(self, outcomes: dict[tuple[str, str], str | None]) -> list[tuple[tuple[str, str], Verdict]]:
+        """``outcomes``: per pair, "" (every path answered), why one did not, or None (not probed this round: its
+        MAC is being resolved; the verdict stands)."""
         self.pairs = {k: self.pairs.get(k, Verdict()) for k in outcomes}
         changed = []
         for pair, why in sorted(outcomes.items()):
             v = self.pairs[pair]
-            if v.round(not why, why, self.check):
+            if why is not None and v.round(not why, why, self.check):
                 changed.append((pair, v))
         return changed
+
+
+# -- the agent's record (what `lvsdr metrics` reads) ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DrRecord:
+    """The DR-path checks' state on one director (``STATE_DIR/drpath-CLUSTER-NODE.json``, root's, 0600)."""
+
+    paths: tuple[tuple[str, str, bool], ...] = ()  # (service, backend, passes)
+    offenders: tuple[tuple[str, str, str], ...] = ()  # (VIP, MAC, node or MAC) answering ARP for a VIP now
+    rounds: int = 0
+    downs: int = 0  # verdicts turned failed
+    ups: int = 0  # verdicts turned passed
+    offences: int = 0  # offenders seen (each appearance once)
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps({"paths": [list(p) for p in self.paths], "offenders": [list(o) for o in self.offenders],
+                           "rounds": self.rounds, "downs": self.downs, "ups": self.ups,
+                           "offences": self.offences}) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> DrRecord:
+        """``FactError`` naming ``where`` for anything the agent did not write."""
+        from .node import FactError, record_json
+
+        try:
+            raw = record_json(text)
+            counts = {k: int(raw[k]) for k in ("rounds", "downs", "ups", "offences")}
+            if any(v < 0 for v in counts.values()):
+                raise ValueError
+            paths = tuple((str(s), str(b), bool(up)) for s, b, up in raw["paths"])
+            offenders = tuple((str(v), str(m), str(n)) for v, m, n in raw["offenders"])
+            return cls(paths, offenders, **counts)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            raise FactError(f"{where}: not the agent's record of DR-path checks (remove it; the agent writes it "
+                            "again)") from None
+
+
+def dr_record_path(state_dir: str, cluster: str, node: str) -> str:
+    return f"{state_dir}/drpath-{cluster}-{node}.json"
+
+
+def families(record: DrRecord) -> list[Family]:
+    """The DR-path checks' metrics of one director."""
+    return [
+        Family("lvsdr_dr_path_up", "gauge", "1 while the backend's DR path passes (a SYN to VIP:port at its MAC is "
+               "answered), 0 while it fails and keepalived holds the backend out of IPVS.",
+               tuple(((("service", s), ("backend", b)), float(up)) for s, b, up in record.paths)),
+        Family("lvsdr_dr_path_transitions", "counter", "DR-path verdicts that changed, by direction.",
+               (((("to", "down"),), float(record.downs)), ((("to", "up"),), float(record.ups)))),
+        Family("lvsdr_dr_probe_rounds", "counter", "Rounds of DR-path probes this director concluded.",
+               (((), float(record.rounds)),)),
+        Family("lvsdr_arp_offender", "gauge", "1 while a node other than the VIP's holder answers ARP for the VIP "
+               "(its traffic is stolen).", tuple(((("vip", v), ("mac", m), ("node", n)), 1.0)
+                                                  for v, m, n in record.offenders)),
+        Family("lvsdr_arp_offences", "counter", "Nodes seen answering ARP for a VIP they do not hold (each "
+               "appearance once).", (((), float(record.offences)),)),
+    ]

@@ -8,7 +8,7 @@ import ipaddress
 import json
 from typing import Any
 
-from .importer import CHECKERS
+from .importer import CHECKERS, is_dr_check
 from .kaconf import Directive
 
 # -- the round trip ----------------------------------------------------------
@@ -85,6 +85,8 @@ def _norm_vip(words: tuple[str, ...]) -> str:
 def _norm_rs(d: Directive) -> dict[str, Any]:
     rs: dict[str, Any] = {"weight": "1", "checks": []}
     for c in d.block():
+        if c.key == "FILE_CHECK" and is_dr_check(c):
+            continue  # lvsdr's own DR-path check, like its hooks
         if c.key in CHECKERS:
             chk: dict[str, Any] = {"type": c.key}
             for o in c.block():

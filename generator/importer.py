@@ -13,6 +13,7 @@ from typing import Any
 from lvsdr.errors import InputError
 
 from . import checks
+from .drpath import DR_PREFIX
 from .kaconf import Directive
 from .keys import Key, by_directive
 from .model import SCHEDULERS, Backend, Cluster, Director, Service
@@ -326,6 +327,8 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                     side.skip(d, "no virtual_router_id (keepalived drops such an instance): not imported")
             case "vrrp_script":
                 _script(side, d)
+            case "track_file" if d.args and d.args[0].startswith(DR_PREFIX):
+                pass  # the file of lvsdr's own DR-path check: `dr_check` makes it again
             case "vrrp_track_file" | "track_file":
                 path = next((c.args[0] for c in d.block() if c.key == "file" and c.args), None)
                 if d.args and path:
@@ -718,6 +721,8 @@ def _real_server(side: Side, d: Directive) -> RealServer | None:
             setattr(b, BACKEND_KEYS[k].name, _int(c))
         elif k in ("notify_up", "notify_down") and c.args:
             setattr(b, k, _script_of(side, c))
+        elif k == "FILE_CHECK" and is_dr_check(c):
+            continue  # lvsdr's own DR-path check (generator/drpath.py): `dr_check` makes it again
         elif k in CHECKERS:
             chk = _checker(side, c)
             if chk is not None:
@@ -733,6 +738,11 @@ def _real_server(side: Side, d: Directive) -> RealServer | None:
             if k != "virtualhost" or chk["type"] in ("http", "https"):
                 chk.setdefault(k, v)
     return b
+
+
+def is_dr_check(d: Directive) -> bool:
+    """A FILE_CHECK lvsdr renders for its DR-path check (its track_file named ``lvsdr_dr_...``)."""
+    return any(c.key == "track_file" and c.args and c.args[0].startswith(DR_PREFIX) for c in d.block())
 
 
 def _checker(side: Side, d: Directive) -> CheckTable | None:

@@ -14,6 +14,7 @@ from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from . import checks
+from .drpath import dr_files
 from .guards import address, token
 from .ipvs import Key, Leaving
 from .keys import PATH_RE, keys_of
@@ -123,7 +124,13 @@ class Checks:
 SERVICE_SIMPLE = tuple(k.name for k in keys_of(Service).values() if k.form in SIMPLE_FORMS)
 
 
-def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks) -> SimpleNamespace:
+def _dr_text(name: str | None) -> str:
+    """The DR-path check's FILE_CHECK of one backend (generator/drpath.py): down while the agent's file says 1."""
+    return "" if name is None else f"        FILE_CHECK {{\n            track_file {token(name)}\n        }}\n"
+
+
+def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks,
+                  dr: dict[tuple[str, str], tuple[str, str]]) -> SimpleNamespace:
     """What the template reads of a service (an object: jinja2 reads attributes
     of objects directly, of dicts only after a failed attribute lookup)."""
     # fwmark services and groups carry no port on their real servers (DR
@@ -145,7 +152,8 @@ def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Chec
         # tuples, not objects: the template's hottest loop (20,000 backends in
         # the benchmark) reads them by index
         "backends": [(*labels[b.server], b.weight, _backend_extra(b),
-                      check if b.checks is None else checks.text(b.checks, svc.port, portless))
+                      (check if b.checks is None else checks.text(b.checks, svc.port, portless))
+                      + _dr_text(dr[svc.name, b.server][1] if (svc.name, b.server) in dr else None))
                      for b in svc.backends],
         "quorum_up": _command(svc.quorum_up),
         "quorum_down": _command(svc.quorum_down),
@@ -246,6 +254,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     """keepalived.conf text for director ``node``. ``source`` names the cluster
     file in the header (as given: no timestamp, no host facts). ``leaving``:
     removed real servers kept at weight 0 while their connections end."""
+    dr = dr_files(cluster)  # of the file's backends: a leaving one has no checker at all
     cluster = with_leaving(cluster, leaving)
     me = cluster.find_director(node)
     wiring = wiring or Wiring.from_cluster(cluster)
@@ -280,7 +289,8 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "user_notify": [(key, _command(getattr(cluster, key))) for key in
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],
-        "services": [_service_view(s, labels, checks) for s in cluster.services],
+        "services": [_service_view(s, labels, checks, dr) for s in cluster.services],
         "file_names": checks.file_names,
+        "dr_files": sorted(dr.values()),
     }
     return render_template("keepalived.conf.j2", **ctx)

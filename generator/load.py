@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lvsdr import defaults
 from lvsdr.defaults import SYNC_MIN_PREEMPT_DELAY, SYNC_PREEMPT_DELAY
 from lvsdr.errors import ValidationError
 
@@ -25,6 +26,7 @@ from .model import (
     DEFAULT_INTERFACE,
     Cluster,
     Director,
+    DrCheck,
     Extra,
     Instance,
     IPAddress,
@@ -142,12 +144,31 @@ def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ec
         kw["sync_daemon"] = SyncDaemon(link(st, "interface", None),
                                        st.int_in("id", 0, 255, None), st.int_in("port", 1, 65535, None))
         st.done()
+    kw["dr_check"] = _dr_check(c)
     kw["subnet"] = _subnet(c, live)
     if kw["nopreempt"] and kw["initial_state"] == "MASTER":
         errors.add(c.path("nopreempt"), "needs initial_state BACKUP")
     _sync_failback(c, kw, errors)
     c.done()
     return kw
+
+
+def _dr_check(c: Table) -> DrCheck | None:
+    """dr_check: `false` (none), `true` (the defaults) or a table of interval, fall and rise."""
+    v = c.get("dr_check", (bool, dict), True)
+    if v is None or v is True:
+        return DrCheck()
+    if v is False:
+        return None
+    t = Table(v, c.path("dr_check"), c.errors)
+    interval = t.get("interval", (int, float), defaults.DR_CHECK_INTERVAL)
+    if interval is not None and not 0.1 <= interval <= 10:
+        c.errors.add(t.path("interval"), f"{quote(interval)} is outside 0.1..10 seconds")
+        interval = None
+    fall, rise = t.int_in("fall", 1, 10, defaults.DR_CHECK_FALL), t.int_in("rise", 1, 10, defaults.DR_CHECK_RISE)
+    t.done()
+    return DrCheck(float(interval if interval is not None else defaults.DR_CHECK_INTERVAL),
+                   fall or defaults.DR_CHECK_FALL, rise or defaults.DR_CHECK_RISE)
 
 
 def _sync_failback(c: Table, kw: dict[str, Any], errors: Errors) -> None:

@@ -137,6 +137,17 @@ class SyncDaemon:
 
 
 @dataclass(frozen=True)
+class DrCheck:
+    """DR-path checks (docs/dr-check.md): each director probes every backend of every TCP service the way IPVS
+    forwards to it (a SYN to VIP:port at the backend's MAC); the agent writes the verdict to a file that a
+    FILE_CHECK beside the backend's own checks reads."""
+
+    interval: float = defaults.DR_CHECK_INTERVAL
+    fall: int = defaults.DR_CHECK_FALL
+    rise: int = defaults.DR_CHECK_RISE
+
+
+@dataclass(frozen=True)
 class Vip:
     """A VIP the VRRP instance carries with options ([[vips]]): a service's VIP
     on another device or with a label, or a VRRP-only address (no service)."""
@@ -402,6 +413,12 @@ NOTIFY_MEANING = (
     "the operator's own script, `[\"/absolute/path\", \"arg\", ...]`, run by keepalived on becoming MASTER "
     "**alongside** lvsdr's hook (never instead of it; proven in the lab). Each argument: letters, digits and "
     "`._/:=@%+,-` (they are quoted into keepalived.conf, which runs them as root)")
+DR_CHECK_MEANING = (
+    "DR-path checks ([dr-check.md](dr-check.md)): every director sends a TCP SYN to each VIP:port at each backend's "
+    "MAC, as IPVS forwards, every `interval` s (0.1..10); a backend whose path fails `fall` rounds in a row (1..10: "
+    "no answer, a reset, no MAC) leaves IPVS and returns after `rise` good ones (1..10), through a FILE_CHECK beside "
+    "its own checks. `false`: none (keepalived's checks alone, which connect to the backend's own address and miss "
+    "a lost VIP)")
 SYNC_DAEMON_MEANING = (
     "IPVS connection sync between the directors (keepalived's `lvs_sync_daemon`, following the VRRP instance): the "
     "MASTER sends its connection table, the BACKUP keeps it, so established connections survive a failover (proven "
@@ -477,6 +494,9 @@ class Cluster:
     mcast_src_ip: bool = leaf(False, form="bool", meaning="multicast adverts leave from the director's own "
                               "`address` (not with `unicast`)")
     sync_daemon: SyncDaemon | None = leaf(None, form="custom", type="`true` or table", meaning=SYNC_DAEMON_MEANING)
+    dr_check: DrCheck | None = leaf(DrCheck(), form="custom", type="`false` or table", shown="on (`interval` "
+                                    f"{defaults.DR_CHECK_INTERVAL}, `fall` {defaults.DR_CHECK_FALL}, `rise` "
+                                    f"{defaults.DR_CHECK_RISE})", meaning=DR_CHECK_MEANING)
     vip_options: tuple[Vip, ...] = ()
     extra: tuple[Extra, ...] = ()
     track_scripts: tuple[TrackScript, ...] = ()

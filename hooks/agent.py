@@ -62,6 +62,9 @@ class Agent:
         self.last = time.monotonic()
         self.counters = Counters(started=time.time())
         self.mode: Mode = mode_for(self)
+        from .drpath import DrProbe
+
+        self.dr = DrProbe(source.cluster, source.node, self.log)
 
     @property
     def source(self) -> Source:
@@ -79,6 +82,10 @@ class Agent:
         self.spec = director_spec(self.source.cluster, self.source.node)
         if (self.spec.ecmp is not None) != ecmp:
             self.mode = mode_for(self)
+        try:
+            self.dr.configure(self.source.cluster, self.source.node)
+        except Exception:
+            self.log.exception("DR-path checks could not take the new cluster file")
         return True
 
     def counted(self, counters: Any) -> None:
@@ -99,7 +106,11 @@ class Agent:
         with os.fdopen(self.fd, "rb", buffering=0):
             while True:
                 files = [self.files.fd] if self.files.fd is not None else []
-                ready = select.select([self.fd, *self.procs.filenos(), *files], [], [], self.mode.wait(self))[0]
+                dr = self.dr.fileno()
+                probes = [dr] if dr is not None else []
+                ready = select.select([self.fd, *self.procs.filenos(), *files, *probes], [], [],
+                                      min(self.mode.wait(self), self.dr.wait()))[0]
+                self.probe(dr is not None and dr in ready)
                 if self.files.fd is None or self.files.fd in ready:
                     self.files.drain()
                     if self.take_file():
@@ -114,6 +125,16 @@ class Agent:
                     self.full(why)
                 elif time.monotonic() - self.last >= self.interval:
                     self.full("interval")  # no event for a while: heal anything left half-applied (or changed by hand)
+
+    def probe(self, readable: bool) -> None:
+        """The DR-path checks' turn: the answers read, a round when due. Never the agent's end: an error is
+        logged with its traceback and the next turn goes on."""
+        try:
+            if readable:
+                self.dr.on_readable()
+            self.dr.tick()
+        except Exception:
+            self.log.exception("DR-path checks failed a turn")
 
     def full(self, why: str, events: list[Event] | None = None) -> None:
         """The full reconcile (stepping back when keepalived does not run), logged when it changed something."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import random
 import socket
@@ -29,23 +28,29 @@ from typing import Any
 
 from lvsdr.errors import LvsdrError
 from lvsdr.generator.drpath import (
-    ACK,
-    RST,
-    SYN,
-    ArpReply,
+    DrRecord,
     Target,
-    TcpReply,
     Verdicts,
-    arp_frame,
     bpf_program,
     dr_files,
-    parse_frame,
+    dr_record_path,
     targets,
-    tcp_frame,
+)
+from lvsdr.generator.frames import (
+    ETH_P_ALL,
+    TCP_ACK,
+    TCP_RST,
+    TCP_SYN,
+    arp_announce,
+    arp_request,
+    mac_text,
+    parse_arp_reply,
+    parse_reply,
+    tcp_rst,
+    tcp_syn,
 )
 from lvsdr.generator.model import Cluster, IPAddress
 
-ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 MAX_FRAMES = 4096  # read per wake-up at most: a flood cannot hold the agent's loop
@@ -56,14 +61,22 @@ class Round:
     """One round in flight: the probe of each sequence number, and what the pairs got."""
 
     started: float
-    probes: dict[int, Target] = field(default_factory=dict)
-    outcomes: dict[tuple[str, str], str] = field(default_factory=dict)  # "" passed, else why not
+    probes: dict[int, tuple[Target, bytes, IPAddress]] = field(default_factory=dict)  # seq -> (path, MAC, from)
+    outcomes: dict[tuple[str, str], str | None] = field(default_factory=dict)  # "" passed, why not, None unknown
     offenders: dict[tuple[str, bytes], str] = field(default_factory=dict)  # (VIP, MAC) -> who
+    void: str = ""  # why this round says nothing of the backends (this director's own link failed)
 
     def fail(self, t: Target, why: str) -> None:
         pair = (t.service, t.backend)
         if not self.outcomes.get(pair):
             self.outcomes[pair] = why
+
+    def unknown(self, t: Target) -> None:
+        """Not probed this round (its MAC is being resolved): the pair's verdict stands, unless another path of
+        it failed."""
+        pair = (t.service, t.backend)
+        if self.outcomes.get(pair) == "":
+            self.outcomes[pair] = None
 
 
 class DrProbe:
@@ -75,6 +88,8 @@ class DrProbe:
         self.port_sock: socket.socket | None = None
         self.ifname = ""
         self.rnd: Round | None = None
+        self.void = ""  # the last round was void (why)
+        self.dirty = False  # an offender appeared since the record was written
         self.due = 0.0
         self.counts = {"rounds": 0, "probes": 0, "failed_paths": 0, "offenders": 0, "downs": 0, "ups": 0}
         self.offenders: dict[tuple[str, bytes], float] = {}  # named when last seen (logged once per appearance)
@@ -134,7 +149,7 @@ class DrProbe:
             self.log.error("DR-path checks off: cannot open a packet socket", interface=ifname, error=str(e))
             return
         # drain what arrived before the filter took effect
-        with contextlib.suppress(BlockingIOError):
+        with contextlib.suppress(OSError):
             for _ in range(MAX_FRAMES):
                 sock.recv(65535)
         self.sock, self.port_sock, self.ifname = sock, port_sock, ifname
@@ -193,19 +208,18 @@ class DrProbe:
         if self.rnd is not None:
             self.conclude(self.rnd)
         self.due = max(self.due + self.interval, now + self.interval * 0.5)
-        self.rnd = self.start(now)
+        self.rnd = Round(now)
+        self.start(self.rnd)
 
-    def start(self, now: float) -> Round:
-        rnd = Round(now)
+    def start(self, rnd: Round) -> None:
         neigh = self.neighbours()
         src = self.sources()
         for t in self.targets:
             pair = (t.service, t.backend)
             rnd.outcomes.setdefault(pair, "")
             mac = neigh.get(t.address)
-            if mac is None:
-                rnd.fail(t, f"no MAC known for {t.address} (no neighbour entry: the backend does not answer ARP/ND "
-                            "for its own address)")
+            if mac is None:  # being resolved (a new backend, a flushed table): keepalived's own check sees a dead one
+                rnd.unknown(t)
                 self.resolve(t.address)
                 continue
             s = src.get(t.vip.version)
@@ -215,19 +229,27 @@ class DrProbe:
             seq = random.getrandbits(32)
             while seq in rnd.probes:
                 seq = random.getrandbits(32)
-            rnd.probes[seq] = t
-            self.send(tcp_frame(self.mac, mac, s, t.vip, self.port, t.port, seq, 0, SYN))
+            rnd.probes[seq] = (t, mac, s)
+            self.send(tcp_syn(self.mac, mac, s, t.vip, self.port, t.port, seq))
         self.counts["probes"] += len(rnd.probes)
         self.by_mac = {mac: name for name, mac in self.node_macs(neigh).items()}
         me4 = src.get(4)
         self.watching = frozenset(self.watched_vips())
         if me4 is not None:
             for vip in sorted(self.watching, key=int):
-                self.send(arp_frame(self.mac, me4, vip))  # type: ignore[arg-type]
-        return rnd
+                self.send(arp_request(self.mac, me4, vip))  # type: ignore[arg-type]
 
     def conclude(self, rnd: Round) -> None:
-        for t in rnd.probes.values():
+        if rnd.void:  # the director's own link, not the backends': no verdict changes on it
+            if not self.void:
+                self.log.warning("DR-path checks paused: this director's link failed", interface=self.ifname,
+                                 error=rnd.void)
+            self.void = rnd.void
+            return
+        if self.void:
+            self.log.info("DR-path checks resumed", interface=self.ifname)
+            self.void = ""
+        for t, _, _ in rnd.probes.values():
             rnd.fail(t, f"no answer from {t.vip}:{t.port} at its MAC (the VIP is not on the backend, or the path "
                         "to it is cut)")
         self.counts["rounds"] += 1
@@ -237,7 +259,9 @@ class DrProbe:
                 if t.backend == who and str(t.vip) == vip:
                     rnd.fail(t, f"answers ARP for {vip}")
         assert self.verdicts is not None
-        for pair, v in self.verdicts.round(rnd.outcomes):
+        before = len(self.offenders)
+        changed = self.verdicts.round(rnd.outcomes)
+        for pair, v in changed:
             path = self.files[pair][0]
             self.write(path, v.up)
             self.counts["ups" if v.up else "downs"] += 1
@@ -251,7 +275,9 @@ class DrProbe:
             if now - seen >= 4 * self.interval:  # no answer to the last rounds' requests: it stopped
                 del self.offenders[vip, mac]
                 self.log.info("ARP for the VIP answered by its holder alone again", vip=vip,
-                              node=self.by_mac.get(mac, mac.hex(":")))
+                              node=self.by_mac.get(mac, mac_text(mac)))
+        self.save(bool(changed) or len(self.offenders) != before or self.dirty)
+        self.dirty = False
 
     def on_readable(self) -> None:
         """Take the frames queued on the socket (at most MAX_FRAMES)."""
@@ -262,47 +288,49 @@ class DrProbe:
                 frame, addr = self.sock.recvfrom(65535)
             except BlockingIOError:
                 return
-            except OSError as e:
-                self.log.error("DR-path socket failed; reopened", error=str(e))
-                self.close()
-                self.open(self.me.interface)
+            except OSError as e:  # the link went down (ENETDOWN, once): the socket stays bound, the round is void
+                if self.rnd is not None:
+                    self.rnd.void = str(e)
                 return
             if addr[2] == PACKET_OUTGOING:
                 continue
-            got = parse_frame(frame)
-            if isinstance(got, TcpReply):
-                self.on_tcp(got)
-            elif isinstance(got, ArpReply):
-                self.on_arp(got)
+            reply = parse_reply(frame)
+            if reply is not None and not reply.udp:
+                self.on_tcp(reply.src, reply.sport, reply.dport, reply.flags, reply.ack)
+                continue
+            arp = parse_arp_reply(frame)
+            if arp is not None:
+                self.on_arp(arp[0], bytes.fromhex(arp[1].replace(":", "")))
 
-    def on_tcp(self, r: TcpReply) -> None:
-        if self.rnd is None or r.dport != self.port:
+    def on_tcp(self, src: IPAddress, sport: int, dport: int, flags: int, ack: int) -> None:
+        if self.rnd is None or dport != self.port:
             return
-        t = self.rnd.probes.get((r.ack - 1) & 0xFFFFFFFF)
-        if t is None or r.src != t.vip or r.sport != t.port:
+        seq = (ack - 1) & 0xFFFFFFFF
+        probe = self.rnd.probes.get(seq)
+        if probe is None or src != probe[0].vip or sport != probe[0].port:
             return
-        del self.rnd.probes[(r.ack - 1) & 0xFFFFFFFF]
-        if r.flags & SYN and r.flags & ACK:
-            self.send(tcp_frame(self.mac, r.mac, r.dst, r.src, self.port, t.port, r.ack, 0, RST))
-        elif r.flags & RST:
+        t, mac, me = self.rnd.probes.pop(seq)
+        if flags & TCP_SYN and flags & TCP_ACK:
+            self.send(tcp_rst(self.mac, mac, me, t.vip, self.port, t.port, ack))
+        elif flags & TCP_RST:
             self.rnd.fail(t, f"{t.vip}:{t.port} reset: the backend holds the VIP, nothing listens on the port")
         else:
-            self.rnd.fail(t, f"{t.vip}:{t.port} answered with flags {r.flags:#x}")
+            self.rnd.fail(t, f"{t.vip}:{t.port} answered with flags {flags:#x}")
 
-    def on_arp(self, r: ArpReply) -> None:
-        if r.mac == self.mac or r.sender not in self.watching:
+    def on_arp(self, sender: IPAddress, mac: bytes) -> None:
+        if mac == self.mac or sender not in self.watching:
             return
-        key = (str(r.sender), r.mac)
-        who = self.by_mac.get(r.mac, ":".join(f"{b:02x}" for b in r.mac))
+        key = (str(sender), mac)
+        who = self.by_mac.get(mac, mac_text(mac))
         if self.rnd is not None:
             self.rnd.offenders[key] = who
         if key not in self.offenders:
             self.counts["offenders"] += 1
+            self.dirty = True
             self.log.warning("a node other than the VIP's holder answers ARP for it: its traffic is stolen",
-                             vip=str(r.sender), mac=":".join(f"{b:02x}" for b in r.mac), node=who,
-                             holder=self.me.name if not self.ecmp else None)
+                             vip=str(sender), mac=mac_text(mac), node=who, holder=None if self.ecmp else self.me.name)
             if not self.ecmp:  # take the clients back: a gratuitous ARP of the holder
-                self.send(arp_frame(self.mac, r.sender, r.sender, reply=True))  # type: ignore[arg-type]
+                self.send(arp_announce(self.mac, sender))  # type: ignore[arg-type]
         self.offenders[key] = time.monotonic()
 
     # -- facts ----------------------------------------------------------------------------------------------------
@@ -310,8 +338,9 @@ class DrProbe:
         assert self.sock is not None
         try:
             self.sock.send(frame)
-        except OSError as e:  # a full queue or a downed link: the round's probe is lost, it fails
-            self.log.debug("DR-path frame not sent", error=str(e))
+        except OSError as e:  # a downed link or a full queue: not the backends' fault, the round says nothing
+            if self.rnd is not None:
+                self.rnd.void = str(e)
 
     def neighbours(self) -> dict[IPAddress, bytes]:
         """The interface's neighbour entries that carry a MAC (one netlink dump)."""
@@ -364,10 +393,22 @@ class DrProbe:
         nodes += [(n.name, n.address) for n in self.cluster.real_servers]
         return {name: neigh[a] for name, a in nodes if a in neigh}
 
-    def record(self) -> str:
-        """What `lvsdr metrics` reads: the verdicts and the counts."""
+    def record(self) -> DrRecord:
+        """What `lvsdr metrics` reads: the verdicts, the offenders, the counts."""
         pairs = self.verdicts.pairs if self.verdicts is not None else {}
-        return json.dumps({"pairs": [{"service": s, "backend": b, "up": v.up, "why": v.why}
-                                     for (s, b), v in sorted(pairs.items())],
-                           "offenders": sorted(f"{vip} {mac.hex(':')}" for vip, mac in self.offenders),
-                           **self.counts}) + "\n"
+        return DrRecord(tuple((s, b, v.up) for (s, b), v in sorted(pairs.items())),
+                        tuple(sorted((vip, mac_text(mac), self.by_mac.get(mac, mac_text(mac)))
+                                     for vip, mac in self.offenders)),
+                        self.counts["rounds"], self.counts["downs"], self.counts["ups"], self.counts["offenders"])
+
+    def save(self, changed: bool) -> None:
+        """The record rewritten when a verdict or an offender changed, and every 20 rounds (the counts)."""
+        if not changed and self.counts["rounds"] % 20:
+            return
+        from .fast.files import write_atomic
+
+        path = dr_record_path(self.cluster.state_dir, self.cluster.name, self.node)
+        try:
+            write_atomic(path, self.record().to_json(), 0o600)
+        except (OSError, LvsdrError) as e:
+            self.log.error("cannot write the DR-path record", file=path, error=str(e))

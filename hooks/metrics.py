@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lvsdr.generator.drpath import DrRecord, dr_record_path
+from lvsdr.generator.drpath import families as dr_families
 from lvsdr.generator.metrics import Counters, Family, director_metrics
 from lvsdr.generator.node import FactError
 from lvsdr.source import Source
@@ -45,6 +47,7 @@ class Config:
     table: Any
     leaving: Path
     counters: Path
+    drpath: Path
 
 
 def config(source: Source, node: str) -> Config:
@@ -60,7 +63,8 @@ def config(source: Source, node: str) -> Config:
     rendered = render_keepalived(cluster, node, source.path)
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
     return Config(ipvs.config_vips(tree), ipvs.config_table(tree), leaving_path(cluster.state_dir, cluster.name, node),
-                  counters_path(cluster.state_dir, cluster.name, node))
+                  counters_path(cluster.state_dir, cluster.name, node),
+                  Path(dr_record_path(cluster.state_dir, cluster.name, node)))
 
 
 def families_of(c: Config) -> list[Family]:
@@ -70,8 +74,20 @@ def families_of(c: Config) -> list[Family]:
     from .facts import held_addresses, read_ipvs
     from .reload import read_leaving
 
-    return director_metrics(c.vips, held_addresses(), c.table, read_ipvs() or {}, read_leaving(c.leaving),
-                            read_counters(c.counters), Path(ipvs.PROC).exists())
+    out = director_metrics(c.vips, held_addresses(), c.table, read_ipvs() or {}, read_leaving(c.leaving),
+                           read_counters(c.counters), Path(ipvs.PROC).exists())
+    record = read_dr_record(c.drpath)
+    return out + (dr_families(record) if record is not None else [])
+
+
+def read_dr_record(path: Path) -> DrRecord | None:
+    """The agent's record of its DR-path checks; None when no agent has written one."""
+    from .fast.files import read_trusted
+
+    try:
+        return DrRecord.from_json(read_trusted(path, 16 << 20).decode("utf-8", errors="replace"), str(path))
+    except FileNotFoundError:
+        return None
 
 
 class Collector:

@@ -17,6 +17,7 @@ Everything the lab makes is recorded in a state directory as it is made, so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import os
@@ -260,6 +261,8 @@ class Lab:
         data.setdefault("cluster", {})["state_dir"] = str(self.state_dir)
         copy = self.state_dir / "cluster.json"
         copy.write_text(json.dumps(data, indent=1))
+        # what the lab renders (keepalived.conf's DR-path files among it) reads the copy's state_dir too
+        self.cluster = dataclasses.replace(self.cluster, state_dir=str(self.state_dir))
         self.cluster_path = str(copy)
         self.state.cluster_path = str(copy)
         self._save()

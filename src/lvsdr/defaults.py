@@ -25,3 +25,9 @@ BIRD_SOCKET = "/run/bird/bird.ctl"  # birdc's control socket (Debian's bird2)
 # table: IPVS syncs a connection on its state changes and again every 50 packets it receives (sync_threshold 3 50)
 SYNC_PREEMPT_DELAY = 60  # s, rendered when the file sets neither preempt_delay nor nopreempt
 SYNC_MIN_PREEMPT_DELAY = 10  # s; a shorter preempt_delay with sync_daemon is refused
+# DR-path checks (cluster.dr_check): each director sends a TCP SYN to VIP:port at each backend's MAC, the way IPVS
+# forwards; a backend whose path fails FALL rounds in a row leaves IPVS (keepalived's FILE_CHECK on a file the agent
+# writes) and comes back after RISE good rounds. 0.5 s and 2: a fault is contained within 1.5 s of its start
+DR_CHECK_INTERVAL = 0.5  # s between rounds (a reply must come within the round)
+DR_CHECK_FALL = 2
+DR_CHECK_RISE = 3

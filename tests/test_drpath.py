@@ -1,0 +1,156 @@
+"""DR-path checks, the pure part (generator/drpath.py): what is probed, the
+packets, the capture filter's program, the verdicts, the rendered
+FILE_CHECK and the cluster file's `dr_check`."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+
+import pytest
+
+from lvsdr.errors import ValidationError
+from lvsdr.generator.drpath import (
+    Verdicts,
+    bpf_program,
+    dr_files,
+    targets,
+)
+from lvsdr.generator.keepalived import render_keepalived
+from lvsdr.generator.load import parse_cluster
+from lvsdr.generator.model import Cluster, DrCheck
+
+from helpers import EXAMPLES
+
+ME, WEB1 = bytes.fromhex("021d00000010"), bytes.fromhex("021d00000100")
+
+
+def cluster(example: str = "web.toml", **dr: object) -> Cluster:
+    data = tomllib.loads((EXAMPLES / example).read_text())
+    if dr:
+        data["cluster"]["dr_check"] = dr.get("value", dr)
+    return parse_cluster(data)
+
+
+def test_each_tcp_backend_has_a_verdict_file_and_a_track_file_name() -> None:
+    """Every backend of every TCP service gets its file and its track_file name; the files of a cluster do not
+    collide with another cluster's in one state directory."""
+    c = cluster()
+    assert dr_files(c) == {("http", "web1"): ("/run/lvsdr/dr-web-http-web1", "lvsdr_dr_http_web1"),
+                           ("http", "web2"): ("/run/lvsdr/dr-web-http-web2", "lvsdr_dr_http_web2")}
+
+
+def test_dr_check_false_renders_nothing_and_probes_nothing() -> None:
+    """`dr_check = false`: keepalived's checks alone, no file, no probe."""
+    c = cluster(value=False)
+    assert c.dr_check is None and dr_files(c) == {} and targets(c, "lb1") == ()
+    assert "FILE_CHECK" not in render_keepalived(c, "lb1", "x")
+
+
+def test_a_director_probes_every_path_but_its_own() -> None:
+    """Each VIP:port of each backend is a path; a director that is a backend itself is not probed by itself
+    (IPVS hands its share to its own stack) but is by the other director."""
+    c = cluster("pair.toml")
+    mine = {(t.service, t.backend) for t in targets(c, "node1")}
+    other = {(t.service, t.backend) for t in targets(c, "node2")}
+    assert all(b != "node1" for _, b in mine) and any(b == "node1" for _, b in other)
+    assert any(b == "node2" for _, b in mine)
+
+
+def test_the_rendered_real_server_carries_the_file_check_beside_its_own() -> None:
+    """The backend's real_server has its own checker and then the DR-path FILE_CHECK; its track_file names the
+    verdict file."""
+    text = render_keepalived(cluster(), "lb1", "x")
+    assert 'track_file lvsdr_dr_http_web1 {\n    file "/run/lvsdr/dr-web-http-web1"\n}\n' in text
+    rs = text[text.index("real_server 192.0.2.11 80"):]
+    rs = rs[:rs.index("\n    }\n")]
+    assert rs.index("HTTP_GET") < rs.index("FILE_CHECK {\n            track_file lvsdr_dr_http_web1\n        }")
+
+
+@pytest.mark.parametrize("value, error", [
+    ({"interval": 0.05}, "cluster.dr_check.interval: 0.05 is outside 0.1..10 seconds"),
+    ({"interval": float("nan")}, "cluster.dr_check.interval: NaN is outside 0.1..10 seconds"),
+    ({"fall": 0}, "cluster.dr_check.fall: 0 is outside 1..10"),
+    ({"rise": 11}, "cluster.dr_check.rise: 11 is outside 1..10"),
+    ({"every": 1}, "cluster.dr_check.every: unknown key"),
+    (3, "cluster.dr_check: expected boolean or table, got integer"),
+    ({"interval": "1"}, "cluster.dr_check.interval: expected integer or number, got string"),
+])
+def test_dr_check_values_are_validated(value: object, error: str) -> None:
+    """Each bad value of dr_check is one line naming its key."""
+    with pytest.raises(ValidationError) as e:
+        cluster(value=value)
+    assert error in str(e.value), str(e.value)
+
+
+def test_dr_check_defaults_and_a_table() -> None:
+    """Absent or `true`: the defaults (0.5 s, 2, 3); a table sets each."""
+    assert cluster().dr_check == DrCheck(0.5, 2, 3) == cluster(value=True).dr_check
+    assert cluster(interval=1, fall=3, rise=1).dr_check == DrCheck(1.0, 3, 1)
+
+
+def test_the_capture_program_jumps_inside_itself() -> None:
+    """Every jump of the filter lands on an instruction, both returns end it, and the port is compared twice
+    (IPv4 and IPv6)."""
+    prog = bpf_program(40000)
+    for pc, (op, jt, jf, _) in enumerate(prog):
+        if op & 0x07 == 0x05:  # BPF_JMP
+            assert pc + 1 + jt < len(prog) and pc + 1 + jf < len(prog)
+    assert [k for op, *_, k in prog if op == 0x06] == [0xFFFF, 0]
+    assert sum(1 for op, *_, k in prog if op == 0x15 and k == 40000) == 2
+
+
+def test_a_verdict_falls_after_fall_rounds_and_rises_after_rise() -> None:
+    """Two failed rounds take a backend out, three good ones bring it back; a single lost round does nothing."""
+    v = Verdicts(DrCheck(0.5, 2, 3))
+    pair = ("http", "web1")
+    assert v.round({pair: ""}) == []
+    assert v.round({pair: "no answer"}) == []
+    assert v.round({pair: ""}) == []  # one lost round
+    assert v.round({pair: "no answer"}) == []
+    changed = v.round({pair: "no answer"})
+    assert [(p, x.up, x.why) for p, x in changed] == [(pair, False, "no answer")]
+    assert v.round({pair: ""}) == [] and v.round({pair: ""}) == []
+    assert [(p, x.up) for p, x in v.round({pair: ""})] == [(pair, True)]
+
+
+def test_pairs_gone_from_the_file_are_forgotten() -> None:
+    """A backend removed from the cluster file leaves the verdicts."""
+    v = Verdicts(DrCheck())
+    v.round({("http", "web1"): "", ("http", "web2"): ""})
+    v.round({("http", "web1"): ""})
+    assert set(v.pairs) == {("http", "web1")}
+
+
+
+def test_the_holders_gratuitous_arp_reads_as_its_answer() -> None:
+    """The frame that wins the clients back says: the VIP is at the holder's MAC."""
+    from lvsdr.generator.frames import arp_announce, parse_arp_reply
+
+    vip = ipaddress.IPv4Address("192.0.2.100")
+    assert parse_arp_reply(arp_announce(bytes.fromhex("021d00000010"), vip)) == (vip, "02:1d:00:00:00:10")
+
+
+def test_a_round_without_the_backends_mac_leaves_its_verdict() -> None:
+    """A pair not probed (its MAC being resolved after a flushed neighbour table) neither falls nor rises."""
+    v = Verdicts(DrCheck(0.5, 1, 1))
+    pair = ("http", "web1")
+    assert v.round({pair: None}) == [] and v.pairs[pair].up
+    assert [x.up for _, x in v.round({pair: "no answer"})] == [False]
+    assert v.round({pair: None}) == [] and not v.pairs[pair].up
+
+
+def test_the_agents_record_reads_back_and_refuses_anything_else() -> None:
+    """The record of verdicts, offenders and counts reads back as written; a record lvsdr did not write is one
+    FactError naming the file (metrics then says so, no traceback)."""
+    from lvsdr.generator.drpath import DrRecord, families
+    from lvsdr.generator.node import FactError
+
+    rec = DrRecord((("http", "web1", False),), (("192.0.2.100", "02:1d:00:00:01:01", "web2"),), 10, 1, 0, 1)
+    assert DrRecord.from_json(rec.to_json(), "f") == rec
+    for bad in ("[]", '{"paths": 1}', '{"paths": [], "offenders": [], "rounds": -1, "downs": 0, "ups": 0, '
+                '"offences": 0}', "[" * 5000, '{"rounds": NaN}'):
+        with pytest.raises(FactError, match="f: not the agent's record of DR-path checks"):
+            DrRecord.from_json(bad, "f")
+    up = next(f for f in families(rec) if f.name == "lvsdr_dr_path_up")
+    assert up.samples == (((("service", "http"), ("backend", "web1")), 0.0),)
