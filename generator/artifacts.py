@@ -16,6 +16,7 @@ from .spec import Spec
 from .templating import render_template
 
 UNIT = "lvsdr-realserver@.service"
+HEAL_UNIT = "lvsdr-realserver-watch@.service"  # the resident healer (`lvsdr realserver watch`)
 
 
 def unit(name: str, cluster: Cluster) -> str:
@@ -34,6 +35,7 @@ def realserver_files(cluster: Cluster, spec: Spec, source: str) -> Files:
     art = method_of(spec).artifacts(spec)
     out: Files = dict(art.files)
     out[f"etc/systemd/system/{UNIT}"] = (unit(UNIT, cluster), 0o644)
+    out[f"etc/systemd/system/{HEAL_UNIT}"] = (unit(HEAL_UNIT, cluster), 0o644)
     steps = [c.description for c in plan(spec, Facts()) if not isinstance(c, WriteRecord)]
     readme = render_template(
         "realserver/README.txt.j2", spec=spec, version=__version__, source=source,

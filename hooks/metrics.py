@@ -48,6 +48,7 @@ class Config:
     leaving: Path
     counters: Path
     drpath: Path
+    healer: Path | None = None  # a real server's: `lvsdr realserver watch`'s record (nothing else is read)
 
 
 def config(source: Source, node: str) -> Config:
@@ -59,6 +60,11 @@ def config(source: Source, node: str) -> Config:
     from .reload import leaving_path
 
     cluster = source.cluster
+    if cluster.director(node) is None and cluster.real_server(node) is not None:
+        from .heal import heal_record_path
+
+        record = heal_record_path(Path(cluster.state_dir), cluster.name, node)
+        return Config(None, None, record, record, record, healer=record)
     cluster.find_director(node)
     rendered = render_keepalived(cluster, node, source.path)
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
@@ -74,10 +80,38 @@ def families_of(c: Config) -> list[Family]:
     from .facts import held_addresses, read_ipvs
     from .reload import read_leaving
 
+    if c.healer is not None:
+        return healer_families(c.healer)
     out = director_metrics(c.vips, held_addresses(), c.table, read_ipvs() or {}, read_leaving(c.leaving),
                            read_counters(c.counters), Path(ipvs.PROC).exists())
     record = read_dr_record(c.drpath)
     return out + (dr_families(record) if record is not None else [])
+
+
+def healer_families(path: Path) -> list[Family]:
+    """A real server's: what `lvsdr realserver watch` did (none before it has written its record)."""
+    import json
+    import math
+
+    from .fast.files import read_trusted
+
+    try:
+        raw = json.loads(read_trusted(path, 1 << 16))
+        counts = {k: float(raw[k]) for k in ("passes", "healed", "changes", "failures")}
+        if not all(math.isfinite(v) and v >= 0 for v in counts.values()):
+            raise ValueError
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        raise FactError(f"{path}: not `lvsdr realserver watch`'s record (remove it; it writes it again)") from None
+    return [Family("lvsdr_realserver_heal_passes", "counter", "Passes of `lvsdr realserver watch` (facts read, "
+                   "plan made), at start, on events and on its timer.", (((), counts["passes"]),)),
+            Family("lvsdr_realserver_healed", "counter", "Passes that found the node drifted from the cluster "
+                   "file and healed it.", (((), counts["healed"]),)),
+            Family("lvsdr_realserver_heal_changes", "counter", "Changes applied by those passes.",
+                   (((), counts["changes"]),)),
+            Family("lvsdr_realserver_heal_failures", "counter", "Passes that failed (logged).",
+                   (((), counts["failures"]),))]
 
 
 def read_dr_record(path: Path) -> DrRecord | None:

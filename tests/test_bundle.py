@@ -79,7 +79,8 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("node", "unit"), [("lb-a", "lvsdr-agent@.service"), ("lb-a", "lvsdr-watch@.service"),
-                                            ("app1", "lvsdr-realserver@.service")])
+                                            ("app1", "lvsdr-realserver@.service"),
+                                            ("app1", "lvsdr-realserver-watch@.service")])
 def test_each_unit_is_sandboxed_to_5_or_less(tmp_path: Path, node: str, unit: str) -> None:
     """`systemd-analyze security` rates each unit render --all writes 5.0 or less (9.5-9.6 UNSAFE before):
     capabilities, writable paths, address families and the rest limited to what lvsdr does (the lab runs them so)."""
@@ -273,7 +274,7 @@ def test_removing_a_node_package_stops_and_disables_its_units_an_upgrade_does_no
     calls = tmp_path / "calls"
     stub.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
     stub.chmod(0o755)
-    for pkg, units in (("web1", ["lvsdr-realserver@web1.service"]),
+    for pkg, units in (("web1", ["lvsdr-realserver-watch@web1.service", "lvsdr-realserver@web1.service"]),
                        ("lb1", ["lvsdr-agent@lb1.service", "lvsdr-watch@lb1.service"])):
         control = tmp_path / f"control-{pkg}"
         subprocess.run(["dpkg-deb", "-e", str(tmp_path / "out" / f"lvsdr-{pkg}_1.0_all.deb"), str(control)],

@@ -46,7 +46,7 @@ def test_files_do_not_depend_on_the_process(tmp_path: Path) -> None:
                        env={**os.environ, "PYTHONHASHSEED": seed})
     files = [{str(p.relative_to(tmp_path / s)): p.read_bytes() for p in (tmp_path / s).rglob("*") if p.is_file()}
              for s in ("1", "2")]
-    assert files[0] == files[1] and len(files[0]) == 3
+    assert files[0] == files[1] and len(files[0]) == 4
 
 
 def test_one_nodes_render_is_render_alls(tmp_path: Path) -> None:

@@ -119,6 +119,18 @@ def cmd_realserver(args: argparse.Namespace) -> int:
 
     from lvsdr.hooks import realserver
 
+    if args.action == "watch":
+        import math
+
+        from lvsdr.hooks.fast.log import configure
+        from lvsdr.hooks.heal import watch
+
+        if not (math.isfinite(args.interval) and 0.1 <= args.interval <= 60):
+            raise InputError(f"--interval: {args.interval} is not a number of seconds from 0.1 to 60")
+        source = _source(args)
+        source.cluster.find_node(args.node, "real server")
+        configure()
+        return watch(source, args.interval, Path(args.state_dir) if args.state_dir else None)
     c = _cluster(args)
     if args.action == "render":
         # the header names the cluster's config_path, as render --all does: the same bytes wherever the file lies
@@ -432,7 +444,7 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 def _args_metrics(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     m = sub.add_parser("metrics", help="a director's Prometheus metrics: to stdout, a textfile, or served (read-only)")
     m.add_argument("cluster")
-    m.add_argument("--node", required=True, help="director name")
+    m.add_argument("--node", required=True, help="director name (or a real server: what `realserver watch` healed)")
     m.add_argument("--textfile", metavar="PATH", help="write them here (node_exporter's textfile collector)")
     m.add_argument("--listen", metavar="[ADDR:]PORT", help="serve them over HTTP (resident)")
     m.add_argument("--serve", action="store_true", help="resident without HTTP: rewrite --textfile every --interval")
@@ -459,7 +471,9 @@ def _args_realserver(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
     for action, text in (("render", "the files to install on the real server"),
                          ("plan", "print what apply would change"),
                          ("apply", "apply to this node (reconcile)"),
-                         ("remove", "undo everything lvsdr did on this node")):
+                         ("remove", "undo everything lvsdr did on this node"),
+                         ("watch", "resident: apply, then heal the node whenever it drifts (netlink, nft monitor, "
+                          "firewalld's reload, a timer)")):
         a = rsub.add_parser(action, help=text)
         a.add_argument("cluster")
         a.add_argument("--node", required=True, help="real server name")
@@ -467,7 +481,10 @@ def _args_realserver(sub: Any, parser_class: type[argparse.ArgumentParser]) -> N
             a.add_argument("--output-dir", required=True)
         else:
             a.add_argument("--state-dir", help="where lvsdr keeps its record (default: the file's cluster.state_dir)")
-            if action != "plan":
+            if action == "watch":
+                a.add_argument("--interval", type=float, default=1.0,
+                               help="seconds between the sysctls' reads (they send no event; default 1)")
+            elif action != "plan":
                 a.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
         a.set_defaults(func=cmd_realserver)
 
