@@ -117,6 +117,7 @@ def doctor_director(file: Source, conf: Path, wiring: Wiring, r: Report, bird_so
             r.ok(f"lvsdr agent is running (pid {min(agents)})")
         else:
             r.fail(f"lvsdr agent is not running (hook {wiring.hook}: start lvsdr-agent@{node}.service)")
+        _dr_paths(cluster, node, r)
     if spec.ecmp is not None:
         _ecmp(spec, cluster, [] if pid is None else [pid], r, bird_socket)
         _network(cluster, r)
@@ -280,6 +281,32 @@ def _network(cluster: Cluster, r: Report) -> None:
             r.fail(text)
 
 
+def _dr_paths(cluster: Cluster, node: str, r: Report) -> None:
+    """The agent's DR-path verdicts and ARP offenders (docs/dr-check.md), from its record."""
+    from lvsdr.generator.drpath import dr_record_path
+
+    from .metrics import read_dr_record
+
+    if cluster.dr_check is None:
+        r.ok("DR-path checks: off (dr_check = false): keepalived's checks alone")
+        return
+    try:
+        record = read_dr_record(Path(dr_record_path(cluster.state_dir, cluster.name, node)))
+    except LvsdrError as e:
+        r.fail(str(e))
+        return
+    if record is None:
+        r.warn("DR-path checks: no record of the agent's yet (it writes one after its first rounds)")
+        return
+    failing = [f"{b} of {s}" for s, b, up in record.paths if not up]
+    if failing:
+        r.fail(f"DR-path checks: {', '.join(failing)} fail (out of IPVS; the agent's log says why)")
+    else:
+        r.ok(f"DR-path checks: all {len(record.paths)} backends' paths pass")
+    for vip, mac, who in record.offenders:
+        r.fail(f"{who} ({mac}) answers ARP for {vip}: it steals the VIP's traffic (its ARP suppression is gone)")
+
+
 def doctor_realserver(cluster: Cluster, node: str, r: Report) -> None:
     from lvsdr.generator.methods import method_of
     from lvsdr.generator.realserver import desired, plan
@@ -298,6 +325,12 @@ def doctor_realserver(cluster: Cluster, node: str, r: Report) -> None:
                                      for k in sorted(wanted)))
     present = {a.address.ip for a in facts.addresses}
     on_host = [v for v in spec.vips if v in present]
+    healers = _processes(" realserver watch ", f"--node {node}")
+    if healers:
+        r.ok(f"lvsdr realserver watch is running (pid {min(healers)}): drift is healed as it happens")
+    else:
+        r.warn(f"lvsdr realserver watch is not running: drift stays until the next apply (systemctl enable --now "
+               f"lvsdr-realserver-watch@{node}.service)")
     if method_of(spec).redirect and on_host:
         r.warn(f"VIPs {', '.join(map(str, on_host))} are on this host, but arp_method {spec.method} serves them "
                "without: something else put them there, and they may answer ARP")

@@ -68,6 +68,10 @@ def test_a_backend_without_the_vip_leaves_and_returns(tmp_path: Path) -> None:
         poll(lambda: 'lvsdr_dr_path_up{backend="web1",service="http"} 0.0' in metrics(lab, "lb1"),
              "lvsdr metrics says web1's path is down", 10 * TIME_SCALE, explain=lambda: metrics(lab, "lb1"))
         assert 'lvsdr_dr_path_up{backend="web2",service="http"} 1.0' in metrics(lab, "lb1")
+        lb1 = lab.state.node("lb1")
+        doc = ns_run(lb1.ns, [lab._console(), "doctor", lab.cluster_path, "--node", "lb1", "--pidfile",
+                              str(lab.pidfile(lb1))], check=False).stdout
+        assert "FAIL  DR-path checks: web1 of http fail (out of IPVS; the agent's log says why)" in doc, doc
         ns_run(web1.ns, ["ip", "addr", "add", f"{VIP}/32", "dev", "lo", "label", "lo:lvsdr"])
         t1 = time.monotonic()
         back = poll(lambda: verdict(lab, "web1") == "0", "web1 back", 10 * TIME_SCALE, interval=0.02,

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from lvsdr.lab import probes
+from lvsdr.lab.netns import ns_run
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
 from helpers import MEASURED, FirewalldInNetns, lvsdr_in, make_lab, needs_root, poll
@@ -104,6 +106,112 @@ def test_wrr_weights_show_in_the_spread(lab: Lab) -> None:
     answers = collections.Counter(probes.http_get(lab, "192.0.2.101", timeout=5) for _ in range(40))
     MEASURED.append(f"IPVS wrr, weights s-sysctl 1 : s-nftables 3, 40 requests: {dict(sorted(answers.items()))}")
     assert answers == {"s-sysctl": 10, "s-nftables": 30}
+
+
+def agents_down(lab: Lab) -> None:
+    """Stop every director's agent (its DR-path verdicts stay as written: keepalived's checks alone decide)."""
+    import os
+    import signal
+
+    from lvsdr.lab.netns import ns_pids
+
+    for d in lab.state.directors:
+        for pid in ns_pids(d.ns):
+            with contextlib.suppress(OSError):
+                if b"\0agent\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+
+
+def under_load(lab: Lab, fault: Callable[[], None], until: Callable[[], bool], seconds: float,
+               after: Callable[[], None] | None = None) -> tuple[list[tuple[float, float, bool]], float, float, float]:
+    """Requests to 192.0.2.100 in a loop (1 s timeout each) while ``fault()`` holds: [(start, end, answered)], when
+    the fault came, and when ``until()`` first held after it (or inf) within ``seconds``; ``after()`` then, and
+    ``seconds`` more of requests, with the seconds until ``until()`` no longer held (or inf)."""
+    results: list[tuple[float, float, bool]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            ok = probes.http_get(lab, "192.0.2.100", timeout=1) is not None
+            results.append((t0, time.monotonic(), ok))
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        time.sleep(1 * TIME_SCALE)
+        at = time.monotonic()
+        fault()
+        seen = math.inf
+        while time.monotonic() - at < seconds:
+            if seen == math.inf and until():
+                seen = time.monotonic()
+            time.sleep(0.1)
+        undone = math.inf
+        if after is not None:
+            after()
+            t_after = time.monotonic()
+            while time.monotonic() - t_after < seconds:
+                if undone == math.inf and not until():
+                    undone = time.monotonic() - t_after
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        t.join()
+    return results, at, seen, undone
+
+
+def test_a_backend_without_the_vip_leaves_ipvs_by_its_dr_path(lab: Lab) -> None:
+    """s-sysctl's VIP deleted from lo under load. keepalived alone (the agents stopped): its HTTP check to the real
+    server's own address passes, it stays in IPVS and its share of the requests fails for the whole window. With the
+    agents' DR-path checks: out of IPVS within the bound, no failure after, back once the VIP returns."""
+    web, vip, svc = lab.state.node("s-sysctl"), "192.0.2.100", "TCP 192.0.2.100:80"
+    master = lab.master()
+    assert master is not None
+
+    def in_ipvs() -> bool:
+        return "192.0.2.11" in probes.ipvs_table(lab, master).get(svc, {})
+
+    def delete() -> None:
+        ns_run(web.ns, ["ip", "addr", "del", f"{vip}/32", "dev", "lo"])
+
+    def add() -> None:
+        ns_run(web.ns, ["ip", "addr", "add", f"{vip}/32", "dev", "lo", "label", "lo:lvsdr"])
+
+    poll(lambda: table_has(lab, svc, {f"192.0.2.{n}" for n in range(11, 16)}), "every backend in IPVS",
+         30 * TIME_SCALE, interval=0.5)
+    window = 12 * TIME_SCALE ** 0.5
+    agents_down(lab)
+    try:
+        alone, at, left, _ = under_load(lab, delete, lambda: not in_ipvs(), window)
+        assert left == math.inf, "keepalived alone took it out: its own check saw the fault"
+    finally:
+        add()
+        for d in lab.state.directors:
+            lab.start_agent(d)
+    poll(lambda: (lab.state_dir / "dr-ipvsm-all-s-sysctl").read_text() == "0\n"
+         if (lab.state_dir / "dr-ipvsm-all-s-sysctl").exists() else False, "the agents' verdicts written",
+         30 * TIME_SCALE, interval=0.5)
+    poll(in_ipvs, "s-sysctl in IPVS", 30 * TIME_SCALE, interval=0.5)
+    guarded, at2, out, back = under_load(lab, delete, lambda: not in_ipvs(), window, after=add)
+
+    def figures(results: list[tuple[float, float, bool]], start: float, end: float) -> tuple[int, int]:
+        inside = [ok for t0, t1, ok in results if t0 >= start and t0 < end]
+        return len(inside), inside.count(False)
+
+    a_all, a_failed = figures(alone, at, at + window)
+    g_before, g_failed_before = figures(guarded, at2, out)
+    g_after, g_failed_after = figures(guarded, out, at2 + window)
+    MEASURED.append(
+        f"IPVS DR-path check, s-sysctl's VIP deleted from lo under load ({window:.0f} s window, 1 of 5 backends): "
+        f"keepalived alone: {a_failed} of {a_all} requests failed, it never left IPVS | with DR-path checks "
+        f"(0.5 s, fall 2): out of IPVS {out - at2:.1f} s after the delete (bound 1.5 s + the guest's slack), "
+        f"{g_failed_before} of {g_before} failed before, {g_failed_after} of {g_after} after; back in IPVS "
+        f"{back:.1f} s after the VIP returned")
+    assert a_failed > 0, "keepalived alone: no request failed (the fault did not show)"
+    assert out - at2 <= 1.5 + 3 * TIME_SCALE, f"out after {out - at2:.1f} s"
+    assert g_failed_after == 0, f"{g_failed_after} requests failed after s-sysctl left IPVS"
+    assert back < window, "s-sysctl did not come back once its VIP returned"
 
 
 def test_failover_under_load(lab: Lab) -> None:
