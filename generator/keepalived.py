@@ -126,7 +126,10 @@ SERVICE_SIMPLE = tuple(k.name for k in keys_of(Service).values() if k.form in SI
 
 def _dr_text(name: str | None) -> str:
     """The DR-path check's FILE_CHECK of one backend (generator/drpath.py): down while the agent's file says 1."""
-    return "" if name is None else f"        FILE_CHECK {{\n            track_file {token(name)}\n        }}\n"
+    # weight 0: a non-zero number is a fault (without it keepalived 2.2 takes the track_file's weight, 1, and only
+    # raises the real server's weight: seen in the IPVS tier)
+    return "" if name is None else \
+        f"        FILE_CHECK {{\n            track_file {token(name)}\n            weight 0\n        }}\n"
 
 
 def _service_view(svc: Service, labels: dict[str, tuple[str, str]], checks: Checks,

@@ -64,7 +64,8 @@ def test_the_rendered_real_server_carries_the_file_check_beside_its_own() -> Non
     assert 'track_file lvsdr_dr_http_web1 {\n    file "/run/lvsdr/dr-web-http-web1"\n}\n' in text
     rs = text[text.index("real_server 192.0.2.11 80"):]
     rs = rs[:rs.index("\n    }\n")]
-    assert rs.index("HTTP_GET") < rs.index("FILE_CHECK {\n            track_file lvsdr_dr_http_web1\n        }")
+    dr = "FILE_CHECK {\n            track_file lvsdr_dr_http_web1\n            weight 0\n        }"
+    assert rs.index("HTTP_GET") < rs.index(dr)
 
 
 @pytest.mark.parametrize("value, error", [
