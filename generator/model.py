@@ -494,6 +494,10 @@ class Cluster:
     mcast_src_ip: bool = leaf(False, form="bool", meaning="multicast adverts leave from the director's own "
                               "`address` (not with `unicast`)")
     sync_daemon: SyncDaemon | None = leaf(None, form="custom", type="`true` or table", meaning=SYNC_DAEMON_MEANING)
+    guard_window: int = leaf(defaults.GUARD_WINDOW, form="int", lo=0, hi=600, meaning="seconds `lvsdr watch` "
+                             "verifies the wire after it installs a new keepalived.conf: one VIP owner per VRRP "
+                             "instance, every DR path that passed before still passing; a regression reinstalls the "
+                             "last working config ([watch.md](watch.md#guarded-apply)). 0: no guard")
     dr_check: DrCheck | None = leaf(DrCheck(), form="custom", type="`false` or table", shown="on (`interval` "
                                     f"{defaults.DR_CHECK_INTERVAL}, `fall` {defaults.DR_CHECK_FALL}, `rise` "
                                     f"{defaults.DR_CHECK_RISE})", meaning=DR_CHECK_MEANING)

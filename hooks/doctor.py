@@ -285,7 +285,7 @@ def _dr_paths(cluster: Cluster, node: str, r: Report) -> None:
     """The agent's DR-path verdicts and ARP offenders (docs/dr-check.md), from its record."""
     from lvsdr.generator.drpath import dr_record_path
 
-    from .metrics import read_dr_record
+    from .drpath import read_dr_record
 
     if cluster.dr_check is None:
         r.ok("DR-path checks: off (dr_check = false): keepalived's checks alone")

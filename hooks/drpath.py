@@ -24,6 +24,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lvsdr.errors import LvsdrError
@@ -233,6 +234,9 @@ class DrProbe:
             self.send(tcp_syn(self.mac, mac, s, t.vip, self.port, t.port, seq))
         self.counts["probes"] += len(rnd.probes)
         self.by_mac = {mac: name for name, mac in self.node_macs(neigh).items()}
+        for d in self.cluster.directors:  # the other directors by MAC too: an offender may be one (a split)
+            if d.name != self.node and d.address not in neigh and d.address.version in src:
+                self.resolve(d.address)
         me4 = src.get(4)
         self.watching = frozenset(self.watched_vips())
         if me4 is not None:
@@ -412,3 +416,13 @@ class DrProbe:
             write_atomic(path, self.record().to_json(), 0o600)
         except (OSError, LvsdrError) as e:
             self.log.error("cannot write the DR-path record", file=path, error=str(e))
+
+
+def read_dr_record(path: Path) -> DrRecord | None:
+    """The agent's record of its DR-path checks; None when no agent has written one."""
+    from .fast.files import read_trusted
+
+    try:
+        return DrRecord.from_json(read_trusted(path, 16 << 20).decode("utf-8", errors="replace"), str(path))
+    except FileNotFoundError:
+        return None

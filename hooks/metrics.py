@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lvsdr.generator.drpath import DrRecord, dr_record_path
+from lvsdr.generator.drpath import dr_record_path
 from lvsdr.generator.drpath import families as dr_families
 from lvsdr.generator.metrics import Counters, Family, director_metrics
 from lvsdr.generator.node import FactError
+from lvsdr.hooks.guard import record_path as guard_record
+from lvsdr.hooks.guard import rollbacks
 from lvsdr.source import Source
+
+from .drpath import read_dr_record
 
 DEFAULT_INTERVAL = 15.0  # s between textfile writes when serving
 
@@ -49,6 +53,7 @@ class Config:
     counters: Path
     drpath: Path
     healer: Path | None = None  # a real server's: `lvsdr realserver watch`'s record (nothing else is read)
+    watch: Path | None = None  # a director's `lvsdr watch` record (its guard's rollbacks)
 
 
 def config(source: Source, node: str) -> Config:
@@ -70,7 +75,8 @@ def config(source: Source, node: str) -> Config:
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
     return Config(ipvs.config_vips(tree), ipvs.config_table(tree), leaving_path(cluster.state_dir, cluster.name, node),
                   counters_path(cluster.state_dir, cluster.name, node),
-                  Path(dr_record_path(cluster.state_dir, cluster.name, node)))
+                  Path(dr_record_path(cluster.state_dir, cluster.name, node)),
+                  watch=guard_record(cluster.state_dir, cluster.name, node))
 
 
 def families_of(c: Config) -> list[Family]:
@@ -85,7 +91,12 @@ def families_of(c: Config) -> list[Family]:
     out = director_metrics(c.vips, held_addresses(), c.table, read_ipvs() or {}, read_leaving(c.leaving),
                            read_counters(c.counters), Path(ipvs.PROC).exists())
     record = read_dr_record(c.drpath)
-    return out + (dr_families(record) if record is not None else [])
+    out += dr_families(record) if record is not None else []
+    n = rollbacks(c.watch) if c.watch is not None else None
+    if n is not None:
+        out.append(Family("lvsdr_rollbacks", "counter", "New keepalived.conf files `lvsdr watch` put back because "
+                          "they broke the wire within the guard's window.", (((), float(n)),)))
+    return out
 
 
 def healer_families(path: Path) -> list[Family]:
@@ -112,16 +123,6 @@ def healer_families(path: Path) -> list[Family]:
                    (((), counts["changes"]),)),
             Family("lvsdr_realserver_heal_failures", "counter", "Passes that failed (logged).",
                    (((), counts["failures"]),))]
-
-
-def read_dr_record(path: Path) -> DrRecord | None:
-    """The agent's record of its DR-path checks; None when no agent has written one."""
-    from .fast.files import read_trusted
-
-    try:
-        return DrRecord.from_json(read_trusted(path, 16 << 20).decode("utf-8", errors="replace"), str(path))
-    except FileNotFoundError:
-        return None
 
 
 class Collector:

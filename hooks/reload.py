@@ -26,6 +26,7 @@ from lvsdr.source import Source
 
 if TYPE_CHECKING:
     from lvsdr.generator.kaconf import Directive
+    from lvsdr.generator.model import Cluster
 
 
 @dataclass(frozen=True)
@@ -177,12 +178,28 @@ def plan(t: WatchTarget, source: Source | None = None, as_json: bool = False) ->
     """`lvsdr plan`: print what the next reload changes; change nothing."""
     import sys
 
+    source = source or Source.read(str(t.cluster), t.node)
     n = prepare(t, source)
+    checks = guard_checks(source.cluster)
     if as_json:
         doc = {"node": t.node, "config": str(t.output), "changes": [as_dict(c) for c in n.changes],
                "leaving": [{"service": str(lv.key), "real_server": str(lv.dest), "since": lv.since,
-                            "until": lv.until(n.drain_timeout)} for lv in n.leaving], "notes": list(n.notes)}
+                            "until": lv.until(n.drain_timeout)} for lv in n.leaving], "notes": list(n.notes),
+               "guard": {"window": source.cluster.guard_window, "checks": checks}}
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     else:
         sys.stdout.write(f"lvsdr plan: director {t.node}, reload of {t.output}:\n" + describe(n))
+        if source.cluster.guard_window > 0:
+            sys.stdout.write(f"  guard (resident `lvsdr watch`): for {source.cluster.guard_window} s after the reload, "
+                             f"{'; '.join(checks)}; a regression puts the last working config back\n")
+        else:
+            sys.stdout.write("  guard: none (guard_window = 0)\n")
     return 0
+
+
+def guard_checks(cluster: Cluster) -> list[str]:
+    """What the guard verifies after a reload (hooks/guard.py), as `plan` says it."""
+    out = [] if cluster.ecmp else ["one owner per VIP of each VRRP instance (not two, not none)"]
+    if cluster.dr_check is not None:
+        out.append("every DR path that passes before the reload still passes")
+    return out or ["nothing it can see (no VRRP, no DR-path checks)"]

@@ -42,6 +42,8 @@ class Result:
     outcome: Outcome
     detail: str
     leaving: bool = False  # real servers are leaving at weight 0: pass again in LEAVING_POLL s
+    previous: bytes | None = None  # "reloaded": the config it replaced (the guard's way back)
+    baseline: Any = None  # "reloaded" under a guard: the wire as it was before (hooks/guard.View)
 
     @property
     def again(self) -> bool:
@@ -60,14 +62,34 @@ def _pid(pidfile: Path) -> int | None:
         return None
 
 
-def sync_once(t: WatchTarget, log: Any, source: Source | None = None) -> Result:
+class Guarding:
+    """The resident watcher's guard (hooks/guard.py): the cluster file whose config was rolled back (its bytes'
+    key: not installed again until the file changes)."""
+
+    def __init__(self) -> None:
+        self.bad: str | None = None
+        self.said = False
+
+
+def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: Guarding | None = None) -> Result:
     """One pass, from ``source`` (the cluster file read once: keepalived.conf
     and bird.conf come from that one reading; read now when None). Never
-    raises for what a running watcher must survive."""
+    raises for what a running watcher must survive. ``guarding``: the wire as
+    it is is looked at before a new config is installed (the guard's baseline)."""
     from .reload import prepare, save_leaving
 
     try:
         source = source or Source.read(str(t.cluster), t.node)
+        if guarding is not None and guarding.bad is not None:
+            from .guard import file_key
+
+            if file_key(source.raw) == guarding.bad:
+                if not guarding.said:
+                    log.warning("cluster file rolled back before; not installed again until it changes",
+                                output=str(t.output))
+                guarding.said = True
+                return Result("rejected", "rolled back before: not installed again until the file changes")
+            guarding.bad, guarding.said = None, False
         n = prepare(t, source)
     except InputError as e:
         log.error("cluster file rejected; keeping the last good config", error=str(e), output=str(t.output))
@@ -76,7 +98,12 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None) -> Result:
         log.error("cannot read the node; keeping the last good config", error=str(e), output=str(t.output))
         return Result("failed", f"the node could not be read, last good config kept: {e}")
     bird = _sync_bird(t, source, log)
-    r = _sync_keepalived(t, n.text, n.mode, log)
+    look = None
+    if guarding is not None and source.cluster.guard_window > 0:
+        from .guard import Guard
+
+        look = Guard(source.cluster, t.node, log).look
+    r = _sync_keepalived(t, n.text, n.mode, log, look)
     if r.outcome not in ("rejected", "failed"):
         try:
             save_leaving(n)
@@ -85,12 +112,12 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None) -> Result:
         for lv in n.leaving:
             log.info("real server leaving at weight 0", service=str(lv.key), real_server=str(lv.dest),
                      since=lv.since, until=lv.until(n.drain_timeout))
-    r = Result(r.outcome, r.detail, bool(n.leaving))
+    r = Result(r.outcome, r.detail, bool(n.leaving), r.previous, r.baseline)
     if bird is None:
         return r
     outcome: Outcome = r.outcome if bird[0] == "unchanged" or r.outcome in ("rejected", "failed") else (
         bird[0] if r.outcome == "unchanged" else r.outcome)
-    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving)
+    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving, r.previous, r.baseline)
 
 
 def _sync_bird(t: WatchTarget, source: Source, log: Any) -> tuple[Outcome, str] | None:
@@ -133,7 +160,7 @@ def _sync_bird(t: WatchTarget, source: Source, log: Any) -> tuple[Outcome, str] 
     return "reloaded", "written; BIRD reconfigured"
 
 
-def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
+def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any = None) -> Result:
     from .fast.files import read_regular_or_none, write_atomic
     from .keepalived import check_text
 
@@ -148,6 +175,8 @@ def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
         log.error("keepalived -t rejected the new config; keeping the last good one", error=result.message(),
                   output=str(t.output))
         return Result("rejected", f"rejected by keepalived -t, last good config kept: {result.message()}")
+    previous = read_regular_or_none(t.output, 64 << 20)
+    baseline = look() if look is not None and previous is not None else None
     try:
         write_atomic(t.output, text, mode)
     except LvsdrError as e:
@@ -164,7 +193,34 @@ def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any) -> Result:
                     pidfile=str(t.pidfile))
         return Result("written", f"written; keepalived not running (no live pid in {t.pidfile})")
     log.info("config written and keepalived reloaded", output=str(t.output), pid=pid)
-    return Result("reloaded", f"written; keepalived (pid {pid}) reloaded")
+    return Result("reloaded", f"written; keepalived (pid {pid}) reloaded", previous=previous, baseline=baseline)
+
+
+def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, log: Any) -> None:
+    """After a reload: the guard's window (hooks/guard.py); a regression puts the previous config back."""
+    from .fast.files import write_atomic
+    from .guard import Guard, file_key
+
+    window = source.cluster.guard_window
+    if r.outcome != "reloaded" or r.previous is None or r.baseline is None or window <= 0:
+        return
+    guard = Guard(source.cluster, t.node, log)
+    log.info("guard: verifying the wire", window=window)
+    why = guard.verify(r.baseline, window)
+    if why is None:
+        log.info("guard: the new config holds", window=window)
+        return
+    try:
+        write_atomic(t.output, r.previous, t.output.stat().st_mode & 0o7777)
+        pid = _pid(t.pidfile)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+    except (OSError, LvsdrError) as e:
+        log.error("guard: cannot put the last working config back", why=why, error=str(e), output=str(t.output))
+        return
+    guarding.bad, guarding.said = file_key(source.raw), False
+    guard.count(why, guarding.bad)
+    log.error("rolled back to the last working config: the new one broke the wire", why=why, output=str(t.output))
 
 
 def once(t: WatchTarget, source: Source | None = None) -> int:
@@ -198,7 +254,15 @@ def watch(t: WatchTarget, first: Source | None = None) -> int:
     if not target.parent.is_dir():
         raise LvsdrError(f"{t.cluster}: directory does not exist")
     follower = Follower(first or Source.read(str(t.cluster), t.node), lambda s: s.cluster.find_director(t.node), log)
-    again = sync_once(t, log, follower.source).again
+    guarding = Guarding()
+
+    def sync() -> bool:
+        source = follower.source
+        r = sync_once(t, log, source, guarding)
+        guard_reload(t, source, r, guarding, log)
+        return r.again
+
+    again = sync()
     changed = threading.Event()
     stop = threading.Event()
 
@@ -228,7 +292,7 @@ def watch(t: WatchTarget, first: Source | None = None) -> int:
             changed.clear()
             try:
                 follower.poll()
-                again = sync_once(t, log, follower.source).again
+                again = sync()
             except Exception:  # anything unforeseen: logged with its traceback, and the watcher goes on
                 log.exception("sync failed; keeping the last good config", output=str(t.output))
     finally:

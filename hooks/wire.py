@@ -267,3 +267,25 @@ def _send_probe(s: socket.socket, obs: Observation, t: Target, macs: dict[str, s
     obs.paths.pop(key, None)
     pending[(str(vip), t.port, sport)] = key
     s.send(frame)
+
+
+def arp_owners(ifname: str, src: Source, vips: tuple[IPAddress, ...], listen: float = 0.3) -> dict[IPAddress, set[str]]:
+    """The MACs that answer ARP (NDP for IPv6) for each of ``vips`` on ``ifname`` within ``listen`` s of one
+    question each (this host's own answers are not seen: the caller knows what it holds)."""
+    from pathlib import Path
+
+    mac = bytes.fromhex(Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", ""))
+    owners: dict[IPAddress, set[str]] = {v: set() for v in vips}
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as s:
+        s.bind((ifname, 0))
+        for v in vips:
+            _ask(s, mac, src, v)
+        end = time.monotonic() + listen
+        while (left := end - time.monotonic()) > 0:
+            if not select.select([s], [], [], left)[0]:
+                break
+            frame = s.recv(4096)
+            got = parse_arp_reply(frame) or parse_neighbour_advert(frame)
+            if got is not None and got[0] in owners and got[1] != mac_text(mac):
+                owners[got[0]].add(got[1])
+    return owners

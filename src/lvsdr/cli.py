@@ -231,6 +231,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from lvsdr.hooks.keepalived import keepalived_binary
     from lvsdr.hooks.watch import once, watch
 
+    if args.confirm or args.abort:
+        from lvsdr.hooks.fast.files import write_atomic
+        from lvsdr.hooks.guard import hand_path
+
+        c = _cluster(args)
+        c.find_director(args.node)
+        path = hand_path(c.state_dir, c.name, args.node, "confirm" if args.confirm else "abort")
+        write_atomic(path, "by hand\n", 0o600)
+        print(f"lvsdr watch: {'confirm' if args.confirm else 'abort'} left for the guard of {args.node} ({path}); "
+              "without a guard window running, the next one starts afresh")
+        return 0
+    if not args.output:
+        raise InputError("watch: -o/--output is required (the keepalived.conf to keep up to date)")
     target, source = _watch_target(args)
     if args.dry_run:
         from lvsdr.hooks.reload import plan
@@ -428,13 +441,18 @@ def _args_watch(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     w = sub.add_parser("watch", help="re-render, validate and reload keepalived when the cluster file changes")
     w.add_argument("cluster")
     w.add_argument("--node", required=True, help="director name")
-    w.add_argument("-o", "--output", required=True, help="keepalived.conf to keep up to date")
+    w.add_argument("-o", "--output", help="keepalived.conf to keep up to date (required but with --confirm/--abort)")
     w.add_argument("--pidfile", default=KEEPALIVED_PIDFILE,
                    help=f"keepalived's pid file (SIGHUP reloads it; default {KEEPALIVED_PIDFILE})")
     w.add_argument("--once", action="store_true",
                    help="one pass, say what it did on stderr, then exit (1 if the new config was not installed)")
     w.add_argument("--dry-run", action="store_true",
                    help="print what the next pass would change in the live kernel (as `lvsdr plan`), change nothing")
+    hand = w.add_mutually_exclusive_group()
+    hand.add_argument("--confirm", action="store_true",
+                      help="end the running watch's guard window now, keeping the new config (commit confirmed)")
+    hand.add_argument("--abort", action="store_true",
+                      help="end the running watch's guard window now, putting the last working config back")
     w.add_argument("--bird-conf", help="ECMP clusters: bird.conf to keep up to date (default: bgp.bird_conf)")
     w.add_argument("--bird-socket", help="ECMP clusters: birdc's control socket (default: bgp.bird_socket)")
     _wiring_flags(w)

@@ -31,3 +31,4 @@ SYNC_MIN_PREEMPT_DELAY = 10  # s; a shorter preempt_delay with sync_daemon is re
 DR_CHECK_INTERVAL = 0.5  # s between rounds (a reply must come within the round)
 DR_CHECK_FALL = 2
 DR_CHECK_RISE = 3
+GUARD_WINDOW = 10  # s `lvsdr watch` verifies the wire after installing a new keepalived.conf (cluster.guard_window)

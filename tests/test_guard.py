@@ -1,0 +1,114 @@
+"""Guarded apply (hooks/guard.py): what counts as a regression, and on a live
+lab, an edit that splits VRRP (a new virtual_router_id reaching one
+director) rolled back by that director's `lvsdr watch`, not installed again
+until the file changes, and a good edit kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsdr.hooks.guard import View, regressions
+from lvsdr.lab import probes
+from lvsdr.lab.topology import TIME_SCALE, Lab, Node
+
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+
+
+def test_only_what_the_reload_broke_counts() -> None:
+    """A DR path failing before (or new in the file: its check keeps it out), a split or an unowned VIP already
+    there, are not the edit's; a path that passed and fails now, a new split, a VIP nobody holds now, are."""
+    before = View(frozenset({("http", "web2")}), frozenset({("http", "web1")}), {"192.0.2.100": ["lb1"]},
+                  frozenset())
+    now = View(frozenset({("http", "web2"), ("http", "web1"), ("alt", "web1")}), frozenset(),
+               {"192.0.2.100": ["lb1"], "192.0.2.101": ["lb1"]}, frozenset({"192.0.2.102"}))
+    assert regressions(before, now) == ["DR path of web1 (http) fails since the reload",
+                                        "VRRP split: 192.0.2.101 answered by lb1 as well", "nobody holds 192.0.2.102"]
+    assert regressions(now, before) == []
+
+
+def start_watch(lab: Lab, node: Node) -> subprocess.Popen[bytes]:
+    log = open(lab.state_dir / f"watch-{node.name}.log", "w")  # noqa: SIM115 - handed to the child
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", node.ns, *lab.sandboxed("lvsdr-watch@.service"), lab._console(), "watch",
+         lab.cluster_path, "--node", node.name, "-o", str(lab.state_dir / f"keepalived-{node.name}.conf"),
+         "--pidfile", str(lab.pidfile(node)), "--hook", "both", "--lvsdr-path", lab._console(), "--config-path",
+         lab.cluster_path, "--notify-fifo", lab.fifo(node)],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LVSDR_LOG="stderr"))
+    log.close()
+    return p
+
+
+def events(lab: Lab, node: str) -> list[dict[str, object]]:
+    out = []
+    for line in (lab.state_dir / f"watch-{node}.log").read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def owners(lab: Lab, vip: str) -> list[str]:
+    return sorted(probes.mac_owner(lab, m) for m in probes.arp_responders(lab, vip, count=3))
+
+
+@needs_root
+@pytest.mark.lab
+def test_an_edit_that_splits_vrrp_is_rolled_back(tmp_path: Path) -> None:
+    """`lvsdr watch` on lb2 alone: a new virtual_router_id makes lb2 a second MASTER; within the guard's window
+    lb2's watch puts the last working config back (one line, counted), one ARP owner again; the same file is not
+    installed again; the next good edit is installed and kept."""
+    path = tmp_path / "web.toml"
+    path.write_text((EXAMPLES / "web.toml").read_text().replace("[cluster]\n", "[cluster]\nguard_window = 8\n", 1))
+    with make_lab(path, tmp_path) as lab:
+        lb1 = lab.wait_for_master(30 * TIME_SCALE)
+        lb2 = lab.state.node("lb2")
+        assert lb1.name == "lb1"
+        w = start_watch(lab, lb2)
+        try:
+            poll(lambda: any(e.get("event") == "watching" for e in events(lab, "lb2")), "watch started",
+                 20 * TIME_SCALE, explain=lambda: (lab.state_dir / "watch-lb2.log").read_text())
+            data = json.loads(Path(lab.cluster_path).read_text())
+            data["cluster"]["virtual_router_id"] = 77
+            split = lab.state_dir / "split.json"
+            split.write_text(json.dumps(data))
+            os.replace(split, lab.cluster_path)
+
+            def said(event: str) -> dict[str, object] | None:
+                return next((e for e in events(lab, "lb2") if str(e.get("event", "")).startswith(event)), None)
+
+            took = poll(lambda: said("rolled back") is not None, "lb2 rolled back", 40 * TIME_SCALE, interval=0.1,
+                        explain=lambda: (lab.state_dir / "watch-lb2.log").read_text()[-4000:]
+                        + (lab.state_dir / "agent-lb2.log").read_text()[-3000:])
+            line = said("rolled back")
+            assert line is not None and "VRRP split: 192.0.2.100 answered by lb1 as well" in str(line["why"]), line
+            assert "virtual_router_id 51" in (lab.state_dir / "keepalived-lb2.conf").read_text()
+            settled = poll(lambda: owners(lab, "192.0.2.100") == ["lb1"], "one ARP owner again", 30 * TIME_SCALE,
+                           interval=0.3) + took
+            record = json.loads((lab.state_dir / "watch-web-lb2.json").read_text())
+            assert record["rollbacks"] == 1
+            # the same bytes again (a touch): not installed
+            os.utime(lab.cluster_path)
+            time.sleep(2)
+            assert "virtual_router_id 51" in (lab.state_dir / "keepalived-lb2.conf").read_text()
+            # a good edit: installed, and the guard keeps it
+            data["cluster"]["virtual_router_id"] = 51
+            data["services"][0]["scheduler"] = "rr"
+            split.write_text(json.dumps(data))
+            os.replace(split, lab.cluster_path)
+            poll(lambda: said("guard: the new config holds") is not None, "the good edit kept", 40 * TIME_SCALE,
+                 interval=0.2, explain=lambda: (lab.state_dir / "watch-lb2.log").read_text()[-4000:])
+            assert "lb_algo rr" in (lab.state_dir / "keepalived-lb2.conf").read_text()
+            assert json.loads((lab.state_dir / "watch-web-lb2.json").read_text())["rollbacks"] == 1
+            MEASURED.append(f"guarded apply: a virtual_router_id edit reaching lb2 alone split VRRP; rolled back "
+                            f"{took:.1f} s after the save (window 8 s), one ARP owner again {settled:.1f} s after it; "
+                            "the next good edit kept")
+        finally:
+            w.terminate()
+            w.wait(timeout=10)
