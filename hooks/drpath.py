@@ -95,6 +95,7 @@ class DrProbe:
         self.counts = {"rounds": 0, "probes": 0, "failed_paths": 0, "offenders": 0, "downs": 0, "ups": 0}
         self.offenders: dict[tuple[str, bytes], float] = {}  # named when last seen (logged once per appearance)
         self.by_mac: dict[bytes, str] = {}
+        self.ipr: Any = None  # pyroute2's IPRoute, opened at the first round
         self.watching: frozenset[IPAddress] = frozenset()
         self.cluster, self.node = cluster, node
         self.configure(cluster, node)
@@ -159,6 +160,7 @@ class DrProbe:
                       port=self.port)
 
     def close(self) -> None:
+        self.close_ipr()
         for s in (self.sock, self.port_sock):
             if s is not None:
                 s.close()
@@ -353,14 +355,22 @@ class DrProbe:
         out: dict[IPAddress, bytes] = {}
         nud_failed, nud_incomplete = 0x20, 0x01
         try:
-            with IPRoute() as ipr:
-                for msg in ipr.get_neighbours(ifindex=self.ifindex):
-                    dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
-                    if dst and mac and not msg["state"] & (nud_failed | nud_incomplete):
-                        out[ipaddress.ip_address(dst)] = bytes.fromhex(mac.replace(":", ""))
-        except Exception as e:  # pyroute2 raises its own errors: a round without MACs, said
+            if self.ipr is None:  # one netlink socket for the agent's life: a new one per round costs more
+                self.ipr = IPRoute()
+            for msg in self.ipr.get_neighbours(ifindex=self.ifindex):
+                dst, mac = msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR")
+                if dst and mac and not msg["state"] & (nud_failed | nud_incomplete):
+                    out[ipaddress.ip_address(dst)] = bytes.fromhex(mac.replace(":", ""))
+        except Exception as e:  # pyroute2 raises its own errors: a round without MACs (none counted), said
             self.log.error("cannot read the neighbour table", error=str(e))
+            self.close_ipr()
         return out
+
+    def close_ipr(self) -> None:
+        if self.ipr is not None:
+            with contextlib.suppress(Exception):
+                self.ipr.close()
+        self.ipr = None
 
     def resolve(self, address: IPAddress) -> None:
         """Have the kernel resolve ``address`` (a datagram to its discard port; the next round finds the MAC)."""
