@@ -118,15 +118,19 @@ class Guard:
             return frozenset()
         return frozenset(str(v) for v, macs in owners.items() if not macs)
 
-    def verify(self, before: View, window: float) -> str | None:
+    def verify(self, before: View, window: float, superseded: Any = None) -> str | None:
         """Look every STEP s for ``window`` s: why to roll back (a regression seen twice in a row, or the
-        operator's --abort), or None (kept: the window passed, or --confirm)."""
+        operator's --abort), or None (kept: the window passed, --confirm, or ``superseded()``: a new edit of the
+        cluster file, whose own reload will be guarded)."""
         confirm, abort = (hand_path(self.state, self.cluster.name, self.node, v) for v in ("confirm", "abort"))
         for p in (confirm, abort):
             p.unlink(missing_ok=True)
         seen: list[str] = []
         end = time.monotonic() + window
         while time.monotonic() < end:
+            if superseded is not None and superseded():
+                self.log.info("guard: ended by a new edit of the cluster file (its reload is guarded in turn)")
+                return None
             if confirm.exists():
                 confirm.unlink(missing_ok=True)
                 self.log.info("guard: the new config confirmed by hand")

@@ -196,7 +196,8 @@ def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any =
     return Result("reloaded", f"written; keepalived (pid {pid}) reloaded", previous=previous, baseline=baseline)
 
 
-def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, log: Any) -> None:
+def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, log: Any,
+                 superseded: Any = None) -> None:
     """After a reload: the guard's window (hooks/guard.py); a regression puts the previous config back."""
     from .fast.files import write_atomic
     from .guard import Guard, file_key
@@ -206,7 +207,7 @@ def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, 
         return
     guard = Guard(source.cluster, t.node, log)
     log.info("guard: verifying the wire", window=window)
-    why = guard.verify(r.baseline, window)
+    why = guard.verify(r.baseline, window, superseded)
     if why is None:
         log.info("guard: the new config holds", window=window)
         return
@@ -255,16 +256,16 @@ def watch(t: WatchTarget, first: Source | None = None) -> int:
         raise LvsdrError(f"{t.cluster}: directory does not exist")
     follower = Follower(first or Source.read(str(t.cluster), t.node), lambda s: s.cluster.find_director(t.node), log)
     guarding = Guarding()
+    changed = threading.Event()
+    stop = threading.Event()
 
     def sync() -> bool:
         source = follower.source
         r = sync_once(t, log, source, guarding)
-        guard_reload(t, source, r, guarding, log)
+        guard_reload(t, source, r, guarding, log, lambda: stop.is_set() or (changed.is_set() and follower.poll()))
         return r.again
 
     again = sync()
-    changed = threading.Event()
-    stop = threading.Event()
 
     class Handler(FileSystemEventHandler):
         def on_any_event(self, event: FileSystemEvent) -> None:

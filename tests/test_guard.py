@@ -112,3 +112,27 @@ def test_an_edit_that_splits_vrrp_is_rolled_back(tmp_path: Path) -> None:
         finally:
             w.terminate()
             w.wait(timeout=10)
+
+
+def test_a_new_edit_ends_the_window() -> None:
+    """The guard of one reload ends when the cluster file changes again (the next reload is guarded in turn), and
+    at once when told so by hand; a regression needs two looks in a row."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from lvsdr.hooks.guard import Guard, hand_path
+
+    with tempfile.TemporaryDirectory() as state:
+        cluster = SimpleNamespace(state_dir=state, name="web", ecmp=True, directors=(), vips=())
+        log = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None)
+        g = Guard(cluster, "lb1", log)  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        assert g.verify(View(), 30, lambda: True) is None and time.monotonic() - t0 < 1
+        hand_path(state, "web", "lb1", "abort").write_text("x")
+        looks = iter([View(), View(frozenset({("http", "web1")}))])
+        g.look = lambda: next(looks, View())  # type: ignore[method-assign]
+        # the abort file is cleared at the window's start: a stale one does not abort a later window
+        assert g.verify(View(passing=frozenset({("http", "web1")})), 1.2) is None
+        looks = iter([View(frozenset({("http", "web1")}))] * 3)
+        assert g.verify(View(passing=frozenset({("http", "web1")})), 5) == \
+            "DR path of web1 (http) fails since the reload"
