@@ -63,9 +63,12 @@ def owners(lab: Lab, vip: str) -> list[str]:
 def test_an_edit_that_splits_vrrp_is_rolled_back(tmp_path: Path) -> None:
     """`lvsdr watch` on lb2 alone: a new virtual_router_id makes lb2 a second MASTER; within the guard's window
     lb2's watch puts the last working config back (one line, counted), one ARP owner again; the same file is not
-    installed again; the next good edit is installed and kept."""
+    installed again; the next edit, which adds a backend without the VIP, is installed and kept (its DR path keeps
+    the backend out: not a regression)."""
     path = tmp_path / "web.toml"
-    path.write_text((EXAMPLES / "web.toml").read_text().replace("[cluster]\n", "[cluster]\nguard_window = 8\n", 1))
+    # web2 backs nothing yet: it holds no VIP (the good edit below adds it, and its DR path keeps it out)
+    path.write_text((EXAMPLES / "web.toml").read_text().replace("[cluster]\n", "[cluster]\nguard_window = 8\n", 1)
+                    .replace('backends = ["web1", "web2"]', 'backends = ["web1"]'))
     with make_lab(path, tmp_path) as lab:
         lb1 = lab.wait_for_master(30 * TIME_SCALE)
         lb2 = lab.state.node("lb2")
@@ -97,18 +100,20 @@ def test_an_edit_that_splits_vrrp_is_rolled_back(tmp_path: Path) -> None:
             os.utime(lab.cluster_path)
             time.sleep(2)
             assert "virtual_router_id 51" in (lab.state_dir / "keepalived-lb2.conf").read_text()
-            # a good edit: installed, and the guard keeps it
+            # a good edit that adds a backend without the VIP (web2): installed, web2 kept out by its DR path (the
+            # check doing its work, not a regression), and the guard keeps the edit
             data["cluster"]["virtual_router_id"] = 51
-            data["services"][0]["scheduler"] = "rr"
+            data["services"][0]["backends"] = ["web1", "web2"]
             split.write_text(json.dumps(data))
             os.replace(split, lab.cluster_path)
             poll(lambda: said("guard: the new config holds") is not None, "the good edit kept", 40 * TIME_SCALE,
                  interval=0.2, explain=lambda: (lab.state_dir / "watch-lb2.log").read_text()[-4000:])
-            assert "lb_algo rr" in (lab.state_dir / "keepalived-lb2.conf").read_text()
+            assert "real_server 192.0.2.12 80" in (lab.state_dir / "keepalived-lb2.conf").read_text()
+            assert (lab.state_dir / "dr-web-http-web2").read_text() == "1\n"
             assert json.loads((lab.state_dir / "watch-web-lb2.json").read_text())["rollbacks"] == 1
             MEASURED.append(f"guarded apply: a virtual_router_id edit reaching lb2 alone split VRRP; rolled back "
                             f"{took:.1f} s after the save (window 8 s), one ARP owner again {settled:.1f} s after it; "
-                            "the next good edit kept")
+                            "the next edit (a backend without the VIP, kept out by its DR path) kept")
         finally:
             w.terminate()
             w.wait(timeout=10)

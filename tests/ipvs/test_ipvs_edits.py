@@ -452,7 +452,8 @@ class SchedulerSwaps:
 def test_edits_under_load_fail_no_request(lab: Lab, tmp_path: Path) -> None:
     """20 random edits (add, remove, reweight, scheduler, a service) under continuous requests: none fails but a
     new connection that arrives while the kernel swaps a scheduler (refused, as `lvsdr plan` warns); a stream to
-    the backend removed first runs to its end at weight 0, and the backend goes once it has ended."""
+    the backend removed first runs to its end at weight 0, and the backend goes once it has ended; the guard
+    (watch's default window) rolls none of them back."""
     master, w = fresh(lab, tmp_path)
     body = tmp_path / "stream"
     swaps = SchedulerSwaps(master, HTTP)
@@ -505,16 +506,18 @@ def test_edits_under_load_fail_no_request(lab: Lab, tmp_path: Path) -> None:
     failed = [f"{r[2]} {r[0] - load.results[0][0]:.1f} s in" for r in load.results if r[2] and r not in at_swaps]
     slowest = max(end - start for start, end, _ in load.results)
     scheduled = [d for d in done if d.startswith("http: scheduler")]
+    rollbacks = w.log_path.read_text(errors="replace").count("rolled back to the last working config")
     MEASURED.append(f"IPVS edits under load: 20 edits ({', '.join(done)}); {len(load.results)} requests, "
                     f"{len(failed)} failed {failed}, {len(at_swaps)} refused while the kernel swapped http's scheduler "
                     f"({len(swaps.swaps)} swaps seen for {len(scheduled)} scheduler edits; each swap's reads "
                     f"{max((a - b for b, a, _ in swaps.swaps), default=0.0):.2f} s apart at most); the slowest took "
                     f"{slowest:.1f} s; the stream to {streamed} (removed at its line {removed_at}) ended with exit "
                     f"{rc}, {len(lines)} of {STREAM_SECONDS * 4} lines; {streamed} out of IPVS {gone_after:.1f} s "
-                    "after it ended")
+                    f"after it ended; {rollbacks} rolled back by the guard")
     assert removed_at < STREAM_SECONDS * 4 - 40, "the removal came too late in the stream to tell"
     assert rc == 0 and len(lines) == STREAM_SECONDS * 4 and set(lines) == {streamed}
     assert len(load.results) > 50 and not failed
+    assert rollbacks == 0, "the guard rolled back a good edit"
     # the swaps were seen (one per edit, or fewer where keepalived took two reloads as one)
     assert 0 < len(swaps.swaps) <= len(scheduled) or not scheduled, f"swaps {swaps.swaps} for {scheduled}"
 
