@@ -577,6 +577,38 @@ def test_a_client_reusing_the_port_of_a_removed_real_server_is_served(lab: Lab, 
     assert again is not None and again != first, f"the reused port got {again!r} after {took:.1f} s"
 
 
+def test_an_edit_that_splits_vrrp_is_rolled_back_under_load(lab: Lab, tmp_path: Path) -> None:
+    """A virtual_router_id edit that only the MASTER's watch installs: the BACKUP no longer hears it and takes
+    the VIP too (a split); within the guard's window (10 s) the MASTER's watch puts the last working config back,
+    one director holds the VIP again; requests through the VIP meanwhile are counted."""
+    master, w = fresh(lab, tmp_path)
+    load = Requests(lab, "192.0.2.130", timeout=3)
+    try:
+        time.sleep(1)
+        data = json.loads(Path(lab.cluster_path).read_text())
+        data["cluster"]["virtual_router_id"] = 99
+        working = w.conf.read_text()
+        saved = time.monotonic()
+        w.install(data, tmp_path)
+        poll(lambda: b"rolled back to the last working config" in w.log_path.read_bytes(),
+             "the MASTER's watch rolled back", 60 * TIME_SCALE, interval=0.2,
+             explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
+        took = time.monotonic() - saved
+        one = poll(lambda: lab.master() is not None, "one director holds the VIP", 60 * TIME_SCALE, interval=0.2)
+        time.sleep(2)
+    finally:
+        load.stop()
+        w.stop()
+    why = next(json.loads(line)["why"] for line in w.log_path.read_text(errors="replace").splitlines()
+               if "rolled back to the last working config" in line)
+    failed = [r for r in load.results if r[0] >= saved and r[2]]
+    MEASURED.append(f"IPVS guarded apply: virtual_router_id 99 installed by the MASTER's watch alone: rolled back "
+                    f"{took:.1f} s after the save ({why}), one VIP holder {one:.1f} s after that; requests "
+                    f"meanwhile: {len(failed)} failed of {len([r for r in load.results if r[0] >= saved])}")
+    assert "VRRP split" in why or "nobody holds" in why, why
+    assert w.conf.read_text() == working
+
+
 def test_a_drained_backend_finishes_its_connections(lab: Lab, tmp_path: Path) -> None:
     """Draining (weight 0, saved in the cluster file, applied by `lvsdr watch
     --once`): the established stream to the drained backend runs to its end,
