@@ -54,21 +54,22 @@ def dr_file(state_dir: str, cluster: str, service: str, backend: str) -> str:
 
 def dr_files(cluster: Cluster) -> dict[tuple[str, str], tuple[str, str]]:
     """(service, backend) -> (the verdict's file, its track_file name), for every backend the DR-path check covers:
-    the backends of every TCP service (UDP and SCTP paths are not probed: an answer needs the application's
-    own payload)."""
+    the real servers of every TCP service. Not covered: UDP and SCTP paths (an answer needs the application's own
+    payload), and directors that are backends too: the MASTER's share is its own stack's (a probe sent to it goes
+    through its IPVS, which may hand it back to the prober), and a BACKUP's VIP on lo is the failover hook's, made
+    again at every transition."""
     if cluster.dr_check is None:
         return {}
     return {(s.name, b.server): (dr_file(cluster.state_dir, cluster.name, s.name, b.server),
                                  f"{DR_PREFIX}{s.name}_{b.server}")
-            for s in cluster.services if s.protocol == "tcp" for b in s.backends}
+            for s in cluster.services if s.protocol == "tcp" for b in s.backends if not b.is_director}
 
 
 def targets(cluster: Cluster, node: str) -> tuple[Target, ...]:
-    """What director ``node`` probes: every VIP:port of every covered backend but itself (IPVS hands its own
-    share to its local stack: no wire to check)."""
+    """What director ``node`` probes: every VIP:port of every covered backend."""
     covered = dr_files(cluster)
     return tuple(Target(s.name, b.server, b.address, vip, port)
-                 for s in cluster.services for b in s.backends if (s.name, b.server) in covered and b.server != node
+                 for s in cluster.services for b in s.backends if (s.name, b.server) in covered
                  for vip, port in s.endpoints)
 
 
