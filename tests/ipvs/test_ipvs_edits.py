@@ -595,7 +595,16 @@ def test_an_edit_that_splits_vrrp_is_rolled_back_under_load(lab: Lab, tmp_path: 
              explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
         took = time.monotonic() - saved
         one = poll(lambda: lab.master() is not None, "one director holds the VIP", 60 * TIME_SCALE, interval=0.2)
-        time.sleep(2)
+        # the MASTER preempts back (the other took the instance during the split): settled before the next test
+        poll(lambda: getattr(lab.master(), "name", None) == master.name, f"{master.name} the MASTER again",
+             60 * TIME_SCALE, interval=0.2)
+        held = time.monotonic()
+        while time.monotonic() - held < 4:  # and it stays so (4 adverts)
+            if getattr(lab.master(), "name", None) != master.name:
+                poll(lambda: getattr(lab.master(), "name", None) == master.name, f"{master.name} the MASTER again",
+                     60 * TIME_SCALE, interval=0.2)
+                held = time.monotonic()
+            time.sleep(0.2)
     finally:
         load.stop()
         w.stop()
