@@ -586,6 +586,7 @@ def test_an_edit_that_splits_vrrp_is_rolled_back_under_load(lab: Lab, tmp_path: 
     try:
         time.sleep(1)
         data = json.loads(Path(lab.cluster_path).read_text())
+        good = json.loads(json.dumps(data))
         data["cluster"]["virtual_router_id"] = 99
         working = w.conf.read_text()
         saved = time.monotonic()
@@ -608,6 +609,10 @@ def test_an_edit_that_splits_vrrp_is_rolled_back_under_load(lab: Lab, tmp_path: 
     finally:
         load.stop()
         w.stop()
+        # the file as it runs again (a later test's `watch --once` would install the split edit, with no guard)
+        nxt = tmp_path / "good.json"
+        nxt.write_text(json.dumps(good))
+        os.replace(nxt, lab.cluster_path)
     why = next(json.loads(line)["why"] for line in w.log_path.read_text(errors="replace").splitlines()
                if "rolled back to the last working config" in line)
     failed = [r for r in load.results if r[0] >= saved and r[2]]
