@@ -76,8 +76,8 @@ def targets(cluster: Cluster, node: str) -> tuple[Target, ...]:
 # -- the capture filter (classic BPF: the kernel hands the agent only what it reads) ---------------------------
 
 def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
-    """ARP replies, and TCP segments (IPv4 unfragmented, IPv6 without extension headers) to ``port``, the
-    probes' own source port: (code, jt, jf, k) per instruction."""
+    """ARP replies, NDP neighbour advertisements, and TCP segments (IPv4 unfragmented, IPv6 without extension
+    headers) to ``port``, the probes' own source port: (code, jt, jf, k) per instruction."""
     ld_h, ld_b, jeq, jset, ret, ldx_msh, ld_ind_h = 0x28, 0x30, 0x15, 0x45, 0x06, 0xB1, 0x48
     prog: list[tuple[int, str, str, int] | str] = [
         (ld_h, "", "", 12),
@@ -90,7 +90,9 @@ def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
         (ldx_msh, "", "", 14), (ld_ind_h, "", "", 16), (jeq, "yes", "no", port),
         "ip6",
         (jeq, "", "no", ETH_P_IPV6),
-        (ld_b, "", "", 20), (jeq, "", "no", 6),
+        (ld_b, "", "", 20), (jeq, "tcp6", "", 6), (jeq, "", "no", 58),
+        (ld_b, "", "", 54), (jeq, "yes", "no", 136),  # an NDP neighbour advertisement (ICMPv6 136)
+        "tcp6",
         (ld_h, "", "", 56), (jeq, "yes", "no", port),
         "yes", (ret, "", "", 0xFFFF),
         "no", (ret, "", "", 0),

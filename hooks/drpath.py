@@ -45,7 +45,9 @@ from lvsdr.generator.frames import (
     arp_announce,
     arp_request,
     mac_text,
+    neighbour_solicitation,
     parse_arp_reply,
+    parse_neighbour_advert,
     parse_reply,
     tcp_rst,
     tcp_syn,
@@ -109,7 +111,7 @@ class DrProbe:
         self.files = dr_files(cluster)
         self.verdicts = Verdicts(check) if check is not None else None
         self.interval = check.interval if check is not None else 0.0
-        self.vips = tuple(v for v in cluster.vips if v.version == 4)
+        self.vips = cluster.vips
         self.ecmp = cluster.ecmp
         self.me = me
         if check is None:
@@ -239,11 +241,13 @@ class DrProbe:
         for d in self.cluster.directors:  # the other directors by MAC too: an offender may be one (a split)
             if d.name != self.node and d.address not in neigh and d.address.version in src:
                 self.resolve(d.address)
-        me4 = src.get(4)
         self.watching = frozenset(self.watched_vips())
-        if me4 is not None:
-            for vip in sorted(self.watching, key=int):
-                self.send(arp_request(self.mac, me4, vip))  # type: ignore[arg-type]
+        for vip in sorted(self.watching, key=lambda v: (v.version, int(v))):
+            me = src.get(vip.version)
+            if isinstance(vip, ipaddress.IPv4Address) and isinstance(me, ipaddress.IPv4Address):
+                self.send(arp_request(self.mac, me, vip))
+            elif isinstance(vip, ipaddress.IPv6Address) and isinstance(me, ipaddress.IPv6Address):
+                self.send(neighbour_solicitation(self.mac, me, vip))
 
     def conclude(self, rnd: Round) -> None:
         if rnd.void:  # the director's own link, not the backends': no verdict changes on it
@@ -304,7 +308,7 @@ class DrProbe:
             if reply is not None and not reply.udp:
                 self.on_tcp(reply.src, reply.sport, reply.dport, reply.flags, reply.ack)
                 continue
-            arp = parse_arp_reply(frame)
+            arp = parse_arp_reply(frame) or parse_neighbour_advert(frame)
             if arp is not None:
                 self.on_arp(arp[0], bytes.fromhex(arp[1].replace(":", "")))
 
@@ -335,8 +339,8 @@ class DrProbe:
             self.dirty = True
             self.log.warning("a node other than the VIP's holder answers ARP for it: its traffic is stolen",
                              vip=str(sender), mac=mac_text(mac), node=who, holder=None if self.ecmp else self.me.name)
-            if not self.ecmp:  # take the clients back: a gratuitous ARP of the holder
-                self.send(arp_announce(self.mac, sender))  # type: ignore[arg-type]
+            if not self.ecmp and isinstance(sender, ipaddress.IPv4Address):  # the clients back: a gratuitous ARP
+                self.send(arp_announce(self.mac, sender))
         self.offenders[key] = time.monotonic()
 
     # -- facts ----------------------------------------------------------------------------------------------------
@@ -392,7 +396,7 @@ class DrProbe:
         return out
 
     def watched_vips(self) -> tuple[IPAddress, ...]:
-        """The IPv4 VIPs whose ARP answers this director watches: those it holds on its interface (VRRP), every
+        """The VIPs whose ARP (NDP) answers this director watches: those it holds on its interface (VRRP), every
         one (ECMP: nobody should answer)."""
         if self.ecmp:
             return self.vips

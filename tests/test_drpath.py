@@ -156,3 +156,48 @@ def test_the_agents_record_reads_back_and_refuses_anything_else() -> None:
             DrRecord.from_json(bad, "f")
     up = next(f for f in families(rec) if f.name == "lvsdr_dr_path_up")
     assert up.samples == (((("service", "http"), ("backend", "web1")), 0.0),)
+
+
+def run_bpf(prog: list[tuple[int, int, int, int]], pkt: bytes) -> int:
+    """Classic BPF, the opcodes bpf_program uses, as the kernel runs them (0: the frame dropped)."""
+    a = x = pc = 0
+    while True:
+        op, jt, jf, k = prog[pc]
+        pc += 1
+        if op == 0x28:  # ldh [k]
+            a = int.from_bytes(pkt[k:k + 2], "big") if k + 2 <= len(pkt) else -1
+        elif op == 0x30:  # ldb [k]
+            a = pkt[k] if k < len(pkt) else -1
+        elif op == 0xB1:  # ldxb 4*([k]&0xf)
+            x = 4 * (pkt[k] & 0xF)
+        elif op == 0x48:  # ldh [x+k]
+            a = int.from_bytes(pkt[x + k:x + k + 2], "big") if x + k + 2 <= len(pkt) else -1
+        elif op == 0x15:  # jeq #k
+            pc += jt if a == k else jf
+        elif op == 0x45:  # jset #k
+            pc += jt if a & k else jf
+        elif op == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"opcode {op:#x}")
+        if a == -1:
+            return 0  # the kernel drops a frame read past its end
+
+
+def test_the_capture_filter_passes_what_the_checks_read_and_nothing_else() -> None:
+    """Run as the kernel runs it: ARP replies, NDP advertisements and TCP to the probes' port (IPv4, IPv6) pass;
+    ARP requests, NDP solicitations, TCP to another port, IPv4 fragments and anything else are dropped."""
+    from lvsdr.generator.frames import arp_announce, arp_request, neighbour_solicitation, tcp_syn
+
+    prog, port = bpf_program(40000), 40000
+    v4, v6 = ipaddress.ip_address("192.0.2.100"), ipaddress.ip_address("2001:db8::100")
+    me4, me6 = ipaddress.IPv4Address("192.0.2.2"), ipaddress.IPv6Address("2001:db8::2")
+    mac = bytes.fromhex("021d00000100")
+    syn4 = tcp_syn(mac, mac, v4, me4, 80, port, 1)
+    syn6 = tcp_syn(mac, mac, v6, me6, 80, port, 1)
+    ns = neighbour_solicitation(mac, me6, ipaddress.IPv6Address(v6))
+    na = ns[:54] + bytes([136]) + ns[55:]  # the same frame as an advertisement
+    frag = syn4[:20] + b"\x00\x01" + syn4[22:]  # a later fragment (offset 8): no TCP header in it
+    assert all(run_bpf(prog, f) for f in (arp_announce(mac, ipaddress.IPv4Address(v4)), syn4, syn6, na))
+    assert not any(run_bpf(prog, f) for f in (arp_request(mac, me4, ipaddress.IPv4Address(v4)), ns, frag,
+                                              tcp_syn(mac, mac, v4, me4, 80, port + 1, 1), b"\x00" * 60))

@@ -113,3 +113,32 @@ def test_a_backend_answering_arp_for_the_vip_is_named_and_taken_out(tmp_path: Pa
         assert probes.mac_owner(lab, mac) == master.name, mac
         MEASURED.append(f"ARP ownership: web2 answering ARP for the VIP named {named:.2f} s after its suppression "
                         f"went (bound 2 s), out of IPVS {out:.2f} s after")
+
+
+def test_ipv6_paths_and_ndp_ownership(tmp_path: Path) -> None:
+    """IPv6 (examples/ipv6.toml): web1 without its VIP on lo fails its DR path over IPv6 (NDP for its MAC) and
+    comes back; web2 with the VIP put on its eth0 answers NDP for it, and the MASTER's agent names it."""
+    vip6 = "2001:db8::100"
+    with make_lab(EXAMPLES / "ipv6.toml", tmp_path) as lab:
+        master = lab.wait_for_master(30 * TIME_SCALE)
+
+        def v6(backend: str) -> str:
+            path = lab.state_dir / f"dr-v6-http6-{backend}"
+            return path.read_text().strip() if path.exists() else "absent"
+
+        poll(lambda: v6("web1") == "0", "web1's verdict written", 10 * TIME_SCALE, explain=lambda: logs(lab))
+        web1, web2 = lab.state.node("web1"), lab.state.node("web2")
+        ns_run(web1.ns, ["ip", "addr", "del", f"{vip6}/128", "dev", "lo"])
+        out = poll(lambda: v6("web1") == "1", "web1 out over IPv6", 10 * TIME_SCALE, interval=0.02,
+                   explain=lambda: logs(lab))
+        ns_run(web1.ns, ["ip", "addr", "add", f"{vip6}/128", "dev", "lo"])
+        poll(lambda: v6("web1") == "0", "web1 back", 10 * TIME_SCALE, interval=0.05, explain=lambda: logs(lab))
+        ns_run(web2.ns, ["ip", "addr", "add", f"{vip6}/128", "dev", "eth0", "nodad"])
+        named = poll(lambda: any(line.get("node") == "web2" and line.get("vip") == vip6
+                                 for line in agent_lines(lab, master.name, "answers ARP for it")),
+                     "web2 named for answering NDP", 10 * TIME_SCALE, interval=0.02, explain=lambda: logs(lab))
+        ns_run(web2.ns, ["ip", "addr", "del", f"{vip6}/128", "dev", "eth0"])
+        poll(lambda: bool(agent_lines(lab, master.name, "answered by its holder alone again")), "the end said",
+             10 * TIME_SCALE, interval=0.1, explain=lambda: logs(lab))
+        MEASURED.append(f"DR-path check over IPv6: web1 without the VIP out {out:.2f} s after the delete; web2 "
+                        f"answering NDP for {vip6} named {named:.2f} s after")
