@@ -57,6 +57,8 @@ from lvsdr.generator.model import Cluster, IPAddress
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 MAX_FRAMES = 4096  # read per wake-up at most: a flood cannot hold the agent's loop
+ASK_PER_ROUND = 32  # ARP/NDP questions per round at most: more VIPs are asked in turn
+PATHS_PER_PAIR = 4  # VIP:ports probed per backend of a service per round at most: a group's are probed in turn
 
 
 @dataclass
@@ -99,6 +101,8 @@ class DrProbe:
         self.by_mac: dict[bytes, str] = {}
         self.ipr: Any = None  # pyroute2's IPRoute, opened at the first round
         self.watching: frozenset[IPAddress] = frozenset()
+        self.cursor = 0  # where the next round's questions start, with more VIPs than ASK_PER_ROUND
+        self.rounds_started = 0
         self.cluster, self.node = cluster, node
         self.configure(cluster, node)
 
@@ -108,6 +112,9 @@ class DrProbe:
         check = cluster.dr_check
         me = cluster.find_director(node)
         self.targets = targets(cluster, node) if check is not None else ()
+        self.by_pair: dict[tuple[str, str], list[Target]] = {}
+        for t in self.targets:
+            self.by_pair.setdefault((t.service, t.backend), []).append(t)
         self.files = dr_files(cluster)
         self.verdicts = Verdicts(check) if check is not None else None
         self.interval = check.interval if check is not None else 0.0
@@ -216,10 +223,23 @@ class DrProbe:
         self.rnd = Round(now)
         self.start(self.rnd)
 
+    def this_round(self) -> list[Target]:
+        """The paths probed this round: every one of a pair up to PATHS_PER_PAIR, else the next PATHS_PER_PAIR of
+        its VIP:ports in turn (a group of 700 VIPs is 700 paths to each backend)."""
+        self.rounds_started += 1
+        out: list[Target] = []
+        for paths in self.by_pair.values():
+            if len(paths) <= PATHS_PER_PAIR:
+                out += paths
+            else:
+                start = (self.rounds_started * PATHS_PER_PAIR) % len(paths)
+                out += (paths + paths)[start:start + PATHS_PER_PAIR]
+        return out
+
     def start(self, rnd: Round) -> None:
         neigh = self.neighbours()
         src = self.sources()
-        for t in self.targets:
+        for t in self.this_round():
             pair = (t.service, t.backend)
             rnd.outcomes.setdefault(pair, "")
             mac = neigh.get(t.address)
@@ -242,7 +262,7 @@ class DrProbe:
             if d.name != self.node and d.address not in neigh and d.address.version in src:
                 self.resolve(d.address)
         self.watching = frozenset(self.watched_vips())
-        for vip in sorted(self.watching, key=lambda v: (v.version, int(v))):
+        for vip in self.asked(sorted(self.watching, key=lambda v: (v.version, int(v)))):
             me = src.get(vip.version)
             if isinstance(vip, ipaddress.IPv4Address) and isinstance(me, ipaddress.IPv4Address):
                 self.send(arp_request(self.mac, me, vip))
@@ -282,7 +302,8 @@ class DrProbe:
                                  why=v.why)
         now = time.monotonic()
         for (vip, mac), seen in list(self.offenders.items()):
-            if now - seen >= 4 * self.interval:  # no answer to the last rounds' requests: it stopped
+            cycle = -(-len(self.watching) // ASK_PER_ROUND)  # rounds until its VIP is asked again
+            if now - seen >= (cycle + 3) * self.interval:  # no answer to the last questions: it stopped
                 del self.offenders[vip, mac]
                 self.log.info("ARP for the VIP answered by its holder alone again", vip=vip,
                               node=self.by_mac.get(mac, mac_text(mac)))
@@ -394,6 +415,16 @@ class DrProbe:
             if a.ifname == self.ifname and ip not in vips and not ip.is_link_local and ip.version not in out:
                 out[ip.version] = ip
         return out
+
+    def asked(self, vips: list[IPAddress]) -> list[IPAddress]:
+        """The VIPs asked about this round: all of them up to ASK_PER_ROUND, else the next ASK_PER_ROUND in turn (a
+        question is a broadcast every host of the segment takes: 700 VIPs every 0.5 s made a lab's VRRP miss its
+        adverts)."""
+        if len(vips) <= ASK_PER_ROUND:
+            return vips
+        start = self.cursor % len(vips)
+        self.cursor = start + ASK_PER_ROUND
+        return (vips + vips)[start:start + ASK_PER_ROUND]
 
     def watched_vips(self) -> tuple[IPAddress, ...]:
         """The VIPs whose ARP (NDP) answers this director watches: those it holds on its interface (VRRP), every

@@ -201,3 +201,18 @@ def test_the_capture_filter_passes_what_the_checks_read_and_nothing_else() -> No
     assert all(run_bpf(prog, f) for f in (arp_announce(mac, ipaddress.IPv4Address(v4)), syn4, syn6, na))
     assert not any(run_bpf(prog, f) for f in (arp_request(mac, me4, ipaddress.IPv4Address(v4)), ns, frag,
                                               tcp_syn(mac, mac, v4, me4, 80, port + 1, 1), b"\x00" * 60))
+
+
+def test_many_vips_are_asked_about_in_turn() -> None:
+    """Over ASK_PER_ROUND VIPs, each round asks the next ASK_PER_ROUND and every VIP comes up in turn (the
+    questions are broadcasts the whole segment takes)."""
+    from types import SimpleNamespace
+
+    from lvsdr.hooks.drpath import ASK_PER_ROUND, DrProbe
+
+    vips = [ipaddress.ip_address(f"192.0.2.{i}") for i in range(1, 101)]
+    probe = SimpleNamespace(cursor=0)
+    rounds = [DrProbe.asked(probe, vips) for _ in range(4)]  # type: ignore[arg-type]
+    assert all(len(r) == ASK_PER_ROUND for r in rounds)
+    assert set().union(*rounds) == set(vips)
+    assert DrProbe.asked(SimpleNamespace(cursor=0), vips[:5]) == vips[:5]  # type: ignore[arg-type]
