@@ -30,8 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .frames import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
-from .metrics import Family
 from .model import Cluster, DrCheck, IPAddress
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .metrics import Family
 
 DR_PREFIX = "lvsdr_dr_"  # the track_file names (the importer knows lvsdr's own check by it)
 
@@ -197,6 +200,8 @@ def dr_record_path(state_dir: str, cluster: str, node: str) -> str:
 
 def families(record: DrRecord) -> list[Family]:
     """The DR-path checks' metrics of one director."""
+    from .metrics import Family  # not on the renderer's path
+
     return [
         Family("lvsdr_dr_path_up", "gauge", "1 while the backend's DR path passes (a SYN to VIP:port at its MAC is "
                "answered), 0 while it fails and keepalived holds the backend out of IPVS.",

@@ -65,7 +65,6 @@ PATHS_PER_PAIR = 4  # VIP:ports probed per backend of a service per round at mos
 class Round:
     """One round in flight: the probe of each sequence number, and what the pairs got."""
 
-    started: float
     probes: dict[int, tuple[Target, bytes, IPAddress]] = field(default_factory=dict)  # seq -> (path, MAC, from)
     outcomes: dict[tuple[str, str], str | None] = field(default_factory=dict)  # "" passed, why not, None unknown
     offenders: dict[tuple[str, bytes], str] = field(default_factory=dict)  # (VIP, MAC) -> who
@@ -96,7 +95,7 @@ class DrProbe:
         self.void = ""  # the last round was void (why)
         self.dirty = False  # an offender appeared since the record was written
         self.due = 0.0
-        self.counts = {"rounds": 0, "probes": 0, "failed_paths": 0, "offenders": 0, "downs": 0, "ups": 0}
+        self.counts = {"rounds": 0, "offenders": 0, "downs": 0, "ups": 0}  # what the record carries
         self.offenders: dict[tuple[str, bytes], float] = {}  # named when last seen (logged once per appearance)
         self.by_mac: dict[bytes, str] = {}
         self.ipr: Any = None  # pyroute2's IPRoute, opened at the first round
@@ -220,7 +219,7 @@ class DrProbe:
         if self.rnd is not None:
             self.conclude(self.rnd)
         self.due = max(self.due + self.interval, now + self.interval * 0.5)
-        self.rnd = Round(now)
+        self.rnd = Round()
         self.start(self.rnd)
 
     def this_round(self) -> list[Target]:
@@ -256,7 +255,6 @@ class DrProbe:
                 seq = random.getrandbits(32)
             rnd.probes[seq] = (t, mac, s)
             self.send(tcp_syn(self.mac, mac, s, t.vip, self.port, t.port, seq))
-        self.counts["probes"] += len(rnd.probes)
         self.by_mac = {mac: name for name, mac in self.node_macs(neigh).items()}
         for d in self.cluster.directors:  # the other directors by MAC too: an offender may be one (a split)
             if d.name != self.node and d.address not in neigh and d.address.version in src:
@@ -283,7 +281,6 @@ class DrProbe:
             rnd.fail(t, f"no answer from {t.vip}:{t.port} at its MAC (the VIP is not on the backend, or the path "
                         "to it is cut)")
         self.counts["rounds"] += 1
-        self.counts["failed_paths"] += len(rnd.probes)
         for (vip, _mac), who in rnd.offenders.items():
             for t in self.targets:
                 if t.backend == who and str(t.vip) == vip:

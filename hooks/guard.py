@@ -147,13 +147,12 @@ class Guard:
 
     def count(self, why: str, bad: str) -> None:
         """One more rollback in the watch's record (what `lvsdr metrics` reads)."""
-        from .fast.files import read_regular_or_none, write_atomic
+        from .fast.files import write_atomic
 
         path = record_path(self.state, self.cluster.name, self.node)
         try:
-            old = json.loads(read_regular_or_none(path, 1 << 16) or b"{}")
-            n = int(old.get("rollbacks", 0)) if isinstance(old, dict) else 0
-        except (ValueError, TypeError):
+            n = rollbacks(path) or 0
+        except LvsdrError:  # not one lvsdr wrote: counted afresh
             n = 0
         try:
             write_atomic(path, json.dumps({"rollbacks": n + 1, "last": why, "bad_file": bad, "at": time.time()})
@@ -164,10 +163,12 @@ class Guard:
 
 def rollbacks(path: Path) -> int | None:
     """The rollbacks counted in the watch's record; None when there is none."""
+    from lvsdr.generator.node import record_json
+
     from .fast.files import read_trusted
 
     try:
-        raw = json.loads(read_trusted(path, 1 << 16))
+        raw = record_json(read_trusted(path, 1 << 16).decode("utf-8", errors="replace"))
         n = int(raw["rollbacks"])
         if n < 0:
             raise ValueError

@@ -101,13 +101,14 @@ def families_of(c: Config) -> list[Family]:
 
 def healer_families(path: Path) -> list[Family]:
     """A real server's: what `lvsdr realserver watch` did (none before it has written its record)."""
-    import json
     import math
+
+    from lvsdr.generator.node import record_json
 
     from .fast.files import read_trusted
 
     try:
-        raw = json.loads(read_trusted(path, 1 << 16))
+        raw = record_json(read_trusted(path, 1 << 16).decode("utf-8", errors="replace"))
         counts = {k: float(raw[k]) for k in ("passes", "healed", "changes", "failures")}
         if not all(math.isfinite(v) and v >= 0 for v in counts.values()):
             raise ValueError

@@ -141,3 +141,37 @@ def test_a_new_edit_ends_the_window() -> None:
         looks = iter([View(frozenset({("http", "web1")}))] * 3)
         assert g.verify(View(passing=frozenset({("http", "web1")})), 5) == \
             "DR path of web1 (http) fails since the reload"
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"rollbacks": NaN}', '{"rollbacks": -1}', "[]", "x"])
+def test_a_watch_record_lvsdr_did_not_write_is_one_error(tmp_path: Path, text: str) -> None:
+    """The watch's record of rollbacks (read by metrics, and by the guard when it counts one more): deep nesting,
+    NaN, a negative count or garbage is one FactError naming the file, never a traceback; the guard counts afresh."""
+    from types import SimpleNamespace
+
+    from lvsdr.generator.node import FactError
+    from lvsdr.hooks.guard import Guard, rollbacks
+
+    path = tmp_path / "watch-web-lb1.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(FactError, match="not `lvsdr watch`'s record"):
+        rollbacks(path)
+    g = Guard(SimpleNamespace(state_dir=str(tmp_path), name="web"), "lb1",  # type: ignore[arg-type]
+              SimpleNamespace(error=lambda *a, **k: None))
+    g.count("why", "key")
+    assert rollbacks(path) == 1
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"passes": NaN, "healed": 0, "changes": 0, "failures": 0}',
+                                  '{"passes": 1}', "[]"])
+def test_a_healer_record_lvsdr_did_not_write_is_one_error(tmp_path: Path, text: str) -> None:
+    """A real server's `realserver watch` record read by metrics: anything it never writes is one FactError."""
+    from lvsdr.generator.node import FactError
+    from lvsdr.hooks.metrics import healer_families
+
+    path = tmp_path / "realserver-watch-web-web1.json"
+    path.write_text(text)
+    path.chmod(0o600)
+    with pytest.raises(FactError, match="not `lvsdr realserver watch`'s record"):
+        healer_families(path)
