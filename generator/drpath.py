@@ -30,13 +30,59 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .frames import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6
-from .model import Cluster, DrCheck, IPAddress
+from .model import Backend, Check, Cluster, DrCheck, IPAddress, Service
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .metrics import Family
 
 DR_PREFIX = "lvsdr_dr_"  # the track_file names (the importer knows lvsdr's own check by it)
+
+
+@dataclass(frozen=True)
+class HttpAsk:
+    """The service's own HTTP check sent through the VIP: a GET completing the probe's handshake; the status line of
+    the answer must be one of ``codes`` (inclusive ranges)."""
+
+    request: bytes
+    codes: tuple[tuple[int, int], ...]
+    what: str  # "GET /health" (in the reason of a failure)
+
+    def judge(self, data: bytes) -> str:
+        """"" when ``data`` (the answer's first segment) starts with a status line of one of the codes, else why
+        not."""
+        line = data.split(b"\r\n", 1)[0][:80]
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+            return f"{self.what} through the VIP answered no HTTP status line ({line.decode('ascii', 'replace')!r})"
+        code = int(parts[1])
+        if any(lo <= code <= hi for lo, hi in self.codes):
+            return ""
+        wants = ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in self.codes)
+        return f"{self.what} through the VIP answered {code} (the check wants {wants})"
+
+
+@dataclass(frozen=True)
+class UdpAsk:
+    """A UDP service's probe: the payload its own check sends (a DNS question, a UDP_CHECK's payload), to VIP:port at
+    the backend's MAC; the path passes when the answer comes (and starts with ``reply``; a DNS answer is a response to
+    the question, RCODE 0)."""
+
+    payload: bytes
+    reply: bytes = b""
+    dns: bool = False
+    what: str = ""
+
+    def judge(self, data: bytes) -> str:
+        if self.dns:
+            if len(data) < 4 or data[:2] != self.payload[:2] or not data[2] & 0x80:
+                return f"{self.what}: the answer through the VIP is not a DNS response to it"
+            if data[3] & 0x0F:
+                return f"{self.what}: the answer through the VIP has RCODE {data[3] & 0x0F}"
+            return ""
+        if not data.startswith(self.reply):
+            return f"{self.what}: the answer through the VIP does not start with {self.reply.hex()}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -48,39 +94,102 @@ class Target:
     address: IPAddress  # the backend's own address (its MAC is the neighbour entry of it)
     vip: IPAddress
     port: int
+    ask: HttpAsk | UdpAsk | None = None  # TCP: the HTTP check sent on the handshake (by a holder of the VIP)
+
+    @property
+    def udp(self) -> bool:
+        return isinstance(self.ask, UdpAsk)
 
 
-def dr_file(state_dir: str, cluster: str, service: str, backend: str) -> str:
-    """The file holding the verdict of one backend of one service (0 up, 1 down)."""
-    return f"{state_dir}/dr-{cluster}-{service}-{backend}"
+DNS_QID = 0x4C56  # "LV": a DNS probe's question id (its answer is matched by the backend's MAC and the VIP:port)
+DNS_TYPE_CODES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 
 
-def dr_files(cluster: Cluster) -> dict[tuple[str, str], tuple[str, str]]:
-    """(service, backend) -> (the verdict's file, its track_file name), for every backend the DR-path check covers:
-    the real servers of every TCP service. Not covered: UDP and SCTP paths (an answer needs the application's own
-    payload), and directors that are backends too: the MASTER's share is its own stack's (a probe sent to it goes
-    through its IPVS, which may hand it back to the prober), and a BACKUP's VIP on lo is the failover hook's, made
-    again at every transition."""
+def _codes(texts: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for t in texts or ("200-299",):  # keepalived's default
+        lo, _, hi = t.partition("-")
+        out.append((int(lo), int(hi or lo)))
+    return tuple(out)
+
+
+def service_ask(checks: tuple[Check, ...], protocol: str, vip: IPAddress, port: int) -> HttpAsk | UdpAsk | None:
+    """What a DR-path probe of VIP:port sends beyond a bare handshake, from the backend's own checks (the first that
+    applies): TCP, an HTTP_GET checker of this port -> its first URL sent on the handshake; UDP, a DNS_CHECK or a
+    UDP_CHECK that needs a reply, of this port -> its question or payload. None: a bare TCP handshake, or (UDP) no
+    probe at all (silence cannot tell a backend without the VIP from a service that does not answer)."""
+    for c in checks:
+        if c.port not in (None, port):
+            continue
+        if protocol == "tcp" and c.type == "http":
+            url = c.urls[0]
+            host = url.virtualhost or c.virtualhost or (f"[{vip}]" if vip.version == 6 else str(vip))
+            if not (url.virtualhost or c.virtualhost) and port != 80:
+                host = f"{host}:{port}"
+            request = (f"GET {url.path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lvsdr-dr-check\r\n"
+                       "Connection: close\r\n\r\n").encode("ascii", "replace")
+            return HttpAsk(request, _codes(url.status_codes), f"GET {url.path}")
+        if protocol == "udp" and c.type == "dns":
+            from .frames import dns_question
+
+            qtype = c.query_type or "SOA"
+            return UdpAsk(dns_question(DNS_QID, c.query or ".", DNS_TYPE_CODES[qtype]), dns=True,
+                          what=f"DNS {qtype} {c.query or '.'}")
+        if protocol == "udp" and c.type == "udp" and c.require_reply:
+            payload = bytes.fromhex(c.payload.replace(" ", "")) if c.payload else b"lvsdr dr-path probe"
+            reply = bytes.fromhex(c.reply.replace(" ", "")) if c.reply else b""
+            return UdpAsk(payload, reply, what="the UDP check's payload")
+    return None
+
+
+def dr_file(state_dir: str, cluster: str, director: str, service: str, backend: str) -> str:
+    """The file holding director ``director``'s verdict of one backend of one service (0 up, 1 down): one file
+    per director, since each judges its own path (two directors sharing a state dir, as the lab's do, or a BACKUP
+    that sends no HTTP request, never overwrite each other's verdict)."""
+    return f"{state_dir}/dr-{cluster}-{director}-{service}-{backend}"
+
+
+def _covered(cluster: Cluster) -> list[tuple[Service, Backend]]:
+    """The backends the DR-path check covers: the real servers of every TCP service, and of every UDP service whose
+    check sends something that is answered (DNS_CHECK, UDP_CHECK with require_reply). Not covered: other UDP and SCTP
+    paths (silence cannot tell a backend without the VIP from a service that does not answer), and directors that
+    are backends too: the MASTER's share is its own stack's (a probe sent to it goes through its IPVS, which may hand
+    it back to the prober), and a BACKUP's VIP on lo is the failover hook's, made again at every transition."""
+    out = []
+    for s in cluster.services:
+        for b in s.backends:
+            if b.is_director:
+                continue
+            if s.protocol == "tcp" or (s.protocol == "udp" and all(
+                    service_ask(b.checks if b.checks is not None else s.checks, s.protocol, vip, port) is not None
+                    for vip, port in s.endpoints)):
+                out.append((s, b))
+    return out
+
+
+def dr_files(cluster: Cluster, director: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """(service, backend) -> (director ``director``'s verdict file, its track_file name), for every covered
+    backend (``_covered``)."""
     if cluster.dr_check is None:
         return {}
-    return {(s.name, b.server): (dr_file(cluster.state_dir, cluster.name, s.name, b.server),
-                                 f"{DR_PREFIX}{s.name}_{b.server}")
-            for s in cluster.services if s.protocol == "tcp" for b in s.backends if not b.is_director}
+    return {(s.name, b.server): (dr_file(cluster.state_dir, cluster.name, director, s.name, b.server),
+                                 f"{DR_PREFIX}{s.name}_{b.server}") for s, b in _covered(cluster)}
 
 
 def targets(cluster: Cluster, node: str) -> tuple[Target, ...]:
-    """What director ``node`` probes: every VIP:port of every covered backend."""
-    covered = dr_files(cluster)
-    return tuple(Target(s.name, b.server, b.address, vip, port)
-                 for s in cluster.services for b in s.backends if (s.name, b.server) in covered
-                 for vip, port in s.endpoints)
+    """What director ``node`` probes: every VIP:port of every covered backend, with what its probe asks."""
+    if cluster.dr_check is None:
+        return ()
+    return tuple(Target(s.name, b.server, b.address, vip, port,
+                        service_ask(b.checks if b.checks is not None else s.checks, s.protocol, vip, port))
+                 for s, b in _covered(cluster) for vip, port in s.endpoints)
 
 
 # -- the capture filter (classic BPF: the kernel hands the agent only what it reads) ---------------------------
 
 def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
-    """ARP replies, NDP neighbour advertisements, and TCP segments (IPv4 unfragmented, IPv6 without extension
-    headers) to ``port``, the probes' own source port: (code, jt, jf, k) per instruction."""
+    """ARP replies, NDP neighbour advertisements, and TCP segments and UDP datagrams (IPv4 unfragmented, IPv6
+    without extension headers) to ``port``, the probes' own source port: (code, jt, jf, k) per instruction."""
     ld_h, ld_b, jeq, jset, ret, ldx_msh, ld_ind_h = 0x28, 0x30, 0x15, 0x45, 0x06, 0xB1, 0x48
     prog: list[tuple[int, str, str, int] | str] = [
         (ld_h, "", "", 12),
@@ -88,12 +197,13 @@ def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
         (ld_h, "", "", 20), (jeq, "yes", "no", 2),
         "ip4",
         (jeq, "", "ip6", ETH_P_IP),
-        (ld_b, "", "", 23), (jeq, "", "no", 6),
+        (ld_b, "", "", 23), (jeq, "l4", "", 6), (jeq, "", "no", 17),
+        "l4",
         (ld_h, "", "", 20), (jset, "no", "", 0x1FFF),
         (ldx_msh, "", "", 14), (ld_ind_h, "", "", 16), (jeq, "yes", "no", port),
         "ip6",
         (jeq, "", "no", ETH_P_IPV6),
-        (ld_b, "", "", 20), (jeq, "tcp6", "", 6), (jeq, "", "no", 58),
+        (ld_b, "", "", 20), (jeq, "tcp6", "", 6), (jeq, "tcp6", "", 17), (jeq, "", "no", 58),
         (ld_b, "", "", 54), (jeq, "yes", "no", 136),  # an NDP neighbour advertisement (ICMPv6 136)
         "tcp6",
         (ld_h, "", "", 56), (jeq, "yes", "no", port),
@@ -203,7 +313,7 @@ def families(record: DrRecord) -> list[Family]:
     from .metrics import Family  # not on the renderer's path
 
     return [
-        Family("lvsdr_dr_path_up", "gauge", "1 while the backend's DR path passes (a SYN to VIP:port at its MAC is "
+        Family("lvsdr_dr_path_up", "gauge", "1 while the backend's DR path passes (the probe to VIP:port at its MAC is "
                "answered), 0 while it fails and keepalived holds the backend out of IPVS.",
                tuple(((("service", s), ("backend", b)), float(up)) for s, b, up in record.paths)),
         Family("lvsdr_dr_path_transitions", "counter", "DR-path verdicts that changed, by direction.",

@@ -15,7 +15,7 @@ from .model import IPAddress
 
 ETH_P_ALL, ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0003, 0x0800, 0x0806, 0x86DD
 BROADCAST = b"\xff" * 6
-TCP_SYN, TCP_RST, TCP_ACK = 0x02, 0x04, 0x10
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 
 def mac_text(mac: bytes) -> str:
@@ -78,20 +78,46 @@ def tcp_syn(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, spor
 
 def tcp_rst(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
             seq: int) -> bytes:
-    """A TCP RST (``seq``: the SYN's sequence number + 1), as tcp_syn frames it."""
+    """A TCP RST (``seq``: the next sequence number of ours, the SYN's + 1 after a handshake), as tcp_syn frames
+    it."""
     return _tcp(src_mac, dst_mac, src, dst, sport, dport, seq, TCP_RST)
 
 
+def tcp_data(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
+             seq: int, ack: int, data: bytes) -> bytes:
+    """The segment completing a handshake and carrying ``data`` at once (ACK, PSH): an HTTP request."""
+    return _tcp(src_mac, dst_mac, src, dst, sport, dport, seq, TCP_ACK | TCP_PSH, ack, data)
+
+
 def _tcp(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
-         seq: int, flags: int) -> bytes:
+         seq: int, flags: int, ack: int = 0, data: bytes = b"") -> bytes:
     options = b"\x02\x04\x05\xb4" if flags == TCP_SYN else b""  # MSS 1460 on a SYN
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, (5 + len(options) // 4) << 4, flags,
-                      64240 if flags == TCP_SYN else 0, 0, 0) + options
+    window = 64240 if flags & (TCP_SYN | TCP_ACK) else 0
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, (5 + len(options) // 4) << 4, flags,
+                      window, 0, 0) + options + data
     tcp = tcp[:16] + struct.pack("!H", _checksum(_pseudo(src, dst, 6, len(tcp)) + tcp)) + tcp[18:]
+    return _frame(src_mac, dst_mac, src, dst, 6, tcp)
+
+
+def _frame(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, proto: int, l4: bytes) -> bytes:
     if isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address):
-        return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, 6, tcp)
+        return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, proto, l4)
     assert isinstance(src, ipaddress.IPv4Address) and isinstance(dst, ipaddress.IPv4Address)
-    return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 6, tcp)
+    return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, proto, l4)
+
+
+def udp_datagram(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int,
+                 payload: bytes) -> bytes:
+    """A UDP datagram carrying ``payload`` in an Ethernet frame, over IPv4 or IPv6."""
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    udp = udp[:6] + struct.pack("!H", _checksum(_pseudo(src, dst, 17, len(udp)) + udp) or 0xFFFF) + udp[8:]
+    return _frame(src_mac, dst_mac, src, dst, 17, udp)
+
+
+def dns_question(qid: int, name: str, qtype: int = 1) -> bytes:
+    """A DNS question for ``name`` (type ``qtype``: A by default), recursion desired."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split(".") if p) + b"\x00"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + struct.pack("!HH", qtype, 1)
 
 
 def solicited_node(target: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
@@ -123,14 +149,7 @@ def parse_neighbour_advert(frame: bytes) -> tuple[ipaddress.IPv6Address, str] | 
 def dns_query(src_mac: bytes, dst_mac: bytes, src: IPAddress, dst: IPAddress, sport: int, dport: int, qid: int,
               name: str) -> bytes:
     """A DNS question (A for ``name``) in an Ethernet frame, over IPv4 or IPv6."""
-    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.strip(".").split(".") if p) + b"\x00"
-    dns = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + labels + struct.pack("!HH", 1, 1)
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(dns), 0) + dns
-    udp = udp[:6] + struct.pack("!H", _checksum(_pseudo(src, dst, 17, len(udp)) + udp) or 0xFFFF) + udp[8:]
-    if isinstance(src, ipaddress.IPv6Address) and isinstance(dst, ipaddress.IPv6Address):
-        return dst_mac + src_mac + struct.pack("!H", ETH_P_IPV6) + _ipv6(src, dst, 17, udp)
-    assert isinstance(src, ipaddress.IPv4Address) and isinstance(dst, ipaddress.IPv4Address)
-    return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + _ipv4(src, dst, 17, udp)
+    return udp_datagram(src_mac, dst_mac, src, dst, sport, dport, dns_question(qid, name))
 
 
 @dataclass(frozen=True)
@@ -143,6 +162,9 @@ class Reply:
     flags: int  # TCP flags; 0 for UDP
     udp: bool
     ack: int = 0  # TCP: the acknowledgement number (a SYN-ACK's is the SYN's sequence number + 1)
+    seq: int = 0  # TCP: the sequence number
+    payload: bytes = b""  # TCP: the segment's data; UDP: the datagram's
+    src_mac: bytes = b""
 
 
 def parse_reply(frame: bytes) -> Reply | None:
@@ -151,17 +173,19 @@ def parse_reply(frame: bytes) -> Reply | None:
         ihl = (frame[14] & 0x0F) * 4
         proto = frame[23]
         src = ipaddress.IPv4Address(frame[26:30])
-        l4 = frame[14 + ihl:]
+        l4 = frame[14 + ihl:14 + struct.unpack("!H", frame[16:18])[0]]  # a short frame's padding is not data
     elif len(frame) >= 54 and frame[12:14] == b"\x86\xdd":
         proto = frame[20]
         src = ipaddress.IPv6Address(frame[22:38])
-        l4 = frame[54:]
+        l4 = frame[54:54 + struct.unpack("!H", frame[18:20])[0]]
     else:
         return None
     if proto == 6 and len(l4) >= 14:
-        sport, dport, _, ack = struct.unpack("!HHII", l4[:12])
-        return Reply(src, sport, dport, l4[13], False, ack)
+        sport, dport, seq, ack = struct.unpack("!HHII", l4[:12])
+        offset = (l4[12] >> 4) * 4
+        return Reply(src, sport, dport, l4[13], False, ack, seq, l4[offset:] if offset >= 20 else b"",
+                     frame[6:12])
     if proto == 17 and len(l4) >= 8:
-        sport, dport = struct.unpack("!HH", l4[:4])
-        return Reply(src, sport, dport, 0, True)
+        sport, dport, length = struct.unpack("!HHH", l4[:6])
+        return Reply(src, sport, dport, 0, True, payload=l4[8:max(8, length)], src_mac=frame[6:12])
     return None

@@ -257,7 +257,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     """keepalived.conf text for director ``node``. ``source`` names the cluster
     file in the header (as given: no timestamp, no host facts). ``leaving``:
     removed real servers kept at weight 0 while their connections end."""
-    dr = dr_files(cluster)  # of the file's backends: a leaving one has no checker at all
+    dr = dr_files(cluster, node)  # of the file's backends: a leaving one has no checker at all
     cluster = with_leaving(cluster, leaving)
     me = cluster.find_director(node)
     wiring = wiring or Wiring.from_cluster(cluster)

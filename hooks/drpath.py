@@ -17,6 +17,7 @@ per path, one ARP request per VIP held; bench/drpath.py measures it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
 import random
@@ -30,7 +31,9 @@ from typing import Any
 from lvsdr.errors import LvsdrError
 from lvsdr.generator.drpath import (
     DrRecord,
+    HttpAsk,
     Target,
+    UdpAsk,
     Verdicts,
     bpf_program,
     dr_files,
@@ -40,8 +43,10 @@ from lvsdr.generator.drpath import (
 from lvsdr.generator.frames import (
     ETH_P_ALL,
     TCP_ACK,
+    TCP_FIN,
     TCP_RST,
     TCP_SYN,
+    Reply,
     arp_announce,
     arp_request,
     mac_text,
@@ -49,8 +54,10 @@ from lvsdr.generator.frames import (
     parse_arp_reply,
     parse_neighbour_advert,
     parse_reply,
+    tcp_data,
     tcp_rst,
     tcp_syn,
+    udp_datagram,
 )
 from lvsdr.generator.model import Cluster, IPAddress
 
@@ -61,11 +68,27 @@ ASK_PER_ROUND = 32  # ARP/NDP questions per round at most: more VIPs are asked i
 PATHS_PER_PAIR = 4  # VIP:ports probed per backend of a service per round at most: a group's are probed in turn
 
 
+MASK = 0xFFFFFFFF
+
+
+@dataclass
+class Flow:
+    """A probe's handshake completed with the service's HTTP request: its answer awaited."""
+
+    target: Target
+    mac: bytes
+    src: IPAddress
+    rcv: int  # the sequence number the answer's first byte has
+    nxt: int  # ours after the request (its RST's)
+
+
 @dataclass
 class Round:
     """One round in flight: the probe of each sequence number, and what the pairs got."""
 
     probes: dict[int, tuple[Target, bytes, IPAddress]] = field(default_factory=dict)  # seq -> (path, MAC, from)
+    flows: dict[int, Flow] = field(default_factory=dict)  # our next sequence number -> an HTTP request answered
+    datagrams: dict[tuple[bytes, IPAddress, int], Target] = field(default_factory=dict)  # (MAC, VIP, port) -> path
     outcomes: dict[tuple[str, str], str | None] = field(default_factory=dict)  # "" passed, why not, None unknown
     offenders: dict[tuple[str, bytes], str] = field(default_factory=dict)  # (VIP, MAC) -> who
     void: str = ""  # why this round says nothing of the backends (this director's own link failed)
@@ -90,6 +113,8 @@ class DrProbe:
         self.log = log
         self.sock: socket.socket | None = None
         self.port_sock: socket.socket | None = None
+        self.udp_sock: socket.socket | None = None
+        self.local: frozenset[IPAddress] = frozenset()  # the VIPs that are this director's own addresses now
         self.ifname = ""
         self.rnd: Round | None = None
         self.void = ""  # the last round was void (why)
@@ -114,7 +139,7 @@ class DrProbe:
         self.by_pair: dict[tuple[str, str], list[Target]] = {}
         for t in self.targets:
             self.by_pair.setdefault((t.service, t.backend), []).append(t)
-        self.files = dr_files(cluster)
+        self.files = dr_files(cluster, node)
         self.verdicts = Verdicts(check) if check is not None else None
         self.interval = check.interval if check is not None else 0.0
         self.vips = cluster.vips
@@ -132,13 +157,10 @@ class DrProbe:
     def open(self, ifname: str) -> None:
         """The packet socket on ``ifname`` and the probes' port; a failure is logged and the checks stay off."""
         try:
-            port_sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            with contextlib.suppress(OSError):
-                port_sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            port_sock.bind(("::", 0))
-        except OSError:  # no IPv6 here: an IPv4 port (IPv6 paths cannot exist then)
-            port_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            port_sock.bind(("0.0.0.0", 0))
+            port_sock, udp_sock = reserve_port()
+        except OSError as e:
+            self.log.error("DR-path checks off: cannot reserve a port for the probes", error=str(e))
+            return
         self.port = port_sock.getsockname()[1]
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -156,23 +178,24 @@ class DrProbe:
             self.ifindex = socket.if_nametoindex(ifname)
         except OSError as e:
             port_sock.close()
+            udp_sock.close()
             self.log.error("DR-path checks off: cannot open a packet socket", interface=ifname, error=str(e))
             return
         # drain what arrived before the filter took effect
         with contextlib.suppress(OSError):
             for _ in range(MAX_FRAMES):
                 sock.recv(65535)
-        self.sock, self.port_sock, self.ifname = sock, port_sock, ifname
+        self.sock, self.port_sock, self.udp_sock, self.ifname = sock, port_sock, udp_sock, ifname
         self.due = time.monotonic()
         self.log.info("DR-path checks on", interface=ifname, paths=len(self.targets), interval=self.interval,
                       port=self.port)
 
     def close(self) -> None:
         self.close_ipr()
-        for s in (self.sock, self.port_sock):
+        for s in (self.sock, self.port_sock, self.udp_sock):
             if s is not None:
                 s.close()
-        self.sock = self.port_sock = None
+        self.sock = self.port_sock = self.udp_sock = None
         self.rnd = None
 
     def fileno(self) -> int | None:
@@ -201,12 +224,14 @@ class DrProbe:
             self.log.error("cannot write a DR-path verdict", file=path, error=str(e))
 
     def clear_files(self, keep: set[str] | None = None) -> None:
-        """Remove this cluster's verdict files but ``keep`` (a file left behind would hold a backend out)."""
-        prefix = f"dr-{self.cluster.name}-"
+        """Remove this director's verdict files but ``keep`` (a file left behind would hold a backend out)."""
+        prefix = f"dr-{self.cluster.name}-{self.node}-"
+        others = tuple(f"dr-{self.cluster.name}-{d.name}-" for d in self.cluster.directors if d.name != self.node)
         with contextlib.suppress(OSError):
             for name in os.listdir(self.cluster.state_dir):
                 path = f"{self.cluster.state_dir}/{name}"
-                if name.startswith(prefix) and path not in (keep or set()):
+                mine = name.startswith(prefix) and not name.startswith(others)  # lb1's, not lb1-b's
+                if mine and path not in (keep or set()):
                     with contextlib.suppress(OSError):
                         os.unlink(path)
 
@@ -250,6 +275,10 @@ class DrProbe:
             if s is None:
                 rnd.fail(t, f"this director has no IPv{t.vip.version} address to probe from")
                 continue
+            if isinstance(t.ask, UdpAsk):
+                rnd.datagrams[mac, t.vip, t.port] = t
+                self.send(udp_datagram(self.mac, mac, s, t.vip, self.port, t.port, t.ask.payload))
+                continue
             seq = random.getrandbits(32)
             while seq in rnd.probes:
                 seq = random.getrandbits(32)
@@ -259,7 +288,7 @@ class DrProbe:
         for d in self.cluster.directors:  # the other directors by MAC too: an offender may be one (a split)
             if d.name != self.node and d.address not in neigh and d.address.version in src:
                 self.resolve(d.address)
-        self.watching = frozenset(self.watched_vips())
+        self.watching, self.local = self.held_vips()
         for vip in self.asked(sorted(self.watching, key=lambda v: (v.version, int(v)))):
             me = src.get(vip.version)
             if isinstance(vip, ipaddress.IPv4Address) and isinstance(me, ipaddress.IPv4Address):
@@ -277,9 +306,11 @@ class DrProbe:
         if self.void:
             self.log.info("DR-path checks resumed", interface=self.ifname)
             self.void = ""
-        for t, _, _ in rnd.probes.values():
+        for t in [t for t, _, _ in rnd.probes.values()] + list(rnd.datagrams.values()):
             rnd.fail(t, f"no answer from {t.vip}:{t.port} at its MAC (the VIP is not on the backend, or the path "
                         "to it is cut)")
+        for flow in rnd.flows.values():  # the handshake passed; an answer slower than a round is keepalived's to judge
+            self.send(tcp_rst(self.mac, flow.mac, flow.src, flow.target.vip, self.port, flow.target.port, flow.nxt))
         self.counts["rounds"] += 1
         for (vip, _mac), who in rnd.offenders.items():
             for t in self.targets:
@@ -323,27 +354,66 @@ class DrProbe:
             if addr[2] == PACKET_OUTGOING:
                 continue
             reply = parse_reply(frame)
-            if reply is not None and not reply.udp:
-                self.on_tcp(reply.src, reply.sport, reply.dport, reply.flags, reply.ack)
+            if reply is not None:
+                if reply.udp:
+                    self.on_udp(reply)
+                else:
+                    self.on_tcp(reply)
                 continue
             arp = parse_arp_reply(frame) or parse_neighbour_advert(frame)
             if arp is not None:
                 self.on_arp(arp[0], bytes.fromhex(arp[1].replace(":", "")))
 
-    def on_tcp(self, src: IPAddress, sport: int, dport: int, flags: int, ack: int) -> None:
-        if self.rnd is None or dport != self.port:
+    def on_tcp(self, r: Reply) -> None:
+        if self.rnd is None or r.dport != self.port:
             return
-        seq = (ack - 1) & 0xFFFFFFFF
+        flow = self.rnd.flows.get(r.ack)
+        if flow is not None and r.src == flow.target.vip and r.sport == flow.target.port:
+            self.on_answer(flow, r)
+            return
+        seq = (r.ack - 1) & MASK
         probe = self.rnd.probes.get(seq)
-        if probe is None or src != probe[0].vip or sport != probe[0].port:
+        if probe is None or r.src != probe[0].vip or r.sport != probe[0].port:
             return
         t, mac, me = self.rnd.probes.pop(seq)
-        if flags & TCP_SYN and flags & TCP_ACK:
-            self.send(tcp_rst(self.mac, mac, me, t.vip, self.port, t.port, ack))
-        elif flags & TCP_RST:
+        if r.flags & TCP_SYN and r.flags & TCP_ACK:
+            if isinstance(t.ask, HttpAsk) and t.vip in self.local:  # a holder's kernel drops the answers unseen
+                flow = Flow(t, mac, me, (r.seq + 1) & MASK, (r.ack + len(t.ask.request)) & MASK)
+                self.rnd.flows[flow.nxt] = flow
+                self.send(tcp_data(self.mac, mac, me, t.vip, self.port, t.port, r.ack, flow.rcv, t.ask.request))
+            else:
+                self.send(tcp_rst(self.mac, mac, me, t.vip, self.port, t.port, r.ack))
+        elif r.flags & TCP_RST:
             self.rnd.fail(t, f"{t.vip}:{t.port} reset: the backend holds the VIP, nothing listens on the port")
         else:
-            self.rnd.fail(t, f"{t.vip}:{t.port} answered with flags {flags:#x}")
+            self.rnd.fail(t, f"{t.vip}:{t.port} answered with flags {r.flags:#x}")
+
+    def on_answer(self, flow: Flow, r: Reply) -> None:
+        """A segment of the answer to a probe's HTTP request: its first data judged, the connection reset."""
+        assert self.rnd is not None and isinstance(flow.target.ask, HttpAsk)
+        t, ask = flow.target, flow.target.ask
+        if r.flags & TCP_RST:
+            why = f"{ask.what} through the VIP: the connection was reset"
+        elif r.payload and r.seq == flow.rcv:
+            why = ask.judge(r.payload)
+        elif r.flags & TCP_FIN:
+            why = f"{ask.what} through the VIP: closed without an answer"
+        else:
+            return  # the request's acknowledgement, or a segment out of order
+        del self.rnd.flows[flow.nxt]
+        if not r.flags & TCP_RST:
+            self.send(tcp_rst(self.mac, flow.mac, flow.src, t.vip, self.port, t.port, flow.nxt))
+        if why:
+            self.rnd.fail(t, why)
+
+    def on_udp(self, r: Reply) -> None:
+        if self.rnd is None or r.dport != self.port:
+            return
+        t = self.rnd.datagrams.pop((r.src_mac, r.src, r.sport), None)
+        if t is not None and isinstance(t.ask, UdpAsk):
+            why = t.ask.judge(r.payload)
+            if why:
+                self.rnd.fail(t, why)
 
     def on_arp(self, sender: IPAddress, mac: bytes) -> None:
         if mac == self.mac or sender not in self.watching:
@@ -423,15 +493,20 @@ class DrProbe:
         self.cursor = start + ASK_PER_ROUND
         return (vips + vips)[start:start + ASK_PER_ROUND]
 
-    def watched_vips(self) -> tuple[IPAddress, ...]:
-        """The VIPs whose ARP (NDP) answers this director watches: those it holds on its interface (VRRP), every
-        one (ECMP: nobody should answer)."""
-        if self.ecmp:
-            return self.vips
+    def held_vips(self) -> tuple[frozenset[IPAddress], frozenset[IPAddress]]:
+        """(The VIPs whose ARP (NDP) answers this director watches: those it holds on its interface (VRRP), every
+        one (ECMP: nobody should answer); the VIPs that are its own addresses on any interface, lo too: a packet
+        from one of them is dropped by its kernel unseen, so a probe may complete a handshake there)."""
         from .fast.netlink import raw_addresses
 
-        held = {cidr.split("/")[0] for ifname, cidr, _ in raw_addresses() if ifname != "lo"}
-        return tuple(v for v in self.vips if str(v) in held)
+        on_if, anywhere = set(), set()
+        for ifname, cidr, _ in raw_addresses():
+            a = cidr.split("/")[0]
+            anywhere.add(a)
+            if ifname != "lo":
+                on_if.add(a)
+        watched = self.vips if self.ecmp else tuple(v for v in self.vips if str(v) in on_if)
+        return frozenset(watched), frozenset(v for v in self.vips if str(v) in anywhere)
 
     def node_macs(self, neigh: dict[IPAddress, bytes]) -> dict[str, bytes]:
         """The cluster's nodes by MAC, as the neighbour table knows them (to name an offender)."""
@@ -458,6 +533,38 @@ class DrProbe:
             write_atomic(path, self.record().to_json(), 0o600)
         except (OSError, LvsdrError) as e:
             self.log.error("cannot write the DR-path record", file=path, error=str(e))
+
+
+def reserve_port() -> tuple[socket.socket, socket.socket]:
+    """A port for the probes, TCP and UDP alike: a TCP socket bound, never listening, and a UDP one on the same
+    number (nothing else on the node takes it; an answer the kernel would deliver to the UDP socket, on a director
+    not holding the VIP, lands in a receive buffer kept at the kernel's minimum and is never read)."""
+    for _ in range(20):
+        socks: list[socket.socket] = []
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                try:
+                    s = socket.socket(socket.AF_INET6, kind)
+                    socks.append(s)
+                    with contextlib.suppress(OSError):
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                    s.bind(("::", socks[0].getsockname()[1] if len(socks) == 2 else 0))
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        raise
+                    # no IPv6 here: an IPv4 port (IPv6 paths cannot exist then)
+                    socks.pop().close()
+                    s = socket.socket(socket.AF_INET, kind)
+                    socks.append(s)
+                    s.bind(("0.0.0.0", socks[0].getsockname()[1] if len(socks) == 2 else 0))
+            socks[1].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            return socks[0], socks[1]
+        except OSError as e:
+            for s in socks:
+                s.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "no port free for TCP and UDP alike")
 
 
 def read_dr_record(path: Path) -> DrRecord | None:

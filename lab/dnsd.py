@@ -3,7 +3,8 @@ A record with the server's own address (so the client sees who answered).
 
     python -m lvsdr.lab.dnsd ADDRESS PORT [PORT...]
 
-Listens on all addresses (IPv4 and IPv6), like the lab's httpd. Test scaffolding.
+Listens on all addresses (IPv4 and IPv6), like the lab's httpd, and answers
+from the address each query came to (a VIP on lo). Test scaffolding.
 """
 
 from __future__ import annotations
@@ -36,22 +37,43 @@ def answer(query: bytes, address: ipaddress.IPv4Address) -> bytes | None:
     return header + question + records
 
 
+IP_PKTINFO = 8  # Linux's (Python names IPV6_RECVPKTINFO and IPV6_PKTINFO, not this one)
+
+
 def serve(sock: socket.socket, address: ipaddress.IPv4Address) -> None:
+    """Answer each query from the address it was sent to, as a DNS server behind direct routing must (a VIP on lo:
+    an answer from the server's own address is not the one the client asked)."""
+    v6 = sock.family == socket.AF_INET6
+    level, kind = (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO) if v6 else (socket.IPPROTO_IP, IP_PKTINFO)
     while True:
-        data, peer = sock.recvfrom(4096)
+        data, ancillary, _, peer = sock.recvmsg(4096, 256)
         reply = answer(data, address)
-        if reply is not None:
-            sock.sendto(reply, peer)
+        if reply is None:
+            continue
+        cmsgs = []
+        for lvl, typ, info in ancillary:
+            if (lvl, typ) == (level, kind):  # in6_pktinfo: addr, ifindex; in_pktinfo: ifindex, spec_dst, addr
+                cmsgs = [(level, kind, info[:16] + bytes(4) if v6 else bytes(4) + info[8:12] + bytes(4))]
+        sock.sendmsg([reply], cmsgs, 0, peer)
 
 
 def main(argv: list[str]) -> int:
     address = ipaddress.IPv4Address(argv[0])
     socks = []
     for port in (int(p) for p in argv[1:]):
-        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        s.bind(("::", port))
-        socks.append(s)
+        for family in (socket.AF_INET, socket.AF_INET6):
+            s = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            try:
+                s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
+            except OSError:  # no IPv6 in this namespace
+                s.close()
+                continue
+            socks.append(s)
     for s in socks[1:]:
         threading.Thread(target=serve, args=(s, address), daemon=True).start()
     print(f"dnsd {address}: listening on udp {', '.join(argv[1:])}", flush=True)

@@ -5,7 +5,9 @@
 Listens on all addresses (IPv4 and IPv6) so it serves a VIP on lo and traffic
 redirected by iptables/firewalld alike. PORT/tls serves HTTPS with the
 certificate and key in PEM (for keepalived's SSL_GET). GET /health answers
-503 while the --health-file exists (200 otherwise). Test scaffolding.
+503 while the --health-file exists (200 otherwise), and so does any GET to a
+local address the file lists (one per line: a service broken on its VIP
+alone). Test scaffolding.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def main(argv: list[str]) -> int:
                 return self.stream()
             import os
 
-            down = self.path == "/health" and health is not None and os.path.exists(health)
+            down = False
+            if health is not None and os.path.exists(health):
+                local = str(self.connection.getsockname()[0]).removeprefix("::ffff:")
+                with open(health) as f:
+                    down = self.path == "/health" or local in f.read().split()
             self.send_response(503 if down else 200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))

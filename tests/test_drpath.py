@@ -16,6 +16,7 @@ from lvsdr.generator.drpath import (
     dr_files,
     targets,
 )
+from lvsdr.generator.frames import tcp_syn, udp_datagram
 from lvsdr.generator.keepalived import render_keepalived
 from lvsdr.generator.load import parse_cluster
 from lvsdr.generator.model import Cluster, DrCheck
@@ -34,16 +35,16 @@ def cluster(example: str = "web.toml", **dr: object) -> Cluster:
 
 def test_each_tcp_backend_has_a_verdict_file_and_a_track_file_name() -> None:
     """Every backend of every TCP service gets its file and its track_file name; the files of a cluster do not
-    collide with another cluster's in one state directory."""
+    collide with another cluster's, nor a director's with another director's, in one state directory."""
     c = cluster()
-    assert dr_files(c) == {("http", "web1"): ("/run/lvsdr/dr-web-http-web1", "lvsdr_dr_http_web1"),
-                           ("http", "web2"): ("/run/lvsdr/dr-web-http-web2", "lvsdr_dr_http_web2")}
+    assert dr_files(c, "lb1") == {("http", "web1"): ("/run/lvsdr/dr-web-lb1-http-web1", "lvsdr_dr_http_web1"),
+                                  ("http", "web2"): ("/run/lvsdr/dr-web-lb1-http-web2", "lvsdr_dr_http_web2")}
 
 
 def test_dr_check_false_renders_nothing_and_probes_nothing() -> None:
     """`dr_check = false`: keepalived's checks alone, no file, no probe."""
     c = cluster(value=False)
-    assert c.dr_check is None and dr_files(c) == {} and targets(c, "lb1") == ()
+    assert c.dr_check is None and dr_files(c, "lb1") == {} and targets(c, "lb1") == ()
     assert "FILE_CHECK" not in render_keepalived(c, "lb1", "x")
 
 
@@ -62,7 +63,7 @@ def test_the_rendered_real_server_carries_the_file_check_beside_its_own() -> Non
     """The backend's real_server has its own checker and then the DR-path FILE_CHECK; its track_file names the
     verdict file."""
     text = render_keepalived(cluster(), "lb1", "x")
-    assert 'track_file lvsdr_dr_http_web1 {\n    file "/run/lvsdr/dr-web-http-web1"\n}\n' in text
+    assert 'track_file lvsdr_dr_http_web1 {\n    file "/run/lvsdr/dr-web-lb1-http-web1"\n}\n' in text
     rs = text[text.index("real_server 192.0.2.11 80"):]
     rs = rs[:rs.index("\n    }\n")]
     dr = "FILE_CHECK {\n            track_file lvsdr_dr_http_web1\n            weight 0\n        }"
@@ -187,7 +188,7 @@ def run_bpf(prog: list[tuple[int, int, int, int]], pkt: bytes) -> int:
 def test_the_capture_filter_passes_what_the_checks_read_and_nothing_else() -> None:
     """Run as the kernel runs it: ARP replies, NDP advertisements and TCP to the probes' port (IPv4, IPv6) pass;
     ARP requests, NDP solicitations, TCP to another port, IPv4 fragments and anything else are dropped."""
-    from lvsdr.generator.frames import arp_announce, arp_request, neighbour_solicitation, tcp_syn
+    from lvsdr.generator.frames import arp_announce, arp_request, neighbour_solicitation
 
     prog, port = bpf_program(40000), 40000
     v4, v6 = ipaddress.ip_address("192.0.2.100"), ipaddress.ip_address("2001:db8::100")
@@ -198,9 +199,91 @@ def test_the_capture_filter_passes_what_the_checks_read_and_nothing_else() -> No
     ns = neighbour_solicitation(mac, me6, ipaddress.IPv6Address(v6))
     na = ns[:54] + bytes([136]) + ns[55:]  # the same frame as an advertisement
     frag = syn4[:20] + b"\x00\x01" + syn4[22:]  # a later fragment (offset 8): no TCP header in it
-    assert all(run_bpf(prog, f) for f in (arp_announce(mac, ipaddress.IPv4Address(v4)), syn4, syn6, na))
+    udp4 = udp_datagram(mac, mac, v4, me4, 53, port, b"x")
+    udp6 = udp_datagram(mac, mac, v6, me6, 53, port, b"x")
+    assert all(run_bpf(prog, f) for f in (arp_announce(mac, ipaddress.IPv4Address(v4)), syn4, syn6, na, udp4, udp6))
     assert not any(run_bpf(prog, f) for f in (arp_request(mac, me4, ipaddress.IPv4Address(v4)), ns, frag,
-                                              tcp_syn(mac, mac, v4, me4, 80, port + 1, 1), b"\x00" * 60))
+                                              tcp_syn(mac, mac, v4, me4, 80, port + 1, 1),
+                                              udp_datagram(mac, mac, v4, me4, 53, port + 1, b"x"), b"\x00" * 60))
+
+
+def with_checks(example: str, service: int, checks: list[dict[str, object]], protocol: str = "tcp") -> Cluster:
+    data = tomllib.loads((EXAMPLES / example).read_text())
+    svc = data["services"][service]
+    svc.pop("check", None)
+    svc["checks"], svc["protocol"] = checks, protocol
+    return parse_cluster(data)
+
+
+def test_an_http_check_of_the_port_is_sent_through_the_vip() -> None:
+    """A TCP service whose check is HTTP_GET sends its first URL on the probe's handshake (Host: the virtualhost,
+    else the VIP); a check of another port (connect_port), or a TCP check, leaves a bare handshake."""
+    from lvsdr.generator.drpath import HttpAsk
+
+    t = targets(cluster(), "lb1")[0]
+    assert isinstance(t.ask, HttpAsk) and t.ask.codes == ((200, 200),)
+    assert t.ask.request == (b"GET / HTTP/1.0\r\nHost: 192.0.2.100\r\nUser-Agent: lvsdr-dr-check\r\n"
+                             b"Connection: close\r\n\r\n")
+    c = with_checks("web.toml", 0, [{"type": "http", "path": "/health", "virtualhost": "www.example.org",
+                                     "status_code": [200, "300-399"]}])
+    ask = targets(c, "lb1")[0].ask
+    assert isinstance(ask, HttpAsk) and ask.codes == ((200, 200), (300, 399))
+    assert ask.request.startswith(b"GET /health HTTP/1.0\r\nHost: www.example.org\r\n")
+    assert ask.judge(b"HTTP/1.1 302 Found\r\n") == "" and ask.judge(b"HTTP/1.0 200 OK\r\n\r\nweb1") == ""
+    assert ask.judge(b"HTTP/1.1 503 Unavailable\r\n") == ("GET /health through the VIP answered 503 (the check "
+                                                           "wants 200, 300-399)")
+    assert "no HTTP status line" in ask.judge(b"SSH-2.0-OpenSSH\r\n")
+    assert targets(with_checks("web.toml", 0, [{"type": "http", "port": 8080}]), "lb1")[0].ask is None
+    assert targets(with_checks("web.toml", 0, [{"type": "tcp"}]), "lb1")[0].ask is None
+
+
+def test_a_udp_service_is_probed_when_its_check_is_answered() -> None:
+    """A UDP service is covered when its check gets an answer: DNS_CHECK (its question, answered RCODE 0) or
+    UDP_CHECK with require_reply (its payload; the reply's prefix); a UDP_CHECK without require_reply leaves it
+    out (silence proves nothing), and its real_server has no DR-path FILE_CHECK."""
+    from lvsdr.generator.drpath import DNS_QID, UdpAsk
+    from lvsdr.generator.frames import dns_question
+
+    dns = with_checks("web.toml", 0, [{"type": "dns", "query": "www.example.org", "query_type": "A"}], "udp")
+    ts = targets(dns, "lb1")
+    assert {t.backend for t in ts} == {"web1", "web2"} and all(t.udp for t in ts)
+    ask = ts[0].ask
+    assert isinstance(ask, UdpAsk) and ask.payload == dns_question(DNS_QID, "www.example.org", 1)
+    answer = bytearray(ask.payload)
+    answer[2] |= 0x80
+    assert ask.judge(bytes(answer)) == ""
+    answer[3] |= 3  # NXDOMAIN
+    assert ask.judge(bytes(answer)) == "DNS A www.example.org: the answer through the VIP has RCODE 3"
+    assert "not a DNS response" in ask.judge(ask.payload)
+    udp = with_checks("web.toml", 0, [{"type": "udp", "payload": "0a1b", "require_reply": "ff"}], "udp")
+    ask = targets(udp, "lb1")[0].ask
+    assert isinstance(ask, UdpAsk) and ask.payload == b"\x0a\x1b" and ask.reply == b"\xff"
+    assert ask.judge(b"\xff\x00") == "" and ask.judge(b"\x00") != ""
+    silent = with_checks("web.toml", 0, [{"type": "udp", "payload": "0a1b"}], "udp")
+    assert targets(silent, "lb1") == () and dr_files(silent, "lb1") == {}
+    assert "lvsdr_dr_" not in render_keepalived(silent, "lb1", "x")
+    assert "lvsdr_dr_http_web1" in render_keepalived(udp, "lb1", "x")
+
+
+def test_http_probe_frames_carry_the_request_and_parse_back() -> None:
+    """The segment completing the handshake carries the request (ACK, PSH, checksums hold); an answer's sequence
+    number and data are read, and a short frame's Ethernet padding is not taken for data."""
+    import struct
+
+    from lvsdr.generator.frames import TCP_ACK, TCP_PSH, _checksum, parse_reply, tcp_data
+
+    v4, me4 = ipaddress.IPv4Address("192.0.2.100"), ipaddress.IPv4Address("192.0.2.2")
+    seg = tcp_data(ME, WEB1, me4, v4, 40000, 80, 11, 22, b"GET / HTTP/1.0\r\n\r\n")
+    ip, tcp = seg[14:34], seg[34:]
+    assert tcp[13] == TCP_ACK | TCP_PSH and struct.unpack("!II", tcp[4:12]) == (11, 22)
+    assert _checksum(ip) == 0 and _checksum(ip[12:20] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp) == 0
+    back = parse_reply(WEB1 + ME + seg[12:26] + ip[16:20] + ip[12:16] + struct.pack("!HH", 80, 40000) + tcp[4:])
+    assert back is not None and back.seq == 11 and back.payload == b"GET / HTTP/1.0\r\n\r\n"
+    syn = tcp_syn(ME, WEB1, me4, v4, 40000, 80, 1)
+    assert len(syn) == 58 and parse_reply(syn + b"\x00" * 6).payload == b""  # type: ignore[union-attr]
+    dgram = udp_datagram(ME, WEB1, me4, v4, 40000, 53, b"ab")
+    back = parse_reply(dgram + b"\x00" * 20)
+    assert back is not None and back.udp and back.payload == b"ab" and back.src_mac == ME
 
 
 def test_many_vips_are_asked_about_in_turn() -> None:

@@ -191,8 +191,8 @@ def test_a_backend_without_the_vip_leaves_ipvs_by_its_dr_path(lab: Lab) -> None:
         add()
         for d in lab.state.directors:
             lab.start_agent(d)
-    poll(lambda: (lab.state_dir / "dr-ipvsm-all-s-sysctl").read_text() == "0\n"
-         if (lab.state_dir / "dr-ipvsm-all-s-sysctl").exists() else False, "the agents' verdicts written",
+    verdict = lab.state_dir / f"dr-ipvsm-{master.name}-all-s-sysctl"
+    poll(lambda: verdict.read_text() == "0\n" if verdict.exists() else False, "the MASTER's agent's verdict written",
          30 * TIME_SCALE, interval=0.5)
     poll(in_ipvs, "s-sysctl in IPVS", 30 * TIME_SCALE, interval=0.5)
     guarded, at2, out, back = under_load(lab, delete, lambda: not in_ipvs(), window, after=add)
@@ -211,7 +211,6 @@ def test_a_backend_without_the_vip_leaves_ipvs_by_its_dr_path(lab: Lab) -> None:
         f"{g_failed_before} of {g_before} failed before, {g_failed_after} of {g_after} after; back in IPVS "
         f"{back:.1f} s after the VIP returned")
     assert a_failed > 0, "keepalived alone: no request failed (the fault did not show)"
-    verdict = lab.state_dir / "dr-ipvsm-all-s-sysctl"
     assert out - at2 <= window, (
         f"out after {out - at2:.1f} s; the verdict file: {verdict.read_text() if verdict.exists() else 'absent'}\n"
         + "\n".join(f"--- {p.name}\n" + "\n".join(line for line in p.read_text(errors="replace").splitlines()
@@ -238,7 +237,7 @@ def test_a_real_server_answering_arp_is_named_out_and_healed(lab: Lab, server: s
 
     node, master = lab.state.node(server), lab.master()
     assert master is not None
-    verdict = lab.state_dir / f"dr-ipvsm-all-{server}"
+    verdict = lab.state_dir / f"dr-ipvsm-{master.name}-all-{server}"
     record = lab.state_dir / f"realserver-watch-ipvsm-{server}.json"
     agent_log = lab.state_dir / f"agent-{master.name}.log"
 
