@@ -7,7 +7,14 @@ world's "commit confirmed"):
   watch names the other director answering), not none;
 - every DR path that passed before the reload still passes (the agent's
   record, docs/dr-check.md); a backend new in the file that fails its path is
-  kept out by its check, and does not count.
+  kept out by its check, and does not count;
+- ECMP: every VIP this director announced before is still announced (unless
+  the edit removed it or the director is drained), and every BGP session that
+  was Established is Established again by the end of the window (a session
+  BIRD restarts for a changed peer is down for its start delay, 5 s);
+- at the end of the window, `plan` is empty: IPVS holds every virtual server
+  and real server the installed config asks for (but those held out by their
+  checks): keepalived built what it was given.
 
 What was already broken before the reload does not count. A regression seen
 twice in a row (0.5 s apart) reinstalls the config that was there before
@@ -16,7 +23,8 @@ twice in a row (0.5 s apart) reinstalls the config that was there before
 installed again until the file changes. An operator may end the window by
 hand: `lvsdr watch CLUSTER --node N --confirm` keeps the new config at once,
 `--abort` rolls it back (a file in the state directory that the guard reads).
-ECMP clusters: the DR paths only (their announcements are the agent's).
+A rollback puts back both files the edit changed (keepalived.conf,
+bird.conf), and reloads keepalived and BIRD.
 """
 
 from __future__ import annotations
@@ -55,26 +63,53 @@ class View:
     passing: frozenset[tuple[str, str]] = frozenset()  # and those whose path passes
     split: dict[str, list[str]] = field(default_factory=dict)  # VIP -> the other directors that answer ARP for it
     unowned: frozenset[str] = frozenset()  # VIPs nobody holds
+    announced: frozenset[str] = frozenset()  # ECMP: the VIPs this director announces (wanted: in the file, not drained)
+    wanted: frozenset[str] = frozenset()  # ECMP: the VIPs it may announce now (in the file; none while drained)
+    sessions: frozenset[str] = frozenset()  # ECMP: the peers (addresses) whose BGP session is Established
+    unrealized: tuple[str, ...] = ()  # the final look: what `plan` still finds to change (IPVS vs the config)
 
 
-def regressions(before: View, now: View) -> list[str]:
-    """What ``now`` has broken that ``before`` had working (pure)."""
+def regressions(before: View, now: View, final: bool = False) -> list[str]:
+    """What ``now`` has broken that ``before`` had working (pure). ``final``: the look at the end of the window, which
+    also judges the BGP sessions (a restarted one needs seconds) and the plan."""
     # a backend new in the file that fails its path is kept out by its check: the edit's, not a regression
     out = [f"DR path of {b} ({s}) fails since the reload" for s, b in sorted(now.failing & before.passing)]
     out += [f"VRRP split: {vip} answered by {', '.join(who)} as well" for vip, who in sorted(now.split.items())
             if vip not in before.split]
     out += [f"nobody holds {vip}" for vip in sorted(now.unowned - before.unowned)]
+    out += [f"{vip} no longer announced" for vip in sorted((before.announced & now.wanted) - now.announced)]
+    if final:
+        out += [f"BGP session to {peer} not Established again" for peer in sorted(before.sessions - now.sessions)]
+        out += [f"plan not empty: {c}" for c in now.unrealized[:3]]
+    return out
+
+
+def bird_neighbours(text: str) -> dict[str, str]:
+    """`birdc show protocols all` -> {neighbour address: BGP state} of its BGP protocols."""
+    out: dict[str, str] = {}
+    state, bgp = "", False
+    for line in text.splitlines():
+        if line[:1].strip():  # a protocol's first line
+            parts = line.split()
+            bgp, state = len(parts) >= 2 and parts[1] == "BGP", ""
+        elif bgp and line.strip().startswith("BGP state:"):
+            state = line.split(":", 1)[1].strip()
+        elif bgp and line.strip().startswith("Neighbor address:"):
+            out[line.split(":", 1)[1].strip()] = state
     return out
 
 
 class Guard:
     """The guard of one director (its cluster's state directory, the agent's records there)."""
 
-    def __init__(self, cluster: Cluster, node: str, log: Any) -> None:
+    def __init__(self, cluster: Cluster, node: str, log: Any, config: Path | None = None,
+                 bird_socket: str | None = None) -> None:
         self.cluster, self.node, self.log = cluster, node, log
         self.state = cluster.state_dir
+        self.config = config  # the installed keepalived.conf (the final look's plan)
+        self.bird_socket = bird_socket or (cluster.bgp.bird_socket if cluster.bgp is not None else "")
 
-    def look(self) -> View:
+    def look(self, final: bool = False) -> View:
         from lvsdr.generator.drpath import dr_record_path
 
         from .drpath import read_dr_record
@@ -93,7 +128,61 @@ class Guard:
             for vip, _mac, who in rec.offenders:
                 if who in directors:
                     split.setdefault(vip, []).append(who)
-        return View(failing, passing, split, self._unowned())
+        announced, wanted, sessions = self._ecmp()
+        return View(failing, passing, split, self._unowned(), announced, wanted, sessions,
+                    self._unrealized() if final else ())
+
+    def _ecmp(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(The VIPs in lvsdr's route table, those the file lets it announce now, the peers Established.)"""
+        bgp = self.cluster.bgp
+        if bgp is None:
+            return frozenset(), frozenset(), frozenset()
+        import socket
+
+        from pyroute2 import IPRoute
+
+        from .run import run
+
+        announced: set[str] = set()
+        try:
+            with IPRoute() as ipr:
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    for m in ipr.route("dump", table=bgp.table, family=family):
+                        if m.get_attr("RTA_DST") is not None:
+                            announced.add(str(m.get_attr("RTA_DST")))
+        except Exception as e:  # pyroute2's own errors: nothing known of the announcements this look
+            self.log.warning("guard: cannot read the announced VIPs", error=str(e))
+        drained = Path(self.state, f"drain-{self.cluster.name}-{self.node}").exists()
+        wanted = frozenset() if drained else frozenset(str(v) for v in self.cluster.vips)
+        try:
+            states = bird_neighbours(run(["birdc", "-s", self.bird_socket, "show", "protocols", "all"],
+                                         timeout=10).out)
+        except (OSError, LvsdrError):
+            states = {}
+        peers = {str(p.address) for p in bgp.peers}
+        sessions = frozenset(a for a, st in states.items() if st == "Established" and a in peers)
+        return frozenset(announced), wanted, sessions
+
+    def _unrealized(self) -> tuple[str, ...]:
+        """What `plan` finds between the installed config and IPVS (nothing when IPVS is not loaded here)."""
+        if self.config is None:
+            return ()
+        from lvsdr.generator import ipvs
+
+        from . import facts
+        from .fast.files import read_trusted
+        from .reload import _tree
+
+        try:
+            live = facts.read_ipvs()
+            if live is None:
+                return ()
+            table = ipvs.config_table(_tree(read_trusted(self.config).decode("utf-8", errors="replace"),
+                                            str(self.config)))
+        except (OSError, LvsdrError) as e:
+            self.log.warning("guard: cannot read the plan", error=str(e))
+            return ()
+        return tuple(c.description for c in ipvs.plan(table, table, live))
 
     def _unowned(self) -> frozenset[str]:
         """The VRRP VIPs that neither this director holds nor anyone answers ARP/NDP for."""
@@ -143,7 +232,14 @@ class Guard:
                 return "; ".join(sorted(set(found) & set(seen)))
             seen = found
             time.sleep(STEP)
-        return None
+        # the end of the window: the sessions and the plan too, seen twice (keepalived may be mid-update)
+        for _ in range(2):
+            found = regressions(before, self.look(final=True), final=True)
+            if not found or (seen and set(found) & set(seen)):
+                break
+            seen = found
+            time.sleep(STEP)
+        return "; ".join(sorted(set(found) & set(seen))) or None
 
     def count(self, why: str, bad: str) -> None:
         """One more rollback in the watch's record (what `lvsdr metrics` reads)."""

@@ -202,4 +202,8 @@ def guard_checks(cluster: Cluster) -> list[str]:
     out = [] if cluster.ecmp else ["one owner per VIP of each VRRP instance (not two, not none)"]
     if cluster.dr_check is not None:
         out.append("every DR path that passes before the reload still passes")
-    return out or ["nothing it can see (no VRRP, no DR-path checks)"]
+    if cluster.bgp is not None:
+        out.append("every VIP announced before is still announced (unless removed or drained)")
+        out.append("every BGP session Established before is Established again by the window's end")
+    out.append("at the window's end, the plan is empty (IPVS holds what the config asks)")
+    return out

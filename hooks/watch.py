@@ -44,6 +44,7 @@ class Result:
     leaving: bool = False  # real servers are leaving at weight 0: pass again in LEAVING_POLL s
     previous: bytes | None = None  # "reloaded": the config it replaced (the guard's way back)
     baseline: Any = None  # "reloaded" under a guard: the wire as it was before (hooks/guard.View)
+    bird_previous: bytes | None = None  # bird.conf reconfigured: the one it replaced (its way back)
 
     @property
     def again(self) -> bool:
@@ -97,12 +98,17 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: 
     except LvsdrError as e:  # a fact (the live table, a record) could not be read: try again soon
         log.error("cannot read the node; keeping the last good config", error=str(e), output=str(t.output))
         return Result("failed", f"the node could not be read, last good config kept: {e}")
-    bird = _sync_bird(t, source, log)
     look = None
     if guarding is not None and source.cluster.guard_window > 0:
         from .guard import Guard
 
-        look = Guard(source.cluster, t.node, log).look
+        seen: list[Any] = []  # the wire before the first file of this pass is replaced, looked at once
+
+        def look() -> Any:
+            if not seen:
+                seen.append(Guard(source.cluster, t.node, log).look())
+            return seen[0]
+    bird = _sync_bird(t, source, log, look)
     r = _sync_keepalived(t, n.text, n.mode, log, look)
     if r.outcome not in ("rejected", "failed"):
         try:
@@ -117,10 +123,13 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: 
         return r
     outcome: Outcome = r.outcome if bird[0] == "unchanged" or r.outcome in ("rejected", "failed") else (
         bird[0] if r.outcome == "unchanged" else r.outcome)
-    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving, r.previous, r.baseline)
+    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving, r.previous,
+                  r.baseline if r.baseline is not None else (look() if bird[2] is not None and look is not None else None),
+                  bird[2])
 
 
-def _sync_bird(t: WatchTarget, source: Source, log: Any) -> tuple[Outcome, str] | None:
+def _sync_bird(t: WatchTarget, source: Source, log: Any,
+               look: Any = None) -> tuple[Outcome, str, bytes | None] | None:
     """An ECMP cluster's bird.conf, as keepalived.conf: rendered, checked by
     `bird -p`, written when it changed, and BIRD reconfigured (`birdc
     configure`: sessions whose settings did not change stay up). None for a
@@ -145,19 +154,22 @@ def _sync_bird(t: WatchTarget, source: Source, log: Any) -> tuple[Outcome, str] 
     except OSError:
         unchanged = False
     if unchanged and read_regular_or_none(path, len(text.encode())) == text.encode():
-        return "unchanged", "unchanged"
+        return "unchanged", "unchanged", None
     try:
         check_text(text)
+        previous = read_regular_or_none(path, 16 << 20)
+        if look is not None and previous is not None:
+            look()  # the guard's baseline, before BIRD sees the new file
         write_atomic(path, text, mode, group)
     except LvsdrError as e:
         log.error("bird.conf not installed; keeping the last good one", error=str(e), output=str(path))
-        return "rejected", f"not installed, last good one kept: {e}"
+        return "rejected", f"not installed, last good one kept: {e}", None
     ok, answer = configure(t.bird_socket or cluster.bgp.bird_socket)
     if not ok:
         log.warning("bird.conf written; birdc configure failed", output=str(path), answer=answer)
-        return "written", f"written; birdc configure: {answer.splitlines()[-1] if answer else 'no answer'}"
+        return "written", f"written; birdc configure: {answer.splitlines()[-1] if answer else 'no answer'}", None
     log.info("bird.conf written and BIRD reconfigured", output=str(path))
-    return "reloaded", "written; BIRD reconfigured"
+    return "reloaded", "written; BIRD reconfigured", previous
 
 
 def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any = None) -> Result:
@@ -203,19 +215,28 @@ def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, 
     from .guard import Guard, file_key
 
     window = source.cluster.guard_window
-    if r.outcome != "reloaded" or r.previous is None or r.baseline is None or window <= 0:
+    if (r.outcome != "reloaded" or (r.previous is None and r.bird_previous is None) or r.baseline is None
+            or window <= 0):
         return
-    guard = Guard(source.cluster, t.node, log)
+    guard = Guard(source.cluster, t.node, log, t.output, t.bird_socket)
     log.info("guard: verifying the wire", window=window)
     why = guard.verify(r.baseline, window, superseded)
     if why is None:
         log.info("guard: the new config holds", window=window)
         return
     try:
-        write_atomic(t.output, r.previous, t.output.stat().st_mode & 0o7777)
-        pid = _pid(t.pidfile)
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
+        if r.previous is not None:
+            write_atomic(t.output, r.previous, t.output.stat().st_mode & 0o7777)
+            pid = _pid(t.pidfile)
+            if pid is not None:
+                os.kill(pid, signal.SIGHUP)
+        if r.bird_previous is not None and source.cluster.bgp is not None:
+            from .bird import configure
+
+            bird_conf = t.bird_conf or Path(source.cluster.bgp.bird_conf)
+            st = bird_conf.stat()
+            write_atomic(bird_conf, r.bird_previous, st.st_mode & 0o7777, st.st_gid)
+            configure(t.bird_socket or source.cluster.bgp.bird_socket)
     except (OSError, LvsdrError) as e:
         log.error("guard: cannot put the last working config back", why=why, error=str(e), output=str(t.output))
         return

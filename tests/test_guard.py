@@ -32,6 +32,47 @@ def test_only_what_the_reload_broke_counts() -> None:
     assert regressions(now, before) == []
 
 
+def test_ecmp_announcements_sessions_and_the_plan_count_as_the_edits() -> None:
+    """ECMP: a VIP announced before and still wanted, not announced now, is a regression at every look; one the
+    edit removed (or a drain) is not. A BGP session Established before and not again, and a plan that is not
+    empty, count at the final look only (BIRD restarts a changed peer's session after its start delay)."""
+    vips = frozenset({"192.0.2.150", "192.0.2.151"})
+    before = View(announced=vips, wanted=vips, sessions=frozenset({"192.0.2.1", "192.0.2.9"}))
+    now = View(announced=frozenset({"192.0.2.150"}), wanted=vips, sessions=frozenset({"192.0.2.9"}),
+               unrealized=("add TCP 192.0.2.150:80",))
+    assert regressions(before, now) == ["192.0.2.151 no longer announced"]
+    assert regressions(before, now, final=True) == ["192.0.2.151 no longer announced",
+                                                    "BGP session to 192.0.2.1 not Established again",
+                                                    "plan not empty: add TCP 192.0.2.150:80"]
+    removed = View(announced=frozenset({"192.0.2.150"}), wanted=frozenset({"192.0.2.150"}), sessions=before.sessions)
+    drained = View(announced=frozenset(), wanted=frozenset(), sessions=before.sessions)
+    assert regressions(before, removed, final=True) == regressions(before, drained, final=True) == []
+
+
+def test_birds_protocol_list_gives_each_neighbours_state() -> None:
+    """`birdc show protocols all` (BIRD 2's layout) read as {neighbour: state}; other protocols ignored."""
+    from lvsdr.hooks.guard import bird_neighbours
+
+    text = """BIRD 2.0.12 ready.
+Name       Proto      Table      State  Since         Info
+device1    Device     ---        up     10:00:00.000
+kernel1    Kernel     master4    up     10:00:00.000
+  Channel ipv4
+    State:          UP
+peer1      BGP        ---        up     10:00:01.000  Established
+  BGP state:          Established
+    Neighbor address: 192.0.2.1
+    Neighbor AS:      65000
+  Channel ipv4
+    State:          UP
+peer2      BGP        ---        start  10:00:01.000  Active        Socket: Connection refused
+  BGP state:          Active
+    Neighbor address: 2001:db8::1
+    Neighbor AS:      65000
+"""
+    assert bird_neighbours(text) == {"192.0.2.1": "Established", "2001:db8::1": "Active"}
+
+
 def start_watch(lab: Lab, node: Node) -> subprocess.Popen[bytes]:
     log = open(lab.state_dir / f"watch-{node.name}.log", "w")  # noqa: SIM115 - handed to the child
     p = subprocess.Popen(
@@ -121,26 +162,31 @@ def test_an_edit_that_splits_vrrp_is_rolled_back(tmp_path: Path) -> None:
 
 def test_a_new_edit_ends_the_window() -> None:
     """The guard of one reload ends when the cluster file changes again (the next reload is guarded in turn), and
-    at once when told so by hand; a regression needs two looks in a row."""
+    at once when told so by hand; a regression needs two looks in a row, the final look's (the plan) too."""
     import tempfile
     from types import SimpleNamespace
 
     from lvsdr.hooks.guard import Guard, hand_path
 
     with tempfile.TemporaryDirectory() as state:
-        cluster = SimpleNamespace(state_dir=state, name="web", ecmp=True, directors=(), vips=())
+        cluster = SimpleNamespace(state_dir=state, name="web", ecmp=True, directors=(), vips=(), bgp=None)
         log = SimpleNamespace(info=lambda *a, **k: None, warning=lambda *a, **k: None)
         g = Guard(cluster, "lb1", log)  # type: ignore[arg-type]
         t0 = time.monotonic()
         assert g.verify(View(), 30, lambda: True) is None and time.monotonic() - t0 < 1
         hand_path(state, "web", "lb1", "abort").write_text("x")
         looks = iter([View(), View(frozenset({("http", "web1")}))])
-        g.look = lambda: next(looks, View())  # type: ignore[method-assign]
+        g.look = lambda final=False: next(looks, View())  # type: ignore[method-assign]
         # the abort file is cleared at the window's start: a stale one does not abort a later window
         assert g.verify(View(passing=frozenset({("http", "web1")})), 1.2) is None
         looks = iter([View(frozenset({("http", "web1")}))] * 3)
         assert g.verify(View(passing=frozenset({("http", "web1")})), 5) == \
             "DR path of web1 (http) fails since the reload"
+        # the window's end: a plan not empty twice in a row rolls back; once (keepalived mid-update) does not
+        looks = iter([View(), View(unrealized=("add TCP 192.0.2.100:80",)), View()])
+        assert g.verify(View(), 0.1) is None
+        looks = iter([View()] + [View(unrealized=("add TCP 192.0.2.100:80",))] * 3)
+        assert g.verify(View(), 0.1) == "plan not empty: add TCP 192.0.2.100:80"
 
 
 @pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, '{"rollbacks": NaN}', '{"rollbacks": -1}', "[]", "x"])
@@ -157,7 +203,7 @@ def test_a_watch_record_lvsdr_did_not_write_is_one_error(tmp_path: Path, text: s
     path.chmod(0o600)
     with pytest.raises(FactError, match="not `lvsdr watch`'s record"):
         rollbacks(path)
-    g = Guard(SimpleNamespace(state_dir=str(tmp_path), name="web"), "lb1",  # type: ignore[arg-type]
+    g = Guard(SimpleNamespace(state_dir=str(tmp_path), name="web", bgp=None), "lb1",  # type: ignore[arg-type]
               SimpleNamespace(error=lambda *a, **k: None))
     g.count("why", "key")
     assert rollbacks(path) == 1
