@@ -106,7 +106,7 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: 
 
         def look() -> Any:
             if not seen:
-                seen.append(Guard(source.cluster, t.node, log).look())
+                seen.append(Guard(source.cluster, t.node, log, bird_socket=t.bird_socket).look())
             return seen[0]
     bird = _sync_bird(t, source, log, look)
     r = _sync_keepalived(t, n.text, n.mode, log, look)

@@ -209,6 +209,61 @@ def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:
         lvsdr_in(lb1.ns, *args, sandbox=lab.sandboxed("lvsdr-watch@.service"))
 
 
+def test_an_edit_that_breaks_the_bgp_session_is_rolled_back(lab: Lab) -> None:
+    """Guarded apply in ECMP: the resident `lvsdr watch` on lb1 installs an edit that gives the router a wrong AS
+    (bird.conf only; BIRD restarts the session, which the router now refuses). The session Established before is
+    not Established again by the end of the window: the previous bird.conf is put back, BIRD reconfigured, one
+    line says why, the rollback is counted; the session and lb1's next hop come back."""
+    import os
+
+    lb1, router = lab.state.node("lb1"), lab.routers()[0]
+    path = Path(lab.cluster_path)
+    original = path.read_text()
+    data = json.loads(original)
+    data["cluster"]["guard_window"] = 8
+    log_path = lab.state_dir / "watch-guard-lb1.log"
+    log = open(log_path, "w")  # noqa: SIM115 - handed to the child
+    w = subprocess.Popen(
+        ["ip", "netns", "exec", lb1.ns, *lab.sandboxed("lvsdr-watch@.service"), lab._console(), "watch",
+         lab.cluster_path, "--node", "lb1", "-o", str(lab.state_dir / "keepalived-lb1.conf"), "--pidfile",
+         str(lab.pidfile(lb1)), "--bird-conf", str(lab.state_dir / "bird-lb1.conf"), "--bird-socket",
+         lab.bird_socket(lb1)], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, LVSDR_LOG="stderr"))
+    log.close()
+
+    def said(event: str) -> dict[str, object] | None:
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and event in line:
+                return dict(json.loads(line))
+        return None
+
+    def session() -> str:
+        return subprocess.run(["birdc", "-s", lab.bird_socket(router), "show", "protocols"], capture_output=True,
+                              text=True, check=False).stdout
+
+    try:
+        path.write_text(json.dumps(data))  # the window itself: the watch's first pass installs it
+        poll(lambda: said('"watching"') is not None, "the watch started", 30, explain=lambda: log_path.read_text())
+        time.sleep(2)  # its first pass (nothing of the guard's window reaches bird.conf or keepalived.conf)
+        data["bgp"]["peers"][0]["asn"] = 65099
+        t0 = time.monotonic()
+        path.write_text(json.dumps(data))
+        poll(lambda: said("rolled back to the last working config") is not None, "the edit rolled back",
+             30, interval=0.2, explain=lambda: log_path.read_text()[-4000:])
+        took = time.monotonic() - t0
+        line = said("rolled back to the last working config")
+        assert line is not None and "BGP session to 192.0.2.1 not Established again" in str(line["why"]), line
+        assert "asn 65099" not in (lab.state_dir / "bird-lb1.conf").read_text()
+        assert json.loads((lab.state_dir / "watch-anycast-lb1.json").read_text())["rollbacks"] == 1
+        back(lab, "after the rollback", 30)
+        MEASURED.append(f"guarded apply (ECMP): a wrong peer AS in bird.conf rolled back {took:.1f} s after the save "
+                        "(window 8 s, BGP's start delay 5 s), lb1 a next hop again")
+    finally:
+        w.terminate()
+        w.wait(timeout=10)
+        path.write_text(original)
+        back(lab, "after the test", 30)
+
+
 def test_doctor_checks_an_ecmp_director(lab: Lab) -> None:
     """`lvsdr doctor` on an ECMP director: BIRD runs, its session to the router
     is Established, it announces the VIP (every virtual server has quorum),
