@@ -232,9 +232,16 @@ class Verdict:
     up: bool = True
     streak: int = 0  # rounds in a row against the current verdict
     why: str = ""  # the last failure
+    new: bool = False  # a backend an edit added: out until its first round passes (then ``rise`` no more)
 
     def round(self, ok: bool, why: str, check: DrCheck) -> bool:
         """Count one round (every path of the pair passed: ``ok``); whether the verdict changed."""
+        if self.new:
+            if ok:
+                self.up, self.new, self.streak = True, False, 0
+                return True
+            self.why = why
+            return False
         if ok == self.up:
             self.streak = 0
             return False

@@ -127,6 +127,9 @@ class DrProbe:
         self.watching: frozenset[IPAddress] = frozenset()
         self.cursor = 0  # where the next round's questions start, with more VIPs than ASK_PER_ROUND
         self.rounds_started = 0
+        self.files: dict[tuple[str, str], tuple[str, str]] = {}
+        self.verdicts: Verdicts | None = None
+        self.configured = False  # configure() ran: a later one is an edit of the cluster file
         self.cluster, self.node = cluster, node
         self.configure(cluster, node)
 
@@ -139,8 +142,19 @@ class DrProbe:
         self.by_pair: dict[tuple[str, str], list[Target]] = {}
         for t in self.targets:
             self.by_pair.setdefault((t.service, t.backend), []).append(t)
+        first, self.configured = not self.configured, True
+        before = set(self.files)
         self.files = dr_files(cluster, node)
-        self.verdicts = Verdicts(check) if check is not None else None
+        # verdicts survive an edit (a backend held out stays out); a backend the edit added starts out, until its
+        # first round passes: keepalived adds it as the reload lands, and a path that never worked takes no request
+        known = self.verdicts.pairs if not first and self.verdicts is not None else {}
+        self.verdicts = Verdicts(check, {k: v for k, v in known.items() if k in self.files}) \
+            if check is not None else None
+        if self.verdicts is not None and not first:
+            from lvsdr.generator.drpath import Verdict
+
+            for pair in set(self.files) - before:
+                self.verdicts.pairs[pair] = Verdict(up=False, new=True, why="new: its first round has not passed")
         self.interval = check.interval if check is not None else 0.0
         self.vips = cluster.vips
         self.ecmp = cluster.ecmp
@@ -533,6 +547,31 @@ class DrProbe:
             write_atomic(path, self.record().to_json(), 0o600)
         except (OSError, LvsdrError) as e:
             self.log.error("cannot write the DR-path record", file=path, error=str(e))
+
+
+def hold_new_backends(cluster: Cluster, node: str) -> list[str]:
+    """Before `watch` reloads keepalived with an edit: the verdict file of each backend new to the DR-path checks
+    written 1 (out), when this director's agent is probing (its record written within the last 30 s): keepalived
+    then adds the backend held out, and the agent lets it in at its first passing round. Without an agent nothing
+    is written (a file left at 1 by nobody would hold a backend out for good). The files written."""
+    if cluster.dr_check is None:
+        return []
+    record = Path(dr_record_path(cluster.state_dir, cluster.name, node))
+    try:
+        fresh = time.time() - record.stat().st_mtime < max(30.0, 40 * cluster.dr_check.interval)
+    except OSError:
+        return []
+    if not fresh:
+        return []
+    from .fast.files import write_atomic
+
+    out = []
+    for path, _ in dr_files(cluster, node).values():
+        if not os.path.lexists(path):
+            with contextlib.suppress(OSError, LvsdrError):
+                write_atomic(path, "1\n", 0o644)
+                out.append(path)
+    return out
 
 
 def reserve_port() -> tuple[socket.socket, socket.socket]:

@@ -109,7 +109,14 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: 
                 seen.append(Guard(source.cluster, t.node, log, bird_socket=t.bird_socket).look())
             return seen[0]
     bird = _sync_bird(t, source, log, look)
-    r = _sync_keepalived(t, n.text, n.mode, log, look)
+    def hold() -> None:
+        from .drpath import hold_new_backends
+
+        held = hold_new_backends(source.cluster, t.node)
+        if held:
+            log.info("new backends held out until their DR path passes", files=held)
+
+    r = _sync_keepalived(t, n.text, n.mode, log, look, hold)
     if r.outcome not in ("rejected", "failed"):
         try:
             save_leaving(n)
@@ -172,7 +179,7 @@ def _sync_bird(t: WatchTarget, source: Source, log: Any,
     return "reloaded", "written; BIRD reconfigured", previous
 
 
-def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any = None) -> Result:
+def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any = None, hold: Any = None) -> Result:
     from .fast.files import read_regular_or_none, write_atomic
     from .keepalived import check_text
 
@@ -189,6 +196,8 @@ def _sync_keepalived(t: WatchTarget, text: str, mode: int, log: Any, look: Any =
         return Result("rejected", f"rejected by keepalived -t, last good config kept: {result.message()}")
     previous = read_regular_or_none(t.output, 64 << 20)
     baseline = look() if look is not None and previous is not None else None
+    if hold is not None and previous is not None:  # an edit, not a first install: new backends start out
+        hold()
     try:
         write_atomic(t.output, text, mode)
     except LvsdrError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,38 @@ def test_pairs_gone_from_the_file_are_forgotten() -> None:
     v.round({("http", "web1"): ""})
     assert set(v.pairs) == {("http", "web1")}
 
+
+
+def test_a_backend_an_edit_adds_starts_out_and_verdicts_survive_the_edit(tmp_path: Path) -> None:
+    """An edit of the cluster file keeps every verdict (a backend held out stays out, its file 1); a backend the
+    edit adds starts out (file 1) and is in after its first passing round, not after `rise`; the agent's start
+    writes 0 for every pair (no verdict yet, keepalived's checks alone)."""
+    from types import SimpleNamespace
+
+    from lvsdr.hooks.drpath import DrProbe
+
+    data = tomllib.loads((EXAMPLES / "web.toml").read_text())
+    data["cluster"]["state_dir"] = str(tmp_path)
+    data["services"][0]["backends"] = ["web1"]
+    one = parse_cluster(data)
+    data["services"][0]["backends"] = ["web1", "web2"]
+    two = parse_cluster(data)
+    log = SimpleNamespace(info=lambda *a, **k: None, error=lambda *a, **k: None, warning=lambda *a, **k: None)
+    probe = DrProbe.__new__(DrProbe)
+    probe.log, probe.ifname, probe.files, probe.verdicts, probe.configured = log, "eth0", {}, None, False
+    probe.sock = object()  # type: ignore[assignment]  # a socket open (not opened again)
+    probe.open = lambda ifname: None  # type: ignore[method-assign]
+    probe.close = lambda: None  # type: ignore[method-assign]
+    probe.configure(one, "lb1")
+    files = {b: tmp_path / f"dr-web-lb1-http-{b}" for b in ("web1", "web2")}
+    assert files["web1"].read_text() == "0\n" and not files["web2"].exists()
+    assert probe.verdicts is not None
+    probe.verdicts.round({("http", "web1"): "no answer"})
+    probe.verdicts.round({("http", "web1"): "no answer"})  # out (fall 2)
+    probe.configure(two, "lb1")
+    assert files["web1"].read_text() == "1\n" and files["web2"].read_text() == "1\n"
+    changed = probe.verdicts.round({("http", "web1"): "", ("http", "web2"): ""})
+    assert [(p, v.up) for p, v in changed] == [(("http", "web2"), True)]  # in at once; web1 needs rise (3)
 
 
 def test_the_holders_gratuitous_arp_reads_as_its_answer() -> None:

@@ -623,6 +623,63 @@ def test_an_edit_that_splits_vrrp_is_rolled_back_under_load(lab: Lab, tmp_path: 
     assert w.conf.read_text() == working
 
 
+def test_an_edit_adding_a_backend_without_the_vip_keeps_it_out(lab: Lab, tmp_path: Path) -> None:
+    """An edit adds a service on a new VIP whose backends are web1, which lacks the VIP (its real-server set-up
+    was not run), and web2, which has it: the MASTER's watch writes web1's DR verdict 1 before the reload, so
+    keepalived adds web1 held out (its own TCP check to web1's address passes); web1 is never in IPVS, no request
+    through the new VIP fails, and the guard keeps the edit (a new backend failing its path is not a
+    regression)."""
+    extra_vip, web2 = "192.0.2.131", lab.state.node("web2")
+    master, w = fresh(lab, tmp_path)
+    key = Key("TCP", extra_vip, 80)
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def sample() -> None:  # every real server IPVS ever held for the new service
+        while not stop.is_set():
+            seen.update(weights(master, key))
+            stop.wait(0.1)
+
+    ns_run(web2.ns, ["ip", "addr", "add", f"{extra_vip}/32", "dev", "lo", "label", "lo:lvsdr"])
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    load: Requests | None = None
+    data = json.loads(Path(lab.cluster_path).read_text())
+    good = json.loads(json.dumps(data))
+    try:
+        data["services"].append({"name": "extra", "vip": extra_vip, "port": 80, "scheduler": "rr", "delay_loop": 2,
+                                 "backends": ["web1", "web2"], "check": {"type": "tcp", "connect_timeout": 1}})
+        w.install(data, tmp_path)
+        poll(lambda: weights(master, key) == {ADDRESS["web2"]: 1}, "the new service in IPVS with web2",
+             30 * TIME_SCALE, interval=0.1, explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
+        load = Requests(lab, extra_vip, timeout=3)
+        poll(lambda: b"guard: the new config holds" in w.log_path.read_bytes(), "the guard kept the edit",
+             60 * TIME_SCALE, interval=0.2, explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
+        time.sleep(2)
+        load.stop()
+        verdict = (lab.state_dir / f"dr-ipvss-{master.name}-extra-web1").read_text()
+    finally:
+        stop.set()
+        sampler.join()
+        if load is not None:
+            load.stop()
+        w.stop()
+        nxt = tmp_path / "good.json"
+        nxt.write_text(json.dumps(good))
+        os.replace(nxt, lab.cluster_path)
+        ns_run(web2.ns, ["ip", "addr", "del", f"{extra_vip}/32", "dev", "lo"], check=False)
+    failed = [r for r in load.results if r[2]]
+    log = w.log_path.read_text(errors="replace")
+    MEASURED.append(f"IPVS edit adding a backend without the VIP: held out before the reload, never in IPVS "
+                    f"(IPVS held {sorted(seen)}); {len(failed)} of {len(load.results)} requests through the new VIP "
+                    "failed; the guard kept the edit")
+    assert "new backends held out until their DR path passes" in log, log[-4000:]
+    assert ADDRESS["web1"] not in seen, seen
+    assert verdict == "1\n"
+    assert not failed and len(load.results) >= 4, load.results
+    assert "rolled back" not in log
+
+
 def test_a_drained_backend_finishes_its_connections(lab: Lab, tmp_path: Path) -> None:
     """Draining (weight 0, saved in the cluster file, applied by `lvsdr watch
     --once`): the established stream to the drained backend runs to its end,
