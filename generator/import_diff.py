@@ -8,6 +8,7 @@ import ipaddress
 import json
 from typing import Any
 
+from .handover import PREFIX as HANDOVER_PREFIX
 from .importer import CHECKERS, is_dr_check
 from .kaconf import Directive
 
@@ -37,7 +38,10 @@ def semantics(tree: tuple[Directive, ...]) -> dict[str, Any]:
                 elif c.key == "authentication":
                     inst[c.key] = sorted(" ".join(a.words) for a in c.block())
                 elif c.key in ("track_script", "track_interface", "track_file"):
-                    inst[c.key] = sorted(" ".join(t.words) for t in c.block())
+                    # lvsdr's hand-over by quorum (generator/handover.py) is its own, like its hooks
+                    tracked = sorted(" ".join(t.words) for t in c.block() if not t.key.startswith(HANDOVER_PREFIX))
+                    if tracked:
+                        inst[c.key] = tracked
             vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
             for key, default in VRRP_DEFAULTS.items():
                 if inst.get(key) == default:

@@ -14,6 +14,7 @@ from lvsdr.errors import InputError
 
 from . import checks
 from .drpath import DR_PREFIX
+from .handover import PREFIX as HANDOVER_PREFIX
 from .kaconf import Directive
 from .keys import Key, by_directive
 from .model import SCHEDULERS, Backend, Cluster, Director, Service
@@ -327,8 +328,8 @@ def read_side(tree: tuple[Directive, ...], file: str, name: str | None = None) -
                     side.skip(d, "no virtual_router_id (keepalived drops such an instance): not imported")
             case "vrrp_script":
                 _script(side, d)
-            case "track_file" if d.args and d.args[0].startswith(DR_PREFIX):
-                pass  # the file of lvsdr's own DR-path check: `dr_check` makes it again
+            case "track_file" if d.args and d.args[0].startswith((DR_PREFIX, HANDOVER_PREFIX)):
+                pass  # the file of lvsdr's own DR-path check or hand-over: `dr_check`, `quorum_handover` make it
             case "vrrp_track_file" | "track_file":
                 path = next((c.args[0] for c in d.block() if c.key == "file" and c.args), None)
                 if d.args and path:
@@ -543,7 +544,8 @@ def _instance_list(side: Side, inst: Instance, c: Directive) -> None:
     elif c.key == "track_interface":
         inst.track_interfaces = [Tracked(t.words[0], _int(t, 2) or 0, t.where) for t in c.block()]
     else:
-        inst.track_files = [Tracked(t.words[0], _int(t, 2) or 0, t.where) for t in c.block()]
+        inst.track_files = [Tracked(t.words[0], _int(t, 2) or 0, t.where) for t in c.block()
+                        if not t.words[0].startswith(HANDOVER_PREFIX)]  # lvsdr's own: `quorum_handover`
 
 
 def _multicast(word: str) -> bool:

@@ -95,6 +95,7 @@ def _instance(cluster: Cluster, me: Director, name: str, vrid: int, priority: in
         "vips": same[:MAX_ADVERTISED[family]],
         "vips_excluded": same[MAX_ADVERTISED[family]:] + [_vip_line(cluster, v, me) for v in vips
                                                            if v.version != family],
+        "handover": None,  # (track_file name, weight): the hand-over by quorum (generator/handover.py)
     }
 
 
@@ -274,6 +275,17 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
     labels = {n: (token(n) + (" (a director)" if b.is_director else ""), address(b.address))
               for n, b in servers.items()}
     checks = Checks(file_names(cluster))
+    fifo = wiring.notify_fifo if wiring.hook in ("fifo", "both") and not cluster.ecmp else None
+    from .handover import handover
+
+    # the agent writes the hand-over files from the quorum events: only where it reads the FIFO
+    follow = handover(cluster, me.name) if fifo is not None else None
+    instances = [] if cluster.ecmp else _instances(cluster, me)
+    if follow is not None:
+        by_name = {h.instance: h for h in follow.instances}
+        for inst in instances:
+            h = by_name.get(inst["name"])
+            inst["handover"] = (h.track, -h.weight) if h is not None else None
     ctx = {
         "version": __version__,
         "source": source.replace("\n", " "),
@@ -283,12 +295,14 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         # an ECMP cluster has no VRRP instance: every director is active, BIRD
         # announces the VIPs, and the agent gates them on the checker's quorum
         # events, which keepalived writes to its LVS notify FIFO
-        "instances": [] if cluster.ecmp else _instances(cluster, me),
-        "lvs_notify_fifo": wiring.notify_fifo if cluster.ecmp else None,
+        "instances": instances,
+        # ECMP: the agent announces by quorum; VRRP: it hands the instances over by it (generator/handover.py)
+        "lvs_notify_fifo": wiring.notify_fifo if cluster.ecmp or follow is not None else None,
+        "handover_files": [(h.file, h.track) for h in follow.instances] if follow is not None else [],
         "sync_group": f"VG_{cluster.name}" if cluster.sync_group else None,
         "extra": _extra_blocks(cluster),
         "notify": notify,
-        "notify_fifo": wiring.notify_fifo if wiring.hook in ("fifo", "both") and not cluster.ecmp else None,
+        "notify_fifo": fifo,
         "user_notify": [(key, _command(getattr(cluster, key))) for key in
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],

@@ -120,7 +120,7 @@ def parse_cluster(data: Any) -> Cluster:
     if errors.lines:
         raise ValidationError(errors.lines)
     live = assign_fwmarks(services)
-    return Cluster(
+    cluster = Cluster(
         directors=tuple(d for d in directors if d is not None),
         real_servers=tuple(r for r in real_servers if r is not None),
         services=tuple(ecmp_services(live) if bgp is not None else live),
@@ -128,6 +128,17 @@ def parse_cluster(data: Any) -> Cluster:
         **tracking,
         **cluster_kw,
     )
+    if cluster.quorum_handover and not cluster.ecmp:
+        from .handover import room
+
+        no_room = room(cluster)
+        if no_room and c is not None and "quorum_handover" in c.data:  # asked for: the priorities must allow it
+            raise ValidationError([f"cluster.quorum_handover: {why}" for why in no_room])
+        if no_room:  # the default, where the priorities leave no room: off
+            from dataclasses import replace
+
+            cluster = replace(cluster, quorum_handover=False)
+    return cluster
 
 
 def _cluster_keys(c: Table, directors: list[Director | None], errors: Errors, ecmp: bool = False) -> dict[str, Any]:

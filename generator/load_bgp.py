@@ -32,7 +32,7 @@ SCHEDULERS = ("mh", "sh")  # the same flow -> the same real server on every dire
 VRRP_KEYS = ("virtual_router_id", "advert_int", "vrrp_version", "auth_pass", "auth_type", "unicast",
              "mcast_src_ip", "nopreempt", "preempt_delay", "garp_master_delay", "garp_master_refresh",
              "initial_state", "sync_daemon", "sync_group", "notify_master", "notify_backup", "notify_fault",
-             "notify_stop")
+             "notify_stop", "quorum_handover")
 VRRP_TABLES = ("instances", "vips", "track_scripts", "track_interfaces", "track_files")
 
 

@@ -498,6 +498,13 @@ class Cluster:
                              "verifies the wire after it installs a new keepalived.conf: one VIP owner per VRRP "
                              "instance, every DR path that passed before still passing; a regression reinstalls the "
                              "last working config ([watch.md](watch.md#guarded-apply)). 0: no guard")
+    quorum_handover: bool = leaf(True, form="bool", meaning="a director whose virtual servers lost quorum (every "
+                                 "real server failing from it) hands its VRRP instances over to one that has it: "
+                                 "the agent writes a file each instance tracks with weight -(highest priority - "
+                                 "lowest + 1); when every director lacks quorum nothing moves. On by default where "
+                                 "the lowest priority is 3 or more (`true` with a lower one is refused); `nopreempt` "
+                                 "and `preempt_delay` apply "
+                                 "([operations.md](operations.md#vrrp-that-follows-service-health))")
     dr_check: DrCheck | None = leaf(DrCheck(), form="custom", type="`false` or table", shown="on (`interval` "
                                     f"{defaults.DR_CHECK_INTERVAL}, `fall` {defaults.DR_CHECK_FALL}, `rise` "
                                     f"{defaults.DR_CHECK_RISE})", meaning=DR_CHECK_MEANING)

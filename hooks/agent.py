@@ -19,6 +19,7 @@ A failed reconcile is logged and retried."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
@@ -111,6 +112,7 @@ class Agent:
                 ready = select.select([self.fd, *self.procs.filenos(), *files, *probes], [], [],
                                       min(self.mode.wait(self), self.dr.wait()))[0]
                 self.probe(dr is not None and dr in ready)
+                self.mode.tick(self)
                 if self.files.fd is None or self.files.fd in ready:
                     self.files.drain()
                     if self.take_file():
@@ -206,6 +208,9 @@ class Mode:
     def failed(self) -> None:
         """A reconcile failed (the interval retries)."""
 
+    def tick(self, agent: Agent) -> None:
+        """Every turn of the loop: what is due by time alone."""
+
     def reconcile(self, agent: Agent, running: bool) -> tuple[list[str], dict[str, Any]]:
         raise NotImplementedError
 
@@ -214,22 +219,46 @@ class Mode:
 
 
 def mode_for(agent: Agent) -> Mode:
-    return EcmpAnnouncement(agent.state_dir, agent.spec) if agent.spec.ecmp is not None else VrrpRole()
+    return EcmpAnnouncement(agent.state_dir, agent.spec) if agent.spec.ecmp is not None else VrrpRole(agent)
+
+
+def parse_vrrp_or_quorum(line: str) -> Event | None:
+    return parse_event(line) or parse_quorum_event(line)
 
 
 class VrrpRole(Mode):
     """A VRRP director: the role observed on the node (MASTER while keepalived
     has a VIP on its device), its state made, replayed from notify's record
-    when it can (hooks/fast/replay.py)."""
+    when it can (hooks/fast/replay.py); and its instances handed over while
+    its virtual servers lack quorum (``HandoverFiles``)."""
 
     gone = "keepalived is gone; the node stepped back"
-    parse = staticmethod(parse_event)
+    parse = staticmethod(parse_vrrp_or_quorum)
+
+    def __init__(self, agent: Agent) -> None:
+        self.handover = HandoverFiles(agent)
+
+    def wait(self, agent: Agent) -> float:
+        return min(super().wait(agent), self.handover.wait())
+
+    def tick(self, agent: Agent) -> None:
+        self.handover.tick(agent)
 
     def reconcile(self, agent: Agent, running: bool) -> tuple[list[str], dict[str, Any]]:
         role, done = reconcile(agent.spec, agent.state_dir, agent.source.key, stopped=not running)
+        self.handover.sync(agent)
         return done, {"observed_role": role}
 
     def on_events(self, agent: Agent, events: list[Event]) -> None:
+        quorum = [e for e in events if e.type == "VS"]
+        if quorum:
+            agent.procs.refresh()
+            self.handover.update(agent, quorum)
+        events = [e for e in events if e.type != "VS"]
+        if events:
+            self.transition(agent, events)
+
+    def transition(self, agent: Agent, events: list[Event]) -> None:
         started = time.monotonic()
         try:
             fast = self.replayed(agent)
@@ -373,3 +402,72 @@ class Quorum:
                 down.discard(e.name)
         state_dir(self.path.parent)
         write_atomic(self.path, json.dumps({"keepalived": pids, "down": sorted(down)}) + "\n", 0o600)
+
+
+class HandoverFiles:
+    """A VRRP director's hand-over files (generator/handover.py): 1 at once while a virtual server of the instance
+    is without quorum here, 0 again after quorum has held for ``HOLD`` seconds."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.quorum = Quorum(agent.state_dir, agent.spec)
+        self.clear_at: dict[str, float] = {}  # file -> when it may say 0 again
+        self.said: dict[str, bool] = {}  # file -> what this agent wrote last (True: 1)
+
+    def wait(self) -> float:
+        return max(0.0, min(self.clear_at.values()) - time.monotonic()) if self.clear_at else 3600.0
+
+    def plan(self, agent: Agent) -> tuple[Any, dict[str, bool]]:
+        from lvsdr.generator.handover import handover
+
+        follow = handover(agent.source.cluster, agent.source.node)
+        down = self.quorum.down(agent.procs.pids())
+        return follow, (follow.values(down) if follow is not None else {})
+
+    def update(self, agent: Agent, events: list[Event]) -> None:
+        self.quorum.update(agent.procs.pids(), events)
+        agent.log.info("quorum changed", events=[e.fields() for e in events],
+                       without_quorum=sorted(self.quorum.down_set))
+        self.sync(agent)
+
+    def sync(self, agent: Agent) -> None:
+        """Every file as the quorum says (a 0 waits out the hold); the files of instances gone removed."""
+        follow, want = self.plan(agent)
+        now = time.monotonic()
+        for path, lost in want.items():
+            if lost:
+                self.clear_at.pop(path, None)
+                if self.said.get(path) is not True:
+                    self.write(agent, path, True)
+                    names = [i for i in follow.instances if i.file == path] if follow is not None else []
+                    agent.log.warning("virtual servers without quorum here: the VRRP instance hands over",
+                                      instance=names[0].instance if names else path,
+                                      without_quorum=sorted(self.quorum.down_set), weight=-names[0].weight
+                                      if names else 0)
+            elif self.said.get(path) is None:
+                self.write(agent, path, False)  # a start: nothing was said yet (a file left at 1 is not trusted)
+            elif self.said[path] and path not in self.clear_at:
+                hold = next((i.hold for i in follow.instances if i.file == path), 0.0) if follow is not None else 0.0
+                self.clear_at[path] = now + hold
+        for path in [p for p in self.said if p not in want]:
+            self.said.pop(path)
+            self.clear_at.pop(path, None)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self.tick(agent)
+
+    def tick(self, agent: Agent) -> None:
+        now = time.monotonic()
+        for path, at in sorted(self.clear_at.items()):
+            if at <= now:
+                del self.clear_at[path]
+                self.write(agent, path, False)
+                agent.log.info("quorum held: the VRRP instance's priority restored", file=path)
+
+    def write(self, agent: Agent, path: str, lost: bool) -> None:
+        from .fast.files import write_atomic
+
+        try:
+            write_atomic(path, "1\n" if lost else "0\n", 0o644)
+            self.said[path] = lost
+        except (OSError, LvsdrError) as e:
+            agent.log.error("cannot write a hand-over file", file=path, error=str(e))

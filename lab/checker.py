@@ -1,5 +1,6 @@
 """TEST SCAFFOLDING, not part of the product: keepalived's checker, for an
-ECMP cluster on a kernel without IPVS.
+ECMP cluster on a kernel without IPVS (and a VRRP lab that asks for its quorum
+events: `Lab(quorum_checker=True)`).
 
 keepalived's checker process exits at once where the kernel has no IPVS
 ("IPVS: Can't initialize ipvs"), so natively an ECMP director runs

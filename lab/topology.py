@@ -127,7 +127,8 @@ class Lab:
 
     def __init__(self, cluster: Cluster, cluster_path: str | Path, prefix: str = "lvsdr",
                  suppression: str = "product", state_root: Path = STATE_ROOT,
-                 log: Any = None, hook: str = "both", held_back: tuple[str, ...] = ()) -> None:
+                 log: Any = None, hook: str = "both", held_back: tuple[str, ...] = (),
+                 quorum_checker: bool = False) -> None:
         if suppression not in SUPPRESSION:
             raise ValueError(suppression)
         self.cluster = cluster
@@ -138,6 +139,9 @@ class Lab:
         self.hook = hook  # how keepalived reaches lvsdr's hooks: "fifo" is the agent alone (no process per event)
         # directors in the file whose processes up() does not start: an ECMP director added later (start_director)
         self.held_back = set(held_back)
+        # a VRRP lab without IPVS: run the checker's stand-in (lab/checker.py) for its quorum events, which the
+        # agents hand the instances over by (an ECMP lab always runs it: it announces by them)
+        self.quorum_checker = quorum_checker
         self.log = log or (lambda msg: None)
         self.state = LabState(self.lab_id, self.cluster_path, f"{self.lab_id}--sw")
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -534,7 +538,8 @@ class Lab:
     def start_keepalived(self, node: Node) -> None:
         """keepalived on a director, with the config the lab (or `lvsdr watch`) wrote."""
         self.reap()
-        if self.cluster.ecmp and not HAS_IPVS:  # keepalived's checker cannot run here (lab/checker.py)
+        # keepalived's checker cannot run here (lab/checker.py): its stand-in writes the quorum events
+        if (self.cluster.ecmp or self.quorum_checker) and not HAS_IPVS:
             # after the agent has made the FIFO (its writer opens it, as keepalived opens its own)
             deadline = time.monotonic() + 10 * TIME_SCALE
             while not Path(self.fifo(node)).exists() and time.monotonic() < deadline:

@@ -113,9 +113,9 @@ def write_cluster(tmp: Path, **changes: Any) -> Path:
 
 
 def make_lab(path: Path, tmp: Path, suppression: str = "product", hook: str = "both",
-             held_back: tuple[str, ...] = ()) -> Lab:
+             held_back: tuple[str, ...] = (), quorum_checker: bool = False) -> Lab:
     return Lab(load_cluster(path), path, prefix=PREFIX, suppression=suppression, state_root=tmp / "labstate",
-               hook=hook, held_back=held_back)
+               hook=hook, held_back=held_back, quorum_checker=quorum_checker)
 
 
 def lvsdr_in(ns: str, *args: str, env: dict[str, str] | None = None, cwd: str | Path = "/",

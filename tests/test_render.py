@@ -146,7 +146,8 @@ def test_sync_group_joins_every_instance(scratch_netns: str) -> None:
     data["track_scripts"] = [{"name": "uplink", "script": "/bin/true"}]
     text = render_keepalived(parse_cluster(data), "lb1", "x")
     group = text.split("vrrp_sync_group VG_aa {\n")[1].split("\n}\n")[0]
-    assert group.split() == ["group", "{", "VI_aa", "VI_aa_shop", "}"]
+    assert [ln.strip() for ln in group.splitlines() if not ln.strip().startswith("#")] == \
+        ["group {", "VI_aa", "VI_aa_shop", "}", "sync_group_tracking_weight"]  # the quorum hand-over's weights count
     result = check_text(text, netns=scratch_netns)
     assert result.ok, result.message()
 

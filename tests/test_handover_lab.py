@@ -1,0 +1,97 @@
+"""VRRP that follows service health on a live lab (examples/web.toml, real
+keepalived for VRRP, the agent on each director; this kernel has no IPVS, so
+the quorum events come from keepalived's checker's stand-in, lab/checker.py,
+which checks the backends by TCP from each director as keepalived's checker
+does; the IPVS tier runs the real checker): the MASTER cut off from its real
+servers hands the VIP over; both cut, nothing flaps; both restored, the
+higher priority takes it back in one move."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from lvsdr.lab import probes
+from lvsdr.lab.netns import ns_run
+from lvsdr.lab.topology import TIME_SCALE, Lab, Node
+
+from helpers import EXAMPLES, MEASURED, make_lab, needs_root, poll
+
+pytestmark = [needs_root, pytest.mark.lab]
+VIP = "192.0.2.100"
+CUT = "table inet lvsdrtest_cut"
+
+
+def cut(node: Node) -> None:
+    """The director loses its real servers (not the clients, not its peer): its packets to them dropped."""
+    ns_run(node.ns, ["nft", "-f", "-"], input=f"add {CUT}\nadd chain inet lvsdrtest_cut out {{ type filter hook "
+                                                   "output priority 0; }\nadd rule inet lvsdrtest_cut out ip daddr "
+                                                   "{ 192.0.2.11, 192.0.2.12 } drop\n")
+
+
+def mend(node: Node) -> None:
+    ns_run(node.ns, ["nft", "delete", *CUT.split()], check=False)
+
+
+def transitions(lab: Lab) -> int:
+    return sum(p.read_text().count('"event": "vrrp transition"') for p in lab.state_dir.glob("agent-*.log"))
+
+
+def logs(lab: Lab) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(lab.state_dir.glob("agent-*.log")))
+
+
+def said(lab: Lab, node: Node, event: str) -> list[dict[str, object]]:
+    out = []
+    for line in (lab.state_dir / f"agent-{node.name}.log").read_text().splitlines():
+        if line.startswith("{") and event in line:
+            out.append(dict(json.loads(line)))
+    return out
+
+
+def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(tmp_path: Path) -> None:
+    """lb1 (MASTER, 150) cut off from web1 and web2: its virtual server loses quorum, its agent writes the
+    hand-over file, keepalived drops it to 99 and lb2 (100) takes the VIP; one ARP owner, requests answered.
+    lb2 cut too: lb1 (99) over lb2 (49) takes it back once, then nothing moves. Both mended: lb1's hold (5 s)
+    ends first and it stays MASTER; lb2's (10 s) changes nothing."""
+    with make_lab(EXAMPLES / "web.toml", tmp_path, quorum_checker=True) as lab:
+        lb1, lb2 = lab.state.node("lb1"), lab.state.node("lb2")
+        poll(lambda: getattr(lab.master(), "name", None) == "lb1", "lb1 the MASTER", 30 * TIME_SCALE)
+        try:
+            cut(lb1)
+            took = poll(lambda: getattr(lab.master(), "name", None) == "lb2", "lb2 took the VIP", 20 * TIME_SCALE,
+                        interval=0.05, explain=lambda: logs(lab))
+            line = said(lab, lb1, "the VRRP instance hands over")[0]
+            assert line["instance"] == "VI_web" and line["weight"] == -51, line
+            assert (lab.state_dir / "handover-web-lb1-VI_web").read_text() == "1\n"
+            poll(lambda: [probes.mac_owner(lab, m) for m in probes.arp_responders(lab, VIP)] == ["lb2"],
+                 "lb2 alone answers ARP for the VIP", 10 * TIME_SCALE)
+            assert probes.http_get(lab, VIP, timeout=3) in ("web1", "web2")
+            cut(lb2)
+            poll(lambda: (lab.state_dir / "handover-web-lb2-VI_web").read_text() == "1\n"
+                 if (lab.state_dir / "handover-web-lb2-VI_web").exists() else False, "lb2 without quorum too",
+                 20 * TIME_SCALE, explain=lambda: logs(lab))
+            poll(lambda: getattr(lab.master(), "name", None) == "lb1", "lb1 (99) over lb2 (49)", 20 * TIME_SCALE)
+            settled, quiet = transitions(lab), 15.0
+            time.sleep(quiet)
+            flaps = transitions(lab) - settled
+            assert flaps == 0 and getattr(lab.master(), "name", None) == "lb1", logs(lab)
+            before = transitions(lab)
+            mended = time.monotonic()
+            mend(lb1)
+            mend(lb2)
+            poll(lambda: (lab.state_dir / "handover-web-lb2-VI_web").read_text() == "0\n", "lb2's hold ended",
+                 30 * TIME_SCALE, interval=0.2, explain=lambda: logs(lab))
+            back = time.monotonic() - mended
+            assert (lab.state_dir / "handover-web-lb1-VI_web").read_text() == "0\n"
+            time.sleep(3)
+            assert transitions(lab) == before and getattr(lab.master(), "name", None) == "lb1", logs(lab)
+        finally:
+            mend(lb1)
+            mend(lb2)
+        MEASURED.append(f"VRRP following quorum (lab checker, delay_loop 1 s, advert_int 1): lb1 cut off from its "
+                        f"real servers, lb2 the MASTER {took:.1f} s after the cut; both cut: {flaps} transitions "
+                        f"in {quiet:.0f} s; both mended: quorum files 0 within {back:.1f} s, no transition")
