@@ -239,9 +239,11 @@ class VrrpRole(Mode):
         self.handover = HandoverFiles(agent)
 
     def wait(self, agent: Agent) -> float:
-        return min(super().wait(agent), self.handover.wait())
+        return min(super().wait(agent), self.handover.wait(), 1.0)
 
     def tick(self, agent: Agent) -> None:
+        if self.handover.marker(agent).exists() != self.handover.drained:
+            self.handover.sync(agent)  # drained, or the drain undone
         self.handover.tick(agent)
 
     def reconcile(self, agent: Agent, running: bool) -> tuple[list[str], dict[str, Any]]:
@@ -412,16 +414,25 @@ class HandoverFiles:
         self.quorum = Quorum(agent.state_dir, agent.spec)
         self.clear_at: dict[str, float] = {}  # file -> when it may say 0 again
         self.said: dict[str, bool] = {}  # file -> what this agent wrote last (True: 1)
+        self.drained = False  # `lvsdr drain` holds the files at 1 (its marker is looked at every second)
 
     def wait(self) -> float:
         return max(0.0, min(self.clear_at.values()) - time.monotonic()) if self.clear_at else 3600.0
 
     def plan(self, agent: Agent) -> tuple[Any, dict[str, bool]]:
+        """(The hand-over, each file's value: 1 while quorum is lost here, or while `lvsdr drain` holds it.)"""
         from lvsdr.generator.handover import handover
 
         follow = handover(agent.source.cluster, agent.source.node)
         down = self.quorum.down(agent.procs.pids())
-        return follow, (follow.values(down) if follow is not None else {})
+        self.drained = self.marker(agent).exists()
+        if follow is None:
+            return None, {}
+        return follow, {i.file: True for i in follow.instances} if self.drained else follow.values(down)
+
+    @staticmethod
+    def marker(agent: Agent) -> Path:
+        return agent.state_dir / f"drain-{agent.source.cluster.name}-{agent.source.node}"
 
     def update(self, agent: Agent, events: list[Event]) -> None:
         self.quorum.update(agent.procs.pids(), events)
@@ -439,7 +450,8 @@ class HandoverFiles:
                 if self.said.get(path) is not True:
                     self.write(agent, path, True)
                     names = [i for i in follow.instances if i.file == path] if follow is not None else []
-                    agent.log.warning("virtual servers without quorum here: the VRRP instance hands over",
+                    agent.log.warning("drained: the VRRP instance hands over" if self.drained else
+                                      "virtual servers without quorum here: the VRRP instance hands over",
                                       instance=names[0].instance if names else path,
                                       without_quorum=sorted(self.quorum.down_set), weight=-names[0].weight
                                       if names else 0)

@@ -1,7 +1,15 @@
 """`lvsdr drain`: an ECMP director stops announcing its VIPs and lets its
 IPVS connections end. The drain marker in the state dir keeps the agent
 from announcing again until `lvsdr drain --undo` (the director's units run
-both: drain before keepalived stops, undo after it starts)."""
+both: drain before keepalived stops, undo after it starts).
+
+A VRRP director (a planned switchover): the same marker makes the agent
+write every hand-over file of the director 1 (generator/handover.py), so its
+priority drops under its peer's and the peer takes the VIPs by VRRP's own
+pre-emption; `drain` confirms the new holder on the wire. The marker holds
+across keepalived's restarts (the agent writes the files again at its
+start); `--undo` lets quorum decide again (the director takes its VIPs back
+after its hold, as after quorum returns)."""
 
 from __future__ import annotations
 
@@ -135,8 +143,7 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
     new director brought up drained stays out until `--undo`)."""
     spec = director_spec(cluster, node)
     if spec.ecmp is None or cluster.bgp is None:
-        raise InputError(f"drain: cluster {cluster.name} is not an ECMP cluster (no [bgp] table); a VRRP "
-                         "director gives its VIPs up when keepalived stops")
+        return drain_vrrp(cluster, node, timeout, undo, echo, unit)
     state = Path(cluster.state_dir)
     marker = drain_marker(state, spec)
     if undo:
@@ -171,3 +178,92 @@ def drain(cluster: Cluster, node: str, timeout: float | None, undo: bool,
         echo(f"{node}: drained: no IPVS connection carries packets here any more ({took:.1f} s; "
              f"{len(seen)} left to expire)")
     return 0
+
+
+def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
+               echo: Callable[[str], None] = print, unit: bool = False) -> int:
+    """The switchover of a VRRP director (see the module's docstring); exit 1 when no other director took the
+    VIPs within ``timeout`` (the drain stays: `--undo` ends it)."""
+    from lvsdr.generator.handover import handover
+
+    if unit:  # keepalived's stop gives a VRRP director's VIPs up by itself
+        echo(f"{node}: a VRRP director: keepalived's stop hands its VIPs over; nothing to drain")
+        return 0
+    me = cluster.find_director(node)
+    follow = handover(cluster, node)
+    if len(cluster.directors) < 2:
+        raise InputError(f"drain: {node} is the only director of cluster {cluster.name}: nobody to take its VIPs")
+    if follow is None:
+        raise InputError("drain: a VRRP director hands over by the quorum hand-over's priority drop, which is off "
+                         "here (quorum_handover = false, or a lowest priority under 3)")
+    if cluster.nopreempt and not undo:
+        raise InputError("drain: the directors run nopreempt: the peer does not take the VIPs on a lower priority "
+                         "(stop keepalived on this director instead)")
+    from .facts import read_addresses, require_identity
+
+    require_identity(node, me.address, read_addresses())  # this node's, before any change (a wrong --node changes nothing)
+    state = Path(cluster.state_dir)
+    marker = state / f"drain-{cluster.name}-{node}"
+    if undo:
+        if not state.is_dir():
+            echo(f"{node}: not drained; nothing to undo (no state directory {state} yet)")
+            return 0
+        rc = _undo(state, marker, node, unit, echo=lambda _line: None)
+        hold = max(i.hold for i in follow.instances)
+        echo(f"{node}: drain undone; the agent restores its priority once quorum has held {hold:g} s here, and it "
+             "takes its VIPs back if it is the highest")
+        return rc
+    from .fast.files import state_dir, write_atomic
+    from .fast.netlink import raw_addresses
+
+    state_dir(state)
+    write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
+    for i in follow.instances:  # at once, as the agent would: the drop does not wait for its turn
+        write_atomic(i.file, "1\n", 0o644)
+    vips = tuple(cluster.vips)
+    echo(f"{node}: drained: priority lowered by {max(i.weight for i in follow.instances)} in "
+         f"{', '.join(i.instance for i in follow.instances)}; waiting for another director to hold the VIPs")
+    limit = max(10.0, 6 * float(cluster.advert_int)) if timeout is None else timeout
+    started = time.monotonic()
+    import ipaddress as ip
+
+    from .wire import Source, arp_owners
+
+    v4 = me.address if isinstance(me.address, ip.IPv4Address) else None
+    v6 = me.address if isinstance(me.address, ip.IPv6Address) else None
+    owners: dict[IPAddress, set[str]] = {}
+    while True:
+        held = {cidr.split("/")[0] for ifname, cidr, _ in raw_addresses() if ifname != "lo"}
+        mine = [v for v in vips if str(v) in held]
+        if not mine:
+            try:
+                owners = arp_owners(me.interface, Source(me.interface, v4, v6), vips)
+            except OSError:
+                owners = {}
+            if owners and all(owners.values()):
+                break
+        if time.monotonic() - started >= limit:
+            echo(f"{node}: the VIPs did not move within {limit:g} s (still held here: "
+                 f"{', '.join(map(str, mine)) or 'none'}; unanswered: "
+                 f"{', '.join(str(v) for v, m in owners.items() if not m) or 'none'}); the drain stays "
+                 f"(`lvsdr drain {cluster.name} --node {node} --undo` ends it)")
+            return 1
+        time.sleep(0.2)
+    took = time.monotonic() - started
+    macs = sorted({mac for answered in owners.values() for mac in answered})
+    names = {_mac_of(d.name, d.address, me.interface): d.name for d in cluster.directors if d.name != node}
+    who = sorted({names.get(m, m) for m in macs})
+    echo(f"{node}: the VIPs are held by {', '.join(who)} ({took:.1f} s); this director stays BACKUP until "
+         "`--undo`")
+    return 0
+
+
+def _mac_of(name: str, address: IPAddress, ifname: str) -> str:
+    """The neighbour entry's MAC of ``address`` (to name the new holder), "" when none."""
+    from .run import run
+
+    try:
+        out = run(["ip", "neigh", "show", "to", str(address), "dev", ifname], timeout=5).out.split()
+    except Exception:  # naming is a courtesy: the MAC is said instead
+        return ""
+    return out[out.index("lladdr") + 1] if "lladdr" in out else ""

@@ -172,11 +172,20 @@ def test_drain_withdraws_until_undone(lab: Lab) -> None:
     back(lab, "the unit's drain undone by its start")
 
 
-def test_drain_refuses_a_vrrp_cluster(tmp_path: Path) -> None:
-    """`lvsdr drain` on a VRRP cluster says it is for ECMP clusters, exit 2, and changes nothing."""
+def test_drain_of_a_vrrp_director_that_cannot_hand_over_is_refused(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`lvsdr drain` on a VRRP director whose peer would not take over (`nopreempt`) or without the quorum
+    hand-over's priority drop (`quorum_handover = false`): one line saying why, exit 2, nothing changed (refused
+    before anything is read of the node)."""
     from lvsdr.cli import main
 
-    assert main(["drain", str(EXAMPLES / "pair.toml"), "--node", "node1"]) == 2
+    text = (EXAMPLES / "pair.toml").read_text()
+    for extra, why in (("nopreempt = true\n", "nopreempt"), ("quorum_handover = false\n", "quorum_handover")):
+        path = tmp_path / "pair.toml"
+        path.write_text(text.replace("[cluster]\n", f"[cluster]\n{extra}", 1))
+        assert main(["drain", str(path), "--node", "node1"]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
 
 
 def test_watch_reconfigures_bird_on_an_edit(lab: Lab) -> None:

@@ -95,3 +95,41 @@ def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(t
         MEASURED.append(f"VRRP following quorum (lab checker, delay_loop 1 s, advert_int 1): lb1 cut off from its "
                         f"real servers, lb2 the MASTER {took:.1f} s after the cut; both cut: {flaps} transitions "
                         f"in {quiet:.0f} s; both mended: quorum files 0 within {back:.1f} s, no transition")
+
+
+def test_a_planned_switchover_moves_the_vips_and_undo_gives_them_back(tmp_path: Path) -> None:
+    """`lvsdr drain web --node lb1` on the MASTER: its hand-over files say 1, lb2 takes the VIP, the command names
+    lb2 as the holder on the wire (exit 0); keepalived restarted on lb1 meanwhile, lb1 stays BACKUP; `--undo`:
+    after lb1's hold it takes the VIP back. A drain on the wrong node changes nothing (one line, exit 1)."""
+    import os
+    import signal
+
+    from helpers import lvsdr_in
+
+    with make_lab(EXAMPLES / "web.toml", tmp_path) as lab:
+        lb1, lb2 = lab.state.node("lb1"), lab.state.node("lb2")
+        poll(lambda: getattr(lab.master(), "name", None) == "lb1", "lb1 the MASTER", 30 * TIME_SCALE)
+        wrong = lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb1")
+        assert wrong.returncode == 1 and "does not have lb1's address" in wrong.stderr, wrong
+        assert not (lab.state_dir / "drain-web-lb1").exists()
+        t0 = time.monotonic()
+        r = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1")
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "the VIPs are held by lb2" in r.stdout, r.stdout
+        assert getattr(lab.master(), "name", None) == "lb2"
+        assert said(lab, lb1, "drained: the VRRP instance hands over") or \
+            (lab.state_dir / "handover-web-lb1-VI_web").read_text() == "1\n"
+        os.kill(int(lab.pidfile(lb1).read_text().split()[0]), signal.SIGTERM)  # keepalived restarted, drained
+        poll(lambda: not lab.pidfile(lb1).exists() or not os.path.exists(
+            f"/proc/{lab.pidfile(lb1).read_text().split()[0]}"), "lb1's keepalived stopped", 20 * TIME_SCALE)
+        lab.start_keepalived(lb1)
+        time.sleep(6)  # its start (BACKUP), and three adverts
+        assert getattr(lab.master(), "name", None) == "lb2", logs(lab)
+        u = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--undo")
+        assert u.returncode == 0 and "drain undone" in u.stdout, u.stdout + u.stderr
+        back = poll(lambda: getattr(lab.master(), "name", None) == "lb1", "lb1 took the VIP back", 30 * TIME_SCALE,
+                    interval=0.1, explain=lambda: logs(lab))
+        MEASURED.append(f"VRRP planned switchover: `lvsdr drain --node lb1` returned with lb2 holding the VIP on the "
+                        f"wire after {took:.1f} s (advert_int 1); held across a keepalived restart; `--undo`: lb1 "
+                        f"the MASTER again {back:.1f} s after (its hold 5 s + pre-emption)")
