@@ -179,6 +179,13 @@ def families_without_address(cluster: Cluster, addresses: tuple[NodeAddress, ...
     return sorted(families.items())
 
 
+def director_sysctls(cluster: Cluster) -> tuple[tuple[str, str], ...]:
+    """IPVS's settings on a director of ``cluster`` (every mode's, the ECMP ones, the file's)."""
+    base = ECMP_SYSCTLS if cluster.ecmp else DIRECTOR_SYSCTLS
+    quiescent = ("net.ipv4.vs.expire_quiescent_template", "1" if cluster.expire_quiescent_template else "0")
+    return tuple(sorted((*base, quiescent)))
+
+
 def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     d = cluster.find_director(node)
     marks = tuple(sorted(
@@ -192,10 +199,11 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
         ecmp = Ecmp(cluster.bgp.table, tuple((virtual_server_name(s), s.all_vips) for s in cluster.services),
                     ipvs_services=tuple((virtual_server_name(s), ipvs_services(s)) for s in cluster.services))
         return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, lo, ecmp=ecmp,
-                            sysctls=ECMP_SYSCTLS)
+                            sysctls=director_sysctls(cluster))
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
     devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
-    return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices)
+    return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices,
+                        sysctls=director_sysctls(cluster))
 
 
 def vip_devices(spec: DirectorSpec) -> list[tuple[str, str]]:

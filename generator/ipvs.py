@@ -97,6 +97,32 @@ def _proc_endpoint(word: str) -> tuple[str, int]:
     return str(ipaddress.IPv4Address(int(host, 16))), int(port, 16)
 
 
+def parse_persistent(text: str) -> dict[tuple[Key, Dest], int]:
+    """``ipvsadm -Ln --persistent-conn`` -> the persistence templates of each real server (the clients IPVS has
+    pinned to it: their next connections go there while the template lives). Its lines:
+    ``TCP  192.0.2.130:80 rr persistent 300``, then ``  -> 192.0.2.11:80   1   1   0   2`` (weight, PersistConn,
+    ActiveConn, InActConn); ``FWM  5 rr``; IPv6 in brackets. A line of another shape is skipped (ipvsadm's headers,
+    its version)."""
+    out: dict[tuple[Key, Dest], int] = {}
+    key: Key | None = None
+    for line in text.splitlines():
+        parts = line.split()
+        try:
+            if len(parts) >= 3 and parts[0] in ("TCP", "UDP", "SCTP"):
+                host, port = parts[1].rsplit(":", 1)
+                address = parse_address(host)
+                key = Key(parts[0], address, int(port), 6 if ":" in address else 4)
+            elif len(parts) >= 3 and parts[0] == "FWM":
+                key = Key("FWM", "", int(parts[1]))
+            elif len(parts) == 6 and parts[0] == "->" and key is not None:
+                host, port = parts[1].rsplit(":", 1)
+                dest = Dest(parse_address(host), int(port) or (key.port if key.protocol != "FWM" else 0))
+                out[key, dest] = int(parts[3])
+        except ValueError:
+            continue
+    return out
+
+
 def parse_proc(text: str) -> dict[Key, Service]:
     """``/proc/net/ip_vs`` -> the table. "" (IPVS not loaded) is an empty
     table; a line that is neither a header, a service nor a real server is a

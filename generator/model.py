@@ -498,6 +498,15 @@ class Cluster:
                              "verifies the wire after it installs a new keepalived.conf: one VIP owner per VRRP "
                              "instance, every DR path that passed before still passing; a regression reinstalls the "
                              "last working config ([watch.md](watch.md#guarded-apply)). 0: no guard")
+    expire_quiescent_template: bool = leaf(True, form="bool", meaning="IPVS's "
+                                           "`net.ipv4.vs.expire_quiescent_template` on every director: with "
+                                           "`persistence_timeout`, a client pinned to a real server at weight 0 "
+                                           "(drained, held out by `inhibit_on_failure`) has its template expire at "
+                                           "its next connection, which goes to a server in service; its open "
+                                           "connections go on. `false` (the kernel's default) keeps such clients on "
+                                           "the drained server until they stay away for `persistence_timeout`, so a "
+                                           "busy client never lets a drain finish. `plan` and `lvsdr metrics` count "
+                                           "the templates ([operations.md](operations.md#take-a-backend-out))")
     quorum_handover: bool = leaf(True, form="bool", meaning="a director whose virtual servers lost quorum (every "
                                  "real server failing from it) hands its VRRP instances over to one that has it: "
                                  "the agent writes a file each instance tracks with weight -(highest priority - "

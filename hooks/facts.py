@@ -23,7 +23,7 @@ from lvsdr.generator.spec import Spec
 
 if TYPE_CHECKING:
     from lvsdr.generator.director import DirectorSpec
-    from lvsdr.generator.ipvs import Key
+    from lvsdr.generator.ipvs import Dest, Key
     from lvsdr.generator.ipvs import Service as IpvsService
 
 TABLES_FACT = FactCommand(("nft", "-j", "list", "ruleset"))
@@ -202,6 +202,22 @@ def read_ipvs(path: str | None = None) -> dict[Key, IpvsService] | None:
     except OSError as e:
         raise FactError(f"{where}: {e.strerror}") from None
     return ipvs.parse_proc(text)
+
+
+def read_persistent() -> dict[tuple[Key, Dest], int] | None:
+    """The persistence templates of each real server (``ipvsadm -Ln --persistent-conn``, parsed by
+    ``generator.ipvs.parse_persistent``): one netlink dump, not the connection table. None where ipvsadm is not
+    installed or IPVS is not loaded."""
+    from lvsdr.generator import ipvs
+
+    from .run import TimedOut, run
+
+    if shutil.which("ipvsadm") is None or not Path(ipvs.PROC).exists():
+        return None
+    try:
+        return ipvs.parse_persistent(run(["ipvsadm", "-Ln", "--persistent-conn"], timeout=10).out)
+    except (OSError, TimedOut):
+        return None
 
 
 def read_ipvs_services(path: str | None = None) -> frozenset[str] | None:

@@ -92,11 +92,28 @@ def families_of(c: Config) -> list[Family]:
                            read_counters(c.counters), Path(ipvs.PROC).exists())
     record = read_dr_record(c.drpath)
     out += dr_families(record) if record is not None else []
+    out += persistence_families(c)
     n = rollbacks(c.watch) if c.watch is not None else None
     if n is not None:
         out.append(Family("lvsdr_rollbacks", "counter", "New keepalived.conf files `lvsdr watch` put back because "
                           "they broke the wire within the guard's window.", (((), float(n)),)))
     return out
+
+
+def persistence_families(c: Config) -> list[Family]:
+    """The persistence templates of each configured real server (none where ipvsadm or IPVS is missing)."""
+    from lvsdr.generator.metrics import backend_labels
+
+    from .facts import read_persistent
+
+    templates = read_persistent() if c.table else None
+    if templates is None:
+        return []
+    samples = tuple((backend_labels(key, dest), float(n)) for (key, dest), n in sorted(templates.items())
+                    if key in c.table and dest in c.table[key].dests)
+    return [Family("lvsdr_backend_persistence_templates", "gauge", "Clients IPVS has pinned to the real server "
+                   "(persistence templates): their next connections go there while the template lives, unless it "
+                   "is at weight 0 and expire_quiescent_template is on.", samples)]
 
 
 def healer_families(path: Path) -> list[Family]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -146,6 +147,7 @@ def prepare(t: WatchTarget, source: Source | None = None, now: float | None = No
     from .facts import held_addresses
 
     changes += ipvs.plan_vips(ipvs.config_vips(prev_tree), ipvs.config_vips(next_tree), held_addresses())
+    notes += pinned(cluster, ipvs.config_table(next_tree), left)
     for lv in left:
         conn = live[lv.key].dests[lv.dest]
         notes.append(f"{lv.key}: real server {lv.dest} left the cluster file {now - lv.since:.0f} s ago: kept at "
@@ -153,6 +155,27 @@ def prepare(t: WatchTarget, source: Source | None = None, now: float | None = No
                      f"{max(0.0, lv.until(cluster.drain_timeout) - now):.0f} s from now (drain_timeout "
                      f"{cluster.drain_timeout} s)")
     return Next(text, cluster.file_mode, left, tuple(changes), tuple(notes), record, cluster.drain_timeout)
+
+
+def pinned(cluster: Cluster, table: dict[ipvs.Key, ipvs.Service], left: Sequence[ipvs.Leaving]) -> list[str]:
+    """A note per real server at weight 0 (drained, or leaving) that persistence templates still pin clients to
+    (read only when a service is persistent: one ipvsadm dump)."""
+    if not any(s.persistence_timeout for s in cluster.services):
+        return []
+    from .facts import read_persistent
+
+    templates = read_persistent() or {}
+    leaving = {(lv.key, lv.dest) for lv in left}
+    how = ("expire_quiescent_template is on: each leaves at its next connection" if cluster.expire_quiescent_template
+           else "expire_quiescent_template is off: each stays until it is away for persistence_timeout")
+    out = []
+    for (key, dest), n in sorted(templates.items()):
+        svc = table.get(key)
+        weight = svc.dests[dest].weight if svc is not None and dest in svc.dests else None
+        if n and (weight == 0 or (key, dest) in leaving):
+            out.append(f"{key}: {n} client{'s' if n != 1 else ''} pinned to real server {dest.address}:{dest.port} at "
+                       f"weight 0 (persistence templates); {how}")
+    return out
 
 
 def save_leaving(n: Next) -> None:

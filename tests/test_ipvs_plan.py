@@ -431,3 +431,44 @@ def test_a_watch_pass_reads_the_cluster_file_once_for_both_configs(tmp_path: Pat
     assert reads == []
     cluster.write_text(json.dumps(patched(data, {"bgp.communities": ["65001:100", "65001:300"]})))
     assert follower.poll() is True and len(reads) == 1
+
+
+# `ipvsadm -Ln --persistent-conn` as ipvsadm 1.31 prints it (its layout, with the documentation's addresses)
+PERSISTENT = """IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn
+  -> RemoteAddress:Port
+TCP  192.0.2.130:80 rr persistent 120
+  -> 192.0.2.11:80                1         0           0          0
+  -> 192.0.2.12:80                0         3           1          2
+UDP  [2001:db8::100]:53 rr persistent 60
+  -> [2001:db8::11]:53            1         2           0          0
+FWM  5 wlc persistent 300
+  -> 192.0.2.13:0                 1         1           0          0
+"""
+
+
+def test_persistence_templates_are_read_per_real_server() -> None:
+    """Each real server's PersistConn column, keyed as the table keys it (IPv6 compressed, a fwmark's port 0);
+    headers and other lines are skipped."""
+    from lvsdr.generator.ipvs import Dest, Key, parse_persistent
+
+    got = parse_persistent(PERSISTENT)
+    assert got == {(Key("TCP", "192.0.2.130", 80), Dest("192.0.2.11", 80)): 0,
+                   (Key("TCP", "192.0.2.130", 80), Dest("192.0.2.12", 80)): 3,
+                   (Key("UDP", "2001:db8::100", 53, 6), Dest("2001:db8::11", 53)): 2,
+                   (Key("FWM", "", 5), Dest("192.0.2.13", 0)): 1}
+    assert parse_persistent("") == {} and parse_persistent("garbage\n  -> x y\n") == {}
+
+
+def test_every_director_sets_expire_quiescent_template_as_the_file_says() -> None:
+    """`expire_quiescent_template` (default true) is one of IPVS's settings a director keeps, in either mode."""
+    import tomllib
+
+    from lvsdr.generator.director import director_spec
+    from lvsdr.generator.load import parse_cluster
+
+    for example, node in (("web.toml", "lb1"), ("ecmp.toml", "lb1")):
+        data = tomllib.loads((EXAMPLES / example).read_text())
+        assert ("net.ipv4.vs.expire_quiescent_template", "1") in director_spec(parse_cluster(data), node).sysctls
+        data["cluster"]["expire_quiescent_template"] = False
+        assert ("net.ipv4.vs.expire_quiescent_template", "0") in director_spec(parse_cluster(data), node).sysctls
