@@ -2,7 +2,9 @@
 and quorum events): the MASTER cut off from its real servers only hands the
 VIP over within the checks' bound plus three adverts and requests resume;
 both cut, nothing flaps for 60 s; each mended, the VIP goes where quorum is
-and fails back to the higher priority."""
+and fails back to the higher priority. And a persistent service's drain: a
+client pinned to a real server at weight 0 moves at its next connection
+(expire_quiescent_template on) or stays (off)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,21 @@ from helpers import MEASURED, make_lab, needs_root, poll
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 HERE = Path(__file__).parent
 VIP = "192.0.2.130"
+ADDRESS = {"web1": "192.0.2.11", "web2": "192.0.2.12"}
 QUIET = 60.0  # s both directors without quorum: no transition allowed
+PINNED = """
+[[services]]
+name = "pinned"
+vip = "192.0.2.130"
+port = 8080
+scheduler = "rr"
+delay_loop = 2
+persistence_timeout = 300
+backends = ["web1", "web2"]
+[services.check]
+type = "tcp"
+connect_timeout = 1
+"""
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +47,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     tmp = tmp_path_factory.mktemp("handover")
     data = (HERE / "sync.toml").read_text().replace("sync_daemon = true\n", "").replace('name = "ipvss"',
                                                                                         'name = "ipvsh"')
+    data += PINNED
     assert "ipvsh" in data and tomllib.loads(data)["cluster"].get("quorum_handover", True)
     path = tmp / "handover.toml"
     path.write_text(data)
@@ -131,3 +148,76 @@ def test_the_master_cut_off_from_its_real_servers_hands_the_vip_over(lab: Lab) -
     assert failed_after == 0 and after > 0, load.results[-20:]
     assert flaps == 0 and still == "lb1", (flaps, still)
     assert failed_end == 0
+
+
+def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_template(lab: Lab,
+                                                                                      tmp_path: Path) -> None:
+    """A persistent service (300 s): the client is pinned to one backend (every request answered by it), which
+    `lvsdr metrics` counts; that backend drained (weight 0 by `watch --once`) while a stream to it is open: with
+    expire_quiescent_template on (the default, set by the agent) the client's next requests go to the other and the
+    stream completes; `plan` names the pinned client. Off: the client pinned to the other stays with it after its
+    drain (the kernel's default behaviour, stated)."""
+    import json
+    import tomllib
+
+    from helpers import lvsdr_in
+
+    master = lab.wait_for_master(60 * TIME_SCALE)
+    conf = lab.state_dir / f"keepalived-{master.name}.conf"
+    wiring = ["--node", master.name, "-o", str(conf), "--hook", "fifo", "--lvsdr-path", lab._console(),
+              "--config-path", lab.cluster_path, "--notify-fifo", lab.fifo(master), "--pidfile",
+              str(lab.pidfile(master))]
+    original = Path(lab.cluster_path).read_text()
+    data = tomllib.loads(original)
+
+    def install(weights: dict[str, int], expire: bool) -> None:
+        svc = next(x for x in data["services"] if x["name"] == "pinned")
+        svc["backends"] = [{"server": b, "weight": weights.get(b, 1)} for b in ("web1", "web2")]
+        data["cluster"]["expire_quiescent_template"] = expire
+        nxt = tmp_path / "next.json"
+        nxt.write_text(json.dumps(data))
+        import os
+
+        os.replace(nxt, lab.cluster_path)
+        r = lvsdr_in(master.ns, "watch", lab.cluster_path, "--once", *wiring)
+        assert r.returncode == 0, r.stdout + r.stderr
+        want = "1" if expire else "0"
+        poll(lambda: ns_run(master.ns, ["sysctl", "-n", "net.ipv4.vs.expire_quiescent_template"]).stdout.strip()
+             == want, f"the agent set expire_quiescent_template {want}", 30 * TIME_SCALE, interval=0.5)
+
+    def who(n: int) -> list[str | None]:
+        return [probes.http_get(lab, VIP, port=8080, timeout=3) for _ in range(n)]
+
+    try:
+        poll(lambda: len(probes.ipvs_table(lab, master).get("TCP 192.0.2.130:8080", {})) == 2,
+             "both backends of the pinned service in IPVS", 60 * TIME_SCALE, interval=0.5)
+        first = who(4)
+        assert len(set(first)) == 1 and first[0] in ("web1", "web2"), first
+        pinned = first[0]
+        other = "web2" if pinned == "web1" else "web1"
+        m = lvsdr_in(master.ns, "metrics", lab.cluster_path, "--node", master.name)
+        line = next((ln for ln in m.stdout.splitlines() if ln.startswith("lvsdr_backend_persistence_templates")
+                     and f'remote_address="{ADDRESS[pinned]}"' in ln and 'local_port="8080"' in ln), "")
+        assert line.endswith(" 1.0"), m.stdout[-3000:]
+        body = tmp_path / "stream"
+        run = probes.Stream(lab.state.client.ns, VIP, 8080, "/stream?seconds=12", 43100, body, 120 * TIME_SCALE)
+        poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 20 * TIME_SCALE)
+        install({pinned: 0}, expire=True)
+        p = lvsdr_in(master.ns, "plan", lab.cluster_path, *wiring)
+        assert f"pinned to real server {ADDRESS[pinned]}:8080 at weight 0" in p.stdout, p.stdout
+        after = who(4)
+        code = run.wait(120 * TIME_SCALE)
+        lines = body.read_text().split()
+        assert after == [other] * 4, after
+        assert code == 0 and set(lines) == {pinned} and len(lines) == 48, (code, len(lines))
+        # off: the client is now pinned to the other; drained, it stays with it
+        install({}, expire=False)
+        install({other: 0}, expire=False)
+        stays = who(4)
+        assert stays == [other] * 4, stays
+    finally:
+        Path(lab.cluster_path).write_text(original)
+        lvsdr_in(master.ns, "watch", lab.cluster_path, "--once", *wiring)
+    MEASURED.append(f"IPVS persistence (300 s): the client pinned to {pinned}; {pinned} drained with "
+                    f"expire_quiescent_template on: its next 4 requests to {after}, its open stream completed "
+                    f"({len(lines)} lines); off: pinned to {other} and drained, the next 4 to {stays}")
