@@ -263,8 +263,10 @@ class Verdicts:
 
     def round(self, outcomes: dict[tuple[str, str], str | None]) -> list[tuple[tuple[str, str], Verdict]]:
         """``outcomes``: per pair, "" (every path answered), why one did not, or None (not probed this round: its
-        MAC is being resolved; the verdict stands)."""
-        self.pairs = {k: self.pairs.get(k, Verdict()) for k in outcomes}
+        MAC is being resolved; the verdict stands). A pair this round did not probe keeps its verdict (the round in
+        flight when an edit added it): the agent forgets the pairs an edit removes (``DrProbe.configure``)."""
+        for k in outcomes:
+            self.pairs.setdefault(k, Verdict())
         changed = []
         for pair, why in sorted(outcomes.items()):
             v = self.pairs[pair]

@@ -118,12 +118,14 @@ def test_a_verdict_falls_after_fall_rounds_and_rises_after_rise() -> None:
     assert [(p, x.up) for p, x in v.round({pair: ""})] == [(pair, True)]
 
 
-def test_pairs_gone_from_the_file_are_forgotten() -> None:
-    """A backend removed from the cluster file leaves the verdicts."""
-    v = Verdicts(DrCheck())
-    v.round({("http", "web1"): "", ("http", "web2"): ""})
-    v.round({("http", "web1"): ""})
-    assert set(v.pairs) == {("http", "web1")}
+def test_a_pair_a_round_did_not_probe_keeps_its_verdict() -> None:
+    """The round in flight when an edit added a backend has no outcome for it: its verdict (out, new) stands, and
+    the next round's pass lets it in (a round used to forget it, and the file it had written said 1 for good)."""
+    from lvsdr.generator.drpath import Verdict
+
+    v = Verdicts(DrCheck(), {("http", "web2"): Verdict(up=False, new=True)})
+    assert v.round({("http", "web1"): ""}) == [] and not v.pairs["http", "web2"].up
+    assert [(p, x.up) for p, x in v.round({("http", "web1"): "", ("http", "web2"): ""})] == [(("http", "web2"), True)]
 
 
 
@@ -155,6 +157,7 @@ def test_a_backend_an_edit_adds_starts_out_and_verdicts_survive_the_edit(tmp_pat
     probe.verdicts.round({("http", "web1"): "no answer"})  # out (fall 2)
     probe.configure(two, "lb1")
     assert files["web1"].read_text() == "1\n" and files["web2"].read_text() == "1\n"
+    assert probe.verdicts.round({("http", "web1"): ""}) == []  # the round in flight at the edit: web2 not in it
     changed = probe.verdicts.round({("http", "web1"): "", ("http", "web2"): ""})
     assert [(p, v.up) for p, v in changed] == [(("http", "web2"), True)]  # in at once; web1 needs rise (3)
 
