@@ -107,6 +107,7 @@ class Guard:
         self.cluster, self.node, self.log = cluster, node, log
         self.state = cluster.state_dir
         self.config = config  # the installed keepalived.conf (the final look's plan)
+        self.ended = ""
         self.bird_socket = bird_socket or (cluster.bgp.bird_socket if cluster.bgp is not None else "")
 
     def look(self, final: bool = False) -> View:
@@ -211,6 +212,7 @@ class Guard:
         """Look every STEP s for ``window`` s: why to roll back (a regression seen twice in a row, or the
         operator's --abort), or None (kept: the window passed, --confirm, or ``superseded()``: a new edit of the
         cluster file, whose own reload will be guarded)."""
+        self.ended = "window"  # how the last verify ended without a rollback: window, superseded or confirmed
         confirm, abort = (hand_path(self.state, self.cluster.name, self.node, v) for v in ("confirm", "abort"))
         for p in (confirm, abort):
             p.unlink(missing_ok=True)
@@ -219,10 +221,12 @@ class Guard:
         while time.monotonic() < end:
             if superseded is not None and superseded():
                 self.log.info("guard: ended by a new edit of the cluster file (its reload is guarded in turn)")
+                self.ended = "superseded"
                 return None
             if confirm.exists():
                 confirm.unlink(missing_ok=True)
                 self.log.info("guard: the new config confirmed by hand")
+                self.ended = "confirmed"
                 return None
             if abort.exists():
                 abort.unlink(missing_ok=True)

@@ -231,7 +231,8 @@ def guard_reload(t: WatchTarget, source: Source, r: Result, guarding: Guarding, 
     log.info("guard: verifying the wire", window=window)
     why = guard.verify(r.baseline, window, superseded)
     if why is None:
-        log.info("guard: the new config holds", window=window)
+        if guard.ended == "window":  # not when a new edit ended it (its own guard says) or by hand (said)
+            log.info("guard: the new config holds", window=window)
         return
     try:
         if r.previous is not None:

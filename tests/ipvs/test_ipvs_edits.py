@@ -242,7 +242,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     path = tmp / "edits.json"
     path.write_text(json.dumps(initial()))
     with make_lab(path, tmp, hook="fifo") as lab:
+        STARTED[lab.cluster_path] = Path(lab.cluster_path).read_text()  # the lab's copy: its state_dir set
         yield lab
+
+
+STARTED: dict[str, str] = {}  # each lab's cluster file as it started (what ``fresh`` puts back)
 
 
 def initial() -> dict[str, Any]:
@@ -268,9 +272,9 @@ def fresh(lab: Lab, tmp: Path) -> tuple[Node, Watching]:
     w = Watching(lab, master, tmp)
     try:
         w.ready()
-        if json.loads(Path(lab.cluster_path).read_text()) != initial():
+        if json.loads(Path(lab.cluster_path).read_text()) != json.loads(STARTED[lab.cluster_path]):
             nxt = tmp / "initial.json"
-            nxt.write_text(json.dumps(initial()))
+            nxt.write_text(STARTED[lab.cluster_path])  # the lab's own copy: its state_dir (initial() has the default)
             os.replace(nxt, lab.cluster_path)  # its config may render alike: waited for in IPVS, below
         both = {a: 1 for a in ADDRESS.values()}
         poll(lambda: weights(master, HTTP) == both and weights(master, ALT) == both,
@@ -649,15 +653,17 @@ def test_an_edit_adding_a_backend_without_the_vip_keeps_it_out(lab: Lab, tmp_pat
     try:
         data["services"].append({"name": "extra", "vip": extra_vip, "port": 80, "scheduler": "rr", "delay_loop": 2,
                                  "backends": ["web1", "web2"], "check": {"type": "tcp", "connect_timeout": 1}})
+        mark = len(w.log_path.read_bytes())  # the watch's lines from the edit on
         w.install(data, tmp_path)
         poll(lambda: weights(master, key) == {ADDRESS["web2"]: 1}, "the new service in IPVS with web2",
              30 * TIME_SCALE, interval=0.1, explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
         load = Requests(lab, extra_vip, timeout=3)
-        poll(lambda: b"guard: the new config holds" in w.log_path.read_bytes(), "the guard kept the edit",
+        poll(lambda: b"guard: the new config holds" in w.log_path.read_bytes()[mark:], "the guard kept the edit",
              60 * TIME_SCALE, interval=0.2, explain=lambda: w.log_path.read_text(errors="replace")[-4000:])
         time.sleep(2)
         load.stop()
-        verdict = (lab.state_dir / f"dr-ipvss-{master.name}-extra-web1").read_text()
+        path = lab.state_dir / f"dr-ipvss-{master.name}-extra-web1"
+        verdict = path.read_text() if path.exists() else "absent"
     finally:
         stop.set()
         sampler.join()
@@ -670,12 +676,15 @@ def test_an_edit_adding_a_backend_without_the_vip_keeps_it_out(lab: Lab, tmp_pat
         ns_run(web2.ns, ["ip", "addr", "del", f"{extra_vip}/32", "dev", "lo"], check=False)
     failed = [r for r in load.results if r[2]]
     log = w.log_path.read_text(errors="replace")
+    agent = "\n".join(line for line in (lab.state_dir / f"agent-{master.name}.log").read_text(errors="replace")
+                      .splitlines() if "DR" in line or "cluster file" in line or "extra" in line)[-4000:]
+    agent += "\n--- files: " + " ".join(sorted(p.name for p in lab.state_dir.glob("dr-*")))
     MEASURED.append(f"IPVS edit adding a backend without the VIP: held out before the reload, never in IPVS "
                     f"(IPVS held {sorted(seen)}); {len(failed)} of {len(load.results)} requests through the new VIP "
                     "failed; the guard kept the edit")
-    assert "new backends held out until their DR path passes" in log, log[-4000:]
-    assert ADDRESS["web1"] not in seen, seen
-    assert verdict == "1\n"
+    assert "new backends held out until their DR path passes" in log, log[-4000:] + "\n--- agent\n" + agent
+    assert ADDRESS["web1"] not in seen, (seen, agent)
+    assert verdict == "1\n", (verdict, agent)
     assert not failed and len(load.results) >= 4, load.results
     assert "rolled back" not in log
 
