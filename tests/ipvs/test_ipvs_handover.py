@@ -158,7 +158,6 @@ def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_tem
     stream completes; `plan` names the pinned client. Off: the client pinned to the other stays with it after its
     drain (the kernel's default behaviour, stated)."""
     import json
-    import tomllib
 
     from helpers import lvsdr_in
 
@@ -168,7 +167,7 @@ def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_tem
               "--config-path", lab.cluster_path, "--notify-fifo", lab.fifo(master), "--pidfile",
               str(lab.pidfile(master))]
     original = Path(lab.cluster_path).read_text()
-    data = tomllib.loads(original)
+    data = json.loads(original)  # the lab's copy (JSON, its state_dir set)
 
     def install(weights: dict[str, int], expire: bool) -> None:
         svc = next(x for x in data["services"] if x["name"] == "pinned")
