@@ -163,9 +163,9 @@ def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_tem
 
     master = lab.wait_for_master(60 * TIME_SCALE)
     conf = lab.state_dir / f"keepalived-{master.name}.conf"
-    wiring = ["--node", master.name, "-o", str(conf), "--hook", "fifo", "--lvsdr-path", lab._console(),
-              "--config-path", lab.cluster_path, "--notify-fifo", lab.fifo(master), "--pidfile",
-              str(lab.pidfile(master))]
+    plan_wiring = ["--node", master.name, "-o", str(conf), "--hook", "fifo", "--lvsdr-path", lab._console(),
+                   "--config-path", lab.cluster_path, "--notify-fifo", lab.fifo(master)]
+    wiring = [*plan_wiring, "--pidfile", str(lab.pidfile(master))]
     original = Path(lab.cluster_path).read_text()
     data = json.loads(original)  # the lab's copy (JSON, its state_dir set)
 
@@ -202,7 +202,7 @@ def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_tem
         run = probes.Stream(lab.state.client.ns, VIP, 8080, "/stream?seconds=12", 43100, body, 120 * TIME_SCALE)
         poll(lambda: body.exists() and body.stat().st_size > 0, "the stream started", 20 * TIME_SCALE)
         install({pinned: 0}, expire=True)
-        p = lvsdr_in(master.ns, "plan", lab.cluster_path, *wiring)
+        p = lvsdr_in(master.ns, "plan", lab.cluster_path, *plan_wiring)
         assert f"pinned to real server {ADDRESS[pinned]}:8080 at weight 0" in p.stdout, p.stdout
         after = who(4)
         code = run.wait(120 * TIME_SCALE)
