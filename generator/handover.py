@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import Cluster
+from .model import Cluster, instance_name
 
 HOLD = 5.0  # s of quorum before a director's file says 0 again (hysteresis)
 PREFIX = "lvsdr_handover_"  # the vrrp_track_file names (the importer knows lvsdr's own by it)
@@ -69,8 +69,6 @@ def handover_file(state_dir: str, cluster: str, node: str, instance: str) -> str
 
 def _priorities(cluster: Cluster) -> list[tuple[str, str, dict[str, int], tuple[object, ...]]]:
     """(instance name, vrrp_track_file name, each director's priority, the instance's VIPs) per instance."""
-    from .keepalived import instance_name
-
     out: list[tuple[str, str, dict[str, int], tuple[object, ...]]] = [
         (instance_name(cluster), f"{PREFIX}{cluster.name}", {d.name: d.priority for d in cluster.directors},
          tuple(cluster.own_vips))]

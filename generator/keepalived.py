@@ -18,7 +18,19 @@ from .drpath import dr_files
 from .guards import address, token
 from .ipvs import Key, Leaving
 from .keys import PATH_RE, keys_of
-from .model import HOOK_MODES, Backend, Check, Cluster, Command, Director, Instance, IPAddress, Service, addr_key
+from .model import (
+    HOOK_MODES,
+    Backend,
+    Check,
+    Cluster,
+    Command,
+    Director,
+    Instance,
+    IPAddress,
+    Service,
+    addr_key,
+    instance_name,
+)
 from .node import host_interface
 from .schema import SIMPLE_FORMS
 from .templating import render_template
@@ -61,10 +73,6 @@ class Wiring:
 def _check_path(name: str, value: str) -> None:
     if not PATH_RE.fullmatch(value):
         raise InputError(f"{name}: {json.dumps(value)} is not an absolute path without blanks or quotes")
-
-
-def instance_name(cluster: Cluster, extra: Instance | None = None) -> str:
-    return f"VI_{cluster.name}" if extra is None else f"VI_{cluster.name}_{extra.name}"
 
 
 def _instances(cluster: Cluster, me: Director) -> list[dict[str, Any]]:

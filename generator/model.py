@@ -608,3 +608,8 @@ def _addr_key(a: IPAddress) -> tuple[int, int]:
 def addr_key(a: IPAddress) -> tuple[int, int]:
     """Sort key for mixed IPv4/IPv6 addresses."""
     return _addr_key(a)
+
+
+def instance_name(cluster: Cluster, extra: Instance | None = None) -> str:
+    """The vrrp_instance name of the cluster's own instance, or of one of its [[instances]]."""
+    return f"VI_{cluster.name}" if extra is None else f"VI_{cluster.name}_{extra.name}"
