@@ -103,7 +103,7 @@ def measure(backends: int, rounds: int, trials: int = 0) -> dict[str, float]:
                 for f in frames:
                     r = parse_reply(f)
                     assert r is not None
-                    probe.on_tcp(r.src, r.sport, r.dport, r.flags, r.ack)
+                    probe.on_tcp(r)
                 answers.append(time.process_time() - t0)
                 assert not probe.rnd.probes, "every probe answered"
             detect = detection(probe, trials) if trials else []
@@ -119,11 +119,11 @@ def measure(backends: int, rounds: int, trials: int = 0) -> dict[str, float]:
 
 def answer(probe: Any, broken: Any) -> None:
     """A SYN-ACK for every probe in flight but those to ``broken`` (the fault: its answers stop)."""
-    from lvsdr.generator.frames import TCP_ACK, TCP_SYN
+    from lvsdr.generator.frames import TCP_ACK, TCP_SYN, Reply
 
     for seq, (t, _mac, _me) in list(probe.rnd.probes.items()):
         if t != broken:
-            probe.on_tcp(t.vip, t.port, probe.port, TCP_SYN | TCP_ACK, seq + 1)
+            probe.on_tcp(Reply(t.vip, t.port, probe.port, TCP_SYN | TCP_ACK, False, seq + 1))
 
 
 def detection(probe: Any, trials: int) -> list[float]:

@@ -201,7 +201,7 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
                          "(stop keepalived on this director instead)")
     from .facts import read_addresses, require_identity
 
-    require_identity(node, me.address, read_addresses())  # this node's, before any change (a wrong --node changes nothing)
+    require_identity(node, me.address, read_addresses())  # before any change: a wrong --node changes nothing
     state = Path(cluster.state_dir)
     marker = state / f"drain-{cluster.name}-{node}"
     if undo:

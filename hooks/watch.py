@@ -130,9 +130,10 @@ def sync_once(t: WatchTarget, log: Any, source: Source | None = None, guarding: 
         return r
     outcome: Outcome = r.outcome if bird[0] == "unchanged" or r.outcome in ("rejected", "failed") else (
         bird[0] if r.outcome == "unchanged" else r.outcome)
-    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving, r.previous,
-                  r.baseline if r.baseline is not None else (look() if bird[2] is not None and look is not None else None),
-                  bird[2])
+    baseline = r.baseline
+    if baseline is None and bird[2] is not None and look is not None:  # bird.conf alone changed: its look
+        baseline = look()
+    return Result(outcome, f"{r.detail}; bird.conf: {bird[1]}", r.leaving, r.previous, baseline, bird[2])
 
 
 def _sync_bird(t: WatchTarget, source: Source, log: Any,
