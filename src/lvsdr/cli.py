@@ -73,6 +73,21 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.output_dir:
         raise InputError("render: --output-dir is for --all; one director's keepalived.conf goes to -o FILE")
     c = _cluster(args)
+    if args.firewall:
+        if args.bird or args.check:
+            raise InputError("render: --firewall stands alone (no --bird, no --check)")
+        from lvsdr.generator import firewall
+
+        c.find_director(args.node)
+        render = firewall.render_nft if args.firewall == "nftables" else firewall.render_firewalld
+        text = render(c, args.node, args.cluster)
+        if args.output:
+            from lvsdr.hooks.fast.files import write_output
+
+            write_output(args.output, text, 0o644)
+        else:
+            sys.stdout.write(text)
+        return 0
     if args.bird:
         from lvsdr.generator.bird import render_bird
 
@@ -102,8 +117,8 @@ def _render_all(args: argparse.Namespace) -> int:
     from lvsdr.generator.bundle import node_trees
     from lvsdr.hooks.fast.files import write_tree
 
-    if (args.node or args.output or args.check or args.bird or args.lvsdr_path or args.config_path
-            or args.notify_fifo or args.hook):
+    if (args.node or args.output or args.check or args.bird or args.firewall or args.lvsdr_path
+            or args.config_path or args.notify_fifo or args.hook):
         raise InputError("render: --all takes the paths from the cluster file; give only --output-dir")
     if not args.output_dir:
         raise InputError("render: --all needs --output-dir DIR")
@@ -407,6 +422,9 @@ def _args_render(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     r.add_argument("-o", "--output", help="write here atomically (default: stdout)")
     r.add_argument("--check", action="store_true", help="validate with keepalived -t (bird -p with --bird) first")
     r.add_argument("--bird", action="store_true", help="an ECMP cluster's bird.conf for the director instead")
+    r.add_argument("--firewall", choices=("nftables", "firewalld"),
+                   help="what the director's firewall must let in instead: nft rules to include in a default-drop "
+                   "input chain, or a firewalld service")
     _wiring_flags(r)
     r.set_defaults(func=cmd_render)
 
