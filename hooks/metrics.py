@@ -54,9 +54,23 @@ class Config:
     drpath: Path
     healer: Path | None = None  # a real server's: `lvsdr realserver watch`'s record (nothing else is read)
     watch: Path | None = None  # a director's `lvsdr watch` record (its guard's rollbacks)
+    quorum: Path | None = None  # the agent's record of the virtual servers keepalived reported without quorum
+    virtual_servers: tuple[str, ...] = ()  # keepalived's names of them (its FIFO lines)
+    ecmp: EcmpView | None = None  # an ECMP director's announcing side
 
 
-def config(source: Source, node: str) -> Config:
+@dataclass(frozen=True)
+class EcmpView:
+    """What an ECMP director's metrics read besides IPVS: lvsdr's route table, its drain marker, BIRD's sessions."""
+
+    table: int
+    vips: tuple[str, ...]
+    drain: Path
+    bird_socket: str
+    peers: tuple[tuple[str, str], ...]  # (name, address)
+
+
+def config(source: Source, node: str, bird_socket: str | None = None) -> Config:
     """``LvsdrError`` for a bad cluster file or a node that is not a director of it."""
     from lvsdr.generator import ipvs
     from lvsdr.generator.kaconf import read_keepalived
@@ -73,10 +87,20 @@ def config(source: Source, node: str) -> Config:
     cluster.find_director(node)
     rendered = render_keepalived(cluster, node, source.path)
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
+    from lvsdr.generator.director import virtual_server_name
+
+    ecmp = None
+    if cluster.bgp is not None:
+        ecmp = EcmpView(cluster.bgp.table, tuple(str(v) for v in cluster.vips),
+                        Path(cluster.state_dir) / f"drain-{cluster.name}-{node}",
+                        bird_socket or cluster.bgp.bird_socket,
+                        tuple((p.name, str(p.address)) for p in cluster.bgp.peers))
     return Config(ipvs.config_vips(tree), ipvs.config_table(tree), leaving_path(cluster.state_dir, cluster.name, node),
                   counters_path(cluster.state_dir, cluster.name, node),
                   Path(dr_record_path(cluster.state_dir, cluster.name, node)),
-                  watch=guard_record(cluster.state_dir, cluster.name, node))
+                  watch=guard_record(cluster.state_dir, cluster.name, node),
+                  quorum=Path(cluster.state_dir) / f"quorum-{cluster.name}-{node}.json",
+                  virtual_servers=tuple(virtual_server_name(s) for s in cluster.services), ecmp=ecmp)
 
 
 def families_of(c: Config) -> list[Family]:
@@ -93,10 +117,69 @@ def families_of(c: Config) -> list[Family]:
     record = read_dr_record(c.drpath)
     out += dr_families(record) if record is not None else []
     out += persistence_families(c)
+    out += quorum_families(c)
+    if c.ecmp is not None:
+        out += ecmp_families(c.ecmp)
     n = rollbacks(c.watch) if c.watch is not None else None
     if n is not None:
         out.append(Family("lvsdr_rollbacks", "counter", "New keepalived.conf files `lvsdr watch` put back because "
                           "they broke the wire within the guard's window.", (((), float(n)),)))
+    return out
+
+
+def quorum_families(c: Config) -> list[Family]:
+    """Each virtual server's quorum as keepalived last reported it to the agent (none before the agent has a record:
+    keepalived starts every one with quorum and says so only when that changes)."""
+    from lvsdr.generator.node import record_json
+
+    from .fast.files import read_trusted
+
+    if c.quorum is None or not c.virtual_servers:
+        return []
+    try:
+        raw = record_json(read_trusted(c.quorum, 1 << 20).decode("utf-8", errors="replace"))
+        down = {str(d) for d in raw["down"]}
+    except FileNotFoundError:
+        down = set()
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        raise FactError(f"{c.quorum}: not the agent's record of quorum (remove it; the agent writes it "
+                        "again)") from None
+    return [Family("lvsdr_virtual_server_quorum", "gauge", "1 while the virtual server has quorum on this director "
+                   "(as keepalived's checker last reported it to the agent), 0 without.",
+                   tuple(((("virtual_server", vs),), float(vs not in down)) for vs in c.virtual_servers))]
+
+
+def ecmp_families(e: EcmpView) -> list[Family]:
+    """An ECMP director's: each VIP announced or not (lvsdr's route table, which BIRD exports), drained, and each
+    BGP session (BIRD's word; none when BIRD does not answer)."""
+    import socket
+
+    from pyroute2 import IPRoute
+
+    from .guard import bird_neighbours
+    from .run import TimedOut, run
+
+    announced: set[str] = set()
+    try:
+        with IPRoute() as ipr:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in ipr.route("dump", table=e.table, family=family):
+                    if m.get_attr("RTA_DST") is not None:
+                        announced.add(str(m.get_attr("RTA_DST")))
+    except Exception as err:  # pyroute2's own errors: a fact that cannot be read
+        raise FactError(f"lvsdr's route table {e.table}: {err}") from None
+    out = [Family("lvsdr_ecmp_vip_announced", "gauge", "1 while this director announces the VIP (a route in lvsdr's "
+                  "table, which BIRD exports), 0 while it does not (quorum lost, drained, keepalived down).",
+                  tuple(((("vip", v),), float(v in announced)) for v in e.vips)),
+           Family("lvsdr_ecmp_drained", "gauge", "1 while `lvsdr drain` holds this director out.",
+                  (((), float(e.drain.exists())),))]
+    try:
+        states = bird_neighbours(run(["birdc", "-s", e.bird_socket, "show", "protocols", "all"], timeout=5).out)
+    except (OSError, TimedOut):
+        return out
+    out.append(Family("lvsdr_bgp_session_up", "gauge", "1 while BIRD's BGP session to the peer is Established.",
+                      tuple(((("peer", name), ("address", addr)), float(states.get(addr) == "Established"))
+                            for name, addr in e.peers)))
     return out
 
 
@@ -213,21 +296,21 @@ class Exposition:
     whatever the scrape rate, and a node that cannot be read said in one log
     line per distinct error, not a traceback per scrape."""
 
-    def __init__(self, source: Source, node: str, log: Any) -> None:
+    def __init__(self, source: Source, node: str, log: Any, bird_socket: str | None = None) -> None:
         import threading
 
         from lvsdr.source import Follower
 
-        self.node, self.log = node, log
+        self.node, self.log, self.bird_socket = node, log, bird_socket
         self.follower = Follower(source, lambda s: self._take(s), log)
-        self.config = config(source, node)
+        self.config = config(source, node, bird_socket)
         self.lock = threading.Lock()
         self.at = -MIN_AGE
         self.body: bytes | None = None
         self.error: str | None = None
 
     def _take(self, source: Source) -> None:
-        self.config = config(source, self.node)
+        self.config = config(source, self.node, self.bird_socket)
 
     def read(self) -> tuple[bytes | None, str | None]:
         """(the exposition, None) or (None, why not)."""
@@ -290,7 +373,8 @@ def _server(listen: str, expo: Exposition) -> Any:
     return Server((addr, port), Handler)
 
 
-def serve(source: Source, listen: str | None, textfile: Path | None, interval: float) -> int:
+def serve(source: Source, listen: str | None, textfile: Path | None, interval: float,
+          bird_socket: str | None = None) -> int:
     """Resident: HTTP on ``listen`` (see ``Exposition``), the textfile
     rewritten every ``interval`` s; a failed read or write is logged in one
     line and retried."""
@@ -300,7 +384,7 @@ def serve(source: Source, listen: str | None, textfile: Path | None, interval: f
     from .fast.log import get_logger
 
     log = get_logger(node=source.node, event_source="metrics")
-    expo = Exposition(source, source.node, log)
+    expo = Exposition(source, source.node, log, bird_socket)
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

@@ -141,6 +141,31 @@ def test_bfd_drops_a_director_whose_link_goes_down(lab: Lab) -> None:
                     f"(bfd_interval 100 ms x 3); back {time.monotonic() - t0:.1f} s after the link came up")
 
 
+def test_metrics_say_sessions_announcements_drain_and_quorum(lab: Lab) -> None:
+    """`lvsdr metrics` on lb1: its BGP session to r1 up, the VIP announced, not drained, the virtual server with
+    quorum; drained: the VIP not announced and drained 1; undone: as before."""
+    lb1 = lab.state.node("lb1")
+
+    def metrics() -> str:
+        r = lvsdr_in(lb1.ns, "metrics", lab.cluster_path, "--node", "lb1", "--bird-socket", lab.bird_socket(lb1))
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    healthy = ['lvsdr_bgp_session_up{address="192.0.2.1",peer="r1"} 1.0',
+               'lvsdr_ecmp_vip_announced{vip="192.0.2.150"} 1.0', "lvsdr_ecmp_drained 0.0",
+               'lvsdr_virtual_server_quorum{virtual_server="[192.0.2.150]:tcp:80"} 1.0']
+    back(lab, "before the metrics")
+    poll(lambda: all(line in metrics() for line in healthy), "the healthy figures", 20, explain=metrics)
+    assert lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--timeout", "0").returncode == 0
+    try:
+        poll(lambda: 'lvsdr_ecmp_vip_announced{vip="192.0.2.150"} 0.0' in metrics()
+             and "lvsdr_ecmp_drained 1.0" in metrics(), "drained in the metrics", 10, explain=metrics)
+    finally:
+        assert lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1", "--undo").returncode == 0
+    back(lab, "drain undone")
+    poll(lambda: all(line in metrics() for line in healthy), "healthy again", 20, explain=metrics)
+
+
 def test_drain_withdraws_until_undone(lab: Lab) -> None:
     """`lvsdr drain` on lb1 withdraws it at once and the agent keeps it out
     (past its interval, and across keepalived.service's stop and start);

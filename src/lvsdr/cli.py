@@ -288,7 +288,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         raise InputError(f"--interval: {args.interval} is outside 1..3600 seconds")
     source = _source(args)
     if args.listen is None and not args.serve:
-        text = exposition(lambda: families_of(config(source, args.node)))
+        text = exposition(lambda: families_of(config(source, args.node, args.bird_socket)))
         if args.textfile:
             from lvsdr.hooks.fast.files import write_output
 
@@ -297,7 +297,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         return 0
     return serve(source, args.listen, Path(args.textfile) if args.textfile else None,
-                 args.interval or DEFAULT_INTERVAL)
+                 args.interval or DEFAULT_INTERVAL, args.bird_socket)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -485,6 +485,7 @@ def _args_metrics(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None
     m.add_argument("--listen", metavar="[ADDR:]PORT", help="serve them over HTTP (resident)")
     m.add_argument("--serve", action="store_true", help="resident without HTTP: rewrite --textfile every --interval")
     m.add_argument("--interval", type=float, help="seconds between textfile writes when resident (default 15)")
+    m.add_argument("--bird-socket", help="ECMP directors: birdc's control socket (default: bgp.bird_socket)")
     m.set_defaults(func=cmd_metrics)
 
 
