@@ -20,6 +20,7 @@ sources).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .model import Cluster, IPAddress, addr_key
 
@@ -117,3 +118,115 @@ def render_firewalld(cluster: Cluster, node: str, source: str) -> str:
             else:
                 body.append(f"  <port protocol={quoteattr(kind)} port={quoteattr(value)}/>")
     return '<?xml version="1.0" encoding="utf-8"?>\n<service>\n' + "\n".join(body) + "\n</service>\n"
+
+
+# -- what a live ruleset lets in (`lvsdr doctor`): `nft -j list ruleset`, read -------------------------------------
+
+PROTO_NUMBERS = {"vrrp": 112, "ah": 51, "tcp": 6, "udp": 17, "sctp": 132}
+
+
+def _values(right: Any) -> list[Any]:
+    """A match's right side as values: a scalar, a set of them, ranges as (lo, hi)."""
+    if isinstance(right, dict) and "set" in right:
+        return [v for item in right["set"] for v in _values(item)]
+    if isinstance(right, dict) and "range" in right:
+        lo, hi = right["range"]
+        return [(lo, hi)]
+    return [right]
+
+
+def _hit(values: list[Any], want: Any) -> bool:
+    for v in values:
+        if isinstance(v, tuple) and isinstance(want, int) and isinstance(v[0], int) and isinstance(v[1], int):
+            if v[0] <= want <= v[1]:
+                return True
+        elif v == want:
+            return True
+    return False
+
+
+def _satisfied(match: dict[str, Any], proto: str, port: int | None) -> bool:
+    """Whether a packet of ``proto`` to ``port`` (new, from outside, not on lo) passes one match of a rule. A match
+    lvsdr does not read (an address, an interface other than lo, a mark) counts as passed: doctor would rather miss a
+    block than name one that is not there."""
+    left, op = match.get("left"), match.get("op", "==")
+    values = _values(match.get("right"))
+    if not isinstance(left, dict) or op not in ("==", "in"):
+        return True
+    if "ct" in left:  # a new VRRP advert, a new connection: neither established nor related
+        return left["ct"].get("key") != "state" or _hit(values, "new")
+    if "meta" in left:
+        key = left["meta"].get("key")
+        if key in ("iif", "iifname"):
+            return not _hit(values, "lo")
+        if key == "l4proto":
+            return _hit(values, proto) or _hit(values, PROTO_NUMBERS[proto])
+        return True
+    if "payload" in left:
+        field, of = left["payload"].get("field"), left["payload"].get("protocol")
+        if field in ("protocol", "nexthdr") and of in ("ip", "ip6"):
+            return _hit(values, proto) or _hit(values, PROTO_NUMBERS[proto])
+        if field == "dport":
+            if of not in (proto, "th"):
+                return False  # a tcp dport match does not admit udp
+            return port is not None and _hit(values, port)
+    return True
+
+
+def _verdict(rule: list[dict[str, Any]]) -> tuple[str, str]:
+    for e in rule:
+        for key in ("accept", "drop", "reject"):
+            if key in e:
+                return key, ""
+        for key in ("jump", "goto"):
+            if key in e:
+                return key, str(e[key].get("target", ""))
+    return "", ""
+
+
+def _admitted(chains: dict[str, list[list[dict[str, Any]]]], name: str, proto: str, port: int | None,
+              depth: int = 0) -> bool | None:
+    """True: an accept rule of the chain (or of one it jumps to) takes the packet; False: a drop or reject does;
+    None: the chain ends without a verdict on it."""
+    if depth > 16:
+        return None
+    for rule in chains.get(name, []):
+        verdict, target = _verdict(rule)
+        if not verdict or not all(_satisfied(e["match"], proto, port) for e in rule
+                                  if "match" in e):
+            continue
+        if verdict == "accept":
+            return True
+        if verdict in ("drop", "reject"):
+            return False
+        found = _admitted(chains, target, proto, port, depth + 1)
+        if found is not None or verdict == "goto":
+            return found
+    return None
+
+
+def blocked(ruleset: dict[str, Any], allows: list[Allow]) -> list[str]:
+    """What of ``allows`` a live ruleset's input chains do not let in, one line each (naming the chain)."""
+    items = [x for x in ruleset.get("nftables", []) if isinstance(x, dict)]
+    rules: dict[tuple[str, str], dict[str, list[list[dict[str, Any]]]]] = {}
+    for x in items:
+        if "rule" in x:
+            r = x["rule"]
+            rules.setdefault((r["family"], r["table"]), {}).setdefault(r["chain"], []).append(r.get("expr", []))
+    out = []
+    for x in items:
+        c = x.get("chain")
+        if not isinstance(c, dict) or c.get("hook") != "input" or c.get("family") not in ("inet", "ip", "ip6"):
+            continue
+        chains = rules.get((c["family"], c["table"]), {})
+        for a in allows:
+            families = {v.version for v in (*a.sources, *((a.daddr,) if a.daddr else ()))} or {4, 6}
+            if c["family"] != "inet" and {"ip": 4, "ip6": 6}[c["family"]] not in families:
+                continue
+            for port in a.ports or (None,):
+                verdict = _admitted(chains, c["name"], a.proto, port)
+                if verdict is False or (verdict is None and c.get("policy") == "drop"):
+                    what = f"{a.proto}" + (f" port {port}" if port is not None else "")
+                    out.append(f"the input chain {c['family']} {c['table']} {c['name']} drops {a.why} ({what})")
+                    break
+    return out

@@ -85,6 +85,7 @@ def doctor_director(file: Source, conf: Path, wiring: Wiring, r: Report, bird_so
     if not _identity(r, node, spec.address):
         return
     _families(cluster, r)
+    _firewall(cluster, node, r)
     text = render_keepalived(cluster, node, source=file.path, wiring=wiring)
     try:
         live = conf.read_text()
@@ -130,6 +131,30 @@ def doctor_director(file: Source, conf: Path, wiring: Wiring, r: Report, bird_so
     _pending(r, f"{role} role (marks, ARP suppression)", [c.description for c in plan_role(spec, role, facts)],
              "the failover hook would make them; `lvsdr notify` runs it")
     _network(cluster, r)
+
+
+def _firewall(cluster: Cluster, node: str, r: Report) -> None:
+    """The node's nftables input chains let in what the director needs (generator/firewall.py); firewalld's rules
+    are nftables' too."""
+    import json
+
+    from lvsdr.generator.firewall import blocked, director_allows
+
+    from .run import TimedOut, run
+
+    try:
+        out = run(["nft", "-j", "list", "ruleset"], timeout=10)
+        ruleset = json.loads(out.out) if out.code == 0 else None
+    except (OSError, TimedOut, ValueError):
+        ruleset = None
+    if ruleset is None:
+        r.warn("the firewall is not read (nft -j list ruleset failed)")
+        return
+    found = blocked(ruleset, director_allows(cluster, node))
+    for line in found:
+        r.fail(f"{line}: include `lvsdr render {cluster.config_path} --node {node} --firewall nftables` in it")
+    if not found:
+        r.ok("the input chains let in what this director needs (VRRP or BGP and BFD, the sync, the VIPs' clients)")
 
 
 def _families(cluster: Cluster, r: Report) -> None:

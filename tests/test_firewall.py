@@ -64,3 +64,43 @@ def test_the_firewalld_service_names_each_protocol_and_port_once() -> None:
     assert [p.get("value") for p in root.iter("protocol")] == ["ah"]
     ports = [(p.get("protocol"), p.get("port")) for p in root.iter("port")]
     assert len(ports) == len(set(ports)) and ("udp", "8848") in ports and ("sctp", "5060") in ports
+
+
+def live_ruleset(ns: str, text: str) -> dict[str, object]:
+    """``text`` loaded into namespace ``ns`` (its ruleset flushed first), read back as `nft -j list ruleset` says it."""
+    import json
+
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=text, text=True, check=True)
+    out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"], capture_output=True, text=True,
+                         check=True).stdout
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "flush", "ruleset"], check=True)
+    return dict(json.loads(out))
+
+
+def test_doctor_reads_what_a_live_ruleset_drops(tmp_path: Path, scratch_netns: str) -> None:
+    """On `nft -j` output of real rulesets: a default-drop input chain names every allowance it drops (VRRP and the
+    VIP's clients for web's lb1), with lvsdr's rules included nothing; an accept-policy chain that ends in an
+    unconditional reject (firewalld's shape) counts as dropping; a jump into a chain that accepts counts as letting
+    in; no input chain drops nothing."""
+    from lvsdr.generator.firewall import blocked
+
+    c = load_cluster(EXAMPLES / "web.toml")
+    allows = director_allows(c, "lb1")
+    rules = tmp_path / "lvsdr.nft"
+    rules.write_text(render_nft(c, "lb1", "web.toml"))
+    drop = "table inet f {{\n  chain input {{\n    type filter hook input priority 0; policy drop;\n{}  }}\n{}}}\n"
+    bare = blocked(live_ruleset(scratch_netns, drop.format("    iif lo accept\n    ct state established accept\n",
+                                                           "")), allows)
+    assert bare == ["the input chain inet f input drops VRRP adverts (protocol 112) from the other directors (vrrp)",
+                    "the input chain inet f input drops clients of service http (IPVS takes them after the input "
+                    "chain) (tcp port 80)"], bare
+    assert blocked(live_ruleset(scratch_netns, drop.format(f'    include "{rules}"\n', "")), allows) == []
+    jumped = drop.format("    jump allow\n", "  chain allow {\n    meta l4proto { vrrp, ah } accept\n"
+                         "    th dport 80-90 accept\n  }\n")
+    assert blocked(live_ruleset(scratch_netns, jumped), allows) == []
+    rejecting = ("table inet fw {\n  chain filter_INPUT {\n    type filter hook input priority 10; policy accept;\n"
+                 "    tcp dport 22 accept\n    reject with icmpx admin-prohibited\n  }\n}\n")
+    assert len(blocked(live_ruleset(scratch_netns, rejecting), allows)) == 2
+    assert blocked(live_ruleset(scratch_netns, "table ip t {\n  chain c {\n    type filter hook output priority 0;"
+                                               " policy drop;\n  }\n}\n"), allows) == []

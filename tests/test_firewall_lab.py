@@ -36,14 +36,21 @@ def default_drop(lab: Lab, rules: dict[str, Path] | None) -> None:
 
 
 def test_default_drop_splits_vrrp_and_lvsdrs_rules_make_one_master(tmp_path: Path) -> None:
-    """Default-drop on both directors: within three adverts (and a margin) both hold the VIP. lvsdr's rules
-    included: one holder again, the client answered through the VIP; the MASTER killed: the other takes over
-    within the same bound as without a firewall."""
+    """Default-drop on both directors: within three adverts (and a margin) both hold the VIP, and `lvsdr doctor`
+    names the chain that drops VRRP. lvsdr's rules included: one holder again, the client answered through the VIP,
+    doctor content with it; the MASTER killed: the other takes over within the same bound as without a firewall."""
     with make_lab(EXAMPLES / "web.toml", tmp_path) as lab:
         lab.wait_for_master(30 * TIME_SCALE)
         default_drop(lab, None)
         split = poll(lambda: holders(lab) == ["lb1", "lb2"], "both directors hold the VIP (a split)",
                      20 * TIME_SCALE, interval=0.2)
+        lb1 = lab.state.node("lb1")
+
+        def doctor() -> str:
+            return ns_run(lb1.ns, [lab._console(), "doctor", lab.cluster_path, "--node", "lb1", "--pidfile",
+                                   str(lab.pidfile(lb1))], check=False).stdout
+
+        assert "FAIL  the input chain inet lvsdrtest_dflt input drops VRRP adverts (protocol 112)" in doctor()
         rules = {}
         for d in lab.state.directors:
             r = lvsdr_in(d.ns, "render", lab.cluster_path, "--node", d.name, "--firewall", "nftables")
@@ -55,6 +62,7 @@ def test_default_drop_splits_vrrp_and_lvsdrs_rules_make_one_master(tmp_path: Pat
         time.sleep(3)  # three adverts: it stays one
         assert len(holders(lab)) == 1, holders(lab)
         assert probes.http_get(lab, VIP, timeout=3) in ("web1", "web2")
+        assert "ok    the input chains let in what this director needs" in doctor(), doctor()
         f = probes.failover(lab)
         MEASURED.append(f"firewall: default-drop on both directors split VRRP in {split:.1f} s; with lvsdr's nft "
                         f"rules one holder {one:.1f} s after; failover behind them: the client's ARP entry moved "
