@@ -28,7 +28,7 @@ def render_bird(cluster: Cluster, node: str, source: str) -> str:
     router_id = me.router_id
     assert router_id is not None  # the loader sets it (or refused an IPv6 director without one)
     peers = [SimpleNamespace(symbol=f"peer{i}", name=p.name, address=p.address, asn=p.asn, hold_time=p.hold_time,
-                             bfd=p.bfd, password=p.password) for i, p in enumerate(bgp.peers, 1)]
+                             bfd=p.bfd, password=p.password, multihop=p.multihop) for i, p in enumerate(bgp.peers, 1)]
     return render_template(
         "bird.conf.j2", version=__version__, source=source.replace("\n", " "), cluster=cluster, me=me, bgp=bgp,
         router_id=router_id, peers=peers, channel="ipv6" if me.address.version == 6 else "ipv4",

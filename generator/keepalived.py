@@ -75,6 +75,10 @@ def _check_path(name: str, value: str) -> None:
         raise InputError(f"{name}: {json.dumps(value)} is not an absolute path without blanks or quotes")
 
 
+VRRP_RT_PRIORITY = 50  # SCHED_RR for keepalived's VRRP process at sub-second adverts: above ordinary work, below
+# the kernel's own threads (99)
+
+
 def _instances(cluster: Cluster, me: Director) -> list[dict[str, Any]]:
     """The cluster's own VRRP instance (every VIP no [[instances]] entry takes),
     then the others, each as the template reads it."""
@@ -311,6 +315,7 @@ def render_keepalived(cluster: Cluster, node: str, source: str, wiring: Wiring |
         "extra": _extra_blocks(cluster),
         "notify": notify,
         "notify_fifo": fifo,
+        "rt_priority": VRRP_RT_PRIORITY,
         "user_notify": [(key, _command(getattr(cluster, key))) for key in
                         ("notify_master", "notify_backup", "notify_fault", "notify_stop")
                         if getattr(cluster, key) is not None],

@@ -19,7 +19,17 @@ from lvsdr.errors import ValidationError
 
 from . import methods
 from .keys import AUTH_RE, CLUSTER_NAME_RE, IFNAME_RE, LABEL_RE, NAME_RE, PATH_RE, keys_of
-from .load_bgp import check_ecmp, ecmp_services, is_ecmp, read_bgp, read_router_id, refuse_vrrp
+from .load_bgp import (
+    ECMP_DIRECTOR_KEYS,
+    check_ecmp,
+    ecmp_services,
+    is_ecmp,
+    large_communities,
+    read_bgp,
+    read_router_id,
+    refuse_ecmp,
+    refuse_vrrp,
+)
 from .load_services import assign_fwmarks, read_services
 from .model import (
     DEFAULT_ADVERT_INT,
@@ -85,6 +95,8 @@ def parse_cluster(data: Any) -> Cluster:
     ecmp = is_ecmp(data)
     if ecmp:
         refuse_vrrp(data, errors)
+    else:
+        refuse_ecmp(data, errors)
     c = top.table("cluster")
     if c is None and "cluster" not in data:
         errors.add("cluster", "required table is missing")
@@ -235,6 +247,7 @@ def _vrrp_keys(c: Table, live: list[Director], errors: Errors, ecmp: bool = Fals
 
 
 VRRP3_MAX_ADVERT = 40.95  # s: VRRPv3's interval field is 12 bits of centiseconds (RFC 5798)
+FASTEST_ADVERT = 0.05  # s: the fastest advert_int lvsdr takes (its VRRP process then runs at realtime priority)
 
 
 def _advert_int(c: Table, version: int, errors: Errors) -> int | float:
@@ -248,6 +261,9 @@ def _advert_int(c: Table, version: int, errors: Errors) -> int | float:
         errors.add(c.path("advert_int"), f"{adv} is fractional; VRRP version 2 needs whole seconds")
     elif version == 3 and abs(round(adv * 100) - adv * 100) > 1e-6:  # 40.95 * 100 is 4095.0000000000005
         errors.add(c.path("advert_int"), f"{quote(adv)} is finer than VRRPv3's 0.01 s")
+    elif adv < FASTEST_ADVERT - 1e-9:
+        errors.add(c.path("advert_int"), f"{quote(adv)} s: lvsdr goes down to {FASTEST_ADVERT} s (a host's "
+                   "scheduling and the agent's hooks make faster adverts a false failover, not a faster one)")
     elif version == 3 and adv > VRRP3_MAX_ADVERT:
         errors.add(c.path("advert_int"), f"{quote(adv)} s: VRRPv3 carries at most {VRRP3_MAX_ADVERT} s "
                    "(4095 hundredths; keepalived refuses more)")
@@ -290,12 +306,20 @@ def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) 
         iface = link(t, "interface", default_if)
         method = t.choice("arp_method", methods.NAMES, methods.DEFAULT)
         router_id = read_router_id(t) if ecmp else None
+        bgp: dict[str, Any] = {}
+        if ecmp:
+            bgp = {"bgp_med": t.key(DIRECTOR_KEYS["bgp_med"], None),
+                   "bgp_prepend": t.key(DIRECTOR_KEYS["bgp_prepend"], 0),
+                   "bgp_large_communities": large_communities(t, "bgp_large_communities")}
+        else:
+            t.seen.update(ECMP_DIRECTOR_KEYS)  # refused by refuse_ecmp, with its reason
         t.done()
-        if name is None or addr is None or prio is None or iface is None or method is None:
+        if name is None or addr is None or prio is None or iface is None or method is None or (
+                ecmp and (bgp["bgp_prepend"] is None or ("bgp_med" in t.data and bgp["bgp_med"] is None))):
             out.append(None)
         else:
             out.append(Director(name, addr, prio, iface, method,
-                                router_id or (addr if ecmp and addr.version == 4 else None)))
+                                router_id or (addr if ecmp and addr.version == 4 else None), **bgp))
     for i, d in enumerate(out):
         if d is None:
             continue

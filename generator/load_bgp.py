@@ -27,6 +27,19 @@ PEER = defaults_of(BgpPeer)
 ASN = (1, 4294967295)
 PASSWORD_RE = re.compile(r"[A-Za-z0-9._~@%+=:,-]{1,80}")  # rendered in BIRD's double quotes: nothing it escapes
 COMMUNITY_RE = re.compile(r"(\d{1,5}):(\d{1,5})")
+LARGE_COMMUNITY_RE = re.compile(r"(\d{1,10}):(\d{1,10}):(\d{1,10})")
+
+
+def large_communities(t: Table, key: str) -> tuple[tuple[int, int, int], ...]:
+    """``key``: a list of large communities ("65001:1:2", each part 0..4294967295), each bad one named."""
+    out = []
+    for i, c in enumerate(t.get(key, list, []) or ()):
+        m = LARGE_COMMUNITY_RE.fullmatch(c) if isinstance(c, str) else None
+        if m is None or any(int(g) > 4294967295 for g in m.groups()):
+            t.errors.add(f"{t.path(key)}[{i}]", f"{quote(c)} is not a large community (\"65001:1:2\")")
+        else:
+            out.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+    return tuple(out)
 SCHEDULERS = ("mh", "sh")  # the same flow -> the same real server on every director
 # cluster keys that configure a VRRP instance, which an ECMP cluster does not have
 VRRP_KEYS = ("virtual_router_id", "advert_int", "vrrp_version", "auth_pass", "auth_type", "unicast",
@@ -56,6 +69,18 @@ def refuse_vrrp(data: dict[str, Any], errors: Errors) -> None:
                        "is active")
 
 
+ECMP_DIRECTOR_KEYS = ("bgp_med", "bgp_prepend", "bgp_large_communities")
+
+
+def refuse_ecmp(data: dict[str, Any], errors: Errors) -> None:
+    """A VRRP cluster's directors: the ECMP settings (BGP attributes) named, each."""
+    directors = data.get("directors")
+    for i, d in enumerate(directors if isinstance(directors, list) else ()):
+        for key in ECMP_DIRECTOR_KEYS:
+            if isinstance(d, dict) and key in d:
+                errors.add(f"directors[{i}].{key}", "an ECMP setting: only a cluster with [bgp] announces by BGP")
+
+
 def read_bgp(top: Table) -> Bgp | None:
     t = top.table("bgp")
     if t is None:
@@ -73,6 +98,7 @@ def read_bgp(top: Table) -> Bgp | None:
         else:
             communities.append((int(m.group(1)), int(m.group(2))))
     kw: dict[str, Any] = {
+        "large_communities": large_communities(t, "large_communities"),
         "table": t.int_in("table", 1, 2**31 - 1, BGP["table"]),
         "bfd_interval": t.int_in("bfd_interval", 10, 10000, BGP["bfd_interval"]),
         "bfd_multiplier": t.int_in("bfd_multiplier", 1, 255, BGP["bfd_multiplier"]),
@@ -104,12 +130,13 @@ def _peer(t: Table) -> BgpPeer | None:
     password = t.text("password", PASSWORD_RE, "1..80 characters of [A-Za-z0-9._~@%+=:,-]", None)
     hold = t.int_in("hold_time", 3, 65535, PEER["hold_time"])
     bfd = t.get("bfd", bool, PEER["bfd"])
+    multihop = t.int_in("multihop", 1, 255, None)
     t.done()
     if name is None or addr is None or asn is None or hold is None or bfd is None:
         return None
-    if "password" in t.data and password is None:
+    if ("password" in t.data and password is None) or ("multihop" in t.data and multihop is None):
         return None
-    return BgpPeer(name, addr, asn, password, hold, bfd)
+    return BgpPeer(name, addr, asn, password, hold, bfd, multihop)
 
 
 def read_router_id(t: Table) -> ipaddress.IPv4Address | None:

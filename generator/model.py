@@ -214,6 +214,15 @@ class Director:
     router_id: ipaddress.IPv4Address | None = leaf(None, form="custom", type="IPv4 address", shown="its IPv4 "
                                                    "address", meaning="an ECMP cluster's director: BIRD's router "
                                                    "id ([bgp], [ecmp.md](ecmp.md))")
+    bgp_med: int | None = leaf(None, form="int", lo=0, hi=4294967295, shown="none", meaning="an ECMP cluster's "
+                               "director: the MULTI_EXIT_DISC its VIPs are announced with (lower wins at the routers: "
+                               "a backup site's directors above the primary's)")
+    bgp_prepend: int = leaf(0, form="int", lo=0, hi=8, meaning="an ECMP cluster's director: its AS prepended this "
+                            "many times to the VIPs' path (0..8: longer paths lose at the routers, which keep this "
+                            "director for when the others are gone)")
+    bgp_large_communities: tuple[tuple[int, int, int], ...] = leaf(
+        (), form="custom", type="list of strings", shown="none", meaning="an ECMP cluster's director: large "
+        "communities (`\"65001:1:2\"`) its VIPs carry besides `[bgp] large_communities`")
 
 
 @dataclass(frozen=True)
@@ -226,6 +235,7 @@ class BgpPeer:
     password: str | None = None  # TCP MD5 (BIRD's `password`)
     hold_time: int = defaults.BGP_HOLD_TIME
     bfd: bool = False
+    multihop: int | None = None  # eBGP over routers between (the hops, 1..255); None: a directly connected peer
 
 
 @dataclass(frozen=True)
@@ -237,6 +247,7 @@ class Bgp:
     asn: int
     peers: tuple[BgpPeer, ...]
     communities: tuple[tuple[int, int], ...] = ()
+    large_communities: tuple[tuple[int, int, int], ...] = ()  # RFC 8092, on every director's VIPs
     table: int = defaults.BGP_TABLE  # the kernel routing table whose routes (the announced VIPs) BIRD exports
     bfd_interval: int = defaults.BFD_INTERVAL  # ms between BFD packets
     bfd_multiplier: int = defaults.BFD_MULTIPLIER  # packets lost before a peer is down
@@ -388,12 +399,12 @@ class Service:
 
 
 ADVERT_INT_MEANING = (
-    "seconds between adverts; 0..255; fractions (0.01 s steps) only with `vrrp_version = 3`, which carries at most "
-    "40.95 s (keepalived refuses more). Fast detection: at `0.1` (VRRPv3) the MASTER sends 10 adverts a second per "
-    "instance; in the lab (tests/test_fast_vrrp_lab.py, the agent on the FIFO) keepalived used 0.07 s of CPU in 60 s "
-    "on the MASTER (0.1% of a core), no transition in those 60 s, and a hard failure of the MASTER had the client's "
-    "ARP entry on the new MASTER after 0.31 s and its marks after 0.36 s. Below 0.1 s a busy host's scheduling jitter "
-    "becomes a false failover")
+    "seconds between adverts; 0.05..255; fractions (0.01 s steps) only with `vrrp_version = 3`, which carries at "
+    "most 40.95 s (keepalived refuses more). Below 1 s lvsdr runs keepalived's VRRP process at realtime priority "
+    "(`vrrp_rt_priority 50`, `vrrp_no_swap`): a busy host cannot delay its adverts into a false failover. Fast "
+    "detection: a MASTER's hard failure is noticed after 3 adverts plus the skew (at `0.05`, about 0.17 s); the "
+    "cost is 20 adverts a second per instance at `0.05` (lab figures in docs/operations.md, "
+    "tests/test_fast_vrrp_lab.py)")
 PREEMPT_DELAY_MEANING = (
     "seconds (0..1000) a recovered director waits as BACKUP before it pre-empts. With `sync_daemon` and without "
     "`nopreempt`, lvsdr renders 60 when the file sets none and refuses less than 10: the returning MASTER's IPVS table "

@@ -145,6 +145,49 @@ def test_bird_parses_every_golden_and_a_password() -> None:
     check_text(text)
 
 
+@pytest.mark.skipif(not Path("/usr/sbin/bird").exists(), reason="bird2 is not installed (scripts/setup installs it)")
+def test_a_directors_bgp_attributes_and_a_multihop_peer_render_as_bird_takes_them() -> None:
+    """lb1 with a MED, two prepends and a large community (beside the cluster's), a multi-hop peer with BFD: the
+    export filter sets them, the peer says multihop, BFD gets a multihop block; `bird -p` accepts it; lb2's filter
+    has none of lb1's."""
+    from lvsdr.hooks.bird import check_text
+
+    c = parse_cluster(patched(**{"directors.0.bgp_med": 50, "directors.0.bgp_prepend": 2,
+                                 "directors.0.bgp_large_communities": ["65001:1:2"],
+                                 "bgp.large_communities": ["65001:0:1"], "bgp.peers.0.multihop": 2}))
+    text = render_bird(c, "lb1", "x")
+    filt = text[text.index("filter lvsdr_export"):text.index("reject;")]
+    assert filt.count("bgp_path.prepend(65001);") == 2 and "bgp_med = 50;" in filt
+    assert "bgp_large_community.add((65001, 0, 1));" in filt and "bgp_large_community.add((65001, 1, 2));" in filt
+    assert "    multihop 2;\n" in text and "    multihop {\n" in text
+    check_text(text)
+    other = render_bird(c, "lb2", "x")
+    assert "bgp_med" not in other and "prepend" not in other and "(65001, 1, 2)" not in other
+
+
+@pytest.mark.parametrize(("patch", "error"), [
+    ({"directors.0.bgp_prepend": 9}, "directors[0].bgp_prepend: 9 is outside 0..8"),
+    ({"directors.0.bgp_med": -1}, "directors[0].bgp_med: -1 is outside 0..4294967295"),
+    ({"directors.0.bgp_large_communities": ["65001:1"]},
+     'directors[0].bgp_large_communities[0]: "65001:1" is not a large community ("65001:1:2")'),
+    ({"bgp.large_communities": ["1:2:4294967296"]},
+     'bgp.large_communities[0]: "1:2:4294967296" is not a large community ("65001:1:2")'),
+    ({"bgp.peers.0.multihop": 0}, "bgp.peers[0].multihop: 0 is outside 1..255"),
+])
+def test_bgp_attributes_are_validated(patch: dict[str, object], error: str) -> None:
+    """Each BGP attribute out of range or malformed is one line naming it."""
+    assert errors(patched(**patch)) == [error]
+
+
+def test_a_vrrp_cluster_refuses_bgp_attributes() -> None:
+    """`bgp_prepend` on a VRRP cluster's director: one line, an ECMP setting."""
+    import tomllib
+
+    data = tomllib.loads((EXAMPLES / "web.toml").read_text())
+    data["directors"][0]["bgp_prepend"] = 1
+    assert errors(data) == ["directors[0].bgp_prepend: an ECMP setting: only a cluster with [bgp] announces by BGP"]
+
+
 def test_bird_check_reports_the_line() -> None:
     """A config BIRD refuses is a CheckError with BIRD's own message."""
     from lvsdr.errors import CheckError
