@@ -1,7 +1,8 @@
-"""VRRPv3 at its fast end (examples/pair.toml at advert_int 0.1, the agent on
-the FIFO): 60 s of steady state with no transition, and a hard failure of
-the MASTER moves the VIP and the marks (the client's ARP entry on the new
-MASTER, its fwmark rules loaded) in under half a second."""
+"""VRRPv3 at its fast end (examples/pair.toml at advert_int 0.05, the agent on
+the FIFO, keepalived's VRRP process at realtime priority): 60 s of steady
+state with both cores kept busy and no transition, and a hard failure of the
+MASTER moves the VIP and the marks (the client's ARP entry on the new
+MASTER, its fwmark rules loaded) in under a quarter of a second."""
 
 from __future__ import annotations
 
@@ -59,11 +60,32 @@ def cpu_seconds(ns: str, comm: str) -> float:
     return total / 100  # clock ticks (USER_HZ)
 
 
+ADVERT = 0.05
+
+
 def fast_pair(tmp_path: Path) -> Path:
     path = tmp_path / "pair.toml"
     path.write_text((EXAMPLES / "pair.toml").read_text().replace("advert_int = 1\n",
-                                                                   "advert_int = 0.1\nvrrp_version = 3\n"))
+                                                                   f"advert_int = {ADVERT}\nvrrp_version = 3\n"))
     return path
+
+
+def busy(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` processes spinning at ordinary priority (the host loaded: a core each)."""
+    import sys
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def realtime(lab: Lab, node: Node) -> bool:
+    """keepalived's VRRP process on ``node`` (its pidfile's) runs SCHED_RR, as lvsdr's config asks."""
+    import os
+
+    try:
+        policy = os.sched_getscheduler(int(lab.pidfile(node, "vrrp").read_text().split()[0]))
+        return policy & ~os.SCHED_RESET_ON_FORK == os.SCHED_RR  # keepalived sets its children's to reset
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 def settled_master(lab: Lab) -> Node:
@@ -84,17 +106,27 @@ def settled_master(lab: Lab) -> Node:
 
 
 @pytest.mark.long
-def test_advert_0_1_holds_steady(tmp_path: Path) -> None:
-    """At advert_int 0.1 (VRRPv3): no transition in 60 s of steady state, and keepalived's CPU for it is small."""
+def test_the_fastest_advert_holds_steady_on_a_busy_host(tmp_path: Path) -> None:
+    """At advert_int 0.05 (VRRPv3), keepalived's VRRP process at realtime priority: no transition in 60 s of steady
+    state while two processes keep both cores busy (beside whatever else the suite runs), and keepalived's CPU for
+    it is small."""
     with make_lab(fast_pair(tmp_path), tmp_path, hook="fifo") as lab:
         old = settled_master(lab)
+        assert all(realtime(lab, d) for d in lab.state.directors), "keepalived's VRRP process is not SCHED_RR"
         settled = transitions(lab)
         cpu0 = {d.name: cpu_seconds(d.ns, "keepalived") for d in lab.state.directors}
-        time.sleep(STEADY)
+        load = busy(2)
+        try:
+            time.sleep(STEADY)
+        finally:
+            for p in load:
+                p.kill()
+                p.wait()
         cpu = {d.name: round(cpu_seconds(d.ns, "keepalived") - cpu0[d.name], 2) for d in lab.state.directors}
         flaps = transitions(lab) - settled
-        MEASURED.append(f"VRRPv3 advert_int 0.1: {flaps} transitions in {STEADY:.0f} s (keepalived CPU {cpu} s in that "
-                        f"time, {cpu[old.name] / STEADY * 100:.1f}% of a core on the MASTER)")
+        MEASURED.append(f"VRRPv3 advert_int {ADVERT}, both cores busy: {flaps} transitions in {STEADY:.0f} s "
+                        f"(keepalived CPU {cpu} s in that time, {cpu[old.name] / STEADY * 100:.1f}% of a core on "
+                        "the MASTER)")
         assert flaps == 0, f"{flaps} transitions in {STEADY:.0f} s of steady state:\n" + "\n".join(
             line for p in sorted(lab.state_dir.glob("agent-*.log")) for line in p.read_text().splitlines()
             if "vrrp transition" in line)
@@ -102,12 +134,12 @@ def test_advert_0_1_holds_steady(tmp_path: Path) -> None:
 
 
 # Alone, after the parallel tier (scripts/test): its bound is a tenth of a second's scale, and five workers
-# building and tearing down namespaces hold the kernel's network locks for that long (it failed at 0.504 and
-# 0.569 s among them; 0.29-0.42 s alone, beside three busy loops, or beside namespaces made and deleted)
+# building and tearing down namespaces hold the kernel's network locks for that long. At advert_int 0.05 alone:
+# the client's ARP entry after 0.14-0.16 s, the marks after 0.19-0.23 s (four runs on the 2-core machine).
 @pytest.mark.solo
-def test_advert_0_1_fails_over_in_half_a_second(tmp_path: Path) -> None:
-    """At advert_int 0.1 (VRRPv3), the MASTER killed (keepalived SIGKILLed,
-    link down): within 0.5 s the client's ARP entry for the VIP is the new
+def test_the_fastest_advert_fails_over_in_a_quarter_second(tmp_path: Path) -> None:
+    """At advert_int 0.05 (VRRPv3), the MASTER killed (keepalived SIGKILLed,
+    link down): within 0.25 s the client's ARP entry for the VIP is the new
     MASTER's and its marks are in place."""
     with make_lab(fast_pair(tmp_path), tmp_path, hook="fifo") as lab:
         old = settled_master(lab)
@@ -122,7 +154,7 @@ def test_advert_0_1_fails_over_in_half_a_second(tmp_path: Path) -> None:
         poll(lambda: mastered(lab, new, killed) is not None, "the new MASTER's marks", 5)
         hooked = (mastered(lab, new, killed) or 0.0) - killed
         took = max(arp or 99, hooked or 99)
-        MEASURED.append(f"VRRPv3 advert_int 0.1, MASTER killed: client's ARP entry on {new.name} after "
+        MEASURED.append(f"VRRPv3 advert_int {ADVERT}, MASTER killed: client's ARP entry on {new.name} after "
                         f"{arp or 0:.2f} s, its marks after {hooked or 0:.2f} s")
-        assert took < 0.5, (arp, hooked, json.dumps(subprocess.run(
+        assert took < 0.25, (arp, hooked, json.dumps(subprocess.run(
             ["ip", "-n", lab.state.client.ns, "-j", "neigh"], capture_output=True, text=True).stdout))

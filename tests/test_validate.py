@@ -27,6 +27,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
      "directors[0].interface: lo is the loopback: give the interface on the cluster's segment"),
     ({"real_servers.0.interface": "lo"},
      "real_servers[0].interface: lo is the loopback: give the interface on the cluster's segment"),
+    ({"cluster.vrrp_version": 3, "cluster.advert_int": 0.04},
+     "cluster.advert_int: 0.04 s: lvsdr goes down to 0.05 s (a host's scheduling and the agent's hooks make faster "
+     "adverts a false failover, not a faster one)"),
     ({"cluster.vrrp_version": 3, "cluster.advert_int": 41},
      "cluster.advert_int: 41 s: VRRPv3 carries at most 40.95 s (4095 hundredths; keepalived refuses more)"),
     ({"services.1.vip": "192.0.2.300"}, 'services[1].vip: "192.0.2.300" is not an IP address'),
