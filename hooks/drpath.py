@@ -66,6 +66,7 @@ PACKET_OUTGOING = 4
 MAX_FRAMES = 4096  # read per wake-up at most: a flood cannot hold the agent's loop
 ASK_PER_ROUND = 32  # ARP/NDP questions per round at most: more VIPs are asked in turn
 PATHS_PER_PAIR = 4  # VIP:ports probed per backend of a service per round at most: a group's are probed in turn
+UDP_QUIET = 4  # rounds between UDP probes of a backend that did not answer (its ICMP budget is keepalived's too)
 
 
 MASK = 0xFFFFFFFF
@@ -127,6 +128,7 @@ class DrProbe:
         self.watching: frozenset[IPAddress] = frozenset()
         self.cursor = 0  # where the next round's questions start, with more VIPs than ASK_PER_ROUND
         self.rounds_started = 0
+        self.udp_quiet: dict[IPAddress, int] = {}  # backends whose UDP probes wait this many rounds (no answer)
         self.files: dict[tuple[str, str], tuple[str, str]] = {}
         self.verdicts: Verdicts | None = None
         self.configured = False  # configure() ran: a later one is an edit of the cluster file
@@ -277,6 +279,7 @@ class DrProbe:
     def start(self, rnd: Round) -> None:
         neigh = self.neighbours()
         src = self.sources()
+        self.udp_quiet = {a: n - 1 for a, n in self.udp_quiet.items() if n > 1}
         for t in self.this_round():
             pair = (t.service, t.backend)
             rnd.outcomes.setdefault(pair, "")
@@ -290,6 +293,9 @@ class DrProbe:
                 rnd.fail(t, f"this director has no IPv{t.vip.version} address to probe from")
                 continue
             if isinstance(t.ask, UdpAsk):
+                if self.udp_quiet.get(t.address, 0) > 0:  # it did not answer: leave its ICMP budget to keepalived
+                    rnd.unknown(t)
+                    continue
                 rnd.datagrams[mac, t.vip, t.port] = t
                 self.send(udp_datagram(self.mac, mac, s, t.vip, self.port, t.port, t.ask.payload))
                 continue
@@ -323,6 +329,11 @@ class DrProbe:
         for t in [t for t, _, _ in rnd.probes.values()] + list(rnd.datagrams.values()):
             rnd.fail(t, f"no answer from {t.vip}:{t.port} at its MAC (the VIP is not on the backend, or the path "
                         "to it is cut)")
+        for t in rnd.datagrams.values():
+            # a closed UDP port answers with ICMP, which the backend's kernel sends about once a second to each
+            # director: probing it every round would leave none for keepalived's own UDP_CHECK of the backend (it
+            # waited 16 s for one in the IPVS tier); a backend that did not answer is asked every UDP_QUIET rounds
+            self.udp_quiet[t.address] = UDP_QUIET
         for flow in rnd.flows.values():  # the handshake passed; an answer slower than a round is keepalived's to judge
             self.send(tcp_rst(self.mac, flow.mac, flow.src, flow.target.vip, self.port, flow.target.port, flow.nxt))
         self.counts["rounds"] += 1

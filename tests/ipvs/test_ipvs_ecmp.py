@@ -114,7 +114,11 @@ def busiest(lab: Lab, tmp: Path, first_port: int, seconds: int = SECONDS
     hops = HopLog(lab)
     runs = probes.start_streams(lab, VIP, STREAMS, seconds, first_port, tmp)
     poll(lambda: sum(established(d, first_port) for d in lab.running()) >= STREAMS, "every stream connected",
-         30 * TIME_SCALE, interval=0.3)
+         30 * TIME_SCALE, interval=0.3,
+         explain=lambda: f"carried {({d.name: established(d, first_port) for d in lab.running()})}, next hops "
+                         f"{lab.next_hops()}, orders {orders(lab)}, the streams' codes so far "
+                         f"{[(r.code, getattr(r, 'error', None)) for r in runs]}, bytes "
+                         f"{[r.body.stat().st_size if r.body.exists() else -1 for r in runs]}")
     carried = {d.name: established(d, first_port) for d in lab.running()}
     return hops, runs, carried, lab.state.node(max(carried, key=lambda n: carried[n]))
 
