@@ -141,6 +141,42 @@ def test_bfd_drops_a_director_whose_link_goes_down(lab: Lab) -> None:
                     f"(bfd_interval 100 ms x 3); back {time.monotonic() - t0:.1f} s after the link came up")
 
 
+def test_sessions_and_bfd_stay_up_behind_default_drop_with_lvsdrs_rules(lab: Lab, tmp_path: Path) -> None:
+    """lb2 behind a default-drop input chain: BFD from the router is dropped and the router takes lb2 out within a
+    second; with `lvsdr render --firewall nftables` included in that chain, BFD and the BGP session come back and
+    lb2 is a next hop again, the chain still dropping by default."""
+    lb2 = lab.state.node("lb2")
+    r = lvsdr_in(lb2.ns, "render", lab.cluster_path, "--node", "lb2", "--firewall", "nftables")
+    assert r.returncode == 0, r.stderr
+    rules = tmp_path / "firewall-lb2.nft"
+    rules.write_text(r.stdout)
+
+    def default_drop(include: str) -> None:
+        subprocess.run(["ip", "netns", "exec", lb2.ns, "nft", "delete", "table", "inet", "lvsdrtest_dflt"],
+                       capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "exec", lb2.ns, "nft", "-f", "-"], text=True, check=True,
+                       input="table inet lvsdrtest_dflt {\n  chain input {\n    type filter hook input priority 0; "
+                             f"policy drop;\n    iif lo accept\n{include}  }}\n}}\n")
+
+    back(lab, "before the firewall")
+    try:
+        default_drop("")
+        out = poll(lambda: lab.next_hops() == without(lab, lb2), "lb2 out behind default-drop (BFD)", 10,
+                   interval=0.05, explain=lambda: explain(lab))
+        default_drop(f'    include "{rules}"\n')
+        t0 = time.monotonic()
+        back(lab, "lb2 back behind default-drop with lvsdr's rules", 60)
+        took = time.monotonic() - t0
+        time.sleep(3)  # BFD's and BGP's keepalives pass the chain too: it stays
+        assert lab.next_hops() == everyone(lab), explain(lab)
+    finally:
+        subprocess.run(["ip", "netns", "exec", lb2.ns, "nft", "delete", "table", "inet", "lvsdrtest_dflt"],
+                       capture_output=True, check=False)
+    back(lab, "the firewall removed")
+    MEASURED.append(f"ECMP behind default-drop: lb2 out of the router's route {out:.2f} s after (BFD dropped); "
+                    f"with lvsdr's rules included, a next hop again {took:.1f} s after (BFD, BGP re-established)")
+
+
 def test_metrics_say_sessions_announcements_drain_and_quorum(lab: Lab) -> None:
     """`lvsdr metrics` on lb1: its BGP session to r1 up, the VIP announced, not drained, the virtual server with
     quorum; drained: the VIP not announced and drained 1; undone: as before."""
