@@ -52,6 +52,13 @@ def said(lab: Lab, node: Node, event: str) -> list[dict[str, object]]:
     return out
 
 
+def last_state(lab: Lab, node: Node) -> str:
+    """The state of the last VRRP transition ``node``'s agent logged ("" before any)."""
+    lines = said(lab, node, '"vrrp transition"')
+    events = lines[-1]["events"] if lines else []
+    return str(events[0]["state"]) if isinstance(events, list) and events else ""
+
+
 def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(tmp_path: Path) -> None:
     """lb1 (MASTER, 150) cut off from web1 and web2: its virtual server loses quorum, its agent writes the
     hand-over file, keepalived drops it to 99 and lb2 (100) takes the VIP; one ARP owner, requests answered.
@@ -75,6 +82,9 @@ def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(t
                  if (lab.state_dir / "handover-web-lb2-VI_web").exists() else False, "lb2 without quorum too",
                  20 * TIME_SCALE, explain=lambda: logs(lab))
             poll(lambda: getattr(lab.master(), "name", None) == "lb1", "lb1 (99) over lb2 (49)", 20 * TIME_SCALE)
+            # the move's own transitions logged by both agents (lb1's MASTER line comes after its VIP does)
+            poll(lambda: last_state(lab, lb1) == "MASTER" and last_state(lab, lb2) == "BACKUP",
+                 "both agents logged the move", 10 * TIME_SCALE, explain=lambda: logs(lab))
             settled, quiet = transitions(lab), 15.0
             time.sleep(quiet)
             flaps = transitions(lab) - settled

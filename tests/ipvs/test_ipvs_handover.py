@@ -70,6 +70,18 @@ def transitions(lab: Lab) -> int:
     return sum(p.read_text().count('"event": "vrrp transition"') for p in lab.state_dir.glob("agent-*.log"))
 
 
+def last_state(lab: Lab, node: Node) -> str:
+    """The state of the last VRRP transition ``node``'s agent logged ("" before any)."""
+    import json
+
+    state = ""
+    for line in (lab.state_dir / f"agent-{node.name}.log").read_text(errors="replace").splitlines():
+        if line.startswith("{") and '"vrrp transition"' in line:
+            events = json.loads(line).get("events") or [{}]
+            state = str(events[0].get("state", ""))
+    return state
+
+
 def holder(lab: Lab) -> str | None:
     return getattr(lab.master(), "name", None)
 
@@ -122,6 +134,9 @@ def test_the_master_cut_off_from_its_real_servers_hands_the_vip_over(lab: Lab) -
         failed_during, during = load.failed(t0, resumed)
         cut(lb2)
         poll(lambda: holder(lab) == "lb1", "lb1 (99) over lb2 (49)", 60 * TIME_SCALE, interval=0.5)
+        # the move's own transitions logged by both agents (a MASTER's line comes after its VIP does)
+        poll(lambda: last_state(lab, lb1) == "MASTER" and last_state(lab, lb2) == "BACKUP",
+             "both agents logged the move", 30 * TIME_SCALE, interval=0.5)
         settled = transitions(lab)
         time.sleep(QUIET)
         flaps = transitions(lab) - settled
