@@ -432,7 +432,9 @@ class HandoverFiles:
 
     @staticmethod
     def marker(agent: Agent) -> Path:
-        return agent.state_dir / f"drain-{agent.source.cluster.name}-{agent.source.node}"
+        from .director import drain_path
+
+        return drain_path(agent.state_dir, agent.source.cluster.name, agent.source.node)
 
     def update(self, agent: Agent, events: list[Event]) -> None:
         self.quorum.update(agent.procs.pids(), events)

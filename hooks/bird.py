@@ -62,3 +62,18 @@ def configure(socket: str, timeout: float = 30) -> tuple[bool, str]:
         return False, str(e)
     out = (p.out + p.err).strip()
     return p.ok and ("Reconfigured" in out or "Reconfiguration in progress" in out), out
+
+
+def bird_neighbours(text: str) -> dict[str, str]:
+    """`birdc show protocols all` -> {neighbour address: BGP state} of its BGP protocols."""
+    out: dict[str, str] = {}
+    state, bgp = "", False
+    for line in text.splitlines():
+        if line[:1].strip():  # a protocol's first line
+            parts = line.split()
+            bgp, state = len(parts) >= 2 and parts[1] == "BGP", ""
+        elif bgp and line.strip().startswith("BGP state:"):
+            state = line.split(":", 1)[1].strip()
+        elif bgp and line.strip().startswith("Neighbor address:"):
+            out[line.split(":", 1)[1].strip()] = state
+    return out

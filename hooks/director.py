@@ -52,7 +52,12 @@ def reconcile(spec: DirectorSpec, state_dir: Path, key: str | None = None,
 
 def drain_marker(state_dir: Path, spec: DirectorSpec) -> Path:
     """While this file exists (`lvsdr drain`), an ECMP director announces nothing."""
-    return state_dir / f"drain-{spec.cluster}-{spec.node}"
+    return drain_path(state_dir, spec.cluster, spec.node)
+
+
+def drain_path(state_dir: str | Path, cluster: str, node: str) -> Path:
+    """The drain marker of director ``node`` (a VRRP director's holds its hand-over files at 1)."""
+    return Path(state_dir) / f"drain-{cluster}-{node}"
 
 
 def reconcile_ecmp(spec: DirectorSpec, state_dir: Path, announce: frozenset[IPAddress]) -> tuple[list[str], list[str]]:

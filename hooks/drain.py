@@ -22,7 +22,7 @@ from lvsdr.errors import InputError
 from lvsdr.generator.director import director_spec
 from lvsdr.generator.model import Cluster, IPAddress
 
-from .director import drain_marker, reconcile_ecmp
+from .director import drain_marker, drain_path, reconcile_ecmp
 
 IP_VS_CONN = Path("/proc/net/ip_vs_conn")
 # connections still carrying data: not closed, not waiting out TIME_WAIT
@@ -113,7 +113,7 @@ def undo_unit(path: str, node: str, echo: Callable[[str], None] = print) -> int:
         echo(f"{node}: nothing to undo (no state directory {state} yet)")
         return 0
     try:
-        return _undo(state, state / f"drain-{name}-{node}", node, unit=True, echo=echo)
+        return _undo(state, drain_path(state, name, node), node, unit=True, echo=echo)
     except (LvsdrError, OSError) as e:  # an untrusted state directory or marker: left alone, said
         print(f"lvsdr drain: {node}: no drain undone: {e}", file=sys.stderr)
         return 0
@@ -203,7 +203,7 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
 
     require_identity(node, me.address, read_addresses())  # before any change: a wrong --node changes nothing
     state = Path(cluster.state_dir)
-    marker = state / f"drain-{cluster.name}-{node}"
+    marker = drain_path(state, cluster.name, node)
     if undo:
         if not state.is_dir():
             echo(f"{node}: not drained; nothing to undo (no state directory {state} yet)")
@@ -251,14 +251,14 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
         time.sleep(0.2)
     took = time.monotonic() - started
     macs = sorted({mac for answered in owners.values() for mac in answered})
-    names = {_mac_of(d.name, d.address, me.interface): d.name for d in cluster.directors if d.name != node}
+    names = {_mac_of(d.address, me.interface): d.name for d in cluster.directors if d.name != node}
     who = sorted({names.get(m, m) for m in macs})
     echo(f"{node}: the VIPs are held by {', '.join(who)} ({took:.1f} s); this director stays BACKUP until "
          "`--undo`")
     return 0
 
 
-def _mac_of(name: str, address: IPAddress, ifname: str) -> str:
+def _mac_of(address: IPAddress, ifname: str) -> str:
     """The neighbour entry's MAC of ``address`` (to name the new holder), "" when none."""
     from .run import run
 

@@ -204,6 +204,38 @@ def read_ipvs(path: str | None = None) -> dict[Key, IpvsService] | None:
     return ipvs.parse_proc(text)
 
 
+def read_announced(table: int) -> set[str]:
+    """The VIPs an ECMP director announces: the routes of lvsdr's table ``table`` (which BIRD exports), by one
+    netlink dump per family. ``FactError`` when they cannot be read."""
+    import socket
+
+    from pyroute2 import IPRoute
+
+    out: set[str] = set()
+    try:
+        with IPRoute() as ipr:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in ipr.route("dump", table=table, family=family):
+                    if m.get_attr("RTA_DST") is not None:
+                        out.add(str(m.get_attr("RTA_DST")))
+    except Exception as e:  # pyroute2 raises its own errors
+        raise FactError(f"lvsdr's route table {table}: {e}") from None
+    return out
+
+
+def read_bgp_sessions(bird_socket: str) -> dict[str, str] | None:
+    """{neighbour address: BGP state} as BIRD says it (``birdc show protocols all``); None when it does not answer."""
+    from .run import TimedOut, run
+
+    try:
+        ran = run(["birdc", "-s", bird_socket, "show", "protocols", "all"], timeout=10)
+    except (OSError, TimedOut):
+        return None
+    from .bird import bird_neighbours
+
+    return bird_neighbours(ran.out)
+
+
 def read_persistent() -> dict[tuple[Key, Dest], int] | None:
     """The persistence templates of each real server (``ipvsadm -Ln --persistent-conn``, parsed by
     ``generator.ipvs.parse_persistent``): one netlink dump, not the connection table. None where ipvsadm is not

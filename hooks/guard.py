@@ -84,21 +84,6 @@ def regressions(before: View, now: View, final: bool = False) -> list[str]:
     return out
 
 
-def bird_neighbours(text: str) -> dict[str, str]:
-    """`birdc show protocols all` -> {neighbour address: BGP state} of its BGP protocols."""
-    out: dict[str, str] = {}
-    state, bgp = "", False
-    for line in text.splitlines():
-        if line[:1].strip():  # a protocol's first line
-            parts = line.split()
-            bgp, state = len(parts) >= 2 and parts[1] == "BGP", ""
-        elif bgp and line.strip().startswith("BGP state:"):
-            state = line.split(":", 1)[1].strip()
-        elif bgp and line.strip().startswith("Neighbor address:"):
-            out[line.split(":", 1)[1].strip()] = state
-    return out
-
-
 class Guard:
     """The guard of one director (its cluster's state directory, the agent's records there)."""
 
@@ -138,28 +123,17 @@ class Guard:
         bgp = self.cluster.bgp
         if bgp is None:
             return frozenset(), frozenset(), frozenset()
-        import socket
-
-        from pyroute2 import IPRoute
-
-        from .run import run
+        from .director import drain_path
+        from .facts import read_announced, read_bgp_sessions
 
         announced: set[str] = set()
         try:
-            with IPRoute() as ipr:
-                for family in (socket.AF_INET, socket.AF_INET6):
-                    for m in ipr.route("dump", table=bgp.table, family=family):
-                        if m.get_attr("RTA_DST") is not None:
-                            announced.add(str(m.get_attr("RTA_DST")))
-        except Exception as e:  # pyroute2's own errors: nothing known of the announcements this look
+            announced = read_announced(bgp.table)
+        except LvsdrError as e:  # nothing known of the announcements this look
             self.log.warning("guard: cannot read the announced VIPs", error=str(e))
-        drained = Path(self.state, f"drain-{self.cluster.name}-{self.node}").exists()
+        drained = drain_path(self.state, self.cluster.name, self.node).exists()
         wanted = frozenset() if drained else frozenset(str(v) for v in self.cluster.vips)
-        try:
-            states = bird_neighbours(run(["birdc", "-s", self.bird_socket, "show", "protocols", "all"],
-                                         timeout=10).out)
-        except (OSError, LvsdrError):
-            states = {}
+        states = read_bgp_sessions(self.bird_socket) or {}
         peers = {str(p.address) for p in bgp.peers}
         sessions = frozenset(a for a, st in states.items() if st == "Established" and a in peers)
         return frozenset(announced), wanted, sessions

@@ -89,10 +89,12 @@ def config(source: Source, node: str, bird_socket: str | None = None) -> Config:
     tree = read_keepalived("keepalived.conf", lambda _p: rendered)
     from lvsdr.generator.director import virtual_server_name
 
+    from .director import drain_path
+
     ecmp = None
     if cluster.bgp is not None:
         ecmp = EcmpView(cluster.bgp.table, tuple(str(v) for v in cluster.vips),
-                        Path(cluster.state_dir) / f"drain-{cluster.name}-{node}",
+                        drain_path(cluster.state_dir, cluster.name, node),
                         bird_socket or cluster.bgp.bird_socket,
                         tuple((p.name, str(p.address)) for p in cluster.bgp.peers))
     return Config(ipvs.config_vips(tree), ipvs.config_table(tree), leaving_path(cluster.state_dir, cluster.name, node),
@@ -152,30 +154,16 @@ def quorum_families(c: Config) -> list[Family]:
 def ecmp_families(e: EcmpView) -> list[Family]:
     """An ECMP director's: each VIP announced or not (lvsdr's route table, which BIRD exports), drained, and each
     BGP session (BIRD's word; none when BIRD does not answer)."""
-    import socket
+    from .facts import read_announced, read_bgp_sessions
 
-    from pyroute2 import IPRoute
-
-    from .guard import bird_neighbours
-    from .run import TimedOut, run
-
-    announced: set[str] = set()
-    try:
-        with IPRoute() as ipr:
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for m in ipr.route("dump", table=e.table, family=family):
-                    if m.get_attr("RTA_DST") is not None:
-                        announced.add(str(m.get_attr("RTA_DST")))
-    except Exception as err:  # pyroute2's own errors: a fact that cannot be read
-        raise FactError(f"lvsdr's route table {e.table}: {err}") from None
+    announced = read_announced(e.table)
     out = [Family("lvsdr_ecmp_vip_announced", "gauge", "1 while this director announces the VIP (a route in lvsdr's "
                   "table, which BIRD exports), 0 while it does not (quorum lost, drained, keepalived down).",
                   tuple(((("vip", v),), float(v in announced)) for v in e.vips)),
            Family("lvsdr_ecmp_drained", "gauge", "1 while `lvsdr drain` holds this director out.",
                   (((), float(e.drain.exists())),))]
-    try:
-        states = bird_neighbours(run(["birdc", "-s", e.bird_socket, "show", "protocols", "all"], timeout=5).out)
-    except (OSError, TimedOut):
+    states = read_bgp_sessions(e.bird_socket)
+    if states is None:
         return out
     out.append(Family("lvsdr_bgp_session_up", "gauge", "1 while BIRD's BGP session to the peer is Established.",
                       tuple(((("peer", name), ("address", addr)), float(states.get(addr) == "Established"))

@@ -51,7 +51,7 @@ def test_ecmp_announcements_sessions_and_the_plan_count_as_the_edits() -> None:
 
 def test_birds_protocol_list_gives_each_neighbours_state() -> None:
     """`birdc show protocols all` (BIRD 2's layout) read as {neighbour: state}; other protocols ignored."""
-    from lvsdr.hooks.guard import bird_neighbours
+    from lvsdr.hooks.bird import bird_neighbours
 
     text = """BIRD 2.0.12 ready.
 Name       Proto      Table      State  Since         Info
