@@ -27,7 +27,8 @@ from lvsdr.lab.topology import Lab, Node
 
 from helpers import EXAMPLES, MEASURED, lvsdr_in, make_lab, needs_root, poll
 
-pytestmark = [needs_root, pytest.mark.lab, pytest.mark.xdist_group("ecmp_lab")]  # one shared lab per module
+pytestmark = [needs_root, pytest.mark.lab, pytest.mark.xdist_group("ecmp_lab"),  # one shared lab per module
+              pytest.mark.long]  # the module takes 85 s on its worker: started first, it does not end the tier last
 VIP = "192.0.2.150"
 
 
