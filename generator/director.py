@@ -68,6 +68,85 @@ def parse_fwmark(text: str) -> NftTable | None:
     return parse_nft_table(text, FAMILY, TABLE, parse_mark)
 
 
+# With sync_daemon, every VRRP director (either role: the rules must be there the moment keepalived adds the VIPs)
+# holds back, for HOLD_SECONDS, the TCP segments of a flow to a VIP's service that its IPVS did not take and that
+# open nothing (no SYN, no RST): a connection the peer's sync has not brought here yet, at a switchover or a
+# failover. Without the rules the kernel's own stack answers such a segment with a reset (the VIP is local); with
+# them it is dropped, the client retransmits, and a retransmission finds the connection once the sync daemon's
+# next message (within 2 s) has arrived. A flow still unknown after HOLD_SECONDS (one the peer never had: it
+# started after the connection was synced, a message was lost) is reset as before, so it is not left hanging: the
+# first segment puts the flow in two of the kernel's sets, "held" for HOLD_SECONDS and "seen" for SEEN_SECONDS,
+# held flows are dropped, seen ones not held any more pass. The chain runs after IPVS's own input hook (priority
+# 99: NF_IP_PRI_NAT_SRC - 1), so it sees only what IPVS left; a service this director also serves as a backend
+# (IPVS hands those to the local stack) has no rule.
+SYNC_TABLE = "lvsdr_sync"
+SYNC_KEY = f"{FAMILY} {SYNC_TABLE}"
+SYNC_FACT = FactCommand(("nft", "-s", "list", "table", FAMILY, SYNC_TABLE), absent=("No such file or directory",))
+AFTER_IPVS = "101"
+HOLD_SECONDS, SEEN_SECONDS = 5, 30
+
+
+def _flow(version: int) -> tuple[str, str]:
+    """(the flow's key expression, its set type) of a family."""
+    return ("ip saddr . tcp sport", "ipv4_addr . inet_service") if version == 4 else \
+        ("ip6 saddr . tcp sport", "ipv6_addr . inet_service")
+
+
+def hold_sets(versions: set[int]) -> tuple[str, ...]:
+    """The set declarations of the hold rules of these address families."""
+    return tuple(f"set {name}{v} {{ type {_flow(v)[1]}; flags dynamic,timeout; timeout {t}s; }}"
+                 for v in sorted(versions) for name, t in (("held", HOLD_SECONDS), ("seen", SEEN_SECONDS)))
+
+
+@dataclass(frozen=True)
+class Hold(NftRule):
+    """One of a service endpoint's two rules: ``first`` puts a new unknown flow in the sets and drops its
+    segment; the other drops the segments of a flow still held."""
+
+    vip: IPAddress
+    port: int
+    first: bool
+
+    def listing(self) -> str:
+        """As `nft list` prints it."""
+        fam = "ip" if self.vip.version == 4 else "ip6"
+        key, v = _flow(self.vip.version)[0], self.vip.version
+        match = f"{fam} daddr {address(self.vip)} tcp dport {self.port} tcp flags ! syn,rst {key}"
+        if self.first:
+            return f"{match} != @seen{v} add @seen{v} {{ {key} }} add @held{v} {{ {key} }} drop"
+        return f"{match} @held{v} drop"
+
+
+_HOLD = re.compile(r"(ip6?) daddr (\S+) tcp dport (\d+) tcp flags ! syn,rst .*drop")
+
+
+def parse_hold(line: str) -> NftRule | None:
+    m = _HOLD.fullmatch(line)
+    if not m:
+        return None
+    try:
+        vip, port = ipaddress.ip_address(m.group(2)), int(m.group(3))
+    except ValueError:
+        return None
+    return next((r for r in (Hold(vip, port, False), Hold(vip, port, True)) if r.listing() == line), None)
+
+
+def parse_sync_table(text: str) -> NftTable | None:
+    """`nft -s list table inet lvsdr_sync` -> the table (None: absent; its sets are not read)."""
+    return parse_nft_table(text, FAMILY, SYNC_TABLE, parse_hold)
+
+
+def sync_holds(cluster: Cluster, node: str) -> tuple[Hold, ...]:
+    """The hold rules of director ``node`` (see SYNC_TABLE): each TCP endpoint of a service it does not serve
+    itself, in a VRRP cluster with sync_daemon; none otherwise."""
+    if cluster.sync_daemon is None or cluster.bgp is not None:
+        return ()
+    own = {s.name for s in cluster.services_of(node)}
+    endpoints = sorted({(v, p) for s in cluster.services if s.protocol == "tcp" and s.name not in own
+                        for v, p in s.endpoints}, key=lambda e: (addr_key(e[0]), e[1]))
+    return tuple(Hold(v, p, first) for v, p in endpoints for first in (False, True))
+
+
 # every director's IPVS settings (docs/operations.md says why): a new
 # connection that reuses the client port of one IPVS still keeps in FIN_WAIT
 # (the last state a DR director sees) is scheduled afresh (conn_reuse_mode
@@ -153,11 +232,18 @@ class DirectorSpec:
     vip_devices: tuple[tuple[IPAddress, str], ...] = ()  # VIPs that keepalived puts on another device
     ecmp: Ecmp | None = None  # an ECMP cluster's director: ``plan_ecmp`` instead of the VRRP roles
     sysctls: tuple[tuple[str, str], ...] = DIRECTOR_SYSCTLS  # IPVS's, in either role
+    holds: tuple[Hold, ...] = ()  # with sync_daemon (``sync_holds``), in either role
 
     def fwmark_table(self) -> NftTable | None:
         if not self.marks:
             return None
         return NftTable(FAMILY, TABLE, (NftChain("prerouting", "prerouting", "mangle", self.marks),))
+
+    def sync_table(self) -> NftTable | None:
+        if not self.holds:
+            return None
+        return NftTable(FAMILY, SYNC_TABLE, (NftChain("hold", "input", AFTER_IPVS, self.holds),),
+                        hold_sets({h.vip.version for h in self.holds}))
 
 
 def families_without_address(cluster: Cluster, addresses: tuple[NodeAddress, ...]) -> list[tuple[int, list[str]]]:
@@ -203,7 +289,7 @@ def director_spec(cluster: Cluster, node: str) -> DirectorSpec:
     backend = backend_spec(cluster, d, vips_on_lo=True) if cluster.services_of(node) else None
     devices = tuple((v, cluster.vip_device(v, d)) for v in cluster.vips if cluster.vip_device(v, d) != d.interface)
     return DirectorSpec(cluster.name, node, d.address, d.interface, cluster.vips, marks, backend, devices,
-                        sysctls=director_sysctls(cluster))
+                        sysctls=director_sysctls(cluster), holds=sync_holds(cluster, node))
 
 
 def vip_devices(spec: DirectorSpec) -> list[tuple[str, str]]:
@@ -232,10 +318,20 @@ def ipvs_sysctls(spec: DirectorSpec, facts: Facts) -> list[Change]:
     return [SetSysctl(k, v, facts.sysctls[k]) for k, v in spec.sysctls if facts.sysctls.get(k, v) != v]
 
 
+def plan_sync_holds(spec: DirectorSpec, facts: Facts) -> list[Change]:
+    """The sync hold rules (the same in either role), when the node has them otherwise."""
+    want = spec.sync_table()
+    if want is not None and facts.nft.get(SYNC_KEY) != want:
+        return [LoadNftTable(want, "drop, not reset, segments of connections the sync daemon has not brought yet")]
+    if want is None and SYNC_KEY in facts.nft:
+        return [DeleteNftTable(SYNC_KEY, "no sync_daemon")]
+    return []
+
+
 def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
-    """Changes that make the node right for ``role``: IPVS's settings (the
-    same in either role) first; BACKUP: suppression, then the marks go;
-    MASTER: the marks come, then the arp rules go."""
+    """Changes that make the node right for ``role``: IPVS's settings and the
+    sync hold rules (the same in either role) first; BACKUP: suppression, then
+    the marks go; MASTER: the marks come, then the arp rules go."""
     backend = role_spec(spec, role)
     want = spec.fwmark_table() if role == "MASTER" else None
     marks: list[Change] = []
@@ -244,7 +340,8 @@ def plan_role(spec: DirectorSpec, role: Role, facts: Facts) -> list[Change]:
     elif want is None and KEY in facts.nft:
         marks.append(DeleteNftTable(KEY, "not MASTER"))
     backend_changes = plan(backend, facts) if backend else []
-    return ipvs_sysctls(spec, facts) + (marks + backend_changes if role == "MASTER" else backend_changes + marks)
+    return ipvs_sysctls(spec, facts) + plan_sync_holds(spec, facts) + (
+        marks + backend_changes if role == "MASTER" else backend_changes + marks)
 
 
 def plan_stopped(spec: DirectorSpec, facts: Facts) -> list[Change]:

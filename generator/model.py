@@ -432,10 +432,12 @@ DR_CHECK_MEANING = (
     "a lost VIP)")
 SYNC_DAEMON_MEANING = (
     "IPVS connection sync between the directors (keepalived's `lvs_sync_daemon`, following the VRRP instance): the "
-    "MASTER sends its connection table, the BACKUP keeps it, so established connections survive a failover (proven "
-    "in the IPVS tier: a long download through the VIP completes across a failover with it, and breaks without). "
-    "Table keys: `interface` (default the director's), `id` (0..255, default the `virtual_router_id`), `port` "
-    "(default 8848). Fail-back: see `preempt_delay`")
+    "MASTER sends its connection table, the BACKUP keeps it, so established connections survive a failover and a "
+    "switchover (proven in the IPVS tier: a long download through the VIP completes across a failover, and 30 "
+    "across a switchover and back, with it; without it they break). Every director then also holds back, for 5 s, "
+    "segments of connections the sync has not brought yet, rather than reset them (`table inet lvsdr_sync`, "
+    "docs/operations.md). Table keys: `interface` (default the director's), `id` (0..255, default the "
+    "`virtual_router_id`), `port` (default 8848). Fail-back: see `preempt_delay`")
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,9 @@ class NftTable:
     family: str
     name: str
     chains: tuple[NftChain, ...] = ()
+    # set declarations (``set NAME { ... }``), loaded before the chains; not compared (the fact parser reads
+    # chains only): a rule that names a set cannot be in the kernel without it
+    sets: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
@@ -127,6 +130,7 @@ class NftTable:
         lines = [f"table {self.key}", f"delete table {self.key}"]
         if self.chains:
             lines.append(f"table {self.key} {{")
+            lines += [f"    {d}" for d in self.sets]
             for c in self.chains:
                 lines.append(f"    chain {c.name} {{")
                 lines.append(f"        type filter hook {c.hook} priority {c.priority}; policy accept;")

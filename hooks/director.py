@@ -93,11 +93,11 @@ def replay_keys(spec: DirectorSpec) -> list[str] | None:
     director, in either role; None when the real-server method's rules are not
     nft tables (arptables, iptables, firewalld): then notify has no fast path
     (replay.py)."""
-    from lvsdr.generator.director import KEY
+    from lvsdr.generator.director import KEY, SYNC_KEY
     from lvsdr.generator.methods import method_of
 
     tables = method_of(spec.backend).nft_tables if spec.backend is not None else ()
-    return None if tables is None else sorted({KEY, *tables})
+    return None if tables is None else sorted({KEY, *((SYNC_KEY,) if spec.holds else ()), *tables})
 
 
 def _remember(spec: DirectorSpec, role: Role, state_dir: Path, key: str, rec: Path, sysctls: list[str]) -> None:

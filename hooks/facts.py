@@ -169,13 +169,13 @@ def read_facts(spec: Spec, state_dir: Path) -> Facts:
 
 
 def read_director_facts(spec: DirectorSpec, state_dir: Path) -> Facts:
-    """A director: its fwmark table, IPVS's settings (absent until ip_vs is
+    """A director: its fwmark and sync hold tables, IPVS's settings (absent until ip_vs is
     loaded), and the real-server side when it is a backend."""
-    from lvsdr.generator.director import FWMARK_FACT, parse_fwmark
+    from lvsdr.generator.director import FWMARK_FACT, SYNC_FACT, parse_fwmark, parse_sync_table
 
     base = read_facts(spec.backend, state_dir) if spec.backend is not None else Facts(addresses=read_addresses())
-    table = parse_fwmark(run_fact(FWMARK_FACT))
-    nft: Mapping[str, NftTable] = {**base.nft, **({table.key: table} if table else {})}
+    tables = [t for t in (parse_fwmark(run_fact(FWMARK_FACT)), parse_sync_table(run_fact(SYNC_FACT))) if t]
+    nft: Mapping[str, NftTable] = {**base.nft, **{t.key: t for t in tables}}
     return replace(base, nft=nft, sysctls={**base.sysctls, **read_sysctls([k for k, _ in spec.sysctls])})
 
 

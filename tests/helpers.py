@@ -274,12 +274,13 @@ def facts_from(raw: dict[str, Any]) -> Facts:
 
 # -- typed changes as JSON ---------------------------------------------------------
 def encode(value: Any) -> Any:
-    """A change (or any value in one) as plain JSON: {"type": ClassName, fields...}."""
+    """A change (or any value in one) as plain JSON: {"type": ClassName, fields...}; the fields its equality
+    compares (an nft table's set declarations are not)."""
     if isinstance(value, Record):
         return {"type": "Record", **json.loads(value.to_json())}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"type": type(value).__name__,
-                **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+                **{f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}}
     if isinstance(value, tuple | list):
         return [encode(v) for v in value]
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Interface
@@ -389,3 +390,93 @@ def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = 
             if span is None or not any(f == span[0] and span[1] <= n <= span[2] for f, n in named):
                 out.append(f"{node}: {diff}")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Switchover:
+    """What ``switchover_under_load`` saw."""
+
+    streams: int
+    complete: int  # streams whose whole body arrived
+    codes: tuple[int, ...]  # each stream's outcome (curl's exit codes, probes.Stream)
+    requests: int
+    failed: tuple[str, ...]  # why each failed request failed
+    away: float  # s the drain took to return with the peer holding the VIPs
+    back: float  # s from the undo to the MASTER holding them again
+    at_away: int  # lines the first stream had when the drain returned, and when the VIPs were back
+    at_back: int
+    drained: str  # the drain's own lines
+    held: int | None  # flows the new holder's sync hold rules had held back when the drain returned (None: no rules)
+
+    def summary(self) -> str:
+        why = f": {'; '.join(self.failed[:3])}" if self.failed else ""
+        return (f"{self.complete} of {self.streams} downloads complete (exit codes {sorted(set(self.codes))}), "
+                f"{len(self.failed)} of {self.requests} requests failed{why}; "
+                f"drain returned after {self.away:.1f} s (the downloads at line {self.at_away}), the VIPs back "
+                f"{self.back:.1f} s after the undo (line {self.at_back})"
+                + (f"; the new holder's sync hold rules had held {self.held} flows" if self.held is not None else ""))
+
+
+def switchover_under_load(lab: Lab, tmp: Path, vip: str, count: int, seconds: int, first_port: int) -> Switchover:
+    """``count`` downloads of ``seconds`` s through ``vip`` and a loop of short requests (one at a time, a tenth
+    of a second apart, each given 10 s: a dropped segment is retransmitted) while `lvsdr drain` hands the MASTER's
+    VIPs to the other director and `lvsdr drain --undo` takes them back."""
+    import threading
+
+    from lvsdr.lab import probes
+
+    master = lab.wait_for_master(60)
+    runs = probes.start_streams(lab, vip, count, seconds, first_port, tmp)
+    results: list[str] = []
+    stop = threading.Event()
+    try:
+        poll(lambda: all(r.body.exists() and r.body.stat().st_size > 0 for r in runs), "every download started", 60,
+             interval=0.5)
+
+        def loop() -> None:
+            while not stop.is_set():
+                body, why = probes.http_request(lab, vip, timeout=10)
+                results.append("" if body is not None else why)
+                stop.wait(0.1)
+
+        requests = threading.Thread(target=loop, daemon=True)
+        requests.start()
+        time.sleep(2)
+        t0 = time.monotonic()
+        r = lvsdr_in(master.ns, "drain", lab.cluster_path, "--node", master.name)
+        away = time.monotonic() - t0
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert getattr(lab.master(), "name", None) not in (None, master.name), r.stdout
+        at_away = len(runs[0].body.read_text().split())
+        held = _held_flows(lab.master())
+        time.sleep(3)
+        u = lvsdr_in(master.ns, "drain", lab.cluster_path, "--node", master.name, "--undo")
+        assert u.returncode == 0, u.stdout + u.stderr
+        t1 = time.monotonic()
+        back = poll(lambda: getattr(lab.master(), "name", None) == master.name, "the MASTER took the VIPs back", 90,
+                    interval=0.2)
+        at_back = len(runs[0].body.read_text().split())
+        time.sleep(3)
+        assert at_back < seconds * 4 - 8, f"the switch back came too late in the downloads to tell ({at_back})"
+        assert back >= 0 and t1 > t0
+    finally:
+        stop.set()
+        codes, lines = probes.end_streams(runs, seconds)
+    requests.join()
+    complete = sum(1 for c, n in zip(codes, lines, strict=True) if c == 0 and n == seconds * 4)
+    return Switchover(count, complete, tuple(codes), len(results), tuple(w for w in results if w), away, back,
+                      at_away, at_back, r.stdout.strip(), held)
+
+
+def _held_flows(node: Node | None) -> int | None:
+    """The flows in ``node``'s sync hold rules' "seen" sets (segments held back in the last 30 s), None without
+    the rules."""
+    from lvsdr.lab.netns import ns_run
+
+    if node is None:
+        return None
+    got = ns_run(node.ns, ["nft", "-j", "list", "table", "inet", "lvsdr_sync"], check=False)
+    if got.returncode != 0:
+        return None
+    return sum(len(item["set"].get("elem", [])) for item in json.loads(got.stdout)["nftables"]
+               if "set" in item and item["set"]["name"].startswith("seen"))

@@ -73,13 +73,16 @@ def test_master_marks_then_lifts_arp_rules() -> None:
 
 
 def test_director_without_backends_only_marks() -> None:
-    """A director that backs nothing only gets the fwmark table in either role."""
+    """A director that backs nothing only gets the fwmark table as MASTER (and, full.toml having sync_daemon, its
+    sync holds in either role)."""
     s = director_spec(parse_cluster(tomllib.loads((EXAMPLES / "full.toml").read_text())), "lb-a")
     assert s.backend is None
-    table = s.fwmark_table()
-    assert table is not None and table.rule_count == 1
-    assert plan_role(s, "MASTER", facts_from({})) == [LoadNftTable(table, "mark VIP traffic for the fwmark services")]
-    assert plan_role(s, "BACKUP", facts_from({})) == []
+    table, holds = s.fwmark_table(), s.sync_table()
+    assert table is not None and table.rule_count == 1 and holds is not None
+    hold = LoadNftTable(holds, "drop, not reset, segments of connections the sync daemon has not brought yet")
+    assert plan_role(s, "MASTER", facts_from({})) == [hold, LoadNftTable(table, "mark VIP traffic for the fwmark "
+                                                                               "services")]
+    assert plan_role(s, "BACKUP", facts_from({})) == [hold]
 
 
 def test_fwmark_listing_round_trips_through_the_fact_parser() -> None:
@@ -178,3 +181,55 @@ def test_both_change_families_speak_one_vocabulary() -> None:
         assert doc["change"] == type(c).__name__ and all(isinstance(v, str | int | bool | None) for v in doc.values())
     for family in (typing.get_args(changes.Change), typing.get_args(ipvs.Change)):
         assert all(isinstance(t.__dict__["description"], property) for t in family)
+
+
+VIP130 = ipaddress.ip_address("192.0.2.130")
+
+
+def sync_cluster(director_backs: bool = False) -> DirectorSpec:
+    """tests/ipvs/sync.toml (a VRRP pair with sync_daemon, one http service on 192.0.2.130:80), with a DNS service
+    beside it, and lb1 a backend of the http service when ``director_backs``."""
+    from pathlib import Path
+
+    data = tomllib.loads((Path(__file__).parent / "ipvs" / "sync.toml").read_text())
+    data["services"].append({"name": "dns", "vip": "192.0.2.131", "port": 53, "protocol": "udp",
+                             "backends": ["web1"], "check": {"type": "dns", "query": "example.org"}})
+    if director_backs:
+        data["services"][0]["backends"].append("lb1")
+    return director_spec(parse_cluster(data), "lb1")
+
+
+def test_with_sync_every_director_holds_unsynced_segments_in_either_role() -> None:
+    """With sync_daemon, a director holds back (for a while, then resets) a TCP segment to a service's VIP and port
+    that IPVS did not take and that opens nothing, in either role (the rules must be there when keepalived adds the
+    VIP); UDP has none, and a service the director serves itself (IPVS hands it to the local stack) has none."""
+    from lvsdr.generator.director import SYNC_KEY, Hold
+
+    s = sync_cluster()
+    assert s.holds == (Hold(VIP130, 80, False), Hold(VIP130, 80, True))
+    table = s.sync_table()
+    assert table is not None and table.chains[0].hook == "input" and int(table.chains[0].priority) > 99
+    for role in ("MASTER", "BACKUP"):
+        got = plan_role(s, role, facts_from({}))
+        assert LoadNftTable(table, "drop, not reset, segments of connections the sync daemon has not brought "
+                                   "yet") in got
+        assert not any(isinstance(c, LoadNftTable) and c.table.key == SYNC_KEY
+                       for c in plan_role(s, role, replace(facts_from({}), nft={SYNC_KEY: table})))
+    assert sync_cluster(director_backs=True).holds == ()
+    assert spec().holds == ()  # no sync_daemon
+    stale = replace(facts_from({}), nft={SYNC_KEY: table})
+    assert DeleteNftTable(SYNC_KEY, "no sync_daemon") in plan_role(spec(), "BACKUP", stale)
+
+
+def test_sync_hold_listing_round_trips_through_the_fact_parser() -> None:
+    """What `nft -s list table inet lvsdr_sync` printed (captured from nft 1.0.6) parses to the rules lvsdr loads."""
+    from lvsdr.generator.director import Hold, parse_sync_table
+
+    from helpers import DATA
+
+    table = parse_sync_table((DATA / "facts" / "nft-list-table-inet-lvsdr_sync.txt").read_text())
+    assert table is not None and table.chains[0].priority == "101"
+    v4, v6 = ipaddress.ip_address("192.0.2.130"), ipaddress.ip_address("2001:db8::130")
+    assert table.chains[0].rules == tuple(Hold(a, p, first) for a, p in ((v4, 80), (v4, 443), (v6, 80))
+                                          for first in (False, True))
+    assert parse_sync_table("") is None
