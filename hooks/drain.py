@@ -3,7 +3,11 @@ IPVS connections end. The drain marker in the state dir keeps the agent
 from announcing again until `lvsdr drain --undo` (the director's units run
 both: drain before keepalived stops, undo after it starts).
 
-A VRRP director (a planned switchover): the same marker makes the agent
+A VRRP director (a planned switchover): first, another director must answer
+on the segment, and with sync_daemon the kernel must run IPVS's master sync
+daemon and every connection through the VIPs must have been here long
+enough to be sent to the peers (hooks/syncd.py), else nothing changes. Then
+the same marker makes the agent
 write every hand-over file of the director 1 (generator/handover.py), so its
 priority drops under its peer's and the peer takes the VIPs by VRRP's own
 pre-emption; `drain` confirms the new holder on the wire. The marker holds
@@ -216,14 +220,23 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
     from .fast.files import state_dir, write_atomic
     from .fast.netlink import raw_addresses
 
+    peers = _peers_answering(cluster, node)  # before any change: nobody to take the VIPs changes nothing
+    if not peers:
+        echo(f"{node}: no other director answers ARP/NDP on {me.interface} for its own address; nothing changed "
+             "(a switchover needs a director to take the VIPs)")
+        return 1
+    if cluster.sync_daemon is not None and not _synced(cluster, node, echo):
+        return 1
     state_dir(state)
     write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
     for i in follow.instances:  # at once, as the agent would: the drop does not wait for its turn
         write_atomic(i.file, "1\n", 0o644)
     vips = tuple(cluster.vips)
+    delay = cluster.preempt_delay or 0  # the peer pre-empts a lower priority only after it (60 s with sync_daemon)
     echo(f"{node}: drained: priority lowered by {max(i.weight for i in follow.instances)} in "
-         f"{', '.join(i.instance for i in follow.instances)}; waiting for another director to hold the VIPs")
-    limit = max(10.0, 6 * float(cluster.advert_int)) if timeout is None else timeout
+         f"{', '.join(i.instance for i in follow.instances)}; waiting for another director to hold the VIPs"
+         + (f" (after its preempt_delay of {delay} s)" if delay else ""))
+    limit = delay + max(10.0, 6 * float(cluster.advert_int)) if timeout is None else timeout
     started = time.monotonic()
     import ipaddress as ip
 
@@ -256,6 +269,46 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
     echo(f"{node}: the VIPs are held by {', '.join(who)} ({took:.1f} s); this director stays BACKUP until "
          "`--undo`")
     return 0
+
+
+def _peers_answering(cluster: Cluster, node: str) -> list[str]:
+    """The other directors that answer ARP (NDP) for their own address on this director's interface: up on the
+    segment (a peer whose keepalived is down still answers: the VRRP side is what the hold-and-confirm checks)."""
+    import ipaddress as ip
+
+    from .wire import Source, arp_owners
+
+    me = cluster.find_director(node)
+    others = {d.address: d.name for d in cluster.directors if d.name != node and d.address.version ==
+              me.address.version}
+    v4 = me.address if isinstance(me.address, ip.IPv4Address) else None
+    v6 = me.address if isinstance(me.address, ip.IPv6Address) else None
+    try:
+        owners = arp_owners(me.interface, Source(me.interface, v4, v6), tuple(others), listen=1.0)
+    except OSError:
+        return []
+    return sorted(others[a] for a, macs in owners.items() if macs)
+
+
+def _synced(cluster: Cluster, node: str, echo: Callable[[str], None]) -> bool:
+    """With sync_daemon: this kernel runs IPVS's master sync daemon (else the peer's table lacks every connection
+    here, and the switchover would break them all: refused, nothing changed), and every connection it carries has
+    been here long enough for the daemon to have sent it (hooks/syncd.py)."""
+    from .syncd import read_daemons, settle
+
+    try:
+        daemons = read_daemons()
+    except (OSError, FileNotFoundError) as e:
+        echo(f"{node}: cannot read IPVS's sync daemons ({e}); nothing changed")
+        return False
+    if not any(d.role == "master" for d in daemons):
+        echo(f"{node}: sync_daemon is set but this kernel runs no IPVS master sync daemon (is keepalived running, "
+             "and MASTER here?): the peer would hold none of this director's connections; nothing changed")
+        return False
+    held = settle(cluster.vips, connections)
+    echo(f"{node}: IPVS's master sync daemon runs here; {held} connection{'s' if held != 1 else ''} through the "
+         f"VIPs{' waited for until the daemon had sent them to the peers' if held else ''}")
+    return True
 
 
 def _mac_of(address: IPAddress, ifname: str) -> str:

@@ -59,6 +59,7 @@ def last_state(lab: Lab, node: Node) -> str:
     return str(events[0]["state"]) if isinstance(events, list) and events else ""
 
 
+@pytest.mark.long
 def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(tmp_path: Path) -> None:
     """lb1 (MASTER, 150) cut off from web1 and web2: its virtual server loses quorum, its agent writes the
     hand-over file, keepalived drops it to 99 and lb2 (100) takes the VIP; one ARP owner, requests answered.
@@ -110,7 +111,8 @@ def test_the_master_cut_off_from_its_real_servers_hands_over_and_nothing_flaps(t
 def test_a_planned_switchover_moves_the_vips_and_undo_gives_them_back(tmp_path: Path) -> None:
     """`lvsdr drain web --node lb1` on the MASTER: its hand-over files say 1, lb2 takes the VIP, the command names
     lb2 as the holder on the wire (exit 0); keepalived restarted on lb1 meanwhile, lb1 stays BACKUP; `--undo`:
-    after lb1's hold it takes the VIP back. A drain on the wrong node changes nothing (one line, exit 1)."""
+    after lb1's hold it takes the VIP back. A drain on the wrong node, or while no other director answers on the
+    segment, changes nothing (one line, exit 1)."""
     import os
     import signal
 
@@ -122,6 +124,14 @@ def test_a_planned_switchover_moves_the_vips_and_undo_gives_them_back(tmp_path: 
         wrong = lvsdr_in(lb2.ns, "drain", lab.cluster_path, "--node", "lb1")
         assert wrong.returncode == 1 and "does not have lb1's address" in wrong.stderr, wrong
         assert not (lab.state_dir / "drain-web-lb1").exists()
+        ns_run(lb2.ns, ["ip", "link", "set", lb2.ifname, "down"])  # no director to take the VIPs
+        try:
+            alone = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1")
+        finally:
+            ns_run(lb2.ns, ["ip", "link", "set", lb2.ifname, "up"])
+        assert alone.returncode == 1 and "no other director answers" in alone.stdout, alone
+        assert not (lab.state_dir / "drain-web-lb1").exists()
+        assert (lab.state_dir / "handover-web-lb1-VI_web").read_text() == "0\n"
         t0 = time.monotonic()
         r = lvsdr_in(lb1.ns, "drain", lab.cluster_path, "--node", "lb1")
         took = time.monotonic() - t0

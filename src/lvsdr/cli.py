@@ -554,7 +554,9 @@ def _args_drain(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     dn = sub.add_parser("drain", help="ECMP: withdraw this director's VIPs and wait for its connections to end")
     dn.add_argument("cluster")
     dn.add_argument("--node", required=True, help="director name")
-    dn.add_argument("--timeout", type=float, help="seconds to wait for connections (default: bgp.drain_timeout)")
+    dn.add_argument("--timeout", type=float, help="ECMP: seconds to wait for connections to end (default: "
+                    "bgp.drain_timeout); VRRP: for another director to hold the VIPs (default: preempt_delay + 6 "
+                    "adverts, at least 10)")
     dn.add_argument("--undo", action="store_true", help="announce again (the agent does it within a second)")
     dn.add_argument("--unit", action="store_true",
                     help="as keepalived.service runs it: its start undoes only the drain its stop made")

@@ -20,7 +20,7 @@ from lvsdr.lab import probes
 from lvsdr.lab.netns import ns_run
 from lvsdr.lab.topology import TIME_SCALE, Lab, Node
 
-from helpers import MEASURED, make_lab, needs_root, poll
+from helpers import MEASURED, make_lab, needs_root, poll, switchover_under_load
 
 pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 HERE = Path(__file__).parent
@@ -235,3 +235,13 @@ def test_a_pinned_client_leaves_a_drained_backend_only_with_expire_quiescent_tem
     MEASURED.append(f"IPVS persistence (300 s): the client pinned to {pinned}; {pinned} drained with "
                     f"expire_quiescent_template on: its next 4 requests to {after}, its open stream completed "
                     f"({len(lines)} lines); off: pinned to {other} and drained, the next 4 to {stays}")
+
+
+def test_a_switchover_without_sync_says_what_it_breaks(lab: Lab, tmp_path: Path) -> None:
+    """Without sync_daemon, `lvsdr drain` on the MASTER and `--undo` move the VIPs to the other director and back
+    while 30 downloads run and a request loop asks: what broke is counted and printed (the other director has no
+    entry for a connection it did not see: its stack resets it), not asserted away; the drain says nothing of a
+    sync daemon."""
+    got = switchover_under_load(lab, tmp_path, VIP, 30, 60, 47000)
+    MEASURED.append(f"IPVS switchover and back WITHOUT lvs_sync_daemon: {got.summary()}")
+    assert "sync daemon" not in got.drained, got.drained
