@@ -14,7 +14,17 @@ from lvsdr.lab import probes
 from lvsdr.lab.netns import LabError, run
 from lvsdr.lab.topology import addresses_of
 
-from helpers import MEASURED, PREFIX, make_lab, needs_root, our_namespaces, poll, processes_in_labs, write_cluster
+from helpers import (
+    EXAMPLES,
+    MEASURED,
+    PREFIX,
+    make_lab,
+    needs_root,
+    our_namespaces,
+    poll,
+    processes_in_labs,
+    write_cluster,
+)
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -165,6 +175,20 @@ def test_demo_bundled_example(tmp_path: Path) -> None:
     assert "exactly one responder: 02:1d:00:00:00:10 (lb1" in p.stdout
     assert "exactly one responder: 02:1d:00:00:00:11 (lb2" in p.stdout
     assert "took over" in p.stdout
+    print(p.stdout)
+
+
+@pytest.mark.parametrize("example", ["ecmp.toml", "ecmp6.toml"])
+def test_demo_ecmp_examples(example: str) -> None:
+    """`lvsdr lab demo` of the ECMP examples (IPv4 and IPv6): one next hop per director at the router, nobody
+    answering ARP/NDP for the VIP, a killed director out of the route (BFD), and exit 0. Here without IPVS; the
+    IPVS tier runs the IPv6 one with its downloads (tests/ipvs/test_ipvs_demo.py)."""
+    p = subprocess.run([sys.executable, "-m", "lvsdr.cli", "lab", "demo", str(EXAMPLES / example)],
+                       capture_output=True, text=True, cwd="/", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    vip = "2001:db8::150" if "6" in example else "192.0.2.150"
+    assert f"    {vip}: lb1, lb2, lb3\n" in p.stdout and f"    {vip}: nobody\n" in p.stdout, p.stdout
+    assert f"    {vip}: lb2, lb3\n" in p.stdout and "left the router's route after" in p.stdout, p.stdout
     print(p.stdout)
 
 
