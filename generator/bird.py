@@ -14,7 +14,7 @@ from lvsdr import __version__
 from lvsdr.errors import InputError
 
 from .guards import address
-from .model import Cluster
+from .model import Cluster, Director
 from .node import host_interface
 from .templating import render_template
 
@@ -32,5 +32,20 @@ def render_bird(cluster: Cluster, node: str, source: str) -> str:
     return render_template(
         "bird.conf.j2", version=__version__, source=source.replace("\n", " "), cluster=cluster, me=me, bgp=bgp,
         router_id=router_id, peers=peers, channel="ipv6" if me.address.version == 6 else "ipv4",
-        vips=[address(host_interface(v).with_prefixlen) for v in cluster.vips],
+        groups=export_groups(cluster, me),
     )
+
+
+def export_groups(cluster: Cluster, me: Director) -> list[SimpleNamespace]:
+    """The export filter's branches: each VIP with its own attributes (``bgp_vips``) alone, then every VIP with
+    the director's. A VIP's MED and prepend replace the director's; its large communities come after the
+    cluster's and the director's."""
+    assert cluster.bgp is not None
+    large = cluster.bgp.large_communities + me.bgp_large_communities
+    groups = [SimpleNamespace(match=f"= {address(host_interface(b.vip).with_prefixlen)}",
+                              med=me.bgp_med if b.med is None else b.med,
+                              prepend=me.bgp_prepend if b.prepend is None else b.prepend,
+                              large_communities=large + b.large_communities) for b in me.bgp_vips]
+    vips = [address(host_interface(v).with_prefixlen) for v in cluster.vips]
+    return [*groups, SimpleNamespace(match=f"~ [ {', '.join(vips)} ]", med=me.bgp_med, prepend=me.bgp_prepend,
+                                     large_communities=large)]

@@ -21,6 +21,7 @@ from . import methods
 from .keys import AUTH_RE, CLUSTER_NAME_RE, IFNAME_RE, LABEL_RE, NAME_RE, PATH_RE, keys_of
 from .load_bgp import (
     ECMP_DIRECTOR_KEYS,
+    bgp_vips,
     check_ecmp,
     ecmp_services,
     is_ecmp,
@@ -310,7 +311,8 @@ def _directors(top: Table, c: Table | None, errors: Errors, ecmp: bool = False) 
         if ecmp:
             bgp = {"bgp_med": t.key(DIRECTOR_KEYS["bgp_med"], None),
                    "bgp_prepend": t.key(DIRECTOR_KEYS["bgp_prepend"], 0),
-                   "bgp_large_communities": large_communities(t, "bgp_large_communities")}
+                   "bgp_large_communities": large_communities(t, "bgp_large_communities"),
+                   "bgp_vips": bgp_vips(t)}
         else:
             t.seen.update(ECMP_DIRECTOR_KEYS)  # refused by refuse_ecmp, with its reason
         t.done()

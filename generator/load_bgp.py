@@ -19,8 +19,8 @@ from typing import Any
 
 from . import methods
 from .keys import NAME_RE, PATH_RE
-from .model import Bgp, BgpPeer, Director, RealServer, Service
-from .schema import Errors, Table, defaults_of, quote
+from .model import Bgp, BgpPeer, BgpVip, Director, RealServer, Service, addr_key
+from .schema import Errors, Table, defaults_of, parse_address, quote
 
 BGP = defaults_of(Bgp)
 PEER = defaults_of(BgpPeer)
@@ -40,6 +40,28 @@ def large_communities(t: Table, key: str) -> tuple[tuple[int, int, int], ...]:
         else:
             out.append((int(m.group(1)), int(m.group(2)), int(m.group(3))))
     return tuple(out)
+
+
+def bgp_vips(t: Table) -> tuple[BgpVip, ...]:
+    """directors[i].bgp_vips: { "VIP" = { med, prepend, large_communities } }, each bad part named (whether each
+    key is one of the cluster's VIPs: ``check_ecmp``)."""
+    sub = t.table("bgp_vips")
+    if sub is None:
+        return ()
+    out = []
+    for key in list(sub.data):
+        one = sub.table(key)
+        vip = parse_address(key, sub.path(key), t.errors)
+        if one is None:
+            continue
+        med, prepend = one.int_in("med", 0, 4294967295, None), one.int_in("prepend", 0, 8, None)
+        large = large_communities(one, "large_communities")
+        one.done()
+        if vip is not None:
+            out.append(BgpVip(vip, med, prepend, large))
+    return tuple(sorted(out, key=lambda v: addr_key(v.vip)))
+
+
 SCHEDULERS = ("mh", "sh")  # the same flow -> the same real server on every director
 # cluster keys that configure a VRRP instance, which an ECMP cluster does not have
 VRRP_KEYS = ("virtual_router_id", "advert_int", "vrrp_version", "auth_pass", "auth_type", "unicast",
@@ -69,7 +91,7 @@ def refuse_vrrp(data: dict[str, Any], errors: Errors) -> None:
                        "is active")
 
 
-ECMP_DIRECTOR_KEYS = ("bgp_med", "bgp_prepend", "bgp_large_communities")
+ECMP_DIRECTOR_KEYS = ("bgp_med", "bgp_prepend", "bgp_large_communities", "bgp_vips")
 
 
 def refuse_ecmp(data: dict[str, Any], errors: Errors) -> None:
@@ -185,6 +207,16 @@ def check_ecmp(bgp: Bgp, directors: list[Director], real_servers: list[RealServe
             if r.address not in net:
                 errors.add(f"real_servers[{i}].address", f"{r.address} is outside cluster.subnet {net}: "
                            "direct routing reaches a real server on the directors' segment only")
+    vips = {v for s in services if s is not None for v in s.all_vips}
+    for i, d in enumerate(directors):
+        seen: set[object] = set()
+        for attrs in d.bgp_vips:
+            where = f"directors[{i}].bgp_vips.{quote(str(attrs.vip))}"
+            if attrs.vip in seen:
+                errors.add(where, "given twice (two spellings of one address)")
+            seen.add(attrs.vip)
+            if vips and attrs.vip not in vips:
+                errors.add(where, f"{attrs.vip} is not a VIP of this cluster's services")
     for i, d in enumerate(directors):
         if d.router_id is None and d.address.version == 6:
             errors.add(f"directors[{i}].router_id", "required for an IPv6 director (a BGP router id is IPv4)")

@@ -223,6 +223,21 @@ class Director:
     bgp_large_communities: tuple[tuple[int, int, int], ...] = leaf(
         (), form="custom", type="list of strings", shown="none", meaning="an ECMP cluster's director: large "
         "communities (`\"65001:1:2\"`) its VIPs carry besides `[bgp] large_communities`")
+    bgp_vips: tuple[BgpVip, ...] = leaf(
+        (), form="custom", type="table", shown="none", meaning="an ECMP cluster's director: attributes of single "
+        "VIPs, `{ \"192.0.2.151\" = { med = 100, prepend = 2, large_communities = [\"65001:2:1\"] } }` (each key "
+        "optional): a VIP's `med` and `prepend` replace the director's, its large communities are added. One site's "
+        "directors primary for one VIP and backup for another")
+
+
+@dataclass(frozen=True)
+class BgpVip:
+    """One VIP's BGP attributes on one ECMP director (``Director.bgp_vips``)."""
+
+    vip: IPAddress
+    med: int | None = None  # None: the director's bgp_med
+    prepend: int | None = None  # None: the director's bgp_prepend
+    large_communities: tuple[tuple[int, int, int], ...] = ()  # besides the cluster's and the director's
 
 
 @dataclass(frozen=True)

@@ -132,12 +132,23 @@ def test_bird_conf_golden(node: str) -> None:
     assert text == golden.read_text(), f"{golden.name} differs; UPDATE_GOLDEN=1 if intended"
 
 
+def test_ipv6_bird_conf_golden() -> None:
+    """examples/ecmp6.toml's lb1 (IPv6 sessions, an IPv4 router id) renders byte for byte as its golden file."""
+    text = render_bird(parse_cluster(tomllib.loads((EXAMPLES / "ecmp6.toml").read_text())), "lb1",
+                       "examples/ecmp6.toml")
+    assert "router id 198.51.100.31;" in text and "ipv6 {" in text
+    golden = GOLDEN / "ecmp6.lb1.bird.conf"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden.name} differs; UPDATE_GOLDEN=1 if intended"
+
+
 @pytest.mark.skipif(not Path("/usr/sbin/bird").exists(), reason="bird2 is not installed (scripts/setup installs it)")
 def test_bird_parses_every_golden_and_a_password() -> None:
-    """`bird -p` accepts each golden bird.conf, and one with a password and no BFD."""
+    """`bird -p` accepts each golden bird.conf (IPv4 and IPv6), and one with a password and no BFD."""
     from lvsdr.hooks.bird import check_text
 
-    for golden in sorted(GOLDEN.glob("ecmp.*.bird.conf")):
+    for golden in sorted(GOLDEN.glob("ecmp*.bird.conf")):
         check_text(golden.read_text())
     c = parse_cluster(patched(**{"bgp.peers.0.password": "s3cret:x", "bgp.peers.0.bfd": False}))
     text = render_bird(c, "lb1", "x")
@@ -173,10 +184,41 @@ def test_a_directors_bgp_attributes_and_a_multihop_peer_render_as_bird_takes_the
     ({"bgp.large_communities": ["1:2:4294967296"]},
      'bgp.large_communities[0]: "1:2:4294967296" is not a large community ("65001:1:2")'),
     ({"bgp.peers.0.multihop": 0}, "bgp.peers[0].multihop: 0 is outside 1..255"),
+    ({"directors.0.bgp_vips": {"192.0.2.9": {}}},
+     'directors[0].bgp_vips."192.0.2.9": 192.0.2.9 is not a VIP of this cluster\'s services'),
+    ({"directors.0.bgp_vips": {"nope": {}}}, 'directors[0].bgp_vips.nope: "nope" is not an IP address'),
+    ({"directors.0.bgp_vips": {"192.0.2.150": {"prepend": 9}}},
+     'directors[0].bgp_vips."192.0.2.150".prepend: 9 is outside 0..8'),
+    ({"directors.0.bgp_vips": {"192.0.2.150": {"med": -1}}},
+     'directors[0].bgp_vips."192.0.2.150".med: -1 is outside 0..4294967295'),
+    ({"directors.0.bgp_vips": {"192.0.2.150": {"weight": 1}}},
+     'directors[0].bgp_vips."192.0.2.150".weight: unknown key'),
+    ({"directors.0.bgp_vips": {"192.0.2.150": 3}}, 'directors[0].bgp_vips."192.0.2.150": expected table, got integer'),
+    ({"directors.0.bgp_vips": {"192.0.2.150": {"large_communities": ["a"]}}},
+     'directors[0].bgp_vips."192.0.2.150".large_communities[0]: "a" is not a large community ("65001:1:2")'),
 ])
 def test_bgp_attributes_are_validated(patch: dict[str, object], error: str) -> None:
     """Each BGP attribute out of range or malformed is one line naming it."""
     assert errors(patched(**patch)) == [error]
+
+
+def test_a_vips_own_attributes_replace_the_directors_for_it_alone() -> None:
+    """lb1 with a MED of 50 and a prepend of 2, and for the VIP its own MED 10, no prepend and a large community:
+    the VIP's branch (first in the filter) has MED 10, no prepend, the director's and the VIP's large communities;
+    the branch for every VIP keeps the director's; `bird -p` accepts it."""
+    from lvsdr.hooks.bird import check_text
+
+    c = parse_cluster(patched(**{"directors.0.bgp_med": 50, "directors.0.bgp_prepend": 2,
+                                 "directors.0.bgp_large_communities": ["65001:1:2"],
+                                 "directors.0.bgp_vips": {"192.0.2.150": {"med": 10, "prepend": 0,
+                                                                          "large_communities": ["65001:150:1"]}}}))
+    text = render_bird(c, "lb1", "x")
+    filt = text[text.index("filter lvsdr_export"):text.index("    reject;")]
+    vip, every = filt.split("    if net ~ ")
+    assert "if net = 192.0.2.150/32 then" in vip and "bgp_med = 10;" in vip and "prepend" not in vip
+    assert "(65001, 1, 2)" in vip and "(65001, 150, 1)" in vip
+    assert "bgp_med = 50;" in every and every.count("bgp_path.prepend(65001);") == 2 and "(65001, 150, 1)" not in every
+    check_text(text)
 
 
 def test_a_vrrp_cluster_refuses_bgp_attributes() -> None:

@@ -335,15 +335,20 @@ def test_an_edit_that_breaks_the_bgp_session_is_rolled_back(lab: Lab) -> None:
         back(lab, "after the test", 30)
 
 
-def test_a_prepend_moves_the_routers_best_path(lab: Lab) -> None:
-    """lb1 given `bgp_prepend = 2` (`lvsdr watch --once` writes its bird.conf, BIRD reconfigured): its path is
-    longer, the router's multipath set leaves it out (the others carry the flows, lb1 kept for when they are gone);
-    the prepend removed, lb1 a next hop again."""
+@pytest.mark.parametrize("where", ["director", "vip"])
+def test_a_prepend_moves_the_routers_best_path(lab: Lab, where: str) -> None:
+    """lb1 given a prepend of 2, for all its VIPs (`bgp_prepend = 2`) or for the VIP alone (`bgp_vips`), `lvsdr
+    watch --once` writing its bird.conf and reconfiguring BIRD: its path is longer, the router's multipath set
+    leaves it out (the others carry the flows, lb1 kept for when they are gone); the prepend removed, lb1 a next
+    hop again."""
     lb1 = lab.state.node("lb1")
     path = Path(lab.cluster_path)
     original = path.read_text()
     data = json.loads(original)
-    data["directors"][0]["bgp_prepend"] = 2
+    if where == "director":
+        data["directors"][0]["bgp_prepend"] = 2
+    else:
+        data["directors"][0]["bgp_vips"] = {VIP: {"prepend": 2, "large_communities": ["65001:150:2"]}}
     args = ["watch", lab.cluster_path, "--node", "lb1", "-o", str(lab.state_dir / "keepalived-lb1.conf"),
             "--pidfile", str(lab.pidfile(lb1)), "--bird-conf", str(lab.state_dir / "bird-lb1.conf"),
             "--bird-socket", lab.bird_socket(lb1), "--once"]
@@ -358,8 +363,8 @@ def test_a_prepend_moves_the_routers_best_path(lab: Lab) -> None:
         path.write_text(original)
         lvsdr_in(lb1.ns, *args, sandbox=lab.sandboxed("lvsdr-watch@.service"))
     back(lab, "the prepend removed", 30)
-    MEASURED.append(f"ECMP: bgp_prepend 2 on lb1: out of the router's multipath set {took:.1f} s after BIRD "
-                    "reconfigured, back once removed")
+    MEASURED.append(f"ECMP: a prepend of 2 on lb1 ({where}): out of the router's multipath set {took:.1f} s after "
+                    "BIRD reconfigured, back once removed")
 
 
 def test_doctor_checks_an_ecmp_director(lab: Lab) -> None:

@@ -287,6 +287,15 @@ def test_every_example_gets_the_toml_type_sweep(example: str) -> None:
     assert odd_values_everywhere(tomllib.loads((ROOT / "examples" / example).read_text())) > 100
 
 
+def test_per_vip_bgp_attributes_get_the_toml_type_sweep() -> None:
+    """A director's bgp_vips (its nested table of one VIP's med, prepend and large communities), which the
+    examples leave out (a MED on one director takes it out of the lab's multipath set), gets the sweep too."""
+    data = tomllib.loads((ROOT / "examples" / "ecmp.toml").read_text())
+    data["directors"][1]["bgp_vips"] = {"192.0.2.150": {"med": 10, "prepend": 1, "large_communities": ["1:2:3"]}}
+    parse_cluster(data)
+    assert odd_values_everywhere(data) > 100
+
+
 def odd_values_everywhere(raw: dict[str, Any]) -> int:
     """Each place of ``raw`` (each leaf, table and list) replaced by each
     unusual TOML value and each plain one of every type in turn: a
