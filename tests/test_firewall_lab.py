@@ -36,9 +36,10 @@ def default_drop(lab: Lab, rules: dict[str, Path] | None) -> None:
 
 
 def test_default_drop_splits_vrrp_and_lvsdrs_rules_make_one_master(tmp_path: Path) -> None:
-    """Default-drop on both directors: within three adverts (and a margin) both hold the VIP, and `lvsdr doctor`
-    names the chain that drops VRRP. lvsdr's rules included: one holder again, the client answered through the VIP,
-    doctor content with it; the MASTER killed: the other takes over within the same bound as without a firewall."""
+    """Default-drop on both directors: within three adverts (and a margin) both hold the VIP, `lvsdr audit` from
+    the client names the split brain and `lvsdr doctor` the chain that drops VRRP. lvsdr's rules included: one
+    holder again, the client answered through the VIP, doctor content with it; the MASTER killed: the other takes
+    over within the same bound as without a firewall."""
     with make_lab(EXAMPLES / "web.toml", tmp_path) as lab:
         lab.wait_for_master(30 * TIME_SCALE)
         default_drop(lab, None)
@@ -51,6 +52,8 @@ def test_default_drop_splits_vrrp_and_lvsdrs_rules_make_one_master(tmp_path: Pat
                                    str(lab.pidfile(lb1))], check=False).stdout
 
         assert "FAIL  the input chain inet lvsdrtest_dflt input drops VRRP adverts (protocol 112)" in doctor()
+        seen = ns_run(lab.state.client.ns, [lab._console(), "audit", lab.cluster_path], check=False)
+        assert seen.returncode == 1 and "split brain: lb1 and lb2 both advertise as MASTER" in seen.stdout, seen
         rules = {}
         for d in lab.state.directors:
             r = lvsdr_in(d.ns, "render", lab.cluster_path, "--node", d.name, "--firewall", "nftables")
@@ -61,6 +64,11 @@ def test_default_drop_splits_vrrp_and_lvsdrs_rules_make_one_master(tmp_path: Pat
         one = poll(lambda: len(holders(lab)) == 1, "one holder again", 20 * TIME_SCALE, interval=0.2)
         time.sleep(3)  # three adverts: it stays one
         assert len(holders(lab)) == 1, holders(lab)
+        # the client's ARP entry for the VIP is whichever director announced last during the split: the remaining
+        # MASTER re-announces only if it hears the other's lower-priority advert before that one yields (a race;
+        # seen once with the audit above), else the entry stays on the loser until it ages out (`cluster.
+        # garp_master_refresh` bounds that in production). Resolved afresh here: the test is of the rules.
+        ns_run(lab.state.client.ns, ["ip", "neigh", "flush", "to", VIP], check=False)
         assert probes.http_get(lab, VIP, timeout=3) in ("web1", "web2")
         assert "ok    the input chains let in what this director needs" in doctor(), doctor()
         f = probes.failover(lab)
