@@ -225,7 +225,9 @@ def drain_vrrp(cluster: Cluster, node: str, timeout: float | None, undo: bool,
         echo(f"{node}: no other director answers ARP/NDP on {me.interface} for its own address; nothing changed "
              "(a switchover needs a director to take the VIPs)")
         return 1
-    if cluster.sync_daemon is not None and not _synced(cluster, node, echo):
+    held = {cidr.split("/")[0] for ifname, cidr, _ in raw_addresses() if ifname != "lo"}
+    holding = any(str(v) in held for v in cluster.vips)  # a BACKUP drained (kept from taking over) syncs nothing
+    if cluster.sync_daemon is not None and holding and not _synced(cluster, node, echo):
         return 1
     state_dir(state)
     write_atomic(marker, "drained by `lvsdr drain`\n", 0o600)
