@@ -352,8 +352,11 @@ def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[s
         sides.append(side)
         trees[side.name] = tree
     if not sides[0].services:
-        raise InputError(f"{paths[0]}: no direct-routing virtual_server to import (lvsdr builds LVS-DR clusters; "
-                         "what it found instead is named above)")
+        found = [u for u in sides[0].unmapped if u.what.split(" ", 1)[0] == "virtual_server"]
+        raise InputError(f"{paths[0]}: no direct-routing virtual_server to import (lvsdr builds LVS-DR clusters): "
+                         + ("; ".join(f"{u.where}: {u.what}: {u.reason}" for u in found[:3])
+                            + (f"; and {len(found) - 3} more" if len(found) > 3 else "")
+                            if found else "the file has no virtual_server block"))
     imp = merge(sides, arp_method, addresses, name)
     text = to_toml(imp, paths)
     from lvsdr.errors import ValidationError

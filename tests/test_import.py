@@ -299,3 +299,18 @@ def test_each_file_is_read_once_and_the_import_validated_once(tmp_path: Path) ->
     job = import_files(list(texts)[:2], read, method, {})
     assert sorted(reads) == sorted([first, str(files[1]), str(inc)])
     assert isinstance(job.cluster, Cluster) and job.cluster.name == tomllib.loads(job.text)["cluster"]["name"]
+
+
+def test_a_file_without_a_dr_service_is_refused_naming_what_it_has() -> None:
+    """A file whose only virtual_server is a fwmark one is refused in one line naming it and why; a file with no
+    virtual_server at all says that (the refusal once pointed "above" at nothing)."""
+    fwmark = ("virtual_server fwmark 5 {\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n"
+              "    real_server 192.0.2.11 80 {\n        TCP_CHECK {\n            connect_timeout 3\n        }\n"
+              "    }\n}\n")
+    with pytest.raises(InputError) as e:
+        import_files(["lb1.conf"], {"lb1.conf": fwmark}.__getitem__, "sysctl", {})
+    assert str(e.value).startswith("lb1.conf: no direct-routing virtual_server to import (lvsdr builds LVS-DR "
+                                   "clusters): lb1.conf:1: virtual_server fwmark 5: a fwmark virtual_server")
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="the file has no virtual_server block$"):
+        import_files(["lb1.conf"], {"lb1.conf": "global_defs {\n    router_id x\n}\n"}.__getitem__, "sysctl", {})
