@@ -61,7 +61,9 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
     directors = _directors(sides, main, addresses, comments)
     cluster = _cluster(first, main, name, comments)
     data: Tables = {"cluster": cluster, "directors": directors}
-    data["real_servers"], data["services"] = _services(first, arp_method)
+    data["real_servers"], data["services"] = _services(first, arp_method, directors, comments, unmapped)
+    if not data["real_servers"]:
+        del data["real_servers"]
     vips = _vips(first, data["services"], cluster["interface"])
     if vips:
         data["vips"] = vips
@@ -142,9 +144,39 @@ def _cluster(first: Side, main: Instance, name: str | None, comments: list[str])
     return cluster
 
 
-def _services(first: Side, arp_method: str) -> tuple[list[Tables], list[Tables]]:
-    """([[real_servers]], [[services]]): each backend address a real server; the
-    checks every backend shares on the service, else on each backend."""
+def _own(directors: list[Tables]) -> dict[object, Tables]:
+    """The directors by their address (parsed: one address, one key, however it is spelled)."""
+    import ipaddress
+
+    out: dict[object, Tables] = {}
+    for d in directors:
+        try:
+            out[ipaddress.ip_address(d["address"])] = d
+        except ValueError:
+            continue
+    return out
+
+
+def _backend_name(address: str, own: dict[object, Tables]) -> str:
+    """A backend's server: the director whose address it is (a director serving as a backend), else a real server."""
+    import ipaddress
+
+    try:
+        d = own.get(ipaddress.ip_address(address))
+    except ValueError:
+        d = None
+    return str(d["name"]) if d is not None else _server_name(address)
+
+
+def _services(first: Side, arp_method: str, directors: list[Tables], comments: list[str],
+              unmapped: list[Unmapped]) -> tuple[list[Tables], list[Tables]]:
+    """([[real_servers]], [[services]]): each backend address a real server, or the director whose own address it
+    is (a two-node cluster: each director also a backend); the checks every backend shares on the service, else on
+    each backend."""
+    from . import methods
+
+    own = _own(directors)
+    serving: set[str] = set()
     servers: dict[str, Tables] = {}
     services = []
     names: set[str] = set()
@@ -157,19 +189,40 @@ def _services(first: Side, arp_method: str) -> tuple[list[Tables], list[Tables]]
         names.add(n)
         out: Tables = {"name": n, **svc.settings()}
         for b in svc.backends:
-            server = _server_name(b.address)
-            servers.setdefault(server, {"name": server, "address": b.address, "arp_method": arp_method})
+            server = _backend_name(b.address, own)
+            if server.startswith("rs-"):
+                servers.setdefault(server, {"name": server, "address": b.address, "arp_method": arp_method})
+            else:
+                serving.add(server)
+        if any(_backend_name(b.address, own) in serving for b in svc.backends):
+            what = (f"virtual_server {svc.vip} {svc.port}" if isinstance(svc.vip, str)
+                    else f"virtual_server group {svc.name}")
+            unmapped.append(Unmapped(svc.where, what, "a director among its real servers: "
+                                     "lvsdr renders it as a fwmark virtual_server (the MASTER marks the VIP's "
+                                     "traffic; a BACKUP that is a backend then serves it instead of forwarding it "
+                                     "again)"))
         shared = _shared_checks([b.checks for b in svc.backends])
         if shared is not None:
             out.update(_check_keys(shared))
         backends = []
         for b in svc.backends:
-            entry: Tables = {"server": _server_name(b.address), **b.settings()}
+            entry: Tables = {"server": _backend_name(b.address, own), **b.settings()}
             if shared is None:
                 entry.update(_check_keys(b.checks))
             backends.append(entry if len(entry) > 1 else entry["server"])
         out["backends"] = backends
         services.append(out)
+    for d in directors:
+        if d["name"] not in serving:
+            continue
+        if arp_method in methods.DIRECTOR_BACKEND:
+            d["arp_method"] = arp_method
+            how = f"arp_method {arp_method}"
+        else:
+            how = (f"arp_method {methods.DEFAULT} (a director holds the VIPs itself when MASTER: {arp_method} "
+                   "redirects instead)")
+        comments.append(f"a real_server at director {d['name']}'s own address {d['address']}: imported as that "
+                        f"director serving as a backend ({how}; lvsdr switches its ARP suppression with its role)")
     return sorted(servers.values(), key=lambda r: r["name"]), services
 
 

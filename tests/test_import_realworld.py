@@ -40,6 +40,7 @@ IMPORTS = {
     "placeholder-notify.conf": ("LB01", "smtp_server 127.0.0.1: global setting lvsdr does not model"),
     "sorry-server-wrr.conf": ("ka1", "192.0.2.200/24: lvsdr adds a VIP as a host address"),
     "two-armed-sync.conf": ("two-armed-sync", None),
+    "two-node-self-backend.conf": (None, "a director among its real servers: lvsdr renders it as a fwmark"),
     "udp-misc-check.conf": ("dns-lb1", None),
     "unicast-v4-v6.conf": (None, None),
     "vmac-bond.conf": (None, "use_vmac: vrrp_instance option lvsdr does not model (kept in [[keepalived_extra]])"),
