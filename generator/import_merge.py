@@ -70,7 +70,7 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
     instances = _instances(sides, directors, cluster["interface"], unmapped)
     if instances:
         data["instances"] = instances
-    data.update(_health(first, main))
+    data.update(_health(first, main, unmapped))
     extra = [{"block": block, "lines": lines} for block, lines in sorted(first.extra.items())]
     if extra:
         data["keepalived_extra"] = extra
@@ -279,12 +279,21 @@ def _instance_addresses(sides: list[Side], directors: list[Tables], inst: Instan
     return {n: str(a) for n, a in srcs.items()}
 
 
-def _health(first: Side, main: Instance) -> Tables:
-    """The directors' own health: [[track_scripts]], [[track_interfaces]], [[track_files]]."""
+def _health(first: Side, main: Instance, unmapped: list[Unmapped]) -> Tables:
+    """The directors' own health: [[track_scripts]] (those the main instance tracks: keepalived runs no other, and
+    lvsdr tracks every one it is given), [[track_interfaces]], [[track_files]]."""
     out: Tables = {}
-    if first.track_scripts:
-        tracked = set(main.track_scripts or [])
-        out["track_scripts"] = [t.table() for t in first.track_scripts if t.name in tracked or not tracked]
+    tracked = set(main.track_scripts or [])
+    for t in first.track_scripts:
+        if t.name in tracked:
+            continue
+        by = [i.name for i in first.instances if t.name in (i.track_scripts or [])]
+        why = (f"tracked by {', '.join(by)} only, not by {main.name}: lvsdr's [[track_scripts]] apply to every "
+               "instance, so it is not imported" if by else
+               "no vrrp_instance tracks it: keepalived does not run it, and it is not imported")
+        unmapped.append(Unmapped(t.where, f"vrrp_script {t.name}", why))
+    if any(t.name in tracked for t in first.track_scripts):
+        out["track_scripts"] = [t.table() for t in first.track_scripts if t.name in tracked]
     if main.track_interfaces:
         out["track_interfaces"] = [{"name": t.name, "weight": t.weight} for t in main.track_interfaces]
     if main.track_files:

@@ -79,6 +79,7 @@ class Script:
     name: str
     script: str | None = None
     args: Command = field(default_factory=list)
+    where: str = ""  # its vrrp_script block's file:line
     interval: int | None = None
     timeout: int | None = None
     weight: int | None = None
@@ -298,10 +299,18 @@ def _command(d: Directive) -> list[str] | None:
 
 def _script_of(side: Side, d: Directive) -> Command | None:
     """The script ``d`` names; one that is empty (``notify_down ""``, which
-    keepalived accepts and runs nothing for) is named, and None."""
+    keepalived accepts and runs nothing for) is named, and None; so is one
+    whose program is not an absolute path (``notify_master script parth``,
+    a tutorial's placeholder): keepalived looks such a name up in PATH and
+    disables the script when it finds none, and lvsdr takes absolute paths
+    only."""
     cmd = _command(d)
     if cmd is None:
         side.skip(d, "an empty script: keepalived runs nothing (not imported)")
+    elif not cmd[0].startswith("/"):
+        side.skip(d, f"{cmd[0]} is not an absolute path: keepalived looks it up in PATH and disables the script "
+                     "when it finds none; lvsdr takes absolute paths only (not imported: give its full path)")
+        return None
     return cmd
 
 
@@ -389,7 +398,7 @@ def _script(side: Side, d: Directive) -> None:
     if not d.args:
         side.skip(d, "vrrp_script without a name")
         return
-    t = Script(d.args[0])
+    t = Script(d.args[0], where=d.where)
     for c in d.block():
         if c.key == "script" and c.args:
             cmd = _command(c) or []

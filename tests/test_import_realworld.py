@@ -40,6 +40,7 @@ IMPORTS = {
     "placeholder-notify.conf": ("LB01", "smtp_server 127.0.0.1: global setting lvsdr does not model"),
     "sorry-server-wrr.conf": ("ka1", "192.0.2.200/24: lvsdr adds a VIP as a host address"),
     "two-armed-sync.conf": ("two-armed-sync", None),
+    "sync-group-placeholders.conf": (None, "script is not an absolute path: keepalived looks it up in PATH"),
     "two-node-self-backend.conf": (None, "a director among its real servers: lvsdr renders it as a fwmark"),
     "udp-misc-check.conf": ("dns-lb1", None),
     "unicast-v4-v6.conf": (None, None),
