@@ -1,9 +1,12 @@
 """Reading keepalived.conf as keepalived 2.2.7 does (pure but for the ``read``
 function it is given): lines end at \\n only, comments start at # or !
-anywhere outside quotes, blocks, quoted strings (no line continuations: 2.2.7
-has none), ``include`` (globs, relative to the including file), ``@ID`` conditional
-lines and ``$NAME=value`` definitions. The result is a tree of directives,
-each with its file and line, for ``importer.py``.
+anywhere outside quotes (``\\#`` and ``\\!`` are the signs themselves), blocks,
+quoted strings, ``include`` (globs, relative to the including file), ``@ID``
+conditional lines and ``$NAME=value`` definitions. A trailing backslash
+continues a line only in a ``$NAME=`` definition (keepalived's multi-line
+definitions, which expand into several lines): those are refused in one
+line. The result is a tree of directives, each with its file and line, for
+``importer.py``.
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ MAX_DEPTH = 64  # nested blocks; keepalived's own grammar goes five deep
 def _tokens(line: str) -> list[tuple[str, bool]]:
     """Words of one line as keepalived 2.2.7 reads them: quoted strings are
     one word, a # or ! outside quotes begins a comment (also inside a word:
-    `51#7` is 51), braces are words of their own, blanks are C's."""
+    `51#7` is 51) unless a backslash escapes it (`\\#` is a #: keepalived's
+    decomment()), braces are words of their own, blanks are C's."""
     out: list[tuple[str, bool]] = []
     i, n = 0, len(line)
     while i < n:
@@ -104,10 +108,13 @@ def _tokens(line: str) -> list[tuple[str, bool]]:
             out.append((c, False))
             i += 1
         else:
-            j = i
+            j, word = i, []
             while j < n and line[j] not in WHITESPACE and line[j] not in '{}"#!':
+                if line[j] == "\\" and j + 1 < n and line[j + 1] in "#!":
+                    j += 1  # an escaped comment sign: the sign itself, in the word
+                word.append(line[j])
                 j += 1
-            out.append((line[i:j], False))
+            out.append(("".join(word), False))
             i = j
     return out
 
@@ -183,7 +190,7 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     # keepalived reads lines ending at \n only, as C strings (a NUL ends one),
-    # with no continuation: a backslash at the end is a character like another
+    # with no continuation but in a $NAME= definition: a backslash at the end is a character like another
     for lineno, raw in enumerate(text.split("\n"), 1):
         start = lineno
         line = raw.split("\0", 1)[0].strip(WHITESPACE)
@@ -202,6 +209,10 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
             continue
         m = _VAR_DEF.fullmatch(line)
         if m:
+            if m.group(2).rstrip(WHITESPACE).endswith("\\"):
+                raise InputError(f"{path}:{start}: ${m.group(1)} is a multi-line definition (its line ends in a "
+                                 "backslash): keepalived expands it into several lines; lvsdr's import does not "
+                                 "read those (write its lines out where it is used)")
             variables[m.group(1)] = m.group(2).strip()
             continue
         if "$" in line:

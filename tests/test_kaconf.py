@@ -77,3 +77,14 @@ def test_looks_like_keepalived() -> None:
     assert looks_like_keepalived("! x\n\nglobal_defs {\n}\n")
     assert looks_like_keepalived("@high net_namespace high\nvrrp_instance VI_0 {\n}\n")
     assert not looks_like_keepalived('[cluster]\nname = "web"\n')
+
+
+def test_escaped_comment_signs_and_multi_line_definitions() -> None:
+    """Outside quotes `\\#` and `\\!` are the signs themselves, not a comment (keepalived's decomment()); inside
+    quotes the backslash stays; a $NAME definition continued by a trailing backslash (a multi-line definition,
+    which keepalived expands into several lines) is refused in one line naming file and line."""
+    tree, _ = read({"/k/keepalived.conf": 'global_defs {\n  router_id lb\\#1 # a comment\n  notification_email_from '
+                                          'a\\!b "c\\#d"\n}\n'})
+    assert shape(tree) == [(("global_defs",), [("router_id", "lb#1"), ("notification_email_from", "a!b", "c\\#d")])]
+    with pytest.raises(InputError, match=r"^/k/keepalived.conf:1: \$VIPS is a multi-line definition"):
+        read({"/k/keepalived.conf": "$VIPS=192.0.2.100 \\\n  192.0.2.101\nglobal_defs {\n}\n"})
