@@ -358,9 +358,10 @@ def _toml_key(k: str) -> str:
     return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
 
 
-def to_toml(imp: Imported, sources: list[str]) -> str:
+def to_toml(imp: Imported, sources: list[str], diffable: bool = True) -> str:
     out = [f"# Imported by `lvsdr import` from {', '.join(sources)}.",
-           "# Check every line; `lvsdr import --diff` compares what this renders with the originals."]
+           "# Check every line; `lvsdr import --diff` compares what this renders with the originals." if diffable
+           else "# Check every line, and the NOTEs: the source has no VRRP and no keepalived.conf to compare with."]
     out += [f"# NOTE: {c}" for c in imp.comments]
     for table, value in imp.data.items():
         if isinstance(value, dict):
@@ -382,13 +383,20 @@ class Job:
     notes: list[str]  # what the reader skipped
 
 
+SOURCES = ("keepalived", "ipvsadm", "ldirectord")
+
+
 def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[str, str],
-                 name: str | None = None, config_id: str | None = None) -> Job:
+                 name: str | None = None, config_id: str | None = None, source: str = "keepalived") -> Job:
     """``read(path) -> text``, called once per file (an included file too,
     however often it is included). Raises InputError for what is not a
-    keepalived.conf, or holds what lvsdr refuses."""
+    keepalived.conf, or holds what lvsdr refuses. ``source`` ipvsadm: one
+    ``ipvsadm-save -n`` dump; ldirectord: one ldirectord.cf; the directors
+    from ``addresses`` (import_lvs.py)."""
     from .kaconf import Notes, looks_like_keepalived, read_keepalived
 
+    if source != "keepalived":
+        return _import_lvs(paths, read, arp_method, addresses, name, source)
     sides: list[Side] = []
     trees: dict[str, tuple[Directive, ...]] = {}
     notes = Notes()
@@ -432,3 +440,35 @@ def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[s
         raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
                          "what lvsdr refuses") from None
     return Job(imp, text, cluster, trees, [f"{w}: {t}" for w, t in notes.skipped])
+
+
+def _import_lvs(paths: list[str], read: Any, arp_method: str, addresses: dict[str, str], name: str | None,
+                source: str) -> Job:
+    from .import_lvs import read_ipvsadm, read_ldirectord, sides_of
+
+    if len(paths) != 1:
+        raise InputError(f"--from {source}: one file (the directors come from --address), not {len(paths)}")
+    path = paths[0]
+    try:
+        text = read(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+    got = read_ipvsadm(text, path) if source == "ipvsadm" else read_ldirectord(text, path)
+    if not got.services:
+        found = "; ".join(f"{u.where}: {u.reason}" for u in got.unmapped[:3])
+        raise InputError(f"{path}: no direct-routing service to import (lvsdr builds LVS-DR clusters)"
+                         + (f": {found}" if found else ""))
+    sides = sides_of(got, path, addresses, name)
+    imp = merge(sides, arp_method, {}, name)
+    text = to_toml(imp, paths, diffable=False)
+    from lvsdr.errors import ValidationError
+
+    from .load import parse_cluster
+    from .schema import parse_text
+
+    try:
+        cluster = parse_cluster(parse_text(text, "(imported).toml"))
+    except ValidationError as e:
+        raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + f"): the {source} "
+                         "file holds what lvsdr refuses") from None
+    return Job(imp, text, cluster, {}, [])

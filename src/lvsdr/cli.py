@@ -318,8 +318,10 @@ def cmd_import(args: argparse.Namespace) -> int:
             raise InputError(f"--address: {item!r} is not NAME=IP")
         addresses[node] = ip
     # keepalived reads bytes: a Latin-1 comment is no error (undecodable bytes become U+FFFD)
+    if args.source != "keepalived" and args.diff:
+        raise InputError(f"--diff compares keepalived.conf files with lvsdr's rendering; not with --from {args.source}")
     job = import_files(args.files, lambda p: read_regular(p).decode("utf-8", "replace"), args.arp_method,
-                       addresses, args.name, args.config_id)
+                       addresses, args.name, args.config_id, args.source)
     for line in job.notes:
         print(f"lvsdr import: {line}", file=sys.stderr)
     for u in job.imported.unmapped:
@@ -430,13 +432,18 @@ def _args_render(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 
 def _args_import(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    im = sub.add_parser("import", help="turn existing keepalived.conf files (one per director) into a cluster file")
-    im.add_argument("files", nargs="+", metavar="KEEPALIVED.CONF")
+    im = sub.add_parser("import", help="turn existing keepalived.conf files (one per director), an ipvsadm-save dump "
+                        "or an ldirectord.cf into a cluster file")
+    im.add_argument("files", nargs="+", metavar="FILE")
+    im.add_argument("--from", dest="source", choices=("keepalived", "ipvsadm", "ldirectord"), default="keepalived",
+                    help="what the files are: keepalived.conf (one per director; the default), one `ipvsadm-save "
+                    "-n` dump, or one ldirectord.cf (for these two, every director by --address)")
     im.add_argument("--arp-method", required=True,
                     help="how the real servers suppress ARP (sysctl, arptables, nftables, iptables, firewalld)")
     im.add_argument("-o", "--output", help="write the cluster file here (default: stdout)")
     im.add_argument("--address", action="append", metavar="NAME=IP",
-                    help="a director's address its file does not hold (repeatable)")
+                    help="a director's address its file does not hold (repeatable); with --from ipvsadm or "
+                    "ldirectord each director, the first the highest priority")
     im.add_argument("--name", help="the cluster's name (default: from the first vrrp_instance)")
     im.add_argument("--config-id", help="keepalived's -i: which @ID conditional lines apply")
     im.add_argument("--diff", action="store_true",
