@@ -204,3 +204,39 @@ def test_a_fan_out_of_includes_is_capped(tmp_path: Path) -> None:
     assert len(loads) <= MAX_LOADS
     code, _out, err = run_import(tmp_path, b"include f0.conf\n" + BASE)
     assert code == 2 and err.count("\n") == 1 and "more than 1000 files" in err, err
+
+
+LVS = REPO / "tests" / "data" / "import" / "lvs"
+LVS_LINES = [b"-A -t 192.0.2.100:81 -s rr", b"-a -t 192.0.2.100:81 -r 192.0.2.11:81 -g -w 99999999999999999999",
+             b"-a -t [2001:db8::1]:80 -r [2001:db8::2]:80 -g", b"-A -u 192.0.2.100:80 -s '", b"-A -t x:y", b"-a",
+             b"virtual=192.0.2.100:81", b"\treal=192.0.2.11:81 gate 3 \"/\" \"ok\"", b"\tservice=\"http", b"\t=",
+             b"\tchecktype=7", b"\tfallback=127.0.0.1:80 masq", b"\trequest=\"\n\"", b"\tvirtualhost=a b\"c",
+             b"\tpersistent=-1", b"\tscheduler=mh; x", b"quiescent=maybe", b"\xff\xfe", b"\0", b"#", b"\\"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(st.sampled_from(["ipvsadm", "ldirectord"]),
+       st.lists(st.tuples(st.integers(0, 40), st.sampled_from(LVS_LINES)), max_size=6))
+def test_mutated_ipvsadm_and_ldirectord_files_never_print_a_traceback(tmp_path: Path, source: str,
+                                                                      inserts: list[tuple[int, bytes]]) -> None:
+    """Lines of either grammar, hostile strings and garbage inserted anywhere in the sample dump and
+    ldirectord.cf: import succeeds with notes, or refuses in one line (exit 2); a string that reaches the cluster
+    file (a virtualhost, a request path, a scheduler) is validated there like any other."""
+    base = (LVS / ("ipvsadm-save.txt" if source == "ipvsadm" else "ldirectord.cf")).read_bytes()
+    lines = base.split(b"\n")
+    for at, line in inserts:
+        lines.insert(at % (len(lines) + 1), line)
+    p = tmp_path / "src"
+    p.write_bytes(b"\n".join(lines))
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["import", "--from", source, str(p), "--arp-method", "sysctl", "--address", "lb1=192.0.2.2",
+                     "--address", "lb2=192.0.2.3"])
+    assert "Traceback" not in err.getvalue()
+    assert code in (0, 2)
+    if code == 2:
+        assert err.getvalue().count("\n") == 1, err.getvalue()
