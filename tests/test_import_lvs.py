@@ -96,3 +96,21 @@ def test_the_cli_takes_from_and_wants_the_directors(tmp_path: Path, capsys: pyte
     assert main(["import", "--from", "ipvsadm", "--arp-method", "nftables", "--address", "lb1=192.0.2.2",
                  "--address", "lb2=192.0.2.3", "-o", str(out), dump]) == 0
     assert tomllib.loads(out.read_text())["cluster"]["virtual_router_id"] == 51
+
+
+DEBIAN_EXAMPLE = Path("/usr/share/doc/ldirectord/examples/ldirectord.cf")
+
+
+@pytest.mark.skipif(not DEBIAN_EXAMPLE.exists(), reason="ldirectord is not installed (scripts/setup installs it)")
+def test_debians_own_ldirectord_example_imports() -> None:
+    """Debian's ldirectord.cf example (ldirectord 4.12) imports: its one active virtual with its three gate reals,
+    the fallback as the sorry server, an HTTP check of index.html for www.x.y.z; its labels and receive string
+    named."""
+    job = import_files([str(DEBIAN_EXAMPLE)], lambda p: Path(p).read_text(), "nftables", PAIR, source="ldirectord")
+    data = tomllib.loads(job.text)
+    (svc,) = data["services"]
+    assert (svc["vip"], svc["port"], svc["scheduler"], len(svc["backends"])) == ("192.168.6.240", 80, "rr", 3)
+    assert svc["check"] == {"type": "http", "path": "/index.html", "virtualhost": "www.x.y.z", "connect_timeout": 3}
+    assert svc["sorry_server"] == {"address": "127.0.0.1"}
+    lines = [u.line() for u in job.imported.unmapped]
+    assert any("servicename=Web Site" in line for line in lines) and any("receive=Test Page" in line for line in lines)
