@@ -32,7 +32,8 @@ def imported(name: str, source: str, text: str | None = None) -> tuple[dict[str,
 def test_an_ipvsadm_dump_imports_its_dr_services_and_names_the_rest() -> None:
     """`ipvsadm-save -n`: each -A a service (scheduler, persistence, scheduler flags), each -a -g a backend with its
     weight; a masquerading real server and a fwmark service named and left out; no health checks (check type none,
-    said); the directors from --address, the first the highest priority."""
+    said); the directors from --address, the first the highest priority. (A dump written for these cases; the
+    next test reads one ipvsadm printed.)"""
     data, lines = imported("ipvsadm-save.txt", "ipvsadm")
     services = {s["name"]: s for s in data["services"]}
     assert sorted(services) == ["192.0.2.100-443", "192.0.2.100-80", "192.0.2.101-53"]
@@ -44,6 +45,19 @@ def test_an_ipvsadm_dump_imports_its_dr_services_and_names_the_rest() -> None:
     assert [(d["name"], d["priority"]) for d in data["directors"]] == [("lb1", 150), ("lb2", 100)]
     assert any("-m -w 1: forwarded by -m, not direct routing" in line for line in lines)
     assert any("-A -f 5 -s rr: a fwmark service" in line for line in lines)
+
+
+def test_a_captured_dump_imports_as_it_was_built() -> None:
+    """`ipvsadm-save -n` as ipvsadm 1.31 printed ldirectord's table in the VM (tests/ipvs/test_ipvs_adopt.py): two
+    services, wrr with persistence 300 and rr, each real server with its weight, nothing named but the missing
+    checks."""
+    data, lines = imported("ipvsadm-save.captured.txt", "ipvsadm")
+    got = [(s["port"], s["scheduler"], s.get("persistence_timeout"), s["backends"]) for s in data["services"]]
+    assert got == [(80, "wrr", 300, [{"server": "rs-192-0-2-11", "weight": 1}, {"server": "rs-192-0-2-12",
+                                                                                 "weight": 2}]),
+                   (8080, "rr", None, [{"server": "rs-192-0-2-11", "weight": 1}, {"server": "rs-192-0-2-12",
+                                                                                  "weight": 1}])]
+    assert lines == []
 
 
 def test_ldirectord_maps_checks_quiescence_fallback_and_names_the_rest() -> None:
