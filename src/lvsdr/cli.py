@@ -558,13 +558,15 @@ def _args_agent(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
 
 
 def _args_drain(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
-    dn = sub.add_parser("drain", help="ECMP: withdraw this director's VIPs and wait for its connections to end")
+    dn = sub.add_parser("drain", help="take a director out of service: ECMP withdraws its VIPs and waits for its "
+                        "connections to end; VRRP hands its VIPs to another director (a planned switchover)")
     dn.add_argument("cluster")
     dn.add_argument("--node", required=True, help="director name")
     dn.add_argument("--timeout", type=float, help="ECMP: seconds to wait for connections to end (default: "
                     "bgp.drain_timeout); VRRP: for another director to hold the VIPs (default: preempt_delay + 6 "
                     "adverts, at least 10)")
-    dn.add_argument("--undo", action="store_true", help="announce again (the agent does it within a second)")
+    dn.add_argument("--undo", action="store_true", help="put it back in service (ECMP: the agent announces again "
+                    "within a second; VRRP: its priority comes back after its hold)")
     dn.add_argument("--unit", action="store_true",
                     help="as keepalived.service runs it: its start undoes only the drain its stop made")
     dn.set_defaults(func=cmd_drain)
