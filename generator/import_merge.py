@@ -157,15 +157,15 @@ def _own(directors: list[Tables]) -> dict[object, Tables]:
     return out
 
 
-def _backend_name(address: str, own: dict[object, Tables]) -> str:
-    """A backend's server: the director whose address it is (a director serving as a backend), else a real server."""
+def _director_at(address: str, own: dict[object, Tables]) -> str | None:
+    """The director whose own address a backend's is (a director serving as a backend), None when none is."""
     import ipaddress
 
     try:
         d = own.get(ipaddress.ip_address(address))
     except ValueError:
-        d = None
-    return str(d["name"]) if d is not None else _server_name(address)
+        return None
+    return str(d["name"]) if d is not None else None
 
 
 def _services(first: Side, arp_method: str, directors: list[Tables], comments: list[str],
@@ -188,13 +188,13 @@ def _services(first: Side, arp_method: str, directors: list[Tables], comments: l
             n = f"{base}-{i}"
         names.add(n)
         out: Tables = {"name": n, **svc.settings()}
-        for b in svc.backends:
-            server = _backend_name(b.address, own)
-            if server.startswith("rs-"):
+        directing = [_director_at(b.address, own) for b in svc.backends]
+        server_names = [at or _server_name(b.address) for at, b in zip(directing, svc.backends, strict=True)]
+        for at, server, b in zip(directing, server_names, svc.backends, strict=True):
+            if at is None:
                 servers.setdefault(server, {"name": server, "address": b.address, "arp_method": arp_method})
-            else:
-                serving.add(server)
-        if any(_backend_name(b.address, own) in serving for b in svc.backends):
+        serving.update(at for at in directing if at is not None)
+        if any(directing):
             what = (f"virtual_server {svc.vip} {svc.port}" if isinstance(svc.vip, str)
                     else f"virtual_server group {svc.name}")
             unmapped.append(Unmapped(svc.where, what, "a director among its real servers: "
@@ -205,8 +205,8 @@ def _services(first: Side, arp_method: str, directors: list[Tables], comments: l
         if shared is not None:
             out.update(_check_keys(shared))
         backends = []
-        for b in svc.backends:
-            entry: Tables = {"server": _backend_name(b.address, own), **b.settings()}
+        for server, b in zip(server_names, svc.backends, strict=True):
+            entry: Tables = {"server": server, **b.settings()}
             if shared is None:
                 entry.update(_check_keys(b.checks))
             backends.append(entry if len(entry) > 1 else entry["server"])

@@ -28,13 +28,15 @@ _DAEMON = re.compile(r"^(master|backup) sync daemon \((?:mcast=)?(\S+?)(?:, sync
 
 
 @dataclass(frozen=True)
-class SyncDaemon:
+class KernelSyncDaemon:
+    """One of the kernel's IPVS sync daemons as ipvsadm lists it (the cluster file's is model.SyncDaemon)."""
+
     role: str  # "master" or "backup"
     interface: str
     syncid: int
 
 
-def parse_daemons(text: str) -> tuple[SyncDaemon, ...]:
+def parse_daemons(text: str) -> tuple[KernelSyncDaemon, ...]:
     """`ipvsadm -L --daemon` -> the sync daemons it lists (none: empty output).
     Lines as ipvsadm 1.31 prints them: ``master sync daemon (mcast=eth0,
     syncid=63, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)``; older ones
@@ -43,11 +45,11 @@ def parse_daemons(text: str) -> tuple[SyncDaemon, ...]:
     for line in text.splitlines():
         m = _DAEMON.match(line.strip())
         if m:
-            out.append(SyncDaemon(m.group(1), m.group(2), int(m.group(3) or 0)))
+            out.append(KernelSyncDaemon(m.group(1), m.group(2), int(m.group(3) or 0)))
     return tuple(out)
 
 
-def read_daemons() -> tuple[SyncDaemon, ...]:
+def read_daemons() -> tuple[KernelSyncDaemon, ...]:
     from .run import run
 
     ran = run(["ipvsadm", "-L", "--daemon"], timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lvsdr.hooks.syncd import SETTLED, SyncDaemon, parse_daemons, settle
+from lvsdr.hooks.syncd import SETTLED, KernelSyncDaemon, parse_daemons, settle
 
 from helpers import DATA
 
@@ -16,10 +16,10 @@ def test_ipvsadm_daemon_listing_parses_to_the_daemons_it_names() -> None:
     """`ipvsadm -L --daemon` as captured in the VM on a MASTER (keepalived runs the master daemon there) parses
     to it; a backup daemon's line, ipvsadm's older short form and no daemon parse too."""
     got = parse_daemons((DATA / "facts" / "ipvsadm-L-daemon.txt").read_text())
-    assert got == (SyncDaemon("master", "eth0", 63),)
+    assert got == (KernelSyncDaemon("master", "eth0", 63),)
     assert parse_daemons("backup sync daemon (mcast=eth0, syncid=63, maxlen=1472, group=224.0.0.81, port=8848)\n"
-                         ) == (SyncDaemon("backup", "eth0", 63),)
-    assert parse_daemons("master sync daemon (mcast=eth1, syncid=7)\n") == (SyncDaemon("master", "eth1", 7),)
+                         ) == (KernelSyncDaemon("backup", "eth0", 63),)
+    assert parse_daemons("master sync daemon (mcast=eth1, syncid=7)\n") == (KernelSyncDaemon("master", "eth1", 7),)
     assert parse_daemons("") == ()
 
 

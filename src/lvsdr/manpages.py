@@ -50,12 +50,11 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
-def _page(name: str, section_title: str, summary: str, parser: argparse.ArgumentParser, version: str,
-          date: str) -> str:
+def _page(name: str, summary: str, parser: argparse.ArgumentParser, version: str, date: str) -> str:
     usage = " ".join(parser.format_usage().split())
     usage = usage.removeprefix("usage: ")
     title = _roff(name.upper())
-    lines = [f'.TH {title} 1 "{date}" "lvsdr {version}" "{section_title}"',
+    lines = [f'.TH {title} 1 "{date}" "lvsdr {version}" "lvsdr"',
              ".SH NAME", f"{_roff(name)} \\- {_roff(summary)}", ".SH SYNOPSIS", ".nf", _roff(usage), ".fi"]
     if parser.description:
         lines += [".SH DESCRIPTION", _roff(parser.description)]
@@ -80,9 +79,9 @@ def pages(version: str, date: str) -> dict[str, str]:
     from lvsdr.cli import build_parser
 
     top = build_parser()
-    out = {"lvsdr.1": _page("lvsdr", "lvsdr", top.description or "LVS direct-routing clusters", top, version, date)}
+    out = {"lvsdr.1": _page("lvsdr", top.description or "LVS direct-routing clusters", top, version, date)}
     for name, (p, help_) in _commands(top).items():
-        out[f"lvsdr-{name}.1"] = _page(f"lvsdr-{name}", "lvsdr", help_, p, version, date)
+        out[f"lvsdr-{name}.1"] = _page(f"lvsdr-{name}", help_, p, version, date)
     return out
 
 
