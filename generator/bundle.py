@@ -24,10 +24,10 @@ def director_tree(cluster: Cluster, d: Director) -> Tree:
     conf = render_keepalived(cluster, d.name, cluster.config_path, Wiring.from_cluster(cluster))
     tree: Tree = {
         KEEPALIVED_CONF: (conf.encode(), cluster.file_mode),
-        f"etc/systemd/system/{WATCH}": (unit(WATCH, cluster).encode(), 0o644),
+        f"etc/systemd/system/{WATCH}": (unit(WATCH, cluster, d.name).encode(), 0o644),
     }
     if cluster.hook in ("fifo", "both"):
-        tree[f"etc/systemd/system/{AGENT}"] = (unit(AGENT, cluster).encode(), 0o644)
+        tree[f"etc/systemd/system/{AGENT}"] = (unit(AGENT, cluster, d.name).encode(), 0o644)
     if cluster.bgp is not None:
         from .bird import render_bird
 

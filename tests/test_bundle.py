@@ -58,9 +58,11 @@ def test_the_tree_does_not_depend_on_where_or_how_it_is_built(tmp_path: Path) ->
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    """The units render --all writes pass systemd-analyze verify."""
+    """The units render --all writes pass systemd-analyze verify, their Documentation= man pages included
+    (the ones the lvsdr package installs)."""
     out = tmp_path / "out"
     assert main(["render", str(EXAMPLES / "full.toml"), "--all", "--output-dir", str(out)]) == 0
+    subprocess.run([sys.executable, "-m", "lvsdr.manpages", str(tmp_path / "man")], check=True, capture_output=True)
     for node in ("lb-a", "app1"):
         root = tmp_path / f"root-{node}"
         shutil.copytree(out / node, root)
@@ -74,7 +76,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         units = [f"{p.name.split('@')[0]}@{node}.service" for p in (root / "etc/systemd/system").glob("*@.service")]
         assert units
         p = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *units], capture_output=True, text=True,
-                           check=False)
+                           check=False, env={**os.environ, "MANPATH": str(tmp_path / "man")})
         assert p.returncode == 0, p.stdout + p.stderr
 
 
@@ -107,14 +109,33 @@ def test_the_lab_reads_a_units_sandbox_as_systemd_does() -> None:
     assert keys["ProtectSystem"] == ["strict"] and "Before" not in keys
 
 
+MAINTAINER = "Example Ops <ops@example.org>"
+
+
+def node_packages(cluster: Path, out: Path | str, cwd: Path | None = None,
+                  **extra: str) -> subprocess.CompletedProcess[str]:
+    """scripts/node-packages as the docs run it (a maintainer, a fixed SOURCE_DATE_EPOCH)."""
+    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000",
+           "MAINTAINER": MAINTAINER, **extra}
+    return subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(cluster), "1.0", str(out)], env=env,
+                          cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def packaged(path: str, pkg: str, node: str, unitdir: str) -> str:
+    """Where a package puts a file `render --all` writes: units where packages put them, the README in
+    the package's doc directory (the one mapping of scripts/node-packages)."""
+    if path.startswith("etc/systemd/system/"):
+        return unitdir + path.removeprefix("etc/systemd/system")
+    return path.replace(f"usr/share/doc/lvsdr-{node}/", f"usr/share/doc/{pkg}/")
+
+
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
 def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
-    """scripts/node-packages, the documented recipe (docs/packaging.md)."""
-    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    """scripts/node-packages, the documented recipe (docs/packaging.md): the same bytes twice, units where
+    packages put them, the copyright, changelog and overrides Debian's policy asks for."""
     digests = []
     for run in ("one", "two"):
-        p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / "web.toml"), "1.0",
-                            str(tmp_path / run)], env=env, capture_output=True, text=True, check=False)
+        p = node_packages(EXAMPLES / "web.toml", tmp_path / run)
         assert p.returncode == 0, p.stderr
         debs = sorted((tmp_path / run).glob("*.deb"))
         assert [d.name for d in debs] == [f"lvsdr-{n}_1.0_all.deb" for n in ("lb1", "lb2", "web1", "web2")]
@@ -129,57 +150,139 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
     assert files == [
         ("-rw-------", "root/root", "./etc/keepalived/keepalived.conf"),
         ("-rw-------", "root/root", "./etc/lvsdr/cluster.toml"),
-        ("-rw-r--r--", "root/root", "./etc/systemd/system/lvsdr-agent@.service"),
-        ("-rw-r--r--", "root/root", "./etc/systemd/system/lvsdr-watch@.service"),
+        ("-rw-r--r--", "root/root", "./lib/systemd/system/lvsdr-agent@.service"),
+        ("-rw-r--r--", "root/root", "./lib/systemd/system/lvsdr-watch@.service"),
+        ("-rw-r--r--", "root/root", "./usr/share/doc/lvsdr-lb1/changelog.gz"),
+        ("-rw-r--r--", "root/root", "./usr/share/doc/lvsdr-lb1/copyright"),
+        ("-rw-r--r--", "root/root", "./usr/share/lintian/overrides/lvsdr-lb1"),
     ]
     info = subprocess.run(["dpkg-deb", "-f", str(tmp_path / "one" / "lvsdr-web1_1.0_all.deb"), "Package",
-                           "Version"], capture_output=True, text=True, check=True).stdout
-    assert info.split() == ["Package:", "lvsdr-web1", "Version:", "1.0"]
+                           "Version", "Maintainer"], capture_output=True, text=True, check=True).stdout
+    assert info.splitlines() == ["Package: lvsdr-web1", "Version: 1.0", f"Maintainer: {MAINTAINER}"]
+
+
+LINTS = all(shutil.which(t) for t in ("lintian", "rpmlint"))
+
+
+@pytest.mark.skipif(not LINTS, reason="lintian and rpmlint are not installed (scripts/setup installs them)")
+def test_node_packages_pass_lintian_and_rpmlint(tmp_path: Path) -> None:
+    """Every node package of the VRRP and the ECMP example passes lintian (errors, warnings, pedantic,
+    experimental and info tags: none) and rpmlint with rpm/rpmlint.toml (0 errors, 0 warnings); every
+    override is used."""
+    for example in ("web.toml", "ecmp.toml"):
+        out = tmp_path / example
+        p = node_packages(EXAMPLES / example, out)
+        assert p.returncode == 0, p.stderr
+        debs, rpms = sorted(out.glob("*.deb")), sorted(out.glob("*.rpm"))
+        assert debs and len(rpms) == len(debs)
+        lint = subprocess.run(["lintian", "-E", "-I", "--pedantic", "--fail-on", "error,warning,info,pedantic",
+                               *map(str, debs)], capture_output=True, text=True, check=False)
+        tags = [t for t in lint.stdout.splitlines() if t.strip()]
+        assert lint.returncode == 0 and tags == [], tags
+        for rpm in rpms:
+            r = subprocess.run(["rpmlint", "-c", str(REPO / "rpm" / "rpmlint.toml"), str(rpm)], cwd=tmp_path,
+                               capture_output=True, text=True, check=False)
+            assert r.returncode == 0 and " 0 errors, 0 warnings" in r.stdout, r.stdout
 
 
 def tree_of(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, bytes]]:
     """Every file under ``root`` (but ``skip``): its mode and bytes."""
     return {str(p.relative_to(root)): (p.stat().st_mode & 0o7777, p.read_bytes()) for p in sorted(root.rglob("*"))
-            if p.is_file() and not str(p.relative_to(root)).startswith(skip)}
+            if p.is_file() and not p.is_symlink() and not str(p.relative_to(root)).startswith(skip)}
+
+
+def links_of(root: Path) -> dict[str, str]:
+    """Every symbolic link under ``root``: where it points."""
+    return {str(p.relative_to(root)): os.readlink(p) for p in sorted(root.rglob("*")) if p.is_symlink()}
+
+
+def dpkg_root(root: Path) -> list[str]:
+    (root / "var/lib/dpkg/info").mkdir(parents=True)
+    (root / "var/lib/dpkg/updates").mkdir()
+    (root / "var/lib/dpkg/status").touch()
+    return ["dpkg", f"--root={root}", "--force-depends", "--force-script-chrootless"]
+
+
+PACKAGE_DOCS = ("changelog.gz", "copyright")
 
 
 @pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("rpmbuild") is None, reason="no dpkg or rpmbuild")
 def test_each_nodes_packages_install_its_rendered_tree(tmp_path: Path) -> None:
-    """Each node's Debian package (dpkg --unpack) and RPM (rpm -i), installed into a scratch root, put there
-    exactly the files `render --all` writes for the node, modes included; the Debian ones depend on lvsdr."""
-    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
+    """Each node's Debian package (dpkg -i) and RPM (rpm -i), installed into a scratch root, put there the
+    files `render --all` writes for the node, modes included (units in the packages' unit directory), and
+    the package's copyright and changelog; the Debian ones depend on lvsdr, the RPMs require it."""
     for example in ("web.toml", "ecmp.toml"):
         out = tmp_path / example
-        p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / example), "1.0",
-                            str(out)], env=env, capture_output=True, text=True, check=False)
+        p = node_packages(EXAMPLES / example, out)
         assert p.returncode == 0, p.stderr
         rendered = tmp_path / f"render-{example}"
         assert main(["render", str(EXAMPLES / example), "--all", "--output-dir", str(rendered)]) == 0
         nodes = sorted(d.name for d in rendered.iterdir())
         assert sorted(d.name.split("_")[0].removeprefix("lvsdr-") for d in out.glob("*.deb")) == nodes
         for node in nodes:
-            want = tree_of(rendered / node)
+            pkg = f"lvsdr-{node}"
             deb_root = tmp_path / "deb" / example / node
-            (deb_root / "var/lib/dpkg/info").mkdir(parents=True)
-            (deb_root / "var/lib/dpkg/updates").mkdir()
-            (deb_root / "var/lib/dpkg/status").touch()
-            deb = out / f"lvsdr-{node}_1.0_all.deb"
-            # installed and configured (its conffiles in place); its postinst sees DPKG_ROOT and enables nothing here
-            subprocess.run(["dpkg", f"--root={deb_root}", "--force-depends", "--force-script-chrootless", "-i",
-                            str(deb)], check=True, capture_output=True)
-            assert tree_of(deb_root, ("var/",)) == want, f"{deb.name} installs another tree than render --all"
+            deb = out / f"{pkg}_1.0_all.deb"
+            # installed and configured (its conffiles in place); its postinst sees DPKG_ROOT: nothing started
+            subprocess.run([*dpkg_root(deb_root), "-i", str(deb)], check=True, capture_output=True)
+            want = {packaged(f, pkg, node, "lib/systemd/system"): v for f, v in tree_of(rendered / node).items()}
+            got = tree_of(deb_root, ("var/",))
+            assert {f: v for f, v in got.items() if not f.startswith("usr/share/lintian/overrides/")
+                    and f not in [f"usr/share/doc/{pkg}/{d}" for d in PACKAGE_DOCS]} == want, deb.name
             depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True,
                                      check=True).stdout
             assert depends.split(",")[0].strip() == "lvsdr"
             rpm_root = tmp_path / "rpm" / example / node
-            rpm = out / f"lvsdr-{node}-1.0-1.noarch.rpm"
+            rpm = out / f"{pkg}-1.0-1.noarch.rpm"
             subprocess.run(["rpm", "--root", str(rpm_root), "--dbpath", "/rpmdb", "--initdb"], check=True,
                            capture_output=True)
             subprocess.run(["rpm", "--root", str(rpm_root), "--dbpath", "/rpmdb", "-i", "--nodeps", "--noscripts",
                             "--nosignature", str(rpm)], check=True, capture_output=True)
-            assert tree_of(rpm_root, ("rpmdb/",)) == want, f"{rpm.name} installs another tree than render --all"
+            want = {packaged(f, pkg, node, "usr/lib/systemd/system"): v for f, v in tree_of(rendered / node).items()}
+            got = tree_of(rpm_root, ("rpmdb/",))
+            assert {f: v for f, v in got.items() if f != f"usr/share/doc/{pkg}/copyright"} == want, rpm.name
             config = subprocess.run(["rpm", "-qpc", str(rpm)], capture_output=True, text=True, check=True).stdout
             assert sorted(config.split()) == sorted("/" + f for f in want if f.startswith("etc/"))
+            requires = subprocess.run(["rpm", "-qpR", str(rpm)], capture_output=True, text=True, check=True).stdout
+            assert "lvsdr" in requires.split()
+
+
+@pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("deb-systemd-helper") is None,
+                    reason="no dpkg or deb-systemd-helper")
+def test_a_node_package_enables_its_instances_and_purging_leaves_nothing(tmp_path: Path) -> None:
+    """Through dpkg into a scratch root (Debian's deb-systemd-helper acting there): installing enables the
+    node's own instances (the units' DefaultInstance); removing keeps the files under /etc and masks the
+    units; purging leaves the root as it was before the installation, links, state and files."""
+    p = node_packages(EXAMPLES / "web.toml", tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    for node, links in (("web1", {"multi-user.target.wants/lvsdr-realserver@web1.service":
+                                  "/lib/systemd/system/lvsdr-realserver@.service",
+                                  "multi-user.target.wants/lvsdr-realserver-watch@web1.service":
+                                  "/lib/systemd/system/lvsdr-realserver-watch@.service"}),
+                        ("lb1", {"keepalived.service.wants/lvsdr-agent@lb1.service":
+                                 "/lib/systemd/system/lvsdr-agent@.service",
+                                 "multi-user.target.wants/lvsdr-watch@lb1.service":
+                                 "/lib/systemd/system/lvsdr-watch@.service"})):
+        root = tmp_path / node
+        dpkg = dpkg_root(root)
+        before = tree_of(root), links_of(root)
+        subprocess.run([*dpkg, "-i", str(tmp_path / "out" / f"lvsdr-{node}_1.0_all.deb")], check=True,
+                       capture_output=True)
+        enabled = {k.removeprefix("etc/systemd/system/"): v for k, v in links_of(root).items()
+                   if k.startswith("etc/systemd/system/")}
+        assert enabled == links, enabled
+        subprocess.run([*dpkg, "--remove", f"lvsdr-{node}"], check=True, capture_output=True)
+        left = tree_of(root, ("var/",))
+        assert left and all(f.startswith("etc/") for f in left), left  # the conffiles stay until purge
+        masked = {k: v for k, v in links_of(root).items() if v == "/dev/null"}
+        assert sorted(masked) == sorted(f"etc/systemd/system/{v.rsplit('/', 1)[1]}" for v in links.values())
+        subprocess.run([*dpkg, "--purge", f"lvsdr-{node}"], check=True, capture_output=True)
+        after = {f: v for f, v in tree_of(root).items() if not f.startswith("var/lib/dpkg/")}, links_of(root)
+        assert after == ({f: v for f, v in before[0].items() if not f.startswith("var/lib/dpkg/")}, before[1])
+        leftovers = [str(d.relative_to(root)) for d in root.rglob("*") if d.is_dir() and not any(d.iterdir())
+                     and not str(d.relative_to(root)).startswith("var/lib/dpkg")]
+        # what deb-systemd-helper makes in an empty root, and every systemd host has
+        assert sorted(leftovers) == ["etc/systemd/system", "var/lib/systemd"], leftovers
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -198,21 +301,20 @@ def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.Cap
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
-def test_an_ecmp_directors_package_holds_bird_conf_and_enables_bird(tmp_path: Path) -> None:
-    """An ECMP director's package: bird.conf, keepalived's drain drop-in, a
-    dependency on bird2, and its postinst enables bird.service beside the agent."""
-    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
-    p = subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(EXAMPLES / "ecmp.toml"), "1.0",
-                        str(tmp_path)], env=env, capture_output=True, text=True, check=False)
+def test_an_ecmp_directors_package_holds_bird_conf_and_reloads_bird(tmp_path: Path) -> None:
+    """An ECMP director's package: bird.conf, keepalived's drain drop-in, a dependency on bird2, and its
+    postinst has BIRD read the bird.conf it installed."""
+    p = node_packages(EXAMPLES / "ecmp.toml", tmp_path)
     assert p.returncode == 0, p.stderr
     deb = str(tmp_path / "lvsdr-lb1_1.0_all.deb")
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
-    assert "./etc/bird/bird.conf" in listing and "./etc/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
+    assert "./etc/bird/bird.conf" in listing and "./lib/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
         in listing
     depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True).stdout
     assert depends.strip() == "lvsdr, keepalived, nftables, bird2"
-    postinst = (tmp_path / "tree" / "lb1" / "DEBIAN" / "postinst").read_text()
-    assert "bird.service" in postinst
+    postinst = subprocess.run(["dpkg-deb", "-I", deb, "postinst"], capture_output=True, text=True,
+                              check=True).stdout
+    assert "deb-systemd-invoke try-reload-or-restart 'bird.service'" in postinst
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
@@ -233,12 +335,10 @@ def test_the_drain_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def _node_packages(tmp_path: Path, text: str, out: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _node_packages(tmp_path: Path, text: str, out: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     cluster = tmp_path / "c.toml"
     cluster.write_text(text)
-    env = {**os.environ, "LVSDR": str(Path(sys.executable).parent / "lvsdr"), "SOURCE_DATE_EPOCH": "1700000000"}
-    return subprocess.run(["bash", str(REPO / "scripts" / "node-packages"), str(cluster), "1.0", out], env=env,
-                          cwd=cwd, capture_output=True, text=True, check=False)
+    return node_packages(cluster, out, cwd, **extra)
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("rpmbuild") is None, reason="no dpkg or rpm")
@@ -262,31 +362,60 @@ def test_two_nodes_that_would_be_one_package_are_refused(tmp_path: Path) -> None
     assert p.returncode == 2 and "nodes LB_1 and lb-1 would both be package lvsdr-lb-1" in p.stderr, p.stderr
 
 
-@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("unshare") is None, reason="no dpkg or unshare")
-def test_removing_a_node_package_stops_and_disables_its_units_an_upgrade_does_not(tmp_path: Path) -> None:
-    """The Debian package's prerm, run as dpkg runs it where systemd runs (a private mount namespace with
-    /run/systemd/system, systemctl recorded): `remove` stops and disables the node's units (a real server's stop
-    removes its suppression), `upgrade` touches nothing; postrm reloads systemd after removal."""
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"MAINTAINER": ""}, "MAINTAINER: who maintains these packages?"),
+    ({"MAINTAINER": "lvsdr <root@localhost>"}, "is not 'Name <user@domain>'"),
+    ({"MAINTAINER": "ops@example.org"}, "is not 'Name <user@domain>'"),
+    ({"MAINTAINER": "", "DEBFULLNAME": "Ops", "DEBEMAIL": "x"}, "is not 'Name <user@domain>'"),
+])
+def test_node_packages_need_a_real_maintainer(tmp_path: Path, extra: dict[str, str], expected: str) -> None:
+    """No maintainer, or one lintian calls bogus (root, localhost, no name): one line, exit 2, nothing built."""
+    env = {k: v for k, v in extra.items()}
+    p = _node_packages(tmp_path, (EXAMPLES / "web.toml").read_text(), str(tmp_path / "out"), tmp_path, **env)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and expected in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("unshare") is None
+                    or shutil.which("deb-systemd-invoke") is None, reason="no dpkg, unshare or deb-systemd-invoke")
+def test_a_node_packages_scripts_start_on_install_stop_on_removal_and_leave_an_upgrade_running(
+        tmp_path: Path) -> None:
+    """The Debian package's maintainer scripts, run as dpkg runs them where systemd runs (a private mount
+    namespace: /run/systemd/system, systemd's /etc and state on tmpfs, systemctl recorded; Debian's own
+    deb-systemd-helper and deb-systemd-invoke): installing starts the node's units, an upgrade neither
+    starts nor stops one, removal stops them (a real server's healer first: its stop removes the VIPs, then
+    the suppression) and reloads systemd."""
     p = _node_packages(tmp_path, (EXAMPLES / "web.toml").read_text(), str(tmp_path / "out"), tmp_path)
     assert p.returncode == 0, p.stderr
     stub = tmp_path / "bin" / "systemctl"
     stub.parent.mkdir()
     calls = tmp_path / "calls"
-    stub.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    # systemctl as deb-systemd-invoke asks it: every unit enabled and active
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *is-enabled*) echo enabled ;; esac\n')
     stub.chmod(0o755)
     for pkg, units in (("web1", ["lvsdr-realserver-watch@web1.service", "lvsdr-realserver@web1.service"]),
                        ("lb1", ["lvsdr-agent@lb1.service", "lvsdr-watch@lb1.service"])):
-        control = tmp_path / f"control-{pkg}"
-        subprocess.run(["dpkg-deb", "-e", str(tmp_path / "out" / f"lvsdr-{pkg}_1.0_all.deb"), str(control)],
-                       check=True)
-        for script, arg, want in (("prerm", "upgrade", []), ("prerm", "remove", [f"disable --now {u}" for u in units]),
-                                  ("postrm", "remove", ["daemon-reload"])):
+        deb = tmp_path / "out" / f"lvsdr-{pkg}_1.0_all.deb"
+        control, files = tmp_path / f"control-{pkg}", tmp_path / f"files-{pkg}"
+        subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True)
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(files)], check=True)
+        start = [f"--quiet --system start {u}" for u in units]
+        for script, args, want in (
+                ("postinst", "configure", ["--system daemon-reload", *start]),
+                ("postinst", "configure 0.9", ["--system daemon-reload"]),
+                ("prerm", "upgrade 1.1", []),
+                ("prerm", "remove", [f"stop {u}" for u in units]),
+                ("postrm", "remove", ["--system daemon-reload"])):
             calls.unlink(missing_ok=True)
-            run = (f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && PATH={stub.parent}:$PATH "
-                   f"sh {control / script} {arg}")
+            run = ("mount -t tmpfs none /run && mkdir -p /run/systemd/system && "
+                   "mount -t tmpfs none /etc/systemd/system && mkdir -p /var/lib/systemd && "
+                   "mount -t tmpfs none /var/lib/systemd && "
+                   f"cp {files}/lib/systemd/system/*.service /etc/systemd/system/ && "
+                   f"PATH={stub.parent}:$PATH sh -e {control / script} {args}")
             r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", run],
                                capture_output=True, text=True, check=False, env={k: v for k, v in os.environ.items()
                                                                                 if k != "DPKG_ROOT"})
             assert r.returncode == 0, r.stderr
-            got = calls.read_text().splitlines() if calls.exists() else []
-            assert got == want, (pkg, script, arg, got)
+            got = [c for c in (calls.read_text().splitlines() if calls.exists() else [])
+                   if "is-enabled" not in c and "is-active" not in c]
+            assert got == want, (pkg, script, args, got)

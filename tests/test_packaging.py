@@ -91,6 +91,19 @@ def debian_package(checkout: Path, out: Path) -> Path:
     return deb
 
 
+def assert_renders_as_the_checkout(packaged: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    """The packaged command (with ``env``) and this checkout's write the same `render --all` tree."""
+    for name in ("packaged", "checkout"):
+        cmd = packaged if name == "packaged" else [str(Path(sys.executable).parent / "lvsdr")]
+        r = subprocess.run([*cmd, "render", str(REPO / "examples/full.toml"), "--all", "--output-dir",
+                            str(tmp_path / name)], capture_output=True, text=True, check=False,
+                           env=env if name == "packaged" else None)
+        assert r.returncode == 0, r.stderr
+    trees = [{str(f.relative_to(tmp_path / n)): f.read_bytes() for f in sorted((tmp_path / n).rglob("*"))
+              if f.is_file()} for n in ("packaged", "checkout")]
+    assert trees[0] == trees[1] and trees[0]
+
+
 BUILDS_DEBIAN = all(shutil.which(t) for t in ("dpkg-buildpackage", "dh", "lintian"))
 
 
@@ -112,6 +125,7 @@ def test_the_lvsdr_debian_package_runs_on_debians_modules(tmp_path: Path) -> Non
     for tracked in subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True,
                                   check=True).stdout.splitlines():  # this checkout's tracked files, as they are now
         if (REPO / tracked).is_file() and not (REPO / tracked).is_symlink():
+            (clone / tracked).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / tracked, clone / tracked)
     (clone / "hooks" / "stray.py").write_text("raise SystemExit('an untracked file was shipped')\n")
     deb = debian_package(clone, tmp_path / "out")
@@ -139,15 +153,7 @@ def test_the_lvsdr_debian_package_runs_on_debians_modules(tmp_path: Path) -> Non
     where = subprocess.run([*packaged[:1], "-c", "import lvsdr, jinja2; print(lvsdr.__file__, jinja2.__file__)"],
                            capture_output=True, text=True, check=True, env=env).stdout.split()
     assert where[0].startswith(str(root)) and where[1].startswith("/usr/lib/python3/dist-packages/"), where
-    for name in ("packaged", "checkout"):
-        cmd = packaged if name == "packaged" else [str(Path(sys.executable).parent / "lvsdr")]
-        r = subprocess.run([*cmd, "render", str(REPO / "examples/full.toml"), "--all", "--output-dir",
-                            str(tmp_path / name)], capture_output=True, text=True, check=False,
-                           env=env if name == "packaged" else None)
-        assert r.returncode == 0, r.stderr
-    trees = [{str(f.relative_to(tmp_path / n)): f.read_bytes() for f in sorted((tmp_path / n).rglob("*"))
-              if f.is_file()} for n in ("packaged", "checkout")]
-    assert trees[0] == trees[1] and trees[0]
+    assert_renders_as_the_checkout(packaged, env, tmp_path)
     # the resident watcher on Debian's watchdog, in a namespace of the test's own with the cluster's eth0 (a veth);
     # no keepalived pid: it writes the config and reloads nothing
     ns = f"lt{os.getpid()}-pkg"
@@ -168,3 +174,58 @@ def test_the_lvsdr_debian_package_runs_on_debians_modules(tmp_path: Path) -> Non
             watch.terminate()
             watch.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+BUILDS_RPM = all(shutil.which(t) for t in ("rpmbuild", "rpmlint", "rpm"))
+
+
+@pytest.mark.long
+@pytest.mark.skipif(not BUILDS_RPM, reason="rpmbuild and rpmlint are not installed (scripts/setup installs them)")
+def test_the_lvsdr_rpm_passes_rpmlint_and_runs(tmp_path: Path) -> None:
+    """scripts/lvsdr-rpm's packages (rpm/lvsdr.spec by rpmbuild -ba from what git tracks): rpmlint finds no
+    error or warning in the spec, the source and the binary RPM (rpm/rpmlint.toml's filters, each with its
+    reason); the RPM requires the distribution's Python modules; installed into a scratch root it holds
+    the command (interpreter /usr/bin/python3), man pages that `man` finds, bash completion, the license,
+    and runs: `render --all` writes the same tree as this checkout."""
+    missing = subprocess.run(["/usr/bin/python3", "-c", f"import {', '.join(DEBIAN_MODULES)}"], capture_output=True,
+                             check=False).returncode
+    if missing:
+        pytest.skip("Debian's python3 modules are not installed (scripts/setup installs them)")
+    out = tmp_path / "out"
+    p = subprocess.run(["bash", str(REPO / "scripts" / "lvsdr-rpm"), str(out)], capture_output=True, text=True,
+                       check=False, env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    lint = (out / "rpmlint.txt").read_text()
+    assert "2 packages and 1 specfiles checked; 0 errors, 0 warnings" in lint, lint
+    (rpm,) = out.glob("lvsdr-*.noarch.rpm")
+    requires = subprocess.run(["rpm", "-qpR", str(rpm)], capture_output=True, text=True, check=True).stdout
+    assert all(f"python3-{m}" in requires for m in DEBIAN_MODULES), requires
+    root = tmp_path / "root"
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/rpmdb", "--initdb"], check=True, capture_output=True)
+    subprocess.run(["rpm", "--root", str(root), "--dbpath", "/rpmdb", "-i", "--nodeps", "--noscripts",
+                    "--nosignature", str(rpm)], check=True, capture_output=True)
+    command = root / "usr/bin/lvsdr"
+    assert command.read_text().splitlines()[0] == "#!/usr/bin/python3 -s"
+    page = subprocess.run(["man", "-M", str(root / "usr/share/man"), "-w", "lvsdr-watch"], capture_output=True,
+                          text=True, check=False)
+    assert page.returncode == 0 and page.stdout.strip().endswith("man1/lvsdr-watch.1.gz"), page
+    assert (root / "usr/share/bash-completion/completions/lvsdr").is_file()
+    assert list(root.glob("usr/share/licenses/lvsdr*/LICENSE"))
+    assert not [f for f in root.rglob("*") if f.is_symlink() and not f.exists()]  # examples/web.toml: a copy
+    (sitelib,) = root.glob("usr/lib/python3.*/site-packages")
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHONPATH": str(sitelib)}
+    assert_renders_as_the_checkout(["/usr/bin/python3", str(command)], env, tmp_path)
+
+
+def test_the_packages_carry_lvsdrs_one_version() -> None:
+    """pyproject.toml, lvsdr.__version__, debian/changelog's top entry and rpm/lvsdr.spec name one version."""
+    import re
+    import tomllib
+
+    import lvsdr
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    debian = re.match(r"lvsdr \(([^)]+)\)", (REPO / "debian/changelog").read_text())
+    spec = re.search(r"^Version:\s*(\S+)$", (REPO / "rpm/lvsdr.spec").read_text(), re.M)
+    assert debian and spec
+    assert [lvsdr.__version__, debian.group(1), spec.group(1)] == [version] * 3
