@@ -59,7 +59,7 @@ def merge(sides: list[Side], arp_method: str, addresses: dict[str, str], name: s
                          f"{first.file}: no vrrp_instance: nothing to build a cluster around")
     main = first.instances[0]
     directors = _directors(sides, main, addresses, comments)
-    cluster = _cluster(first, main, name, comments)
+    cluster = _cluster(first, main, name, comments, unmapped)
     data: Tables = {"cluster": cluster, "directors": directors}
     data["real_servers"], data["services"] = _services(first, arp_method, directors, comments, unmapped)
     if not data["real_servers"]:
@@ -90,20 +90,25 @@ def _priority(side: Side, inst: Instance) -> int:
     return same.priority if same is not None and same.priority is not None else KEEPALIVED_PRIORITY
 
 
+def _peer_name(name: str, i: int) -> str:
+    """The name of the i-th director inferred from a single file's unicast peers (--address NAME=IP names it)."""
+    return f"{name}-peer" if i == 0 else f"{name}-peer{i + 1}"
+
+
 def _directors(sides: list[Side], main: Instance, addresses: dict[str, str], comments: list[str]) -> list[Tables]:
     """[[directors]]: one per file, their priority in the main instance (keepalived's
     default where the file has none); with one file, its peer inferred."""
     directors: list[Tables] = [{"name": s.name, "address": addresses.get(s.name) or s.address,
                                 "priority": _priority(s, main)} for s in sides]
-    if len(sides) == 1:
+    if len(sides) == 1:  # one director per unicast_peer (at least one), each priority below the file's
         peers = main.peers or []
         prio = directors[0]["priority"]
-        other = max(1, prio - 50) if prio > 1 else 2
-        peer_name = f"{sides[0].name}-peer"
-        directors.append({"name": peer_name, "address": addresses.get(peer_name) or (peers[0] if peers else None),
-                          "priority": other})
-        comments.append(f"one keepalived.conf given: director {peer_name} is inferred (priority {other}, "
-                        f"address {'from unicast_peer' if peers else 'from --address'}); check it")
+        for i, peer in enumerate(peers or [None]):
+            other = max(1, prio - 50 - i) if prio > 1 else 2 + i
+            peer_name = _peer_name(sides[0].name, i)
+            directors.append({"name": peer_name, "address": addresses.get(peer_name) or peer, "priority": other})
+            comments.append(f"one keepalived.conf given: director {peer_name} is inferred (priority {other}, "
+                            f"address {'from unicast_peer' if peers else 'from --address'}); check it")
     missing = [d["name"] for d in directors if not d["address"]]
     if missing:
         raise InputError(f"--address: the address of director {', '.join(missing)} is not in the file (no "
@@ -113,7 +118,8 @@ def _directors(sides: list[Side], main: Instance, addresses: dict[str, str], com
     return directors
 
 
-def _cluster(first: Side, main: Instance, name: str | None, comments: list[str]) -> Tables:
+def _cluster(first: Side, main: Instance, name: str | None, comments: list[str],
+             unmapped: list[Unmapped]) -> Tables:
     """[cluster]: the main instance's VRRP settings, the operator's notify scripts, sync."""
     cluster: Tables = {"name": name or _cluster_name(main.name), "interface": main.interface or DEFAULT_INTERFACE,
                        "virtual_router_id": main.virtual_router_id}
@@ -139,6 +145,10 @@ def _cluster(first: Side, main: Instance, name: str | None, comments: list[str])
                                   ("port", first.sync_daemon.port))
                 if v is not None and not (k == "interface" and v == cluster["interface"])}
         cluster["sync_daemon"] = sync or True
+        if "preempt_delay" not in cluster and not main.nopreempt:
+            unmapped.append(Unmapped(main.where, f"vrrp_instance {main.name}", "no preempt_delay: with "
+                                     "sync_daemon lvsdr renders preempt_delay 60 (a returning director waits for "
+                                     "the sync before it takes the VIPs back; set preempt_delay to change it)"))
     if first.sync_group and len(first.instances) > 1:
         cluster["sync_group"] = True
     return cluster
@@ -267,7 +277,9 @@ def _instance_addresses(sides: list[Side], directors: list[Tables], inst: Instan
         srcs[s.name] = same.src if same is not None else None
     if len(sides) == 1:
         peers = inst.peers or []
-        srcs[directors[1]["name"]] = peers[0] if len(peers) == 1 else None
+        inferred = directors[1:]
+        for i, d in enumerate(inferred):
+            srcs[d["name"]] = peers[i] if len(peers) == len(inferred) else None
     known = {d["name"]: d["address"] for d in directors}
     if all(a in (None, known[n]) for n, a in srcs.items()):
         return None

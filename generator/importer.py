@@ -548,6 +548,10 @@ def _instance_list(side: Side, inst: Instance, c: Directive) -> None:
         inst.vips = _addresses(side, c)
     elif c.key == "virtual_ipaddress_excluded":
         inst.excluded = _addresses(side, c)
+        if inst.excluded:
+            side.unmapped.append(Unmapped(c.where, "virtual_ipaddress_excluded", "imported as [[vips]], which lvsdr "
+                                          "renders in virtual_ipaddress (in the adverts too; the same holder, the "
+                                          "same failover)"))
     elif c.key == "track_script":
         inst.track_scripts = [t.words[0] for t in c.block()]
     elif c.key == "track_interface":
@@ -714,6 +718,10 @@ def _add_real_server(side: Side, c: Directive, svc: VirtualServer) -> None:
     if b is not None and vs_port is not None and len(c.args) > 1 and c.args[1] != str(vs_port):
         side.skip(c, f"port {c.args[1]} differs from the virtual server's {vs_port}: DR forwards to the same port "
                      f"(imported on {vs_port}; use listen_port with iptables or firewalld)")
+    elif b is not None and vs_port is None and len(c.args) > 1 and isinstance(svc.port, list):
+        side.unmapped.append(Unmapped(c.where, " ".join(c.words), f"a port in a virtual_server group of ports "
+                                      f"{', '.join(map(str, svc.port))}: DR forwards each to its own port; lvsdr "
+                                      "renders the real_server without one (keepalived warns of the others)"))
     if b is not None:
         svc.backends.append(b)
 

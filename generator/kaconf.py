@@ -2,10 +2,13 @@
 function it is given): lines end at \\n only, comments start at # or !
 anywhere outside quotes (``\\#`` and ``\\!`` are the signs themselves), blocks,
 quoted strings, ``include`` (globs, relative to the including file), ``@ID``
-conditional lines and ``$NAME=value`` definitions. A trailing backslash
-continues a line only in a ``$NAME=`` definition (keepalived's multi-line
-definitions, which expand into several lines): those are refused in one
-line. The result is a tree of directives, each with its file and line, for
+conditional lines, ``$NAME=value`` definitions and the ``~SEQ``/``~LST``
+line repeaters (``~SEQ(i, 1, 3) real_server 192.0.2.$i 80 {...}``: the rest of
+the line once per value, ``$i`` defined each time; ``~SEQx`` in hex;
+``~LST(i, a, b)`` or ``~LST({i, j}, {a, b}, {c, d})`` over values). A trailing
+backslash continues a line only in a ``$NAME=`` definition (keepalived's
+multi-line definitions, which expand into several lines): those are refused
+in one line. The result is a tree of directives, each with its file and line, for
 ``importer.py``.
 """
 
@@ -55,9 +58,15 @@ class Notes:
 
 
 _VAR_DEF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
-_VAR_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+_VAR_USE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)((?: +[0-9]+)*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+# keepalived 2.2.7's standard definitions (set_std_definitions()): _HASH and _BANG are the signs (never a
+# comment), _INSTANCE the config id (-i); _PWD (its working directory) and _RANDOM [MIN MAX] (a new number at
+# each use) have no value an import could know
+BUILTINS = {"_HASH": "\\#", "_BANG": "\\!"}
+UNKNOWABLE = {"_PWD": "keepalived's working directory", "_RANDOM": "a random number keepalived draws at each use"}
 MAX_INCLUDE_DEPTH = 8
 MAX_LOADS = 1000  # files read in all, an included file counted each time: eight files of eight includes are 8**7
+MAX_REPEATS = 100_000  # lines ~SEQ and ~LST make in all (keepalived has no bound; a typo can make billions)
 MAX_TEXT = 64 << 20  # characters of all lines read, after $NAME substitution (a 1 MB variable used 3,000 times)
 BLOCK_KEYWORDS = ("global_defs", "vrrp_instance", "virtual_server", "vrrp_script", "vrrp_sync_group",
                   "virtual_server_group", "static_ipaddress", "static_routes", "vrrp_track_file", "track_file",
@@ -126,9 +135,9 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
     ``-i``: lines ``@ID ...`` apply only when it matches, ``@^ID ...`` unless it
     does. Raises InputError for what keepalived would not read at all."""
     notes = notes if notes is not None else Notes()
-    variables: dict[str, str] = {}
+    variables: dict[str, str] = dict(BUILTINS) | ({"_INSTANCE": config_id} if config_id is not None else {})
     lines: list[tuple[str, int, str]] = []
-    _load(path, read, config_id, notes, variables, lines, 0, [0, 0])
+    _load(path, read, config_id, notes, variables, lines, 0, [0, 0, 0])
     pos = 0
 
     def block(depth: int) -> tuple[Directive, ...]:
@@ -178,7 +187,8 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
 
 def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: Notes,
           variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int]) -> None:
-    """Read ``path`` into ``lines``; ``spent`` is [files read, characters taken] of the whole reading, each capped."""
+    """Read ``path`` into ``lines``; ``spent`` is [files read, characters taken, lines repeated] of the whole
+    reading, each capped."""
     if depth > MAX_INCLUDE_DEPTH:
         raise InputError(f"{path}: includes nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)")
     spent[0] += 1
@@ -205,39 +215,137 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
             if (name == config_id) == negate:
                 continue
             line = rest.strip(WHITESPACE)
-        if not line or line[0] in "#!":
-            continue
-        m = _VAR_DEF.fullmatch(line)
-        if m:
-            if m.group(2).rstrip(WHITESPACE).endswith("\\"):
-                raise InputError(f"{path}:{start}: ${m.group(1)} is a multi-line definition (its line ends in a "
-                                 "backslash): keepalived expands it into several lines; lvsdr's import does not "
-                                 "read those (write its lines out where it is used)")
-            variables[m.group(1)] = m.group(2).strip()
-            continue
-        if "$" in line:
-            line = _expand(line, variables, MAX_TEXT - spent[1], f"{path}:{start}")
-        spent[1] += len(line)
-        if spent[1] > MAX_TEXT:
-            raise InputError(f"{path}:{start}: more than {MAX_TEXT >> 20} MiB of configuration in all (with "
-                             "$NAME substituted); not imported")
-        words = _tokens(line)
-        if words and words[0][0] == "include" and len(words) >= 2:
-            pattern = words[1][0]
-            if not os.path.isabs(pattern):
-                pattern = os.path.join(os.path.dirname(path), pattern)
-            found = sorted(glob.glob(pattern))
-            if not found:
-                notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
-            for inc in found:
-                try:
-                    _load(inc, read, config_id, notes, variables, lines, depth + 1, spent)
-                except InputError as e:
-                    if str(e).startswith(f"{inc}:"):  # the included file itself: say where it was included
-                        raise InputError(f"{path}:{start}: include {words[1][0]}: {e}") from None
-                    raise
-            continue
-        lines.append((path, start, line))
+        _line(line, path, start, read, config_id, notes, variables, lines, depth, spent)
+
+
+def _line(line: str, path: str, start: int, read: Callable[[str], str], config_id: str | None, notes: Notes,
+          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int]) -> None:
+    """One line of ``path`` (its conditional taken off): a comment, a definition, a repeater (each line
+    it makes taken in turn, as keepalived does), an include, or a line of configuration."""
+    if not line or line[0] in "#!":
+        return
+    m = _VAR_DEF.fullmatch(line)
+    if m:
+        if m.group(2).rstrip(WHITESPACE).endswith("\\"):
+            raise InputError(f"{path}:{start}: ${m.group(1)} is a multi-line definition (its line ends in a "
+                             "backslash): keepalived expands it into several lines; lvsdr's import does not "
+                             "read those (write its lines out where it is used)")
+        variables[m.group(1)] = m.group(2).strip()
+        return
+    if line.startswith(("~SEQ", "~LST")):
+        names, value_sets, text = (_seq(line, variables) if line[1] == "S" else _lst(line))
+        if names is None:
+            raise InputError(f"{path}:{start}: invalid {line[:4]} specification {line!r} (keepalived refuses it too)")
+        for values in value_sets:
+            spent[2] += 1
+            if spent[2] > MAX_REPEATS:
+                raise InputError(f"{path}:{start}: ~SEQ and ~LST make more than {MAX_REPEATS} lines in all; "
+                                 "not imported")
+            variables.update(zip(names, values, strict=True))
+            _line(text, path, start, read, config_id, notes, variables, lines, depth, spent)
+        return
+    if "$" in line:
+        line = _expand(line, variables, MAX_TEXT - spent[1], f"{path}:{start}")
+    spent[1] += len(line)
+    if spent[1] > MAX_TEXT:
+        raise InputError(f"{path}:{start}: more than {MAX_TEXT >> 20} MiB of configuration in all (with "
+                         "$NAME substituted); not imported")
+    words = _tokens(line)
+    if words and words[0][0] == "include" and len(words) >= 2:
+        pattern = words[1][0]
+        if not os.path.isabs(pattern):
+            pattern = os.path.join(os.path.dirname(path), pattern)
+        found = sorted(glob.glob(pattern))
+        if not found:
+            notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
+        for inc in found:
+            try:
+                _load(inc, read, config_id, notes, variables, lines, depth + 1, spent)
+            except InputError as e:
+                if str(e).startswith(f"{inc}:"):  # the included file itself: say where it was included
+                    raise InputError(f"{path}:{start}: include {words[1][0]}: {e}") from None
+                raise
+        return
+    lines.append((path, start, line))
+
+
+_SEQ = re.compile(r"~SEQ(x?)[ \t]*\([ \t]*([^ \t,)]+)[ \t]*,([^)]*)\)[ \t]*(.*)", re.S)
+_NUMBER = re.compile(r"[ \t]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)[ \t]*")
+
+
+def _seq(line: str, variables: dict[str, str]) -> tuple[tuple[str, ...] | None, list[tuple[str, ...]], str]:
+    """``~SEQ[x](var, [start,] [step,] end) text`` as keepalived 2.2.7's add_seq() reads it (its numbers
+    through $NAME first, then strtol's bases: 0x hex, 0 octal): (var,), one value per line, the text."""
+    m = _SEQ.fullmatch(line)
+    if not m:
+        return None, [], ""
+    hexa, var, params, text = m.groups()
+    params = _VAR_USE.sub(lambda v: _value(v, variables, "~SEQ"), params)
+    numbers = []
+    for part in params.split(","):
+        n = _NUMBER.fullmatch(part)
+        if not n:
+            return None, [], ""
+        digits = n.group(2)
+        value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits[0] == "0" else int(digits)
+        numbers.append(-value if n.group(1) == "-" else value)
+    if len(numbers) == 1:
+        end = numbers[0]
+        start, step = (-1 if end < 0 else 1), (-1 if end < 1 else 1)
+    elif len(numbers) == 2:
+        start, end = numbers
+        step = 1 if start <= end else -1
+    elif len(numbers) == 3:
+        start, step, end = numbers
+        if not step or (start < end and step < 0) or (start > end and step > 0):
+            return None, [], ""
+    else:
+        return None, [], ""
+    if hexa and (start < 0 or end < 0):
+        return None, [], ""
+    count = max(0, (end - start) // step + 1)
+    if count > MAX_REPEATS:
+        count = MAX_REPEATS + 1  # refused by the caller's count, without building billions of values
+    values = [start + i * step for i in range(count)]
+    return (var,), [(f"{v:x}" if hexa else str(v),) for v in values], text
+
+
+def _lst(line: str) -> tuple[tuple[str, ...] | None, list[tuple[str, ...]], str]:
+    """``~LST(var, a, b) text`` or ``~LST({v1, v2}, {a1, a2}, {b1, b2}) text`` as keepalived 2.2.7's add_lst()
+    reads it: the names, one set of values per line (missing ones blank), the text."""
+    p = line[4:].lstrip(" \t")
+    if not p.startswith("("):
+        return None, [], ""
+    p = p[1:].lstrip(" \t")
+
+    def group(p: str) -> tuple[list[str], str] | None:
+        """Words separated by commas: one (then ``p`` is at , or ``)``), or a {braced} list."""
+        if not p.startswith("{"):
+            word = re.match(r"[^ \t,})]*", p)
+            assert word is not None
+            return [word.group(0)], p[word.end():].lstrip(" \t")
+        words = [w.strip(" \t") for w in p[1:].split("}", 1)[0].split(",")] if "}" in p else None
+        if words is None:
+            return None
+        return words, p[1:].split("}", 1)[1].lstrip(" \t")
+
+    got = group(p)
+    if got is None or not got[0][0] or not got[1].startswith(","):
+        return None, [], ""
+    names, p = got[0], got[1][1:].lstrip(" \t")
+    sets: list[tuple[str, ...]] = []
+    while True:
+        got = group(p)
+        if got is None or len(got[0]) > len(names):
+            return None, [], ""
+        values, p = got
+        sets.append(tuple(values) + ("",) * (len(names) - len(values)))
+        if p.startswith(")"):
+            break
+        if not p.startswith(","):
+            return None, [], ""
+        p = p[1:].lstrip(" \t")
+    return tuple(names), sets, p[1:].lstrip(" \t")
 
 
 def _expand(line: str, variables: dict[str, str], room: int, where: str) -> str:
@@ -246,10 +354,23 @@ def _expand(line: str, variables: dict[str, str], room: int, where: str) -> str:
     counted before anything is built."""
     size, last = 0, 0
     for m in _VAR_USE.finditer(line):
-        value = variables.get(m.group(1) or m.group(2), m.group(0))
+        value = _value(m, variables, where)
         size += m.start() - last + len(value)
         last = m.end()
         if size > room:
             raise InputError(f"{where}: more than {MAX_TEXT >> 20} MiB of configuration in all (with $NAME "
                              "substituted); not imported")
-    return _VAR_USE.sub(lambda v: variables.get(v.group(1) or v.group(2), v.group(0)), line)
+    return _VAR_USE.sub(lambda v: _value(v, variables, where), line)
+
+
+def _value(m: re.Match[str], variables: dict[str, str], where: str) -> str:
+    """What keepalived puts for one $NAME, ${NAME} or ${_RANDOM MIN MAX}: the definition's value, the text
+    itself when nothing is defined so (or a user definition is given parameters), refused where the value is
+    one only keepalived knows."""
+    name = m.group(1) or m.group(3)
+    if name in UNKNOWABLE or (name == "_INSTANCE" and name not in variables):
+        why = UNKNOWABLE.get(name, "the config id, keepalived's -i, else the host's name (give --config-id)")
+        raise InputError(f"{where}: {m.group(0)} is {why}: lvsdr's import cannot know its value (write it out)")
+    if m.group(2):  # parameters: only _RANDOM takes them
+        return m.group(0)
+    return variables.get(name, m.group(0))

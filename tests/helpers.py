@@ -356,6 +356,8 @@ def _span(tree: tuple[Any, ...], match: str) -> tuple[str, int, int] | None:
             vrid = next((c.args[0] for c in d.block() if c.key == "virtual_router_id" and c.args), "?")
             if not rest.startswith(vrid):
                 continue
+        elif d.args[:1] == ("group",) and rest.startswith("group "):
+            pass  # a virtual_server group: the difference names the group's entries, the file its name
         elif not rest.startswith(" ".join(d.args)):
             continue
         lines = [d.line]
@@ -381,6 +383,10 @@ def unexplained(paths: list[Path], arp: str, addresses: dict[str, str] | None = 
     job = import_files([str(p) for p in paths], read_path, arp, addresses or {})
     cluster = parse_cluster(tomllib.loads(job.text))
     named = [(u.where.rsplit(":", 1)[0], int(u.where.rsplit(":", 1)[1])) for u in job.imported.unmapped]
+    for note in job.notes:  # what the reader skipped (a conditional line): "file:line: text"
+        where, _, line = note.split(": ", 1)[0].rpartition(":")
+        if line.isdigit():
+            named.append((where, int(line)))
     out = []
     for node, tree in job.trees.items():
         rendered = render_keepalived(cluster, node, "import")

@@ -88,3 +88,56 @@ def test_escaped_comment_signs_and_multi_line_definitions() -> None:
     assert shape(tree) == [(("global_defs",), [("router_id", "lb#1"), ("notification_email_from", "a!b", "c\\#d")])]
     with pytest.raises(InputError, match=r"^/k/keepalived.conf:1: \$VIPS is a multi-line definition"):
         read({"/k/keepalived.conf": "$VIPS=192.0.2.100 \\\n  192.0.2.101\nglobal_defs {\n}\n"})
+
+
+def _words(text: str) -> list[tuple[str, ...]]:
+    return [d.words for d in read_keepalived("k.conf", {"k.conf": text}.__getitem__)]
+
+
+def test_seq_repeats_its_line_as_keepalived_does() -> None:
+    """~SEQ(var, end), (var, start, end), (var, start, step, end), numbers in strtol's bases and through $NAME,
+    ~SEQx in hex, nested on one line; the variable stays defined after, as keepalived's set_definition leaves it."""
+    assert _words("~SEQ(i, 3) a $i") == [("a", "1"), ("a", "2"), ("a", "3")]
+    assert _words("~SEQ(i, 3, 1) a $i") == [("a", "3"), ("a", "2"), ("a", "1")]
+    assert _words("~SEQ(i, 1, 2, 6) a $i") == [("a", "1"), ("a", "3"), ("a", "5")]
+    assert _words("$S=010\n~SEQ(i, $S, 0x0a) a $i") == [("a", "8"), ("a", "9"), ("a", "10")]
+    assert _words("~SEQx(i, 9, 11) a ${i}") == [("a", "9"), ("a", "a"), ("a", "b")]
+    assert _words("~SEQ(i, 2) ~SEQ(j, 2) a $i$j") == [("a", "11"), ("a", "12"), ("a", "21"), ("a", "22")]
+    assert _words("~SEQ(i, 2) x\nlast $i") == [("x",), ("x",), ("last", "2")]
+
+
+def test_lst_repeats_its_line_over_values() -> None:
+    """~LST(var, a, b) and ~LST({v, w}, {a, b}, {c}) (a missing value blank), as keepalived 2.2.7's add_lst()."""
+    assert _words("~LST(h, a, b) x $h") == [("x", "a"), ("x", "b")]
+    assert _words("~LST({h, w}, {a, 1}, {b}) x $h w$w") == [("x", "a", "w1"), ("x", "b", "w")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("~SEQ(i) a", "k.conf:1: invalid ~SEQ specification"),
+    ("~SEQ(i, 1, 0, 3) a", "k.conf:1: invalid ~SEQ specification"),
+    ("~SEQ(i, 1, -1, 3) a", "k.conf:1: invalid ~SEQ specification"),
+    ("~SEQx(i, -1, 3) a", "k.conf:1: invalid ~SEQ specification '~SEQx"),
+    ("~SEQ(i, one) a", "k.conf:1: invalid ~SEQ specification"),
+    ("~LST(h) a", "k.conf:1: invalid ~LST specification"),
+    ("~LST({h}, {a, b}) a", "k.conf:1: invalid ~LST specification"),
+    ("~SEQ(i, 1, 1000000000) a $i", "k.conf:1: ~SEQ and ~LST make more than 100000 lines in all"),
+    ("~SEQ(i, 400) ~SEQ(j, 400) a", "k.conf:1: ~SEQ and ~LST make more than 100000 lines in all"),
+])
+def test_a_bad_or_runaway_repeater_is_refused_in_one_line(text: str, expected: str) -> None:
+    """A ~SEQ/~LST keepalived refuses, or one that makes more than 100,000 lines (keepalived has no bound: a typo
+    makes billions), is one InputError naming the file and line; nothing is built first."""
+    with pytest.raises(InputError) as e:
+        read_keepalived("k.conf", {"k.conf": text}.__getitem__)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_keepalived_standard_definitions() -> None:
+    """$_HASH and $_BANG are the signs (not a comment), ${_INSTANCE} the config id; $_PWD, ${_RANDOM MIN MAX}
+    and $_INSTANCE without a config id have values only keepalived knows: one line, naming file and line."""
+    assert _words("a $_HASH b ${_BANG}c") == [("a", "#", "b", "!c")]
+    assert [d.words for d in read_keepalived("k.conf", {"k.conf": "i ${_INSTANCE}"}.__getitem__, "lb1")] == [
+        ("i", "lb1")]
+    for text in ("x ${_RANDOM 1 9}", "x $_PWD", "x $_INSTANCE"):
+        with pytest.raises(InputError) as e:
+            read_keepalived("k.conf", {"k.conf": text}.__getitem__)
+        assert str(e.value).startswith("k.conf:1: $") and "cannot know its value" in str(e.value)
