@@ -66,6 +66,7 @@ BUILTINS = {"_HASH": "\\#", "_BANG": "\\!"}
 UNKNOWABLE = {"_PWD": "keepalived's working directory", "_RANDOM": "a random number keepalived draws at each use"}
 MAX_INCLUDE_DEPTH = 8
 MAX_LOADS = 1000  # files read in all, an included file counted each time: eight files of eight includes are 8**7
+MAX_NESTED = 8  # ~SEQ/~LST on one line, each inside the one before
 MAX_REPEATS = 100_000  # lines ~SEQ and ~LST make in all (keepalived has no bound; a typo can make billions)
 MAX_TEXT = 64 << 20  # characters of all lines read, after $NAME substitution (a 1 MB variable used 3,000 times)
 BLOCK_KEYWORDS = ("global_defs", "vrrp_instance", "virtual_server", "vrrp_script", "vrrp_sync_group",
@@ -219,9 +220,11 @@ def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: N
 
 
 def _line(line: str, path: str, start: int, read: Callable[[str], str], config_id: str | None, notes: Notes,
-          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int]) -> None:
+          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int],
+          nested: int = 0) -> None:
     """One line of ``path`` (its conditional taken off): a comment, a definition, a repeater (each line
-    it makes taken in turn, as keepalived does), an include, or a line of configuration."""
+    it makes taken in turn, as keepalived does; ``nested`` repeaters around it), an include, or a line
+    of configuration."""
     if not line or line[0] in "#!":
         return
     m = _VAR_DEF.fullmatch(line)
@@ -233,6 +236,8 @@ def _line(line: str, path: str, start: int, read: Callable[[str], str], config_i
         variables[m.group(1)] = m.group(2).strip()
         return
     if line.startswith(("~SEQ", "~LST")):
+        if nested >= MAX_NESTED:
+            raise InputError(f"{path}:{start}: more than {MAX_NESTED} ~SEQ/~LST nested on one line; not imported")
         names, value_sets, text = (_seq(line, variables) if line[1] == "S" else _lst(line))
         if names is None:
             raise InputError(f"{path}:{start}: invalid {line[:4]} specification {line!r} (keepalived refuses it too)")
@@ -242,7 +247,7 @@ def _line(line: str, path: str, start: int, read: Callable[[str], str], config_i
                 raise InputError(f"{path}:{start}: ~SEQ and ~LST make more than {MAX_REPEATS} lines in all; "
                                  "not imported")
             variables.update(zip(names, values, strict=True))
-            _line(text, path, start, read, config_id, notes, variables, lines, depth, spent)
+            _line(text, path, start, read, config_id, notes, variables, lines, depth, spent, nested + 1)
         return
     if "$" in line:
         line = _expand(line, variables, MAX_TEXT - spent[1], f"{path}:{start}")

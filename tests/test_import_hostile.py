@@ -144,7 +144,10 @@ def test_include_of_a_missing_file_is_a_note_and_of_a_device_one_line(tmp_path: 
 LINES = [b"vrrp_instance VI_1 {", b"}", b"{", b"virtual_server 192.0.2.100 80 {", b"real_server 192.0.2.11 80 {",
          b"weight 3", b"priority 150", b"include x", b"$X=1", b"@lb1 priority 9", b'"', b"#", b"!", b"\\",
          b"lb_kind DR", b"lb_algo mh", b"\xff\xfe", b"\0", b"\x0c", "\u2028".encode(), b"sorry_server", b"quorum -1",
-         b"virtual_router_id 300", b"advert_int 0.001", b"delay_loop 99999999999999999999", b"TCP_CHECK {"]
+         b"virtual_router_id 300", b"advert_int 0.001", b"delay_loop 99999999999999999999", b"TCP_CHECK {",
+         b"~SEQ(i, 3) weight $i", b"~SEQ(i, 0x7fffffffffffffff) x", b"~SEQx(i, -2)", b"~SEQ(", b"~LST({a, b}, {1}) $a",
+         b"~LST(a, {1, 2}) $a", b"~SEQ(i, 2) ~LST(j, 1, 2) real_server 192.0.2.1$i$j 80 {", b"${_RANDOM 1 2}",
+         b"$_HASH", b"${_INSTANCE}", b"$_PWD"]
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -122,6 +122,7 @@ def test_lst_repeats_its_line_over_values() -> None:
     ("~LST({h}, {a, b}) a", "k.conf:1: invalid ~LST specification"),
     ("~SEQ(i, 1, 1000000000) a $i", "k.conf:1: ~SEQ and ~LST make more than 100000 lines in all"),
     ("~SEQ(i, 400) ~SEQ(j, 400) a", "k.conf:1: ~SEQ and ~LST make more than 100000 lines in all"),
+    ("~SEQ(i, 1) " * 5000 + "a", "k.conf:1: more than 8 ~SEQ/~LST nested on one line"),
 ])
 def test_a_bad_or_runaway_repeater_is_refused_in_one_line(text: str, expected: str) -> None:
     """A ~SEQ/~LST keepalived refuses, or one that makes more than 100,000 lines (keepalived has no bound: a typo
