@@ -17,6 +17,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The lab's groups (one fixture, one worker: scripts/test runs --dist loadgroup) hold, or the run does not
+    start: pytest 9.2 with pytest-xdist 3.8 silently ignores xdist_group (pytest-dev/pytest-xdist#1386: the
+    group rides in the node id, which pytest 9.2 no longer lets a plugin change), and every worker then built
+    every group's lab. pyproject.toml pins pytest below 9.2 for it."""
+    if config.getvalue("dist") != "loadgroup":
+        return
+    import xdist
+    from packaging.version import Version
+
+    if Version(pytest.__version__) >= Version("9.2") and Version(xdist.__version__) < Version("3.9"):
+        raise pytest.UsageError(f"--dist loadgroup does not group with pytest {pytest.__version__} and "
+                                f"pytest-xdist {xdist.__version__} (pytest-dev/pytest-xdist#1386): install "
+                                "pytest<9.2 (pyproject.toml's test extra)")
+
+
 @pytest.fixture(autouse=True)
 def host_is_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test changes the machine it runs on: in this process the gateway

@@ -121,6 +121,24 @@ def node_packages(cluster: Path, out: Path | str, cwd: Path | None = None,
                           cwd=cwd, capture_output=True, text=True, check=False)
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The node packages of examples/web.toml and examples/ecmp.toml, built once for the tests of the
+    "node-packages" group (one worker builds them)."""
+    if shutil.which("dpkg-deb") is None or shutil.which("rpmbuild") is None:
+        pytest.skip("no dpkg-deb or rpmbuild here")
+    out = {}
+    for example in ("web.toml", "ecmp.toml"):
+        d = tmp_path_factory.mktemp("node-packages") / example
+        p = node_packages(EXAMPLES / example, d)
+        assert p.returncode == 0, p.stderr
+        out[example] = d
+    return out
+
+
+PACKAGES = pytest.mark.xdist_group("node-packages")
+
+
 def packaged(path: str, pkg: str, node: str, unitdir: str) -> str:
     """Where a package puts a file `render --all` writes: units where packages put them, the README in
     the package's doc directory (the one mapping of scripts/node-packages)."""
@@ -130,20 +148,21 @@ def packaged(path: str, pkg: str, node: str, unitdir: str) -> str:
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
-def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
+@PACKAGES
+def test_one_reproducible_package_per_node(tmp_path: Path, built: dict[str, Path]) -> None:
     """scripts/node-packages, the documented recipe (docs/packaging.md): the same bytes twice, units where
     packages put them, the copyright, changelog and overrides Debian's policy asks for."""
     digests = []
-    for run in ("one", "two"):
-        p = node_packages(EXAMPLES / "web.toml", tmp_path / run)
-        assert p.returncode == 0, p.stderr
-        debs = sorted((tmp_path / run).glob("*.deb"))
+    p = node_packages(EXAMPLES / "web.toml", tmp_path / "two")
+    assert p.returncode == 0, p.stderr
+    for out in (built["web.toml"], tmp_path / "two"):
+        debs = sorted(out.glob("*.deb"))
         assert [d.name for d in debs] == [f"lvsdr-{n}_1.0_all.deb" for n in ("lb1", "lb2", "web1", "web2")]
-        rpms = sorted((tmp_path / run).glob("*.rpm"))
+        rpms = sorted(out.glob("*.rpm"))
         assert [r.name for r in rpms] == [f"lvsdr-{n}-1.0-1.noarch.rpm" for n in ("lb1", "lb2", "web1", "web2")]
         digests.append([hashlib.sha256(d.read_bytes()).hexdigest() for d in debs + rpms])
     assert digests[0] == digests[1]
-    listing = subprocess.run(["dpkg-deb", "-c", str(tmp_path / "one" / "lvsdr-lb1_1.0_all.deb")],
+    listing = subprocess.run(["dpkg-deb", "-c", str(built["web.toml"] / "lvsdr-lb1_1.0_all.deb")],
                              capture_output=True, text=True, check=True).stdout
     files = [(line.split()[0], line.split()[1], line.split()[-1]) for line in listing.splitlines()
              if not line.startswith("d")]
@@ -156,7 +175,7 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
         ("-rw-r--r--", "root/root", "./usr/share/doc/lvsdr-lb1/copyright"),
         ("-rw-r--r--", "root/root", "./usr/share/lintian/overrides/lvsdr-lb1"),
     ]
-    info = subprocess.run(["dpkg-deb", "-f", str(tmp_path / "one" / "lvsdr-web1_1.0_all.deb"), "Package",
+    info = subprocess.run(["dpkg-deb", "-f", str(built["web.toml"] / "lvsdr-web1_1.0_all.deb"), "Package",
                            "Version", "Maintainer"], capture_output=True, text=True, check=True).stdout
     assert info.splitlines() == ["Package: lvsdr-web1", "Version: 1.0", f"Maintainer: {MAINTAINER}"]
 
@@ -164,25 +183,24 @@ def test_one_reproducible_package_per_node(tmp_path: Path) -> None:
 LINTS = all(shutil.which(t) for t in ("lintian", "rpmlint"))
 
 
+@PACKAGES
 @pytest.mark.skipif(not LINTS, reason="lintian and rpmlint are not installed (scripts/setup installs them)")
-def test_node_packages_pass_lintian_and_rpmlint(tmp_path: Path) -> None:
-    """Every node package of the VRRP and the ECMP example passes lintian (errors, warnings, pedantic,
-    experimental and info tags: none) and rpmlint with rpm/rpmlint.toml (0 errors, 0 warnings); every
-    override is used."""
-    for example in ("web.toml", "ecmp.toml"):
-        out = tmp_path / example
-        p = node_packages(EXAMPLES / example, out)
-        assert p.returncode == 0, p.stderr
-        debs, rpms = sorted(out.glob("*.deb")), sorted(out.glob("*.rpm"))
-        assert debs and len(rpms) == len(debs)
-        lint = subprocess.run(["lintian", "-E", "-I", "--pedantic", "--fail-on", "error,warning,info,pedantic",
-                               *map(str, debs)], capture_output=True, text=True, check=False)
-        tags = [t for t in lint.stdout.splitlines() if t.strip()]
-        assert lint.returncode == 0 and tags == [], tags
-        for rpm in rpms:
-            r = subprocess.run(["rpmlint", "-c", str(REPO / "rpm" / "rpmlint.toml"), str(rpm)], cwd=tmp_path,
-                               capture_output=True, text=True, check=False)
-            assert r.returncode == 0 and " 0 errors, 0 warnings" in r.stdout, r.stdout
+def test_node_packages_pass_lintian_and_rpmlint(built: dict[str, Path]) -> None:
+    """A node package of each kind passes lintian (errors, warnings, pedantic, experimental and info tags:
+    none; every override used): a VRRP director (web.toml's lb1), an ECMP director and a real server
+    (ecmp.toml's lb1 and web1); and every node RPM of both examples rpmlint with rpm/rpmlint.toml (0 errors,
+    0 warnings)."""
+    debs = [built["web.toml"] / "lvsdr-lb1_1.0_all.deb", built["ecmp.toml"] / "lvsdr-lb1_1.0_all.deb",
+            built["ecmp.toml"] / "lvsdr-web1_1.0_all.deb"]
+    lint = subprocess.run(["lintian", "-E", "-I", "--pedantic", "--fail-on", "error,warning,info,pedantic",
+                           *map(str, debs)], capture_output=True, text=True, check=False)
+    tags = [t for t in lint.stdout.splitlines() if t.strip()]
+    assert lint.returncode == 0 and tags == [], tags
+    rpms = sorted(f for d in built.values() for f in d.glob("*.rpm"))
+    assert len(rpms) == 10
+    r = subprocess.run(["rpmlint", "-c", str(REPO / "rpm" / "rpmlint.toml"), *map(str, rpms)], cwd=rpms[0].parent,
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "10 packages and 0 specfiles checked; 0 errors, 0 warnings" in r.stdout, r.stdout
 
 
 def tree_of(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, bytes]]:
@@ -206,15 +224,14 @@ def dpkg_root(root: Path) -> list[str]:
 PACKAGE_DOCS = ("changelog.gz", "copyright")
 
 
+@PACKAGES
 @pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("rpmbuild") is None, reason="no dpkg or rpmbuild")
-def test_each_nodes_packages_install_its_rendered_tree(tmp_path: Path) -> None:
+def test_each_nodes_packages_install_its_rendered_tree(tmp_path: Path, built: dict[str, Path]) -> None:
     """Each node's Debian package (dpkg -i) and RPM (rpm -i), installed into a scratch root, put there the
     files `render --all` writes for the node, modes included (units in the packages' unit directory), and
     the package's copyright and changelog; the Debian ones depend on lvsdr, the RPMs require it."""
     for example in ("web.toml", "ecmp.toml"):
-        out = tmp_path / example
-        p = node_packages(EXAMPLES / example, out)
-        assert p.returncode == 0, p.stderr
+        out = built[example]
         rendered = tmp_path / f"render-{example}"
         assert main(["render", str(EXAMPLES / example), "--all", "--output-dir", str(rendered)]) == 0
         nodes = sorted(d.name for d in rendered.iterdir())
@@ -249,12 +266,12 @@ def test_each_nodes_packages_install_its_rendered_tree(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("deb-systemd-helper") is None,
                     reason="no dpkg or deb-systemd-helper")
-def test_a_node_package_enables_its_instances_and_purging_leaves_nothing(tmp_path: Path) -> None:
+@PACKAGES
+def test_a_node_package_enables_its_instances_and_purging_leaves_nothing(tmp_path: Path,
+                                                                        built: dict[str, Path]) -> None:
     """Through dpkg into a scratch root (Debian's deb-systemd-helper acting there): installing enables the
     node's own instances (the units' DefaultInstance); removing keeps the files under /etc and masks the
     units; purging leaves the root as it was before the installation, links, state and files."""
-    p = node_packages(EXAMPLES / "web.toml", tmp_path / "out")
-    assert p.returncode == 0, p.stderr
     for node, links in (("web1", {"multi-user.target.wants/lvsdr-realserver@web1.service":
                                   "/lib/systemd/system/lvsdr-realserver@.service",
                                   "multi-user.target.wants/lvsdr-realserver-watch@web1.service":
@@ -266,7 +283,7 @@ def test_a_node_package_enables_its_instances_and_purging_leaves_nothing(tmp_pat
         root = tmp_path / node
         dpkg = dpkg_root(root)
         before = tree_of(root), links_of(root)
-        subprocess.run([*dpkg, "-i", str(tmp_path / "out" / f"lvsdr-{node}_1.0_all.deb")], check=True,
+        subprocess.run([*dpkg, "-i", str(built["web.toml"] / f"lvsdr-{node}_1.0_all.deb")], check=True,
                        capture_output=True)
         enabled = {k.removeprefix("etc/systemd/system/"): v for k, v in links_of(root).items()
                    if k.startswith("etc/systemd/system/")}
@@ -301,12 +318,11 @@ def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.Cap
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
-def test_an_ecmp_directors_package_holds_bird_conf_and_reloads_bird(tmp_path: Path) -> None:
+@PACKAGES
+def test_an_ecmp_directors_package_holds_bird_conf_and_reloads_bird(built: dict[str, Path]) -> None:
     """An ECMP director's package: bird.conf, keepalived's drain drop-in, a dependency on bird2, and its
     postinst has BIRD read the bird.conf it installed."""
-    p = node_packages(EXAMPLES / "ecmp.toml", tmp_path)
-    assert p.returncode == 0, p.stderr
-    deb = str(tmp_path / "lvsdr-lb1_1.0_all.deb")
+    deb = str(built["ecmp.toml"] / "lvsdr-lb1_1.0_all.deb")
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
     assert "./etc/bird/bird.conf" in listing and "./lib/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
         in listing
@@ -378,15 +394,14 @@ def test_node_packages_need_a_real_maintainer(tmp_path: Path, extra: dict[str, s
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None or shutil.which("unshare") is None
                     or shutil.which("deb-systemd-invoke") is None, reason="no dpkg, unshare or deb-systemd-invoke")
+@PACKAGES
 def test_a_node_packages_scripts_start_on_install_stop_on_removal_and_leave_an_upgrade_running(
-        tmp_path: Path) -> None:
+        tmp_path: Path, built: dict[str, Path]) -> None:
     """The Debian package's maintainer scripts, run as dpkg runs them where systemd runs (a private mount
     namespace: /run/systemd/system, systemd's /etc and state on tmpfs, systemctl recorded; Debian's own
     deb-systemd-helper and deb-systemd-invoke): installing starts the node's units, an upgrade neither
     starts nor stops one, removal stops them (a real server's healer first: its stop removes the VIPs, then
     the suppression) and reloads systemd."""
-    p = _node_packages(tmp_path, (EXAMPLES / "web.toml").read_text(), str(tmp_path / "out"), tmp_path)
-    assert p.returncode == 0, p.stderr
     stub = tmp_path / "bin" / "systemctl"
     stub.parent.mkdir()
     calls = tmp_path / "calls"
@@ -395,7 +410,7 @@ def test_a_node_packages_scripts_start_on_install_stop_on_removal_and_leave_an_u
     stub.chmod(0o755)
     for pkg, units in (("web1", ["lvsdr-realserver-watch@web1.service", "lvsdr-realserver@web1.service"]),
                        ("lb1", ["lvsdr-agent@lb1.service", "lvsdr-watch@lb1.service"])):
-        deb = tmp_path / "out" / f"lvsdr-{pkg}_1.0_all.deb"
+        deb = built["web.toml"] / f"lvsdr-{pkg}_1.0_all.deb"
         control, files = tmp_path / f"control-{pkg}", tmp_path / f"files-{pkg}"
         subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(files)], check=True)
