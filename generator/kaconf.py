@@ -240,7 +240,9 @@ def _line(line: str, path: str, start: int, read: Callable[[str], str], config_i
             raise InputError(f"{path}:{start}: more than {MAX_NESTED} ~SEQ/~LST nested on one line; not imported")
         names, value_sets, text = (_seq(line, variables) if line[1] == "S" else _lst(line))
         if names is None:
-            raise InputError(f"{path}:{start}: invalid {line[:4]} specification {line!r} (keepalived refuses it too)")
+            shown = line if len(line) <= 80 else line[:77] + "..."
+            raise InputError(f"{path}:{start}: invalid {line[:4]} specification {shown!r} (keepalived refuses it "
+                             "too)")
         for values in value_sets:
             spent[2] += 1
             if spent[2] > MAX_REPEATS:

@@ -39,7 +39,7 @@ pytestmark = [needs_root, pytest.mark.ipvs, pytest.mark.lab]
 HERE = Path(__file__).parent
 HTTP, ALT = Key("TCP", "192.0.2.130", 80), Key("TCP", "192.0.2.130", 8080)
 ADDRESS = {"web1": "192.0.2.11", "web2": "192.0.2.12"}
-STREAM_SECONDS = 60  # the stream to the backend removed first: longer than the first edits, ends before the last
+STREAM_SECONDS = 40  # the stream to the backend removed first, longer than the first edits (the test: the longer)
 DRAIN_TIMEOUT = 300  # far beyond the stream: the removed backend goes because its connection ended, not on time
 ALT_SERVICE = {"name": "alt", "vip": "192.0.2.130", "port": 8080, "scheduler": "rr", "delay_loop": 2,
                "backends": ["web1", "web2"], "check": {"type": "tcp", "connect_timeout": 1}}
