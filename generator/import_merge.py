@@ -441,16 +441,7 @@ def import_files(paths: list[str], read: Any, arp_method: str, addresses: dict[s
                             if found else "the file has no virtual_server block"))
     imp = merge(sides, arp_method, addresses, name)
     text = to_toml(imp, paths)
-    from lvsdr.errors import ValidationError
-
-    from .load import parse_cluster
-    from .schema import parse_text
-
-    try:
-        cluster = parse_cluster(parse_text(text, "(imported).toml"))
-    except ValidationError as e:
-        raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + "): the files hold "
-                         "what lvsdr refuses") from None
+    cluster = _validated(imp, text, "the files hold")
     return Job(imp, text, cluster, trees, [f"{w}: {t}" for w, t in notes.skipped])
 
 
@@ -473,14 +464,40 @@ def _import_lvs(paths: list[str], read: Any, arp_method: str, addresses: dict[st
     sides = sides_of(got, path, addresses, name)
     imp = merge(sides, arp_method, {}, name)
     text = to_toml(imp, paths, diffable=False)
+    cluster = _validated(imp, text, f"the {source} file holds")
+    return Job(imp, text, cluster, {}, [])
+
+
+def _validated(imp: Imported, text: str, holder: str) -> Cluster:
+    """The imported cluster file, validated: else one line with the model's reasons and, where the directors'
+    addresses are of another family than every VIP (IPv4 --address for a native_ipv6 instance), that first."""
+    import ipaddress
+
     from lvsdr.errors import ValidationError
 
     from .load import parse_cluster
     from .schema import parse_text
 
     try:
-        cluster = parse_cluster(parse_text(text, "(imported).toml"))
+        return parse_cluster(parse_text(text, "(imported).toml"))
     except ValidationError as e:
-        raise InputError("the imported cluster does not validate (" + "; ".join(e.errors) + f"): the {source} "
-                         "file holds what lvsdr refuses") from None
-    return Job(imp, text, cluster, {}, [])
+        def family(a: object) -> int | None:
+            try:
+                return ipaddress.ip_interface(str(a)).version
+            except ValueError:
+                return None
+
+        data = imp.data
+        vips = [v for svc in data.get("services", []) for v in (svc["vip"] if isinstance(svc["vip"], list)
+                                                                  else [svc["vip"]])]
+        vips += [v["address"] for v in data.get("vips", [])] + [v for i in data.get("instances", [])
+                                                               for v in i.get("vips", [])]
+        ours = {family(d["address"]) for d in data.get("directors", [])}
+        theirs = {family(v) for v in vips}
+        hint = ""
+        if len(ours) == 1 and theirs and not ours & theirs:
+            mine, other = ours.pop(), theirs.pop()
+            hint = (f"the directors' addresses are IPv{mine} and every VIP is IPv{other}: keepalived speaks VRRP in "
+                    f"the VIPs' family (give the directors' IPv{other} addresses, --address NAME=IP); ")
+        raise InputError(f"{hint}the imported cluster does not validate (" + "; ".join(e.errors) + f"): {holder} "
+                         "what lvsdr refuses") from None

@@ -176,3 +176,16 @@ def test_the_two_armed_director_imports_on_its_two_interfaces() -> None:
                                     {}).text)
     assert v6["instances"][0]["addresses"] == {"proxy-master": "2001:db8:47::102",
                                                 "proxy-master-peer": "2001:db8:47::101"}
+
+
+def test_ipv4_directors_for_ipv6_vrrp_are_refused_saying_so(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A native_ipv6 instance given the directors' IPv4 addresses: one line that says the families differ and
+    what to give, before the model's reasons; exit 2, nothing written."""
+    out = tmp_path / "cluster.toml"
+    assert main(["import", str(DATA / "ipv6-dr.conf"), "--arp-method", "nftables", "--address", "v6-lb=198.51.100.2",
+                 "--address", f"v6-lb-peer={PEER}", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lvsdr: the directors' addresses are IPv4 and every VIP is IPv6: keepalived speaks "
+                              "VRRP in the VIPs' family (give the directors' IPv6 addresses")
+    assert not out.exists()
