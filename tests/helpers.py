@@ -416,11 +416,24 @@ class Switchover:
     at_back: int
     drained: str  # the drain's own lines
     held: int | None  # flows the new holder's sync hold rules had held back when the drain returned (None: no rules)
+    # each failed request: (start, end, why), and each move of the VIP: (last seen on the old holder, first seen on
+    # the new), in s from the first request
+    failures: tuple[tuple[float, float, str], ...] = ()
+    moves: tuple[tuple[float, float], ...] = ()
+
+    def at_a_move(self, before: float = 0.5) -> list[tuple[float, float, str]]:
+        """The failed requests whose connection may have straddled a move of the VIP: begun at most ``before`` s
+        before the last sight of the old holder and no later than the first of the new. IPVS syncs a TCP
+        connection at its sync_threshold-th packet (3: the request itself); one begun on the old holder an
+        instant before the move is not synced, and the new holder's hold rules reset it after 5 s."""
+        return [f for f in self.failures if any(lo - before <= f[0] <= hi for lo, hi in self.moves)]
 
     def summary(self) -> str:
-        why = f": {'; '.join(self.failed[:3])}" if self.failed else ""
+        why = "; ".join(f"{w} (begun {a:.2f} s, {b - a:.1f} s long)" for a, b, w in self.failures[:3])
+        why = f": {why}" if why else ""
+        moves = ", ".join(f"{lo:.2f}-{hi:.2f} s" for lo, hi in self.moves)
         return (f"{self.complete} of {self.streams} downloads complete (exit codes {sorted(set(self.codes))}), "
-                f"{len(self.failed)} of {self.requests} requests failed{why}; "
+                f"{len(self.failed)} of {self.requests} requests failed{why} (the VIP moved between {moves}); "
                 f"drain returned after {self.away:.1f} s (the downloads at line {self.at_away}), the VIPs back "
                 f"{self.back:.1f} s after the undo (line {self.at_back})"
                 + (f"; the new holder's sync hold rules had held {self.held} flows" if self.held is not None else ""))
@@ -436,20 +449,37 @@ def switchover_under_load(lab: Lab, tmp: Path, vip: str, count: int, seconds: in
 
     master = lab.wait_for_master(60)
     runs = probes.start_streams(lab, vip, count, seconds, first_port, tmp)
-    results: list[str] = []
+    results: list[tuple[float, float, str]] = []
+    moves: list[tuple[float, float]] = []
     stop = threading.Event()
+    began = time.monotonic()
     try:
         poll(lambda: all(r.body.exists() and r.body.stat().st_size > 0 for r in runs), "every download started", 60,
              interval=0.5)
 
         def loop() -> None:
             while not stop.is_set():
+                start = time.monotonic() - began
                 body, why = probes.http_request(lab, vip, timeout=10)
-                results.append("" if body is not None else why)
+                results.append((start, time.monotonic() - began, "" if body is not None else why))
+                stop.wait(0.1)
+
+        def watch() -> None:  # who holds the VIP, every 0.1 s: when it moved
+            seen, last = master.name, time.monotonic() - began
+            while not stop.is_set():
+                now = time.monotonic() - began
+                holder = getattr(lab.master(), "name", None)
+                if holder not in (None, seen):
+                    moves.append((last, now))
+                    seen = holder
+                if holder == seen:
+                    last = now
                 stop.wait(0.1)
 
         requests = threading.Thread(target=loop, daemon=True)
+        watcher = threading.Thread(target=watch, daemon=True)
         requests.start()
+        watcher.start()
         time.sleep(2)
         t0 = time.monotonic()
         r = lvsdr_in(master.ns, "drain", lab.cluster_path, "--node", master.name)
@@ -472,9 +502,11 @@ def switchover_under_load(lab: Lab, tmp: Path, vip: str, count: int, seconds: in
         stop.set()
         codes, lines = probes.end_streams(runs, seconds)
     requests.join()
+    watcher.join()
     complete = sum(1 for c, n in zip(codes, lines, strict=True) if c == 0 and n == seconds * 4)
-    return Switchover(count, complete, tuple(codes), len(results), tuple(w for w in results if w), away, back,
-                      at_away, at_back, r.stdout.strip(), held)
+    failures = tuple(f for f in results if f[2])
+    return Switchover(count, complete, tuple(codes), len(results), tuple(f[2] for f in failures), away, back,
+                      at_away, at_back, r.stdout.strip(), held, failures, tuple(moves))
 
 
 def _held_flows(node: Node | None) -> int | None:

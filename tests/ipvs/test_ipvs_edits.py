@@ -316,7 +316,10 @@ class TestSync:
         """With sync_daemon, `lvsdr drain` on the MASTER (it waits for the sync daemon's flush of the connections
         it carries) and `--undo` move the VIPs to the other director and back while 30 downloads run and a
         request loop asks: every download completes and no request fails (a segment the new MASTER's IPVS does
-        not know yet is dropped, not reset, by lvsdr's sync hold rules, and its retransmission finds it)."""
+        not know yet is dropped, not reset, by lvsdr's sync hold rules, and its retransmission finds it) but
+        one whose connection began an instant before a move: IPVS syncs a connection at its third packet (the
+        request), so one born on the old holder as the VIP moved is on neither table's peer, and the hold
+        rules reset it after 5 s (at most one per move; 1 of 339 in a CI run, docs/operations.md)."""
         lb1 = sync_lab.wait_for_master(60 * TIME_SCALE)
         holds = ns_run(lb1.ns, ["nft", "list", "table", "inet", "lvsdr_sync"], check=False).stdout
         assert "192.0.2.130 tcp dport 80" in holds, holds
@@ -326,7 +329,10 @@ class TestSync:
         MEASURED.append(f"IPVS switchover and back with lvs_sync_daemon: {got.summary()}; the drain said: "
                         f"{' / '.join(got.drained.splitlines())}")
         assert "sync daemon runs here" in got.drained, got.drained
-        assert got.complete == got.streams and not got.failed, got.summary()
+        assert got.complete == got.streams and len(got.moves) == 2, got.summary()
+        straddled = got.at_a_move()
+        assert [f for f in got.failures if f not in straddled] == [] and len(straddled) <= len(got.moves), \
+            got.summary()
 
 
 def failover_during_a_stream(lab: Lab, tmp_path: Path) -> None:
