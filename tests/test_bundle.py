@@ -434,3 +434,49 @@ def test_a_node_packages_scripts_start_on_install_stop_on_removal_and_leave_an_u
             got = [c for c in (calls.read_text().splitlines() if calls.exists() else [])
                    if "is-enabled" not in c and "is-active" not in c]
             assert got == want, (pkg, script, args, got)
+
+
+def scriptlets(rpm: Path) -> dict[str, str]:
+    """An RPM's scriptlets (`rpm -qp --scripts`): {"postinstall": text, "preuninstall": ..., ...}."""
+    out: dict[str, str] = {}
+    name = ""
+    text = subprocess.run(["rpm", "-qp", "--scripts", str(rpm)], capture_output=True, text=True, check=True).stdout
+    for line in text.splitlines():
+        if line.endswith("scriptlet (using /bin/sh):"):
+            name = line.split()[0]
+            out[name] = ""
+        elif name:
+            out[name] += line + "\n"
+    return out
+
+
+@PACKAGES
+@pytest.mark.skipif(shutil.which("rpm") is None or shutil.which("unshare") is None, reason="no rpm or unshare")
+def test_a_node_rpms_scriptlets_start_on_install_stop_on_erase_and_leave_an_upgrade_running(
+        tmp_path: Path, built: dict[str, Path]) -> None:
+    """The node RPMs' scriptlets, run as rpm runs them ($1: installed instances after the operation) where
+    systemd runs (a private mount namespace with /run/systemd/system, systemctl recorded): the first
+    installation enables and starts the node's units, an upgrade neither starts nor stops one, erasing
+    stops and disables them, then reloads systemd."""
+    stub = tmp_path / "bin" / "systemctl"
+    stub.parent.mkdir()
+    calls = tmp_path / "calls"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    stub.chmod(0o755)
+    for pkg, units in (("web1", "lvsdr-realserver-watch@web1.service lvsdr-realserver@web1.service"),
+                       ("lb1", "lvsdr-agent@lb1.service lvsdr-watch@lb1.service")):
+        scripts = scriptlets(built["web.toml"] / f"lvsdr-{pkg}-1.0-1.noarch.rpm")
+        for script, arg, want in (("postinstall", 1, ["daemon-reload", f"enable --now {units}"]),
+                                  ("postinstall", 2, []), ("preuninstall", 1, []),
+                                  ("preuninstall", 0, [f"disable --now {units}"]),
+                                  ("postuninstall", 1, []), ("postuninstall", 0, ["daemon-reload"])):
+            calls.unlink(missing_ok=True)
+            body = tmp_path / f"{pkg}-{script}.sh"
+            body.write_text(scripts[script])
+            run = (f"mount -t tmpfs none /run && mkdir -p /run/systemd/system && PATH={stub.parent}:$PATH "
+                   f"sh -e {body} {arg}")
+            r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", run],
+                               capture_output=True, text=True, check=False)
+            assert r.returncode == 0, r.stderr
+            got = calls.read_text().splitlines() if calls.exists() else []
+            assert got == want, (pkg, script, arg, got)
