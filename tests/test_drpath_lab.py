@@ -103,6 +103,8 @@ def test_a_backend_answering_arp_for_the_vip_is_named_and_taken_out(tmp_path: Pa
         poll(lambda: 'lvsdr_arp_offender{mac="02:1d:00:00:01:01",node="web2",vip="192.0.2.100"} 1.0'
              in metrics(lab, master.name), "lvsdr metrics names the offender", 10 * TIME_SCALE,
              explain=lambda: metrics(lab, master.name))
+        poll(lambda: bool(agent_lines(lab, master.name, "DR path failed")), "the agent's DR path failed line",
+             5 * TIME_SCALE, explain=lambda: logs(lab))  # logged just after the verdict file is written
         failed = agent_lines(lab, master.name, "DR path failed")
         assert failed and failed[0]["backend"] == "web2" and failed[0]["why"] == f"answers ARP for {VIP}", failed
         ns_run(web2.ns, ["sysctl", "-qw", *(f"{k}=1" for k in keys)])
@@ -185,6 +187,9 @@ def test_the_services_own_check_goes_through_the_vip(tmp_path: Path) -> None:
         try:
             took = poll(lambda: verdict(lab, "web1", master.name) == "1", "web1 out on the MASTER",
                         10 * TIME_SCALE, interval=0.02, explain=lambda: logs(lab))
+            # the agent writes the verdict file, then logs it: the line may follow the file by a moment
+            poll(lambda: bool(agent_lines(lab, master.name, "DR path failed")), "the agent's DR path failed line",
+                 5 * TIME_SCALE, explain=lambda: logs(lab))
             line = agent_lines(lab, master.name, "DR path failed")[0]
             assert line["backend"] == "web1" and line["why"] == ("GET / through the VIP answered 503 (the check "
                                                                  "wants 200)"), line
