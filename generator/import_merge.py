@@ -469,10 +469,8 @@ def _import_lvs(paths: list[str], read: Any, arp_method: str, addresses: dict[st
 
 
 def _validated(imp: Imported, text: str, holder: str) -> Cluster:
-    """The imported cluster file, validated: else one line with the model's reasons and, where the directors'
-    addresses are of another family than every VIP (IPv4 --address for a native_ipv6 instance), that first."""
-    import ipaddress
-
+    """The imported cluster file, validated: else one line with the model's reasons, after a hint where the
+    directors' addresses are of another family than every VIP (IPv4 --address for a native_ipv6 instance)."""
     from lvsdr.errors import ValidationError
 
     from .load import parse_cluster
@@ -481,23 +479,28 @@ def _validated(imp: Imported, text: str, holder: str) -> Cluster:
     try:
         return parse_cluster(parse_text(text, "(imported).toml"))
     except ValidationError as e:
-        def family(a: object) -> int | None:
-            try:
-                return ipaddress.ip_interface(str(a)).version
-            except ValueError:
-                return None
+        raise InputError(f"{_family_hint(imp.data)}the imported cluster does not validate ("
+                         + "; ".join(e.errors) + f"): {holder} what lvsdr refuses") from None
 
-        data = imp.data
-        vips = [v for svc in data.get("services", []) for v in (svc["vip"] if isinstance(svc["vip"], list)
-                                                                  else [svc["vip"]])]
-        vips += [v["address"] for v in data.get("vips", [])] + [v for i in data.get("instances", [])
-                                                               for v in i.get("vips", [])]
-        ours = {family(d["address"]) for d in data.get("directors", [])}
-        theirs = {family(v) for v in vips}
-        hint = ""
-        if len(ours) == 1 and theirs and not ours & theirs:
-            mine, other = ours.pop(), theirs.pop()
-            hint = (f"the directors' addresses are IPv{mine} and every VIP is IPv{other}: keepalived speaks VRRP in "
-                    f"the VIPs' family (give the directors' IPv{other} addresses, --address NAME=IP); ")
-        raise InputError(f"{hint}the imported cluster does not validate (" + "; ".join(e.errors) + f"): {holder} "
-                         "what lvsdr refuses") from None
+
+def _family_hint(data: Tables) -> str:
+    """What to say first when every director's address is of one family and no VIP is of it."""
+    import ipaddress
+
+    def family(a: object) -> int | None:
+        try:
+            return ipaddress.ip_interface(str(a)).version
+        except ValueError:
+            return None
+
+    vips = [v for svc in data.get("services", []) for v in (svc["vip"] if isinstance(svc["vip"], list)
+                                                              else [svc["vip"]])]
+    vips += [v["address"] for v in data.get("vips", [])] + [v for i in data.get("instances", [])
+                                                           for v in i.get("vips", [])]
+    ours = {family(d["address"]) for d in data.get("directors", [])}
+    theirs = {family(v) for v in vips}
+    if len(ours) != 1 or not theirs or ours & theirs:
+        return ""
+    mine, other = ours.pop(), theirs.pop()
+    return (f"the directors' addresses are IPv{mine} and every VIP is IPv{other}: keepalived speaks VRRP in the "
+            f"VIPs' family (give the directors' IPv{other} addresses, --address NAME=IP); ")

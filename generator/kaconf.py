@@ -136,9 +136,10 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
     ``-i``: lines ``@ID ...`` apply only when it matches, ``@^ID ...`` unless it
     does. Raises InputError for what keepalived would not read at all."""
     notes = notes if notes is not None else Notes()
-    variables: dict[str, str] = dict(BUILTINS) | ({"_INSTANCE": config_id} if config_id is not None else {})
-    lines: list[tuple[str, int, str]] = []
-    _load(path, read, config_id, notes, variables, lines, 0, [0, 0, 0])
+    reading = _Reading(read, config_id, notes,
+                       dict(BUILTINS) | ({"_INSTANCE": config_id} if config_id is not None else {}))
+    _load(reading, path, 0)
+    lines = reading.lines
     pos = 0
 
     def block(depth: int) -> tuple[Directive, ...]:
@@ -186,76 +187,86 @@ def read_keepalived(path: str, read: Callable[[str], str], config_id: str | None
     return block(0)
 
 
-def _load(path: str, read: Callable[[str], str], config_id: str | None, notes: Notes,
-          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int]) -> None:
-    """Read ``path`` into ``lines``; ``spent`` is [files read, characters taken, lines repeated] of the whole
-    reading, each capped."""
+@dataclass
+class _Reading:
+    """One reading of a file and what it includes: its inputs, the definitions so far, the lines taken,
+    and what it has spent of each cap."""
+
+    read: Callable[[str], str]
+    config_id: str | None
+    notes: Notes
+    variables: dict[str, str]
+    lines: list[tuple[str, int, str]] = field(default_factory=list)
+    loads: int = 0  # files read (MAX_LOADS)
+    chars: int = 0  # characters taken, after $NAME substitution (MAX_TEXT)
+    repeats: int = 0  # lines ~SEQ and ~LST made (MAX_REPEATS)
+
+
+def _load(r: _Reading, path: str, depth: int) -> None:
+    """Read ``path`` into ``r.lines``."""
     if depth > MAX_INCLUDE_DEPTH:
         raise InputError(f"{path}: includes nested deeper than {MAX_INCLUDE_DEPTH} (a loop?)")
-    spent[0] += 1
-    if spent[0] > MAX_LOADS:
+    r.loads += 1
+    if r.loads > MAX_LOADS:
         raise InputError(f"{path}: the includes read more than {MAX_LOADS} files in all; keepalived.conf "
                          "that large is not imported")
     try:
-        text = read(path)
+        text = r.read(path)
     except OSError as e:
         raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
     # keepalived reads lines ending at \n only, as C strings (a NUL ends one),
     # with no continuation but in a $NAME= definition: a backslash at the end is a character like another
     for lineno, raw in enumerate(text.split("\n"), 1):
-        start = lineno
         line = raw.split("\0", 1)[0].strip(WHITESPACE)
         if line.startswith("@"):
             cond, _, rest = line[1:].partition(" ")
             negate = cond.startswith("^")
             name = cond[1:] if negate else cond
-            if config_id is None and not negate:
-                notes.skipped.append((f"{path}:{start}", f"conditional line for config id {name!r} skipped "
-                                      "(give --config-id to take it)"))
+            if r.config_id is None and not negate:
+                r.notes.skipped.append((f"{path}:{lineno}", f"conditional line for config id {name!r} skipped "
+                                        "(give --config-id to take it)"))
                 continue
-            if (name == config_id) == negate:
+            if (name == r.config_id) == negate:
                 continue
             line = rest.strip(WHITESPACE)
-        _line(line, path, start, read, config_id, notes, variables, lines, depth, spent)
+        _line(r, line, path, lineno, depth)
 
 
-def _line(line: str, path: str, start: int, read: Callable[[str], str], config_id: str | None, notes: Notes,
-          variables: dict[str, str], lines: list[tuple[str, int, str]], depth: int, spent: list[int],
-          nested: int = 0) -> None:
+def _line(r: _Reading, line: str, path: str, lineno: int, depth: int, nested: int = 0) -> None:
     """One line of ``path`` (its conditional taken off): a comment, a definition, a repeater (each line
     it makes taken in turn, as keepalived does; ``nested`` repeaters around it), an include, or a line
     of configuration."""
+    where = f"{path}:{lineno}"
     if not line or line[0] in "#!":
         return
     m = _VAR_DEF.fullmatch(line)
     if m:
         if m.group(2).rstrip(WHITESPACE).endswith("\\"):
-            raise InputError(f"{path}:{start}: ${m.group(1)} is a multi-line definition (its line ends in a "
+            raise InputError(f"{where}: ${m.group(1)} is a multi-line definition (its line ends in a "
                              "backslash): keepalived expands it into several lines; lvsdr's import does not "
                              "read those (write its lines out where it is used)")
-        variables[m.group(1)] = m.group(2).strip()
+        r.variables[m.group(1)] = m.group(2).strip()
         return
     if line.startswith(("~SEQ", "~LST")):
         if nested >= MAX_NESTED:
-            raise InputError(f"{path}:{start}: more than {MAX_NESTED} ~SEQ/~LST nested on one line; not imported")
-        names, value_sets, text = (_seq(line, variables) if line[1] == "S" else _lst(line))
-        if names is None:
+            raise InputError(f"{where}: more than {MAX_NESTED} ~SEQ/~LST nested on one line; not imported")
+        got = _seq(line, r.variables, where) if line[1] == "S" else _lst(line)
+        if got is None:
             shown = line if len(line) <= 80 else line[:77] + "..."
-            raise InputError(f"{path}:{start}: invalid {line[:4]} specification {shown!r} (keepalived refuses it "
-                             "too)")
+            raise InputError(f"{where}: invalid {line[:4]} specification {shown!r} (keepalived refuses it too)")
+        names, value_sets, text = got
         for values in value_sets:
-            spent[2] += 1
-            if spent[2] > MAX_REPEATS:
-                raise InputError(f"{path}:{start}: ~SEQ and ~LST make more than {MAX_REPEATS} lines in all; "
-                                 "not imported")
-            variables.update(zip(names, values, strict=True))
-            _line(text, path, start, read, config_id, notes, variables, lines, depth, spent, nested + 1)
+            r.repeats += 1
+            if r.repeats > MAX_REPEATS:
+                raise InputError(f"{where}: ~SEQ and ~LST make more than {MAX_REPEATS} lines in all; not imported")
+            r.variables.update(zip(names, values, strict=True))
+            _line(r, text, path, lineno, depth, nested + 1)
         return
     if "$" in line:
-        line = _expand(line, variables, MAX_TEXT - spent[1], f"{path}:{start}")
-    spent[1] += len(line)
-    if spent[1] > MAX_TEXT:
-        raise InputError(f"{path}:{start}: more than {MAX_TEXT >> 20} MiB of configuration in all (with "
+        line = _expand(line, r.variables, MAX_TEXT - r.chars, where)
+    r.chars += len(line)
+    if r.chars > MAX_TEXT:
+        raise InputError(f"{where}: more than {MAX_TEXT >> 20} MiB of configuration in all (with "
                          "$NAME substituted); not imported")
     words = _tokens(line)
     if words and words[0][0] == "include" and len(words) >= 2:
@@ -264,35 +275,38 @@ def _line(line: str, path: str, start: int, read: Callable[[str], str], config_i
             pattern = os.path.join(os.path.dirname(path), pattern)
         found = sorted(glob.glob(pattern))
         if not found:
-            notes.skipped.append((f"{path}:{start}", f"include {words[1][0]} matches no file"))
+            r.notes.skipped.append((where, f"include {words[1][0]} matches no file"))
         for inc in found:
             try:
-                _load(inc, read, config_id, notes, variables, lines, depth + 1, spent)
+                _load(r, inc, depth + 1)
             except InputError as e:
                 if str(e).startswith(f"{inc}:"):  # the included file itself: say where it was included
-                    raise InputError(f"{path}:{start}: include {words[1][0]}: {e}") from None
+                    raise InputError(f"{where}: include {words[1][0]}: {e}") from None
                 raise
         return
-    lines.append((path, start, line))
+    r.lines.append((path, lineno, line))
 
 
 _SEQ = re.compile(r"~SEQ(x?)[ \t]*\([ \t]*([^ \t,)]+)[ \t]*,([^)]*)\)[ \t]*(.*)", re.S)
 _NUMBER = re.compile(r"[ \t]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)[ \t]*")
 
 
-def _seq(line: str, variables: dict[str, str]) -> tuple[tuple[str, ...] | None, list[tuple[str, ...]], str]:
+Repeat = tuple[tuple[str, ...], list[tuple[str, ...]], str]  # a repeater's names, its values per line, its text
+
+
+def _seq(line: str, variables: dict[str, str], where: str) -> Repeat | None:
     """``~SEQ[x](var, [start,] [step,] end) text`` as keepalived 2.2.7's add_seq() reads it (its numbers
-    through $NAME first, then strtol's bases: 0x hex, 0 octal): (var,), one value per line, the text."""
+    through $NAME first, then strtol's bases: 0x hex, 0 octal); None where keepalived refuses it."""
     m = _SEQ.fullmatch(line)
     if not m:
-        return None, [], ""
+        return None
     hexa, var, params, text = m.groups()
-    params = _VAR_USE.sub(lambda v: _value(v, variables, "~SEQ"), params)
+    params = _VAR_USE.sub(lambda v: _value(v, variables, where), params)
     numbers = []
     for part in params.split(","):
         n = _NUMBER.fullmatch(part)
         if not n:
-            return None, [], ""
+            return None
         digits = n.group(2)
         value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits[0] == "0" else int(digits)
         numbers.append(-value if n.group(1) == "-" else value)
@@ -305,11 +319,11 @@ def _seq(line: str, variables: dict[str, str]) -> tuple[tuple[str, ...] | None, 
     elif len(numbers) == 3:
         start, step, end = numbers
         if not step or (start < end and step < 0) or (start > end and step > 0):
-            return None, [], ""
+            return None
     else:
-        return None, [], ""
+        return None
     if hexa and (start < 0 or end < 0):
-        return None, [], ""
+        return None
     count = max(0, (end - start) // step + 1)
     if count > MAX_REPEATS:
         count = MAX_REPEATS + 1  # refused by the caller's count, without building billions of values
@@ -317,12 +331,12 @@ def _seq(line: str, variables: dict[str, str]) -> tuple[tuple[str, ...] | None, 
     return (var,), [(f"{v:x}" if hexa else str(v),) for v in values], text
 
 
-def _lst(line: str) -> tuple[tuple[str, ...] | None, list[tuple[str, ...]], str]:
+def _lst(line: str) -> Repeat | None:
     """``~LST(var, a, b) text`` or ``~LST({v1, v2}, {a1, a2}, {b1, b2}) text`` as keepalived 2.2.7's add_lst()
-    reads it: the names, one set of values per line (missing ones blank), the text."""
+    reads it (a missing value blank); None where keepalived refuses it."""
     p = line[4:].lstrip(" \t")
     if not p.startswith("("):
-        return None, [], ""
+        return None
     p = p[1:].lstrip(" \t")
 
     def group(p: str) -> tuple[list[str], str] | None:
@@ -331,26 +345,26 @@ def _lst(line: str) -> tuple[tuple[str, ...] | None, list[tuple[str, ...]], str]
             word = re.match(r"[^ \t,})]*", p)
             assert word is not None
             return [word.group(0)], p[word.end():].lstrip(" \t")
-        words = [w.strip(" \t") for w in p[1:].split("}", 1)[0].split(",")] if "}" in p else None
-        if words is None:
+        if "}" not in p:
             return None
-        return words, p[1:].split("}", 1)[1].lstrip(" \t")
+        inner, rest = p[1:].split("}", 1)
+        return [w.strip(" \t") for w in inner.split(",")], rest.lstrip(" \t")
 
     got = group(p)
     if got is None or not got[0][0] or not got[1].startswith(","):
-        return None, [], ""
+        return None
     names, p = got[0], got[1][1:].lstrip(" \t")
     sets: list[tuple[str, ...]] = []
     while True:
         got = group(p)
         if got is None or len(got[0]) > len(names):
-            return None, [], ""
+            return None
         values, p = got
         sets.append(tuple(values) + ("",) * (len(names) - len(values)))
         if p.startswith(")"):
             break
         if not p.startswith(","):
-            return None, [], ""
+            return None
         p = p[1:].lstrip(" \t")
     return tuple(names), sets, p[1:].lstrip(" \t")
 

@@ -320,8 +320,8 @@ def test_bad_render_all_input(args: list[str], expected: str, capsys: pytest.Cap
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="no dpkg-deb here")
 @PACKAGES
 def test_an_ecmp_directors_package_holds_bird_conf_and_reloads_bird(built: dict[str, Path]) -> None:
-    """An ECMP director's package: bird.conf, keepalived's drain drop-in, a dependency on bird2, and its
-    postinst has BIRD read the bird.conf it installed."""
+    """An ECMP director's package: bird.conf, keepalived's drain drop-in, a dependency on bird2; its postinst
+    has BIRD read the bird.conf it installed, its prerm stops BIRD after the node's units on removal."""
     deb = str(built["ecmp.toml"] / "lvsdr-lb1_1.0_all.deb")
     listing = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
     assert "./etc/bird/bird.conf" in listing and "./lib/systemd/system/keepalived.service.d/lvsdr-drain.conf" \
@@ -331,6 +331,9 @@ def test_an_ecmp_directors_package_holds_bird_conf_and_reloads_bird(built: dict[
     postinst = subprocess.run(["dpkg-deb", "-I", deb, "postinst"], capture_output=True, text=True,
                               check=True).stdout
     assert "deb-systemd-invoke try-reload-or-restart 'bird.service'" in postinst
+    assert "deb-systemd-invoke start 'bird.service'" not in postinst  # bird2's own installation started it
+    prerm = subprocess.run(["dpkg-deb", "-I", deb, "prerm"], capture_output=True, text=True, check=True).stdout
+    assert prerm.index("'lvsdr-watch@lb1.service'") < prerm.index("stop 'bird.service'")  # it announces no more
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
