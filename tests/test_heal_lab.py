@@ -28,7 +28,9 @@ FAULTS = {
     "sysctl": [["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=0", "net.ipv4.conf.eth0.arp_ignore=0"]],
     "arptables": [["arptables", "-F"]],
     "nftables": [["nft", "flush", "ruleset"]],
-    "iptables": [["iptables", "-t", "nat", "-F"], ["iptables", "-t", "nat", "-X"]],
+    # the nat table emptied in one commit (rules and chains), waiting for xtables' lock: as two commands (-F, then
+    # -X) the healer could put its rules back, holding the lock, in between, and the -X failed (exit 4)
+    "iptables": [["sh", "-c", "printf '*nat\\nCOMMIT\\n' | iptables-restore -w 10"]],
     "firewalld": [["sh", "-c", "for p in $(firewall-cmd --permanent --zone=public --list-forward-ports); do "
                    "firewall-cmd -q --permanent --zone=public --remove-forward-port=$p; done; "
                    "firewall-cmd -q --reload"]],
